@@ -1,0 +1,108 @@
+//! Command-line interface: clap definitions, shared by the binary and completions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "heet",
+    version,
+    about = "Provision AWS infrastructure per project and environment, with business rules as WebAssembly plugins",
+    after_help = "Exit codes: 0 ok, 1 runtime or AWS error, 2 usage or definition error, 3 policy denied; \
+                  `plan --detailed-exitcode` exits 2 when there are changes."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The definition file; relative paths in it resolve from its folder
+    #[arg(short = 'f', long = "file", global = true, env = "HEET_FILE", default_value = "heet.toml")]
+    pub file: PathBuf,
+    /// AWS endpoint, e.g. a local emulator
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// AWS profile from the shared config files
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    /// AWS region (else the AWS config chain, else project.region)
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Output format of the command's result (logs always go to stderr)
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Print the AWS calls made to stderr (always included in --output json)
+    #[arg(long, global = true)]
+    pub stats: bool,
+    /// More log output (-v debug, -vv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what `up` would change, without changing anything
+    Plan {
+        #[arg(short, long)]
+        env: String,
+        /// Exit 2 when there are changes, 0 when there are none (as Terraform)
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Make AWS match the definition for an environment
+    Up {
+        #[arg(short, long)]
+        env: String,
+        /// Do not ask before terminating or replacing instances
+        #[arg(short, long)]
+        yes: bool,
+        /// Plan only; the same as `heet plan`
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Terminate everything heet created for the project in an environment
+    Down {
+        #[arg(short, long)]
+        env: String,
+        /// Do not ask for confirmation (required when stdin is not a terminal)
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Build, inspect and manage plugins
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Print shell completions
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List the plugins of the definition: file, sha256, hooks, WIT version
+    List,
+    /// Build plugin crates of a cargo workspace into components
+    Build {
+        /// Cargo.toml of the workspace holding the plugin crates
+        #[arg(long)]
+        manifest_path: Option<PathBuf>,
+        /// Folder for the built components [default: <target dir>/heet-plugins]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Build only these crates (fixtures must be named)
+        #[arg(short, long = "package")]
+        packages: Vec<String>,
+    },
+}

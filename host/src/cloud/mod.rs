@@ -1,0 +1,75 @@
+//! The only module that links aws-sdk-*: thin adapters that speak heet's types outward.
+//!
+//! Every client shares one [`CallStats`] interceptor, so each command can report exactly
+//! which AWS operations it made (a no-op `up` must make no mutating call).
+
+mod ec2;
+mod stats;
+
+use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
+
+pub use ec2::Ec2;
+pub use stats::{CallStats, CallSummary};
+
+/// How to reach AWS: the standard chain (env, profile, IMDS) with these overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// The AWS clients of one heet process.
+pub struct Aws {
+    pub ec2: Ec2,
+    pub stats: CallStats,
+    pub region: String,
+}
+
+impl Aws {
+    /// `default_region` (from heet.toml) applies when neither the command line nor the AWS
+    /// config chain names one.
+    pub async fn connect(conn: &Connection, default_region: Option<&str>) -> anyhow::Result<Aws> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            // Adaptive: back off client-side when AWS throttles, as a large `up` will.
+            .retry_config(RetryConfig::adaptive().with_max_attempts(6));
+        if let Some(region) = &conn.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &conn.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &conn.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let mut config = loader.load().await;
+        if config.region().is_none() {
+            let Some(region) = default_region else {
+                anyhow::bail!(
+                    "no AWS region: pass --region, set AWS_REGION, or set project.region in heet.toml"
+                );
+            };
+            config = config.into_builder().region(Region::new(region.to_owned())).build();
+        }
+        let region = config.region().map(ToString::to_string).unwrap_or_default();
+        let stats = CallStats::default();
+        let ec2 = aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::config::Builder::from(&config)
+                .interceptor(stats.clone())
+                .build(),
+        );
+        Ok(Aws {
+            ec2: Ec2::new(ec2),
+            stats,
+            region,
+        })
+    }
+}
+
+/// An SDK error with its whole cause chain: the SDK's own Display says only "service error".
+pub(crate) fn sdk_error<E: std::error::Error>(op: &str, err: E) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{op}: {}",
+        aws_smithy_types::error::display::DisplayErrorContext(&err)
+    )
+}

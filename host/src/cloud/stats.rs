@@ -1,0 +1,104 @@
+//! Counts the AWS operations and HTTP attempts a command makes, by operation name.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default)]
+pub struct CallStats(Arc<Mutex<Counts>>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    operations: BTreeMap<String, u32>,
+    attempts: u32,
+}
+
+/// What a command reports of its AWS calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallSummary {
+    /// Operations called, e.g. `ec2:DescribeInstances`, with how many times.
+    pub operations: BTreeMap<String, u32>,
+    pub calls: u32,
+    /// Calls that change something (anything but Describe*/List*/Get*).
+    pub mutating: u32,
+    /// HTTP attempts including the SDK's retries.
+    pub attempts: u32,
+}
+
+/// Whether an operation only reads.
+pub fn is_read_only(operation: &str) -> bool {
+    let op = operation.rsplit(':').next().unwrap_or(operation);
+    ["Describe", "List", "Get"].iter().any(|p| op.starts_with(p))
+}
+
+impl CallStats {
+    pub fn summary(&self) -> CallSummary {
+        let counts = self.0.lock().expect("stats lock");
+        let calls = counts.operations.values().sum();
+        let mutating = counts
+            .operations
+            .iter()
+            .filter(|(op, _)| !is_read_only(op))
+            .map(|(_, n)| n)
+            .sum();
+        CallSummary {
+            operations: counts.operations.clone(),
+            calls,
+            mutating,
+            attempts: counts.attempts,
+        }
+    }
+}
+
+impl Intercept for CallStats {
+    fn name(&self) -> &'static str {
+        "heet-call-stats"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let name = cfg.load::<Metadata>().map_or_else(
+            || "unknown".to_owned(),
+            |m| format!("{}:{}", m.service().to_ascii_lowercase(), m.name()),
+        );
+        *self.0.lock().expect("stats lock").operations.entry(name).or_default() += 1;
+        Ok(())
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.lock().expect("stats lock").attempts += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_read_only;
+
+    #[test]
+    fn read_only_operations() {
+        assert!(is_read_only("ec2:DescribeInstances"));
+        assert!(is_read_only("ssm:GetParametersByPath"));
+        assert!(is_read_only("route53:ListResourceRecordSets"));
+        assert!(!is_read_only("ec2:RunInstances"));
+        assert!(!is_read_only("ec2:CreateTags"));
+        assert!(!is_read_only("ec2:TerminateInstances"));
+    }
+}

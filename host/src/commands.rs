@@ -1,0 +1,318 @@
+//! The commands: each loads what it needs, computes a value, and returns a report that is
+//! both `Display` (text output) and `Serialize` (JSON output).
+
+use std::fmt;
+use std::io::{BufRead, IsTerminal, Write};
+
+use serde::Serialize;
+
+use crate::apply::{self, Applied, InstanceSummary};
+use crate::cli::{Global, Output};
+use crate::cloud::{Aws, CallSummary, Connection};
+use crate::definition::Definition;
+use crate::desired::{self, Desired};
+use crate::plan::{self, Plan};
+use crate::plugins::{self, PluginInfo, PluginSet, Runtime};
+use crate::progress::Progress;
+
+/// A usage error: the command line asks for something heet will not do. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// What a command tells `main` beyond success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// `plan --detailed-exitcode` found changes.
+    Changes,
+}
+
+pub fn emit<R: fmt::Display + Serialize>(global: &Global, report: &R) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match global.output {
+        Output::Text => writeln!(out, "{report}")?,
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(report)?)?,
+    }
+    Ok(())
+}
+
+fn emit_stats(global: &Global, stats: &CallSummary) {
+    if global.stats && global.output == Output::Text {
+        let ops: Vec<String> = stats.operations.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        eprintln!(
+            "aws calls: {} ({} mutating, {} attempts): {}",
+            stats.calls,
+            stats.mutating,
+            stats.attempts,
+            ops.join(" ")
+        );
+    }
+}
+
+fn connection(global: &Global) -> Connection {
+    Connection {
+        region: global.region.clone(),
+        profile: global.profile.clone(),
+        endpoint_url: global.endpoint_url.clone(),
+    }
+}
+
+/// Definition, plugins and desired state: everything before the first AWS call. A bad
+/// definition, a failing plugin or a policy veto stops here, having touched nothing.
+async fn prepare(global: &Global, env: &str) -> anyhow::Result<(Definition, Aws, Desired)> {
+    let def = Definition::load(&global.file)?;
+    def.environment(env)?;
+    let runtime = Runtime::new()?;
+    let mut plugins = PluginSet::load(&runtime, &def)?;
+    let aws = Aws::connect(&connection(global), def.region.as_deref()).await?;
+    let desired = desired::compute(&def, env, &aws.region, &mut plugins)?;
+    Ok((def, aws, desired))
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    pub plan: Plan,
+    pub aws_calls: CallSummary,
+}
+
+impl fmt::Display for PlanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.plan.fmt(f)
+    }
+}
+
+pub async fn plan(global: &Global, env: &str, detailed_exitcode: bool) -> anyhow::Result<Outcome> {
+    let (_, aws, desired) = prepare(global, env).await?;
+    let observed = aws.ec2.instances(&desired.project, env).await?;
+    let plan = plan::plan(&desired, &observed);
+    let report = PlanReport {
+        plan,
+        aws_calls: aws.stats.summary(),
+    };
+    emit(global, &report)?;
+    emit_stats(global, &report.aws_calls);
+    Ok(if detailed_exitcode && !report.plan.is_empty() {
+        Outcome::Changes
+    } else {
+        Outcome::Done
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpReport {
+    pub plan: Plan,
+    pub applied: Option<Applied>,
+    pub aws_calls: CallSummary,
+}
+
+impl fmt::Display for UpReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.plan)?;
+        if let Some(a) = &self.applied {
+            write!(
+                f,
+                "\napplied: {} launched, {} terminated, {} retagged",
+                a.launched.len(),
+                a.terminated.len(),
+                a.retagged.len()
+            )?;
+            for i in &a.launched {
+                write!(
+                    f,
+                    "\n  {} {} {} {}",
+                    i.name,
+                    i.instance_id,
+                    i.state,
+                    i.dns_name.as_deref().unwrap_or("-")
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub async fn up(global: &Global, env: &str, yes: bool, progress: &Progress) -> anyhow::Result<Outcome> {
+    let (def, aws, desired) = prepare(global, env).await?;
+    let observed = aws.ec2.instances(&desired.project, env).await?;
+    let plan = plan::plan(&desired, &observed);
+
+    if plan.is_destructive() && !yes {
+        let doomed = plan.count(|c| {
+            matches!(c, plan::Change::Delete { .. } | plan::Change::Replace { .. })
+        });
+        eprintln!("{plan}");
+        confirm(
+            &format!("this terminates {doomed} instance(s) of {}/{env}", def.project),
+            None,
+        )?;
+    }
+
+    let applied = if plan.is_empty() {
+        None
+    } else {
+        let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+        Some(apply::apply(&aws, &plan, &run_id, progress).await?)
+    };
+    let report = UpReport {
+        plan,
+        applied,
+        aws_calls: aws.stats.summary(),
+    };
+    emit(global, &report)?;
+    emit_stats(global, &report.aws_calls);
+    Ok(Outcome::Done)
+}
+
+#[derive(Debug, Serialize)]
+pub struct DownReport {
+    pub project: String,
+    pub env: String,
+    pub terminated: Vec<InstanceSummary>,
+    /// Tagged for this project/env but not created by heet: left alone.
+    pub foreign: Vec<String>,
+    pub aws_calls: CallSummary,
+}
+
+impl fmt::Display for DownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = format!("{}/{}", self.project, self.env);
+        if self.terminated.is_empty() {
+            write!(f, "nothing to delete: heet runs nothing for {target}")?;
+        } else {
+            write!(f, "terminated {} instance(s) of {target}", self.terminated.len())?;
+            for i in &self.terminated {
+                write!(f, "\n  {} {} ({}[{}])", i.name, i.instance_id, i.role, i.index)?;
+            }
+        }
+        if !self.foreign.is_empty() {
+            write!(
+                f,
+                "\nleft alone (tagged for {target} but not created by heet): {}",
+                self.foreign.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn down(global: &Global, env: &str, yes: bool, progress: &Progress) -> anyhow::Result<Outcome> {
+    // Plugins are not consulted: teardown must work even when a plugin is broken.
+    let def = Definition::load(&global.file)?;
+    let environment = def.environment(env)?.clone();
+    let aws = Aws::connect(&connection(global), def.region.as_deref()).await?;
+    let observed = aws.ec2.instances(&def.project, env).await?;
+    let (ours, foreign): (Vec<_>, Vec<_>) = observed
+        .iter()
+        .partition(|o| o.slot_id(&def.project, env).is_some());
+    let mut terminated: Vec<InstanceSummary> = ours.iter().map(|o| InstanceSummary::of(o)).collect();
+    terminated.sort_by(|a, b| (&a.role, a.index).cmp(&(&b.role, b.index)));
+
+    if !terminated.is_empty() {
+        if !yes {
+            eprintln!("heet will terminate these instances of {}/{env}:", def.project);
+            for i in &terminated {
+                eprintln!("  {} {} ({}[{}], {})", i.name, i.instance_id, i.role, i.index, i.state);
+            }
+            confirm(
+                &format!("terminate {} instance(s)", terminated.len()),
+                environment.protected.then_some(env),
+            )?;
+        }
+        let ids: Vec<String> = terminated.iter().map(|i| i.instance_id.clone()).collect();
+        apply::terminate(&aws, &ids, progress).await?;
+    }
+    let report = DownReport {
+        project: def.project.clone(),
+        env: env.to_owned(),
+        terminated,
+        foreign: foreign.iter().map(|o| o.instance_id.clone()).collect(),
+        aws_calls: aws.stats.summary(),
+    };
+    emit(global, &report)?;
+    emit_stats(global, &report.aws_calls);
+    Ok(Outcome::Done)
+}
+
+/// Asks on the terminal; refuses outright without one. `type_back` makes the user type that
+/// word (a protected environment's name) instead of `y`.
+fn confirm(what: &str, type_back: Option<&str>) -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(format!("{what}: refusing without --yes, as stdin is not a terminal")).into());
+    }
+    match type_back {
+        Some(word) => eprint!("{what}? type {word:?} to confirm: "),
+        None => eprint!("{what}? [y/N] "),
+    }
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    let answer = answer.trim();
+    let ok = match type_back {
+        Some(word) => answer == word,
+        None => matches!(answer, "y" | "Y" | "yes"),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError("cancelled: nothing was changed".into()).into())
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PluginList {
+    pub plugins: Vec<PluginInfo>,
+}
+
+impl fmt::Display for PluginList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.plugins.is_empty() {
+            return write!(f, "no plugins");
+        }
+        for (i, p) in self.plugins.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            let hooks: Vec<String> = p.hooks.iter().map(ToString::to_string).collect();
+            write!(
+                f,
+                "{}\t{}\tsha256:{}\thooks: {}\twit: heet:plugin@{}",
+                p.name,
+                p.file.display(),
+                p.sha256,
+                hooks.join(","),
+                p.wit.join(",")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub fn plugins_list(global: &Global) -> anyhow::Result<Outcome> {
+    let def = Definition::load(&global.file)?;
+    let runtime = Runtime::new()?;
+    emit(global, &PluginList { plugins: plugins::inspect(&runtime, &def)? })?;
+    Ok(Outcome::Done)
+}
+
+#[derive(Debug, Serialize)]
+pub struct BuildReport {
+    pub built: Vec<plugins::build::Built>,
+}
+
+impl fmt::Display for BuildReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.built.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}\t{}\t{} bytes\tsha256:{}", b.name, b.path.display(), b.bytes, b.sha256)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn plugins_build(global: &Global, req: &plugins::build::BuildRequest) -> anyhow::Result<Outcome> {
+    emit(global, &BuildReport { built: plugins::build::build(req)? })?;
+    Ok(Outcome::Done)
+}

@@ -1,0 +1,494 @@
+//! The `heet.toml` model: parsing, defaults, and validation whose errors point at
+//! `file:line:col`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::namespace::check_name;
+use crate::plugins::Limits;
+use crate::validate;
+
+/// A definition error. Always exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub struct DefinitionError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the error has a place in the file.
+    pub at: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.at {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// A place in the definition file, kept so later checks (e.g. of plugin config against the
+/// plugins actually found) can still point at the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub col: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub file: PathBuf,
+    pub project: String,
+    pub region: Option<String>,
+    pub domain: Option<String>,
+    pub plugins: PluginSettings,
+    /// Sorted by name.
+    pub roles: Vec<Role>,
+    pub environments: BTreeMap<String, Environment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// Folder scanned for `*.wasm`, resolved against the definition's folder.
+    pub dir: PathBuf,
+    /// Whether `dir` was written in the file: a missing default folder just means no plugins.
+    pub dir_explicit: bool,
+    pub order: Vec<(String, Location)>,
+    pub limits: Limits,
+    /// Per-plugin config as JSON, with where it was written.
+    pub config: BTreeMap<String, (String, Location)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    pub name: String,
+    pub count: u32,
+    pub instance_type: String,
+    pub ami: String,
+    pub user_data: String,
+    pub key_name: Option<String>,
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Environment {
+    /// `down` on a protected environment asks for its name to be typed back.
+    pub protected: bool,
+}
+
+/// Most instances one role may ask for; a guard against typos like `count = 1000`.
+pub const MAX_COUNT: u32 = 500;
+pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefinition {
+    project: RawProject,
+    #[serde(default)]
+    plugins: RawPlugins,
+    #[serde(default)]
+    defaults: RawRole,
+    #[serde(default)]
+    roles: BTreeMap<Spanned<String>, Spanned<RawRole>>,
+    #[serde(default)]
+    environments: BTreeMap<Spanned<String>, RawEnvironment>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProject {
+    name: Spanned<String>,
+    region: Option<Spanned<String>>,
+    domain: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    dir: Option<Spanned<String>>,
+    order: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    config: BTreeMap<Spanned<String>, Spanned<toml::Table>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    fuel: Option<Spanned<u64>>,
+    memory_mb: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<u64>>,
+}
+
+/// `[defaults]` and `[roles.*]` share this shape; a role's value wins over the default.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    count: Option<Spanned<u32>>,
+    instance_type: Option<Spanned<String>>,
+    ami: Option<Spanned<String>>,
+    user_data: Option<Spanned<String>>,
+    key_name: Option<Spanned<String>>,
+    subnet_id: Option<Spanned<String>>,
+    security_group_ids: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    #[serde(default)]
+    protected: bool,
+}
+
+impl Definition {
+    /// Reads and validates the definition at `file`.
+    pub fn load(file: &Path) -> Result<Definition, DefinitionError> {
+        let source = std::fs::read_to_string(file).map_err(|e| DefinitionError {
+            file: file.to_owned(),
+            at: None,
+            message: format!("cannot read the definition: {e}"),
+        })?;
+        Definition::parse(file, &source)
+    }
+
+    /// Parses `source` as if read from `file` (which only names the file in errors and anchors
+    /// relative paths).
+    pub fn parse(file: &Path, source: &str) -> Result<Definition, DefinitionError> {
+        let cx = Cx { file, source };
+        let raw: RawDefinition = toml::from_str(source).map_err(|e| {
+            // toml's message repeats the source line and a caret; keep its first line only.
+            let message = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
+            cx.error(e.span().map(|s| s.start), message)
+        })?;
+        cx.build(raw)
+    }
+
+    /// The environment named on the command line, checked against the definition.
+    pub fn environment(&self, env: &str) -> Result<&Environment, DefinitionError> {
+        check_name("env", env).map_err(|message| DefinitionError {
+            file: self.file.clone(),
+            at: None,
+            message,
+        })?;
+        self.environments.get(env).ok_or_else(|| {
+            let defined: Vec<&str> = self.environments.keys().map(String::as_str).collect();
+            DefinitionError {
+                file: self.file.clone(),
+                at: None,
+                message: if defined.is_empty() {
+                    format!("environment {env:?} is not defined: add an [environments.{env}] table")
+                } else {
+                    format!(
+                        "environment {env:?} is not defined (defined: {})",
+                        defined.join(", ")
+                    )
+                },
+            }
+        })
+    }
+
+    /// An error about this definition at `at`.
+    pub fn error_at(&self, at: Location, message: impl Into<String>) -> DefinitionError {
+        DefinitionError {
+            file: self.file.clone(),
+            at: Some((at.line, at.col)),
+            message: message.into(),
+        }
+    }
+
+    /// The folder relative paths in the definition are resolved from.
+    pub fn base_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+}
+
+struct Cx<'a> {
+    file: &'a Path,
+    source: &'a str,
+}
+
+impl Cx<'_> {
+    fn location(&self, offset: usize) -> Location {
+        let before = &self.source[..offset.min(self.source.len())];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            line,
+            col: before[line_start..].chars().count() + 1,
+        }
+    }
+
+    fn error(&self, offset: Option<usize>, message: impl Into<String>) -> DefinitionError {
+        DefinitionError {
+            file: self.file.to_owned(),
+            at: Some(offset.map_or((1, 1), |o| {
+                let l = self.location(o);
+                (l.line, l.col)
+            })),
+            message: message.into(),
+        }
+    }
+
+    fn at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> DefinitionError {
+        self.error(Some(spanned.span().start), message)
+    }
+
+    fn build(&self, raw: RawDefinition) -> Result<Definition, DefinitionError> {
+        let name = &raw.project.name;
+        check_name("project", name.get_ref()).map_err(|m| self.at(name, m))?;
+        if let Some(domain) = &raw.project.domain {
+            validate::check_dns_name(domain.get_ref()).map_err(|m| self.at(domain, m))?;
+        }
+
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        let plugins = self.plugins(raw.plugins, base)?;
+
+        let mut roles = Vec::new();
+        for (role_name, role) in &raw.roles {
+            check_name("role", role_name.get_ref()).map_err(|m| self.at(role_name, m))?;
+            roles.push(self.role(role_name.get_ref(), role, &raw.defaults)?);
+        }
+
+        let mut environments = BTreeMap::new();
+        for (env_name, env) in raw.environments {
+            check_name("env", env_name.get_ref()).map_err(|m| self.at(&env_name, m))?;
+            environments.insert(
+                env_name.into_inner(),
+                Environment {
+                    protected: env.protected,
+                },
+            );
+        }
+
+        Ok(Definition {
+            file: self.file.to_owned(),
+            project: raw.project.name.into_inner(),
+            region: raw.project.region.map(Spanned::into_inner),
+            domain: raw.project.domain.map(Spanned::into_inner),
+            plugins,
+            roles,
+            environments,
+        })
+    }
+
+    fn plugins(&self, raw: RawPlugins, base: &Path) -> Result<PluginSettings, DefinitionError> {
+        let defaults = Limits::default();
+        let limit = |v: &Option<Spanned<u64>>, min: u64, max: u64, what: &str| match v {
+            None => Ok(None),
+            Some(v) if (min..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref())),
+            Some(v) => Err(self.at(v, format!("{what} must be between {min} and {max}"))),
+        };
+        let limits = Limits {
+            fuel: limit(&raw.limits.fuel, 1_000, 100_000_000_000, "plugins.limits.fuel")?
+                .unwrap_or(defaults.fuel),
+            memory_bytes: limit(&raw.limits.memory_mb, 1, 4096, "plugins.limits.memory_mb")?
+                .map_or(defaults.memory_bytes, |mb| mb << 20),
+            timeout_ms: limit(&raw.limits.timeout_ms, 10, 600_000, "plugins.limits.timeout_ms")?
+                .unwrap_or(defaults.timeout_ms),
+        };
+        let order = raw
+            .order
+            .unwrap_or_default()
+            .iter()
+            .map(|n| (n.get_ref().clone(), self.location(n.span().start)))
+            .collect();
+        let mut config = BTreeMap::new();
+        for (name, table) in raw.config {
+            let json = serde_json::to_string(table.get_ref()).map_err(|e| {
+                self.at(&table, format!("plugins.config.{}: {e}", name.get_ref()))
+            })?;
+            config.insert(
+                name.get_ref().clone(),
+                (json, self.location(name.span().start)),
+            );
+        }
+        Ok(PluginSettings {
+            dir: base.join(raw.dir.as_ref().map_or("plugins", |d| d.get_ref().as_str())),
+            dir_explicit: raw.dir.is_some(),
+            order,
+            limits,
+            config,
+        })
+    }
+
+    fn role(
+        &self,
+        name: &str,
+        role: &Spanned<RawRole>,
+        defaults: &RawRole,
+    ) -> Result<Role, DefinitionError> {
+        let r = role.get_ref();
+        let pick = |own: &Option<Spanned<String>>, default: &Option<Spanned<String>>| {
+            own.clone().or_else(|| default.clone())
+        };
+
+        let count = r.count.clone().or_else(|| defaults.count.clone());
+        if let Some(c) = &count
+            && *c.get_ref() > MAX_COUNT
+        {
+            return Err(self.at(c, format!("count must be at most {MAX_COUNT}")));
+        }
+
+        let instance_type = pick(&r.instance_type, &defaults.instance_type);
+        if let Some(t) = &instance_type {
+            validate::check_instance_type(t.get_ref()).map_err(|m| self.at(t, m))?;
+        }
+
+        let ami = pick(&r.ami, &defaults.ami).ok_or_else(|| {
+            self.at(
+                role,
+                format!("role {name:?} has no ami: set roles.{name}.ami or defaults.ami"),
+            )
+        })?;
+        validate::check_ami(ami.get_ref()).map_err(|m| self.at(&ami, m))?;
+
+        let user_data = pick(&r.user_data, &defaults.user_data);
+        if let Some(u) = &user_data {
+            validate::check_user_data(u.get_ref()).map_err(|m| self.at(u, m))?;
+        }
+
+        Ok(Role {
+            name: name.to_owned(),
+            count: count.map_or(1, Spanned::into_inner),
+            instance_type: instance_type
+                .map_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned(), Spanned::into_inner),
+            ami: ami.into_inner(),
+            user_data: user_data.map(Spanned::into_inner).unwrap_or_default(),
+            key_name: pick(&r.key_name, &defaults.key_name).map(Spanned::into_inner),
+            subnet_id: pick(&r.subnet_id, &defaults.subnet_id).map(Spanned::into_inner),
+            security_group_ids: r
+                .security_group_ids
+                .clone()
+                .or_else(|| defaults.security_group_ids.clone())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Definition, String> {
+        Definition::parse(Path::new("examples/heet.toml"), src).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+[project]
+name = "simple-demo"
+region = "us-east-1"
+
+[plugins]
+dir = "wasm"
+[plugins.config.naming]
+pattern = "{env}-{role}-{index:02}"
+
+[defaults]
+ami = "ami-12c6146b"
+instance_type = "t3.micro"
+
+[roles.demo]
+count = 2
+user_data = "role=demo"
+
+[roles.db]
+instance_type = "m5.large"
+
+[environments.staging]
+[environments.production]
+protected = true
+"#;
+
+    #[test]
+    fn a_good_definition_resolves_defaults() {
+        let d = parse(GOOD).unwrap();
+        assert_eq!(d.project, "simple-demo");
+        assert_eq!(d.plugins.dir, Path::new("examples/wasm"));
+        assert_eq!(
+            d.plugins.config["naming"].0,
+            r#"{"pattern":"{env}-{role}-{index:02}"}"#
+        );
+        let names: Vec<_> = d.roles.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["db", "demo"]);
+        let db = &d.roles[0];
+        assert_eq!((db.count, db.instance_type.as_str()), (1, "m5.large"));
+        assert_eq!(db.ami, "ami-12c6146b");
+        let demo = &d.roles[1];
+        assert_eq!((demo.count, demo.user_data.as_str()), (2, "role=demo"));
+        assert!(d.environments["production"].protected);
+        assert!(!d.environments["staging"].protected);
+    }
+
+    #[test]
+    fn syntax_errors_point_at_line_and_column() {
+        let err = parse("[project]\nname = \"x\"\nregion = \n").unwrap_err();
+        assert!(err.starts_with("examples/heet.toml:3:10: "), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_point_at_the_key() {
+        let err = parse("[project]\nname = \"x\"\n\n[roles.www]\ncont = 2\n").unwrap_err();
+        assert!(err.starts_with("examples/heet.toml:5:1: unknown field `cont`"), "{err}");
+    }
+
+    #[test]
+    fn negative_count_is_a_type_error_at_the_value() {
+        let err = parse("[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = -1\n")
+            .unwrap_err();
+        assert!(err.starts_with("examples/heet.toml:6:9: "), "{err}");
+    }
+
+    #[test]
+    fn bad_role_name_points_at_the_table_header() {
+        let err = parse("[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\n[roles.Web_1]\n")
+            .unwrap_err();
+        assert!(err.starts_with("examples/heet.toml:5:8: invalid role name \"Web_1\""), "{err}");
+    }
+
+    #[test]
+    fn role_without_ami_is_an_error() {
+        let err = parse("[project]\nname = \"x\"\n[roles.www]\ncount = 1\n").unwrap_err();
+        assert!(err.contains("role \"www\" has no ami"), "{err}");
+        assert!(err.starts_with("examples/heet.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn count_above_the_bound_is_an_error() {
+        let err = parse("[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = 100000\n")
+            .unwrap_err();
+        assert_eq!(err, "examples/heet.toml:6:9: count must be at most 500");
+    }
+
+    #[test]
+    fn bad_instance_type_and_limits_are_errors() {
+        let err = parse("[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\ninstance_type = \"huge\"\n[roles.www]\n")
+            .unwrap_err();
+        assert!(err.starts_with("examples/heet.toml:5:17: invalid instance type"), "{err}");
+        let err = parse("[project]\nname = \"x\"\n[plugins.limits]\nmemory_mb = 0\n").unwrap_err();
+        assert!(err.contains("4:13: plugins.limits.memory_mb must be between"), "{err}");
+    }
+
+    #[test]
+    fn missing_project_table_is_reported() {
+        let err = parse("[roles.www]\n").unwrap_err();
+        assert!(err.contains("missing field `project`"), "{err}");
+    }
+
+    #[test]
+    fn env_must_be_valid_and_defined() {
+        let d = parse(GOOD).unwrap();
+        assert!(d.environment("staging").is_ok());
+        let err = d.environment("qa").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "examples/heet.toml: environment \"qa\" is not defined (defined: production, staging)"
+        );
+        let err = d.environment("st/aging").unwrap_err().to_string();
+        assert!(err.contains("character '/' is not allowed"), "{err}");
+    }
+}

@@ -1,0 +1,315 @@
+//! Desired state: what should run for one project and environment, computed purely from the
+//! definition and the plugins' answers (through [`Hooks`]), before AWS is asked anything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::definition::Definition;
+use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_INDEX, TAG_NAME, TAG_PROJECT, TAG_ROLE, TAG_SPEC};
+use crate::plugins::{Hooks, PluginError, api};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Desired {
+    pub project: String,
+    pub env: String,
+    pub region: String,
+    pub instances: Vec<DesiredInstance>,
+}
+
+/// One instance slot as it should be.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredInstance {
+    pub role: String,
+    pub index: u32,
+    /// The slot's stable id (`heet:id`).
+    pub id: String,
+    pub name: String,
+    pub instance_type: String,
+    pub ami: String,
+    /// Never printed: it may carry configuration. Plans show its size and hash.
+    #[serde(skip)]
+    pub user_data: String,
+    pub key_name: Option<String>,
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    /// Every tag: heet's own, `Name`, and the plugins'.
+    pub tags: BTreeMap<String, String>,
+    pub cnames: Vec<String>,
+    /// Hash of the launch settings (`heet:spec`).
+    pub spec: String,
+}
+
+/// The guard hook found violations: nothing may be created. Exit code 3.
+#[derive(Debug, thiserror::Error)]
+pub struct PolicyDenied {
+    pub violations: Vec<(String, api::Violation)>,
+}
+
+impl fmt::Display for PolicyDenied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "policy denied the plan ({} violation(s))", self.violations.len())?;
+        for (plugin, v) in &self.violations {
+            write!(f, "\n  plugin {plugin}: {}: {}", v.rule, v.message)?;
+            if let Some(role) = &v.role {
+                write!(f, " (role {role})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Policy(#[from] PolicyDenied),
+}
+
+/// Asks the hooks, role by role and instance by instance, then the guard over the result.
+pub fn compute(
+    def: &Definition,
+    env: &str,
+    region: &str,
+    hooks: &mut impl Hooks,
+) -> Result<Desired, DesiredError> {
+    let project = def.project.as_str();
+    let mut instances = Vec::new();
+    for role in &def.roles {
+        let role_ctx = api::RoleContext {
+            project: project.to_owned(),
+            env: env.to_owned(),
+            role: role.name.clone(),
+            region: region.to_owned(),
+            domain: def.domain.clone(),
+        };
+        let size = hooks.size(
+            &role_ctx,
+            api::RoleSize {
+                instance_type: role.instance_type.clone(),
+                count: role.count,
+                volume_gb: None,
+            },
+        )?;
+        for index in 1..=size.count {
+            let ctx = api::InstanceContext {
+                project: project.to_owned(),
+                env: env.to_owned(),
+                role: role.name.clone(),
+                index,
+                count: size.count,
+                region: region.to_owned(),
+                domain: def.domain.clone(),
+            };
+            let name = hooks.name(&ctx, namespace::default_name(project, env, &role.name, index))?;
+            let plugin_tags = hooks.tags(&ctx, Vec::new())?;
+            let cnames = hooks.cnames(&ctx, Vec::new())?;
+            let user_data = hooks.user_data(&ctx, role.user_data.clone())?;
+
+            let id = namespace::slot_id(project, env, &role.name, index);
+            let spec = namespace::spec_hash(&[
+                &role.ami,
+                &size.instance_type,
+                &user_data,
+                role.key_name.as_deref().unwrap_or(""),
+                role.subnet_id.as_deref().unwrap_or(""),
+                &role.security_group_ids.join(","),
+            ]);
+            let mut tags: BTreeMap<String, String> = plugin_tags
+                .into_iter()
+                .map(|t| (t.key, t.value))
+                .collect();
+            tags.insert(TAG_PROJECT.into(), project.into());
+            tags.insert(TAG_ENV.into(), env.into());
+            tags.insert(TAG_ROLE.into(), role.name.clone());
+            tags.insert(TAG_INDEX.into(), index.to_string());
+            tags.insert(TAG_ID.into(), id.clone());
+            tags.insert(TAG_SPEC.into(), spec.clone());
+            tags.insert(TAG_NAME.into(), name.clone());
+
+            instances.push(DesiredInstance {
+                role: role.name.clone(),
+                index,
+                id,
+                name,
+                instance_type: size.instance_type.clone(),
+                ami: role.ami.clone(),
+                user_data,
+                key_name: role.key_name.clone(),
+                subnet_id: role.subnet_id.clone(),
+                security_group_ids: role.security_group_ids.clone(),
+                tags,
+                cnames,
+                spec,
+            });
+        }
+    }
+    let desired = Desired {
+        project: project.to_owned(),
+        env: env.to_owned(),
+        region: region.to_owned(),
+        instances,
+    };
+    let violations = hooks.guard(&desired.to_wit(def.domain.clone()))?;
+    if !violations.is_empty() {
+        return Err(PolicyDenied { violations }.into());
+    }
+    Ok(desired)
+}
+
+impl Desired {
+    /// The desired state as the guard hook sees it.
+    fn to_wit(&self, domain: Option<String>) -> api::DesiredState {
+        api::DesiredState {
+            project: self.project.clone(),
+            env: self.env.clone(),
+            region: self.region.clone(),
+            domain,
+            instances: self
+                .instances
+                .iter()
+                .map(|i| api::DesiredInstance {
+                    role: i.role.clone(),
+                    index: i.index,
+                    name: i.name.clone(),
+                    instance_type: i.instance_type.clone(),
+                    ami: i.ami.clone(),
+                    tags: i
+                        .tags
+                        .iter()
+                        .map(|(k, v)| api::Tag {
+                            key: k.clone(),
+                            value: v.clone(),
+                        })
+                        .collect(),
+                    cnames: i.cnames.clone(),
+                    user_data: i.user_data.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Hooks with no plugins at all: every answer is the current value.
+    pub struct NoPlugins;
+
+    impl Hooks for NoPlugins {
+        fn size(&mut self, _: &api::RoleContext, c: api::RoleSize) -> Result<api::RoleSize, PluginError> {
+            Ok(c)
+        }
+        fn name(&mut self, _: &api::InstanceContext, c: String) -> Result<String, PluginError> {
+            Ok(c)
+        }
+        fn tags(&mut self, _: &api::InstanceContext, c: Vec<api::Tag>) -> Result<Vec<api::Tag>, PluginError> {
+            Ok(c)
+        }
+        fn cnames(&mut self, _: &api::InstanceContext, c: Vec<String>) -> Result<Vec<String>, PluginError> {
+            Ok(c)
+        }
+        fn user_data(&mut self, _: &api::InstanceContext, c: String) -> Result<String, PluginError> {
+            Ok(c)
+        }
+        fn guard(&mut self, _: &api::DesiredState) -> Result<Vec<(String, api::Violation)>, PluginError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Sizes every role to 3 × m5.large, and forbids more than 4 instances in all.
+    struct Opinionated;
+
+    impl Hooks for Opinionated {
+        fn size(&mut self, _: &api::RoleContext, _: api::RoleSize) -> Result<api::RoleSize, PluginError> {
+            Ok(api::RoleSize { instance_type: "m5.large".into(), count: 3, volume_gb: None })
+        }
+        fn name(&mut self, ctx: &api::InstanceContext, _: String) -> Result<String, PluginError> {
+            Ok(format!("{}-{}-{:02}-of-{}", ctx.env, ctx.role, ctx.index, ctx.count))
+        }
+        fn tags(&mut self, ctx: &api::InstanceContext, _: Vec<api::Tag>) -> Result<Vec<api::Tag>, PluginError> {
+            Ok(vec![api::Tag { key: "team".into(), value: ctx.role.clone() }])
+        }
+        fn cnames(&mut self, _: &api::InstanceContext, c: Vec<String>) -> Result<Vec<String>, PluginError> {
+            Ok(c)
+        }
+        fn user_data(&mut self, ctx: &api::InstanceContext, c: String) -> Result<String, PluginError> {
+            Ok(format!("{c}\nenv={}", ctx.env))
+        }
+        fn guard(&mut self, s: &api::DesiredState) -> Result<Vec<(String, api::Violation)>, PluginError> {
+            Ok(if s.instances.len() > 4 {
+                vec![("guard".into(), api::Violation { rule: "max-count".into(), message: format!("{} instances", s.instances.len()), role: None })]
+            } else {
+                Vec::new()
+            })
+        }
+    }
+
+    pub fn definition(src: &str) -> Definition {
+        Definition::parse(Path::new("heet.toml"), src).unwrap()
+    }
+
+    const DEF: &str = r#"
+[project]
+name = "shop"
+[defaults]
+ami = "ami-12c6146b"
+[roles.www]
+count = 2
+user_data = "role=www"
+[environments.staging]
+"#;
+
+    #[test]
+    fn without_plugins_the_definition_decides() {
+        let d = compute(&definition(DEF), "staging", "us-east-1", &mut NoPlugins).unwrap();
+        assert_eq!(d.instances.len(), 2);
+        let first = &d.instances[0];
+        assert_eq!(first.name, "shop-staging-www-01");
+        assert_eq!(first.instance_type, "t3.micro");
+        assert_eq!(first.user_data, "role=www");
+        assert_eq!(first.tags["Name"], "shop-staging-www-01");
+        assert_eq!(first.tags["heet:project"], "shop");
+        assert_eq!(first.tags["heet:env"], "staging");
+        assert_eq!(first.tags["heet:role"], "www");
+        assert_eq!(first.tags["heet:index"], "1");
+        assert_eq!(first.tags["heet:id"], namespace::slot_id("shop", "staging", "www", 1));
+        assert_ne!(d.instances[0].id, d.instances[1].id);
+        // Same role and settings, same spec: only identity differs between slots.
+        assert_eq!(d.instances[0].spec, d.instances[1].spec);
+    }
+
+    #[test]
+    fn plugins_answers_flow_into_every_field_and_the_spec() {
+        let def = definition(DEF);
+        let plain = compute(&def, "staging", "us-east-1", &mut NoPlugins).unwrap();
+        let mut more = def.clone();
+        more.roles[0].count = 1;
+        let d = compute(&more, "staging", "us-east-1", &mut Opinionated).unwrap();
+        assert_eq!(d.instances.len(), 3, "sizing overrides the definition's count");
+        let first = &d.instances[0];
+        assert_eq!(first.name, "staging-www-01-of-3");
+        assert_eq!(first.instance_type, "m5.large");
+        assert_eq!(first.tags["team"], "www");
+        assert_eq!(first.user_data, "role=www\nenv=staging");
+        assert_ne!(first.spec, plain.instances[0].spec);
+    }
+
+    #[test]
+    fn guard_violations_stop_everything() {
+        let mut def = definition(DEF);
+        def.roles.push(def.roles[0].clone());
+        def.roles[1].name = "db".into();
+        let err = compute(&def, "staging", "us-east-1", &mut Opinionated).unwrap_err();
+        let DesiredError::Policy(denied) = err else { panic!("{err}") };
+        assert_eq!(denied.violations.len(), 1);
+        assert_eq!(
+            denied.to_string(),
+            "policy denied the plan (1 violation(s))\n  plugin guard: max-count: 6 instances"
+        );
+    }
+}

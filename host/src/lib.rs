@@ -1,0 +1,114 @@
+//! heet: provision AWS infrastructure per project and environment, with business rules as
+//! sandboxed WebAssembly plugins. See ARCHITECTURE.md for the map.
+
+pub mod apply;
+pub mod cli;
+pub mod cloud;
+pub mod commands;
+pub mod definition;
+pub mod desired;
+pub mod namespace;
+pub mod plan;
+pub mod plugins;
+pub mod progress;
+pub mod validate;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command, PluginsCommand};
+use commands::Outcome;
+
+/// Exit codes, documented in `heet --help` and docs/cli.md.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const POLICY: u8 = 3;
+    /// `plan --detailed-exitcode` with changes.
+    pub const CHANGES: u8 = 2;
+}
+
+/// The exit code for an error, from the first typed cause in its chain.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<definition::DefinitionError>() || cause.is::<commands::UsageError>() {
+            return exit::USAGE;
+        }
+        if cause.is::<desired::PolicyDenied>() {
+            return exit::POLICY;
+        }
+        if let Some(desired::DesiredError::Policy(_)) = cause.downcast_ref() {
+            return exit::POLICY;
+        }
+        if let Some(desired::DesiredError::Plugin(_)) = cause.downcast_ref() {
+            return exit::FAILURE;
+        }
+    }
+    exit::FAILURE
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose, cli.global.quiet);
+    match run(cli) {
+        Ok(Outcome::Done) => ExitCode::from(exit::OK),
+        Ok(Outcome::Changes) => ExitCode::from(exit::CHANGES),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let global = &cli.global;
+    let progress = progress::Progress::new(global.quiet);
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
+    match &cli.command {
+        Command::Plan { env, detailed_exitcode } => {
+            runtime()?.block_on(commands::plan(global, env, *detailed_exitcode))
+        }
+        Command::Up { env, dry_run: true, .. } => runtime()?.block_on(commands::plan(global, env, false)),
+        Command::Up { env, yes, .. } => runtime()?.block_on(commands::up(global, env, *yes, &progress)),
+        Command::Down { env, yes } => runtime()?.block_on(commands::down(global, env, *yes, &progress)),
+        Command::Plugins(PluginsCommand::List) => commands::plugins_list(global),
+        Command::Plugins(PluginsCommand::Build { manifest_path, out, packages }) => {
+            commands::plugins_build(
+                global,
+                &plugins::build::BuildRequest {
+                    manifest_path: manifest_path.clone(),
+                    packages: packages.clone(),
+                    out_dir: out.clone(),
+                },
+            )
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "heet", &mut std::io::stdout());
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "warn,heet=info",
+        (false, 1) => "info,heet=debug",
+        (false, _) => "debug,heet=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,388 @@
+//! The plan: desired state ⊕ observed state → the changes that make them equal. A value,
+//! computed without I/O; only `apply` acts on it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::desired::{Desired, DesiredInstance};
+use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC};
+
+/// An instance as AWS reports it, in heet's terms (no SDK types past `cloud`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedInstance {
+    pub instance_id: String,
+    pub state: String,
+    pub instance_type: String,
+    pub ami: String,
+    /// Seconds since the epoch.
+    pub launch_time: Option<i64>,
+    pub public_dns: Option<String>,
+    pub private_dns: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ObservedInstance {
+    /// The slot id, if heet created this instance for `project`/`env`: its tags must name them
+    /// and carry the id heet derives for the tagged role and index. Anything else, even with
+    /// look-alike tags, is not heet's to touch.
+    pub fn slot_id(&self, project: &str, env: &str) -> Option<&str> {
+        let tag = |k: &str| self.tags.get(k).map(String::as_str);
+        if tag(TAG_PROJECT)? != project || tag(TAG_ENV)? != env {
+            return None;
+        }
+        let role = tag(TAG_ROLE)?;
+        let index: u32 = tag(TAG_INDEX)?.parse().ok()?;
+        let id = tag(TAG_ID)?;
+        (id == namespace::slot_id(project, env, role, index)).then_some(id)
+    }
+
+    pub fn name(&self) -> &str {
+        self.tags.get(namespace::TAG_NAME).map_or("", String::as_str)
+    }
+
+    pub fn dns_name(&self) -> Option<&str> {
+        self.public_dns
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .or(self.private_dns.as_deref().filter(|d| !d.is_empty()))
+    }
+
+    /// Which of two instances of one slot to keep: running before pending before stopped,
+    /// then the oldest, then the lowest id. Deterministic, so every run keeps the same one.
+    fn keep_rank(&self) -> (u8, i64, &str) {
+        let state = match self.state.as_str() {
+            "running" => 0,
+            "pending" => 1,
+            "stopping" | "stopped" => 2,
+            _ => 3,
+        };
+        (state, self.launch_time.unwrap_or(i64::MAX), &self.instance_id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub project: String,
+    pub env: String,
+    pub changes: Vec<Change>,
+    /// Instances already as desired.
+    pub unchanged: usize,
+    /// Instances tagged for this project/env that heet did not create: never touched.
+    pub foreign: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Change {
+    Create {
+        #[serde(flatten)]
+        instance: DesiredInstance,
+    },
+    /// Launch settings changed: terminate, then launch anew.
+    Replace {
+        instance_id: String,
+        reasons: Vec<String>,
+        #[serde(flatten)]
+        instance: DesiredInstance,
+    },
+    UpdateTags {
+        instance_id: String,
+        role: String,
+        index: u32,
+        name: String,
+        /// Tags to add or overwrite.
+        set: BTreeMap<String, String>,
+    },
+    Delete {
+        instance_id: String,
+        role: String,
+        index: u32,
+        name: String,
+        reason: String,
+    },
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Whether applying the plan terminates anything.
+    pub fn is_destructive(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|c| matches!(c, Change::Delete { .. } | Change::Replace { .. }))
+    }
+
+    pub fn count(&self, f: impl Fn(&Change) -> bool) -> usize {
+        self.changes.iter().filter(|c| f(c)).count()
+    }
+}
+
+/// Computes the changes that turn `observed` into `desired`.
+pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
+    let (project, env) = (desired.project.as_str(), desired.env.as_str());
+    let mut slots: BTreeMap<&str, Vec<&ObservedInstance>> = BTreeMap::new();
+    let mut foreign = Vec::new();
+    for o in observed {
+        match o.slot_id(project, env) {
+            Some(id) => slots.entry(id).or_default().push(o),
+            None => foreign.push(o.instance_id.clone()),
+        }
+    }
+
+    let mut changes = Vec::new();
+    let delete = |o: &ObservedInstance, reason: String| Change::Delete {
+        instance_id: o.instance_id.clone(),
+        role: o.tags.get(TAG_ROLE).cloned().unwrap_or_default(),
+        index: o.tags.get(TAG_INDEX).and_then(|i| i.parse().ok()).unwrap_or(0),
+        name: o.name().to_owned(),
+        reason,
+    };
+
+    // Twins (two live instances in one slot, e.g. after a crash mid-launch): keep one.
+    let mut kept: BTreeMap<&str, &ObservedInstance> = BTreeMap::new();
+    for (id, mut group) in std::mem::take(&mut slots) {
+        group.sort_by(|a, b| a.keep_rank().cmp(&b.keep_rank()));
+        for twin in &group[1..] {
+            changes.push(delete(twin, format!("twin of {}", group[0].instance_id)));
+        }
+        kept.insert(id, group[0]);
+    }
+
+    let mut unchanged = 0;
+    for d in &desired.instances {
+        let Some(o) = kept.remove(d.id.as_str()) else {
+            changes.push(Change::Create { instance: d.clone() });
+            continue;
+        };
+        if o.tags.get(TAG_SPEC) != Some(&d.spec) {
+            changes.push(Change::Replace {
+                instance_id: o.instance_id.clone(),
+                reasons: replace_reasons(d, o),
+                instance: d.clone(),
+            });
+            continue;
+        }
+        let set: BTreeMap<String, String> = d
+            .tags
+            .iter()
+            .filter(|(k, v)| o.tags.get(*k) != Some(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if set.is_empty() {
+            unchanged += 1;
+        } else {
+            changes.push(Change::UpdateTags {
+                instance_id: o.instance_id.clone(),
+                role: d.role.clone(),
+                index: d.index,
+                name: d.name.clone(),
+                set,
+            });
+        }
+    }
+    for o in kept.into_values() {
+        changes.push(delete(o, "no longer in the definition".into()));
+    }
+
+    Plan {
+        project: project.to_owned(),
+        env: env.to_owned(),
+        changes,
+        unchanged,
+        foreign,
+    }
+}
+
+fn replace_reasons(d: &DesiredInstance, o: &ObservedInstance) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if d.instance_type != o.instance_type {
+        reasons.push(format!("instance type {} → {}", o.instance_type, d.instance_type));
+    }
+    if d.ami != o.ami {
+        reasons.push(format!("ami {} → {}", o.ami, d.ami));
+    }
+    if reasons.is_empty() {
+        reasons.push("user_data or launch settings changed".into());
+    }
+    reasons
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = format!("{}/{}", self.project, self.env);
+        if self.is_empty() {
+            write!(f, "no changes: {target} is up to date ({} instance(s))", self.unchanged)?;
+        } else {
+            writeln!(
+                f,
+                "plan for {target}: {} to create, {} to replace, {} to update, {} to delete",
+                self.count(|c| matches!(c, Change::Create { .. })),
+                self.count(|c| matches!(c, Change::Replace { .. })),
+                self.count(|c| matches!(c, Change::UpdateTags { .. })),
+                self.count(|c| matches!(c, Change::Delete { .. })),
+            )?;
+            for (i, change) in self.changes.iter().enumerate() {
+                if i > 0 {
+                    writeln!(f)?;
+                }
+                write!(f, "  {change}")?;
+            }
+        }
+        if !self.foreign.is_empty() {
+            write!(
+                f,
+                "\nleft alone (tagged for {target} but not created by heet): {}",
+                self.foreign.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Create { instance: d } => write!(
+                f,
+                "+ create   {}[{}] {} ({}, {})",
+                d.role, d.index, d.name, d.instance_type, d.ami
+            ),
+            Change::Replace { instance_id, reasons, instance: d } => write!(
+                f,
+                "± replace  {}[{}] {} {instance_id}: {}",
+                d.role,
+                d.index,
+                d.name,
+                reasons.join(", ")
+            ),
+            Change::UpdateTags { instance_id, role, index, name, set } => {
+                let tags: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                write!(f, "~ retag    {role}[{index}] {name} {instance_id}: {}", tags.join(", "))
+            }
+            Change::Delete { instance_id, role, index, name, reason } => {
+                write!(f, "- delete   {role}[{index}] {name} {instance_id}: {reason}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{compute, tests::{NoPlugins, definition}};
+
+    const DEF: &str = r#"
+[project]
+name = "shop"
+[defaults]
+ami = "ami-12c6146b"
+[roles.www]
+count = 2
+[environments.staging]
+[environments.production]
+"#;
+
+    fn desired(env: &str) -> Desired {
+        compute(&definition(DEF), env, "us-east-1", &mut NoPlugins).unwrap()
+    }
+
+    fn running(d: &DesiredInstance, id: &str, launched: i64) -> ObservedInstance {
+        ObservedInstance {
+            instance_id: id.into(),
+            state: "running".into(),
+            instance_type: d.instance_type.clone(),
+            ami: d.ami.clone(),
+            launch_time: Some(launched),
+            public_dns: Some(format!("{id}.compute.example")),
+            private_dns: None,
+            tags: d.tags.clone(),
+        }
+    }
+
+    #[test]
+    fn empty_account_means_create_everything() {
+        let p = plan(&desired("staging"), &[]);
+        assert_eq!(p.changes.len(), 2);
+        assert!(p.changes.iter().all(|c| matches!(c, Change::Create { .. })));
+        assert!(!p.is_destructive());
+        assert_eq!(
+            p.to_string(),
+            "plan for shop/staging: 2 to create, 0 to replace, 0 to update, 0 to delete\n  \
+             + create   www[1] shop-staging-www-01 (t3.micro, ami-12c6146b)\n  \
+             + create   www[2] shop-staging-www-02 (t3.micro, ami-12c6146b)"
+        );
+    }
+
+    #[test]
+    fn matching_state_means_no_changes() {
+        let d = desired("staging");
+        let observed: Vec<_> = d.instances.iter().enumerate().map(|(i, x)| running(x, &format!("i-{i}"), 1)).collect();
+        let p = plan(&d, &observed);
+        assert!(p.is_empty());
+        assert_eq!(p.unchanged, 2);
+        assert_eq!(p.to_string(), "no changes: shop/staging is up to date (2 instance(s))");
+    }
+
+    #[test]
+    fn lowering_the_count_deletes_the_extra_slot() {
+        let d = desired("staging");
+        let observed: Vec<_> = d.instances.iter().enumerate().map(|(i, x)| running(x, &format!("i-{i}"), 1)).collect();
+        let mut fewer = d.clone();
+        fewer.instances.pop();
+        let p = plan(&fewer, &observed);
+        assert_eq!(p.changes.len(), 1);
+        assert!(matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-1" && reason == "no longer in the definition"));
+    }
+
+    #[test]
+    fn twins_keep_the_oldest_running_one() {
+        let d = desired("staging");
+        let a = running(&d.instances[0], "i-young", 20);
+        let b = running(&d.instances[0], "i-old", 10);
+        let c = running(&d.instances[1], "i-c", 10);
+        let p = plan(&d, &[a, b, c]);
+        assert_eq!(p.changes.len(), 1, "{p}");
+        assert!(matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-young" && reason == "twin of i-old"));
+    }
+
+    #[test]
+    fn changed_type_replaces_and_changed_name_retags() {
+        let d = desired("staging");
+        let mut old_type = running(&d.instances[0], "i-a", 1);
+        old_type.tags.insert(TAG_SPEC.into(), "stale".into());
+        old_type.instance_type = "t2.nano".into();
+        let mut renamed = running(&d.instances[1], "i-b", 1);
+        renamed.tags.insert("Name".into(), "old-name".into());
+        let p = plan(&d, &[old_type, renamed]);
+        assert!(matches!(&p.changes[0], Change::Replace { instance_id, reasons, .. } if instance_id == "i-a" && reasons == &["instance type t2.nano → t3.micro"]));
+        assert!(matches!(&p.changes[1], Change::UpdateTags { set, .. } if set.len() == 1 && set["Name"] == "shop-staging-www-02"));
+        assert!(p.is_destructive());
+    }
+
+    #[test]
+    fn other_envs_and_look_alikes_are_never_touched() {
+        let staging = desired("staging");
+        let production = desired("production");
+        let theirs = running(&production.instances[0], "i-prod", 1);
+        let mut look_alike = running(&staging.instances[0], "i-fake", 1);
+        look_alike.tags.insert(TAG_ID.into(), "0000000000000000".into());
+        let p = plan(&staging, &[theirs, look_alike]);
+        assert_eq!(p.foreign, ["i-prod", "i-fake"]);
+        assert!(!p.is_destructive());
+        assert_eq!(p.count(|c| matches!(c, Change::Create { .. })), 2);
+    }
+
+    #[test]
+    fn json_never_contains_user_data() {
+        let mut d = desired("staging");
+        d.instances[0].user_data = "password=hunter2".into();
+        let p = plan(&d, &[]);
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(json.contains(r#""action":"create""#), "{json}");
+    }
+}

@@ -1,0 +1,375 @@
+//! Plugins: load the `*.wasm` components of the plugin folder into a sandbox and chain their
+//! hooks.
+//!
+//! The sandbox is wasmtime's component model with nothing linked but `host.log`: no WASI, so
+//! no files, clock, network or environment. Each call runs under a fuel budget, an epoch
+//! deadline and a memory cap ([`Limits`]); any breach or trap becomes a [`PluginError`] naming
+//! the plugin and the hook, and the run stops before AWS is touched.
+
+pub mod build;
+mod cache;
+mod runtime;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::definition::{Definition, DefinitionError};
+use crate::validate;
+pub use runtime::{Runtime, api};
+
+use api::{DesiredState, InstanceContext, RoleContext, RoleSize, Tag, Violation};
+
+/// Per-call limits of a plugin. Defaults are documented in docs/plugins.md and overridable
+/// in `[plugins.limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (roughly, wasm instructions) one hook call may burn.
+    pub fuel: u64,
+    /// Linear memory one plugin instance may grow to.
+    pub memory_bytes: u64,
+    /// Wall-clock budget of one hook call.
+    pub timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            fuel: 100_000_000,
+            memory_bytes: 64 << 20,
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+/// The hooks of the WIT contract, in the order heet calls them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    Configure,
+    Sizing,
+    Naming,
+    Tags,
+    Cnames,
+    UserData,
+    Guard,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 7] = [
+        Hook::Configure,
+        Hook::Sizing,
+        Hook::Naming,
+        Hook::Tags,
+        Hook::Cnames,
+        Hook::UserData,
+        Hook::Guard,
+    ];
+
+    /// The WIT interface name, as in `heet:plugin/<name>@0.1.0`.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Hook::Configure => "configure",
+            Hook::Sizing => "sizing",
+            Hook::Naming => "naming",
+            Hook::Tags => "tags",
+            Hook::Cnames => "cnames",
+            Hook::UserData => "user-data",
+            Hook::Guard => "guard",
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.interface())
+    }
+}
+
+/// A plugin that failed: trapped, broke a limit, or answered something heet refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin {plugin}: hook {hook}: {reason}")]
+pub struct PluginError {
+    pub plugin: String,
+    pub hook: Hook,
+    pub reason: String,
+}
+
+/// A plugin file that could not be loaded at all.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin {plugin} ({}): {reason}", file.display())]
+pub struct LoadError {
+    pub plugin: String,
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+/// What the host asks the plugins, in chain order. [`PluginSet`] answers through wasm; code
+/// that computes desired state depends only on this trait, so it is tested without wasm.
+pub trait Hooks {
+    fn size(&mut self, ctx: &RoleContext, current: RoleSize) -> Result<RoleSize, PluginError>;
+    fn name(&mut self, ctx: &InstanceContext, current: String) -> Result<String, PluginError>;
+    fn tags(&mut self, ctx: &InstanceContext, current: Vec<Tag>) -> Result<Vec<Tag>, PluginError>;
+    fn cnames(
+        &mut self,
+        ctx: &InstanceContext,
+        current: Vec<String>,
+    ) -> Result<Vec<String>, PluginError>;
+    fn user_data(&mut self, ctx: &InstanceContext, current: String)
+    -> Result<String, PluginError>;
+    /// Every violation of every guard plugin, each with the plugin that found it.
+    fn guard(&mut self, state: &DesiredState) -> Result<Vec<(String, Violation)>, PluginError>;
+}
+
+/// A plugin file found in the plugin folder.
+#[derive(Debug, Clone)]
+pub struct PluginFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Lists `*.wasm` in `dir` in chain order: the names in `order` first, the rest by file name.
+pub fn discover(def: &Definition) -> Result<Vec<PluginFile>, DefinitionError> {
+    let dir = &def.plugins.dir;
+    if !dir.is_dir() {
+        if def.plugins.dir_explicit {
+            return Err(DefinitionError {
+                file: def.file.clone(),
+                at: None,
+                message: format!("plugins.dir: {} is not a folder", dir.display()),
+            });
+        }
+        return Ok(Vec::new());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| DefinitionError {
+        file: def.file.clone(),
+        at: None,
+        message: format!("plugins.dir: cannot list {}: {e}", dir.display()),
+    })?;
+    let mut found: Vec<PluginFile> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .filter_map(|path| {
+            let name = path.file_stem()?.to_str()?.to_owned();
+            Some(PluginFile { name, path })
+        })
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut ordered = Vec::new();
+    for (name, at) in &def.plugins.order {
+        let Some(i) = found.iter().position(|p| &p.name == name) else {
+            return Err(def.error_at(
+                *at,
+                format!("plugins.order: no plugin {name:?} in {}", dir.display()),
+            ));
+        };
+        ordered.push(found.remove(i));
+    }
+    ordered.extend(found);
+
+    let names: BTreeSet<&str> = ordered.iter().map(|p| p.name.as_str()).collect();
+    for (name, (_, at)) in &def.plugins.config {
+        if !names.contains(name.as_str()) {
+            return Err(def.error_at(
+                *at,
+                format!("plugins.config.{name}: no plugin {name:?} in {}", dir.display()),
+            ));
+        }
+    }
+    Ok(ordered)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The loaded plugins of one run, in chain order.
+pub struct PluginSet {
+    plugins: Vec<runtime::Plugin>,
+}
+
+impl PluginSet {
+    /// Loads, instantiates and configures every plugin of the definition.
+    pub fn load(runtime: &Runtime, def: &Definition) -> anyhow::Result<PluginSet> {
+        let mut plugins = Vec::new();
+        for file in discover(def)? {
+            let config = def
+                .plugins
+                .config
+                .get(&file.name)
+                .map_or("{}", |(json, _)| json.as_str());
+            let mut plugin = runtime.instantiate(&file, def.plugins.limits)?;
+            plugin.configure(config)?;
+            plugins.push(plugin);
+        }
+        Ok(PluginSet { plugins })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    /// Passes `current` through every plugin that exports `hook`; each answer is checked by
+    /// `check` before the next plugin sees it.
+    fn chain<T>(
+        &mut self,
+        hook: Hook,
+        mut current: T,
+        call: impl Fn(&mut runtime::Plugin, &T) -> Option<Result<Option<T>, PluginError>>,
+        check: impl Fn(&T) -> Result<(), String>,
+    ) -> Result<T, PluginError> {
+        for plugin in &mut self.plugins {
+            if let Some(answer) = call(plugin, &current) {
+                if let Some(value) = answer? {
+                    check(&value).map_err(|reason| PluginError {
+                        plugin: plugin.name.clone(),
+                        hook,
+                        reason: format!("invalid answer: {reason}"),
+                    })?;
+                    current = value;
+                }
+            }
+        }
+        Ok(current)
+    }
+}
+
+impl Hooks for PluginSet {
+    fn size(&mut self, ctx: &RoleContext, current: RoleSize) -> Result<RoleSize, PluginError> {
+        self.chain(
+            Hook::Sizing,
+            current,
+            |p, cur| p.size(ctx, cur),
+            |size| {
+                validate::check_instance_type(&size.instance_type)?;
+                if size.count > crate::definition::MAX_COUNT {
+                    return Err(format!(
+                        "count {} is more than {}",
+                        size.count,
+                        crate::definition::MAX_COUNT
+                    ));
+                }
+                match size.volume_gb {
+                    Some(gb) if !(1..=16_384).contains(&gb) => {
+                        Err(format!("volume of {gb} GiB is outside 1..=16384"))
+                    }
+                    _ => Ok(()),
+                }
+            },
+        )
+    }
+
+    fn name(&mut self, ctx: &InstanceContext, current: String) -> Result<String, PluginError> {
+        self.chain(
+            Hook::Naming,
+            current,
+            |p, cur| p.name(ctx, cur),
+            |name| {
+                if name.is_empty() {
+                    return Err("empty name".into());
+                }
+                validate::check_tag("Name", name)
+            },
+        )
+    }
+
+    fn tags(&mut self, ctx: &InstanceContext, current: Vec<Tag>) -> Result<Vec<Tag>, PluginError> {
+        self.chain(
+            Hook::Tags,
+            current,
+            |p, cur| p.tags(ctx, cur),
+            |tags| {
+                // heet's own tags and Name take 7 of EC2's 50.
+                let room = validate::MAX_TAGS - 7;
+                if tags.len() > room {
+                    return Err(format!("{} tags, more than the {room} left by heet's own", tags.len()));
+                }
+                let mut seen = BTreeSet::new();
+                for tag in tags {
+                    validate::check_tag(&tag.key, &tag.value)?;
+                    if tag.key == crate::namespace::TAG_NAME {
+                        return Err("tag Name belongs to the naming hook".into());
+                    }
+                    if !seen.insert(tag.key.as_str()) {
+                        return Err(format!("tag {:?} appears twice", tag.key));
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+
+    fn cnames(
+        &mut self,
+        ctx: &InstanceContext,
+        current: Vec<String>,
+    ) -> Result<Vec<String>, PluginError> {
+        self.chain(
+            Hook::Cnames,
+            current,
+            |p, cur| p.cnames(ctx, cur),
+            |names| names.iter().try_for_each(|n| validate::check_dns_name(n)),
+        )
+    }
+
+    fn user_data(
+        &mut self,
+        ctx: &InstanceContext,
+        current: String,
+    ) -> Result<String, PluginError> {
+        self.chain(
+            Hook::UserData,
+            current,
+            |p, cur| p.user_data(ctx, cur),
+            |data| validate::check_user_data(data),
+        )
+    }
+
+    fn guard(&mut self, state: &DesiredState) -> Result<Vec<(String, Violation)>, PluginError> {
+        let mut all = Vec::new();
+        for plugin in &mut self.plugins {
+            if let Some(found) = plugin.validate(state) {
+                all.extend(found?.into_iter().map(|v| (plugin.name.clone(), v)));
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// What `heet plugins list` shows of one plugin.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub file: PathBuf,
+    pub sha256: String,
+    pub hooks: Vec<Hook>,
+    /// WIT package versions the plugin's exports were built against.
+    pub wit: Vec<String>,
+}
+
+/// Describes each plugin file without configuring or calling it.
+pub fn inspect(runtime: &Runtime, def: &Definition) -> anyhow::Result<Vec<PluginInfo>> {
+    discover(def)?
+        .iter()
+        .map(|file| runtime.inspect(file))
+        .collect()
+}
+
+/// Where compiled plugins are cached: `HEET_CACHE_DIR`, else the user's cache folder.
+pub fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("HEET_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("heet")))
+        .map(|d| d.join("plugins"))
+}
+
+pub(crate) fn read_plugin(path: &Path, name: &str) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|e| LoadError {
+        plugin: name.to_owned(),
+        file: path.to_owned(),
+        reason: format!("cannot read: {e}"),
+    })
+}

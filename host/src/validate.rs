@@ -1,0 +1,156 @@
+//! Host-side rules for values that reach AWS, whether written in heet.toml or answered by a
+//! plugin: a plugin is never trusted to respect EC2's or DNS's limits.
+
+use crate::namespace::RESERVED_PREFIX;
+
+/// EC2's hard limit on user_data, before base64.
+pub const MAX_USER_DATA: usize = 16 * 1024;
+/// EC2 allows 50 tags per resource.
+pub const MAX_TAGS: usize = 50;
+pub const MAX_TAG_KEY: usize = 128;
+pub const MAX_TAG_VALUE: usize = 256;
+
+pub fn check_user_data(user_data: &str) -> Result<(), String> {
+    if user_data.len() > MAX_USER_DATA {
+        return Err(format!(
+            "user_data is {} bytes, more than EC2's limit of {MAX_USER_DATA}",
+            user_data.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `family.size`, e.g. `t3.micro`, `m5.xlarge`, `u-6tb1.metal`.
+pub fn check_instance_type(t: &str) -> Result<(), String> {
+    let ok = match t.split_once('.') {
+        Some((family, size)) => {
+            family.starts_with(|c: char| c.is_ascii_lowercase())
+                && family
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !size.is_empty()
+                && size
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && t.len() <= 32
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid instance type {t:?}: expected family.size such as \"t3.micro\""
+        ))
+    }
+}
+
+pub fn check_ami(ami: &str) -> Result<(), String> {
+    let ok = ami
+        .strip_prefix("ami-")
+        .is_some_and(|id| !id.is_empty() && id.len() <= 17 && id.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid ami {ami:?}: expected ami- followed by hex digits"))
+    }
+}
+
+/// A DNS name: labels of 1..=63 letters, digits and inner hyphens, 253 characters in all.
+pub fn check_dns_name(name: &str) -> Result<(), String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("invalid DNS name {name:?}: must be 1 to 253 characters"));
+    }
+    for label in name.split('.') {
+        check_dns_label(label).map_err(|why| format!("invalid DNS name {name:?}: {why}"))?;
+    }
+    Ok(())
+}
+
+fn check_dns_label(label: &str) -> Result<(), String> {
+    if label.is_empty() || label.len() > 63 {
+        return Err(format!("label {label:?} must be 1 to 63 characters"));
+    }
+    if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(format!("label {label:?} may hold only letters, digits and '-'"));
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err(format!("label {label:?} must not start or end with '-'"));
+    }
+    Ok(())
+}
+
+/// A tag a plugin asks for: EC2's limits, and no key in AWS's or heet's reserved space.
+pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.chars().count() > MAX_TAG_KEY {
+        return Err(format!("tag key {key:?} must be 1 to {MAX_TAG_KEY} characters"));
+    }
+    if value.chars().count() > MAX_TAG_VALUE {
+        return Err(format!(
+            "value of tag {key:?} is longer than {MAX_TAG_VALUE} characters"
+        ));
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Err(format!("tag key {key:?}: the aws: prefix is reserved by AWS"));
+    }
+    if key.starts_with(RESERVED_PREFIX) {
+        return Err(format!("tag key {key:?}: the {RESERVED_PREFIX} prefix is reserved by heet"));
+    }
+    let allowed = |c: char| c.is_alphanumeric() || " _.:/=+-@".contains(c);
+    if let Some(c) = key.chars().chain(value.chars()).find(|c| !allowed(*c)) {
+        return Err(format!("tag {key:?}: character {c:?} is not allowed in EC2 tags"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_types() {
+        for ok in ["t3.micro", "m5.xlarge", "u-6tb1.metal", "c7gn.16xlarge"] {
+            assert!(check_instance_type(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "t3", ".micro", "t3.", "T3.micro", "t3.micro large", "t3.mi;cro"] {
+            assert!(check_instance_type(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn amis() {
+        assert!(check_ami("ami-12c6146b").is_ok());
+        for bad in ["ami-", "12c6146b", "ami-xyz", "ami-123456789012345678"] {
+            assert!(check_ami(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_names() {
+        assert!(check_dns_name("demo.example.com").is_ok());
+        assert!(check_dns_name("production-www-01.example.com.").is_ok());
+        assert!(check_dns_name("a_b.example.com").unwrap_err().contains("only letters"));
+        assert!(check_dns_name("-a.example.com").unwrap_err().contains("start or end"));
+        assert!(check_dns_name("a..b").unwrap_err().contains("1 to 63"));
+        assert!(check_dns_name(&"a".repeat(64)).unwrap_err().contains("1 to 63"));
+    }
+
+    #[test]
+    fn tags() {
+        assert!(check_tag("cost-center", "web/42").is_ok());
+        assert!(check_tag("aws:cloudformation", "x").unwrap_err().contains("reserved by AWS"));
+        assert!(check_tag("AWS:x", "x").unwrap_err().contains("reserved by AWS"));
+        assert!(check_tag("heet:id", "x").unwrap_err().contains("reserved by heet"));
+        assert!(check_tag(&"k".repeat(129), "x").is_err());
+        assert!(check_tag("k", &"v".repeat(257)).is_err());
+        assert!(check_tag("", "v").is_err());
+        assert!(check_tag("k", "a\nb").unwrap_err().contains("not allowed"));
+    }
+
+    #[test]
+    fn user_data_limit() {
+        assert!(check_user_data(&"x".repeat(MAX_USER_DATA)).is_ok());
+        assert!(check_user_data(&"x".repeat(MAX_USER_DATA + 1)).is_err());
+    }
+}
