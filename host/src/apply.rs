@@ -57,7 +57,12 @@ pub struct Applied {
     pub launched: Vec<InstanceSummary>,
 }
 
-pub async fn apply(aws: &Aws, plan: &Plan, run_id: &str, progress: &Progress) -> anyhow::Result<Applied> {
+pub async fn apply(
+    aws: &Aws,
+    plan: &Plan,
+    run_id: &str,
+    progress: &Progress,
+) -> anyhow::Result<Applied> {
     let mut applied = Applied::default();
 
     let doomed: Vec<String> = plan
@@ -76,7 +81,13 @@ pub async fn apply(aws: &Aws, plan: &Plan, run_id: &str, progress: &Progress) ->
     }
 
     for change in &plan.changes {
-        if let Change::UpdateTags { instance_id, name, set, .. } = change {
+        if let Change::UpdateTags {
+            instance_id,
+            name,
+            set,
+            ..
+        } = change
+        {
             tracing::info!("retagging {instance_id} ({name})");
             aws.ec2.set_tags(instance_id, set).await?;
             applied.retagged.push(instance_id.clone());

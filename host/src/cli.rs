@@ -22,7 +22,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// The definition file; relative paths in it resolve from its folder
-    #[arg(short = 'f', long = "file", global = true, env = "HEET_FILE", default_value = "heet.toml")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        env = "HEET_FILE",
+        default_value = "heet.toml"
+    )]
     pub file: PathBuf,
     /// AWS endpoint, e.g. a local emulator
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]

@@ -39,7 +39,11 @@ pub fn emit<R: fmt::Display + Serialize>(global: &Global, report: &R) -> anyhow:
 
 fn emit_stats(global: &Global, stats: &CallSummary) {
     if global.stats && global.output == Output::Text {
-        let ops: Vec<String> = stats.operations.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        let ops: Vec<String> = stats
+            .operations
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect();
         eprintln!(
             "aws calls: {} ({} mutating, {} attempts): {}",
             stats.calls,
@@ -132,18 +136,29 @@ impl fmt::Display for UpReport {
     }
 }
 
-pub async fn up(global: &Global, env: &str, yes: bool, progress: &Progress) -> anyhow::Result<Outcome> {
+pub async fn up(
+    global: &Global,
+    env: &str,
+    yes: bool,
+    progress: &Progress,
+) -> anyhow::Result<Outcome> {
     let (def, aws, desired) = prepare(global, env).await?;
     let observed = aws.ec2.instances(&desired.project, env).await?;
     let plan = plan::plan(&desired, &observed);
 
     if plan.is_destructive() && !yes {
         let doomed = plan.count(|c| {
-            matches!(c, plan::Change::Delete { .. } | plan::Change::Replace { .. })
+            matches!(
+                c,
+                plan::Change::Delete { .. } | plan::Change::Replace { .. }
+            )
         });
         eprintln!("{plan}");
         confirm(
-            &format!("this terminates {doomed} instance(s) of {}/{env}", def.project),
+            &format!(
+                "this terminates {doomed} instance(s) of {}/{env}",
+                def.project
+            ),
             None,
         )?;
     }
@@ -151,7 +166,12 @@ pub async fn up(global: &Global, env: &str, yes: bool, progress: &Progress) -> a
     let applied = if plan.is_empty() {
         None
     } else {
-        let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+        let run_id = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos()
+        );
         Some(apply::apply(&aws, &plan, &run_id, progress).await?)
     };
     let report = UpReport {
@@ -180,9 +200,17 @@ impl fmt::Display for DownReport {
         if self.terminated.is_empty() {
             write!(f, "nothing to delete: heet runs nothing for {target}")?;
         } else {
-            write!(f, "terminated {} instance(s) of {target}", self.terminated.len())?;
+            write!(
+                f,
+                "terminated {} instance(s) of {target}",
+                self.terminated.len()
+            )?;
             for i in &self.terminated {
-                write!(f, "\n  {} {} ({}[{}])", i.name, i.instance_id, i.role, i.index)?;
+                write!(
+                    f,
+                    "\n  {} {} ({}[{}])",
+                    i.name, i.instance_id, i.role, i.index
+                )?;
             }
         }
         if !self.foreign.is_empty() {
@@ -196,7 +224,12 @@ impl fmt::Display for DownReport {
     }
 }
 
-pub async fn down(global: &Global, env: &str, yes: bool, progress: &Progress) -> anyhow::Result<Outcome> {
+pub async fn down(
+    global: &Global,
+    env: &str,
+    yes: bool,
+    progress: &Progress,
+) -> anyhow::Result<Outcome> {
     // Plugins are not consulted: teardown must work even when a plugin is broken.
     let def = Definition::load(&global.file)?;
     let environment = def.environment(env)?.clone();
@@ -205,14 +238,21 @@ pub async fn down(global: &Global, env: &str, yes: bool, progress: &Progress) ->
     let (ours, foreign): (Vec<_>, Vec<_>) = observed
         .iter()
         .partition(|o| o.slot_id(&def.project, env).is_some());
-    let mut terminated: Vec<InstanceSummary> = ours.iter().map(|o| InstanceSummary::of(o)).collect();
+    let mut terminated: Vec<InstanceSummary> =
+        ours.iter().map(|o| InstanceSummary::of(o)).collect();
     terminated.sort_by(|a, b| (&a.role, a.index).cmp(&(&b.role, b.index)));
 
     if !terminated.is_empty() {
         if !yes {
-            eprintln!("heet will terminate these instances of {}/{env}:", def.project);
+            eprintln!(
+                "heet will terminate these instances of {}/{env}:",
+                def.project
+            );
             for i in &terminated {
-                eprintln!("  {} {} ({}[{}], {})", i.name, i.instance_id, i.role, i.index, i.state);
+                eprintln!(
+                    "  {} {} ({}[{}], {})",
+                    i.name, i.instance_id, i.role, i.index, i.state
+                );
             }
             confirm(
                 &format!("terminate {} instance(s)", terminated.len()),
@@ -238,7 +278,10 @@ pub async fn down(global: &Global, env: &str, yes: bool, progress: &Progress) ->
 /// word (a protected environment's name) instead of `y`.
 fn confirm(what: &str, type_back: Option<&str>) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
-        return Err(UsageError(format!("{what}: refusing without --yes, as stdin is not a terminal")).into());
+        return Err(UsageError(format!(
+            "{what}: refusing without --yes, as stdin is not a terminal"
+        ))
+        .into());
     }
     match type_back {
         Some(word) => eprint!("{what}? type {word:?} to confirm: "),
@@ -291,7 +334,12 @@ impl fmt::Display for PluginList {
 pub fn plugins_list(global: &Global) -> anyhow::Result<Outcome> {
     let def = Definition::load(&global.file)?;
     let runtime = Runtime::new()?;
-    emit(global, &PluginList { plugins: plugins::inspect(&runtime, &def)? })?;
+    emit(
+        global,
+        &PluginList {
+            plugins: plugins::inspect(&runtime, &def)?,
+        },
+    )?;
     Ok(Outcome::Done)
 }
 
@@ -306,13 +354,28 @@ impl fmt::Display for BuildReport {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}\t{}\t{} bytes\tsha256:{}", b.name, b.path.display(), b.bytes, b.sha256)?;
+            write!(
+                f,
+                "{}\t{}\t{} bytes\tsha256:{}",
+                b.name,
+                b.path.display(),
+                b.bytes,
+                b.sha256
+            )?;
         }
         Ok(())
     }
 }
 
-pub fn plugins_build(global: &Global, req: &plugins::build::BuildRequest) -> anyhow::Result<Outcome> {
-    emit(global, &BuildReport { built: plugins::build::build(req)? })?;
+pub fn plugins_build(
+    global: &Global,
+    req: &plugins::build::BuildRequest,
+) -> anyhow::Result<Outcome> {
+    emit(
+        global,
+        &BuildReport {
+            built: plugins::build::build(req)?,
+        },
+    )?;
     Ok(Outcome::Done)
 }

@@ -24,7 +24,9 @@ pub struct DefinitionError {
 impl fmt::Display for DefinitionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.at {
-            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
@@ -162,7 +164,12 @@ impl Definition {
         let cx = Cx { file, source };
         let raw: RawDefinition = toml::from_str(source).map_err(|e| {
             // toml's message repeats the source line and a caret; keep its first line only.
-            let message = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
+            let message = e
+                .message()
+                .lines()
+                .next()
+                .unwrap_or("invalid TOML")
+                .to_owned();
             cx.error(e.span().map(|s| s.start), message)
         })?;
         cx.build(raw)
@@ -284,12 +291,22 @@ impl Cx<'_> {
             Some(v) => Err(self.at(v, format!("{what} must be between {min} and {max}"))),
         };
         let limits = Limits {
-            fuel: limit(&raw.limits.fuel, 1_000, 100_000_000_000, "plugins.limits.fuel")?
-                .unwrap_or(defaults.fuel),
+            fuel: limit(
+                &raw.limits.fuel,
+                1_000,
+                100_000_000_000,
+                "plugins.limits.fuel",
+            )?
+            .unwrap_or(defaults.fuel),
             memory_bytes: limit(&raw.limits.memory_mb, 1, 4096, "plugins.limits.memory_mb")?
                 .map_or(defaults.memory_bytes, |mb| mb << 20),
-            timeout_ms: limit(&raw.limits.timeout_ms, 10, 600_000, "plugins.limits.timeout_ms")?
-                .unwrap_or(defaults.timeout_ms),
+            timeout_ms: limit(
+                &raw.limits.timeout_ms,
+                10,
+                600_000,
+                "plugins.limits.timeout_ms",
+            )?
+            .unwrap_or(defaults.timeout_ms),
         };
         let order = raw
             .order
@@ -299,9 +316,8 @@ impl Cx<'_> {
             .collect();
         let mut config = BTreeMap::new();
         for (name, table) in raw.config {
-            let json = serde_json::to_string(table.get_ref()).map_err(|e| {
-                self.at(&table, format!("plugins.config.{}: {e}", name.get_ref()))
-            })?;
+            let json = serde_json::to_string(table.get_ref())
+                .map_err(|e| self.at(&table, format!("plugins.config.{}: {e}", name.get_ref())))?;
             config.insert(
                 name.get_ref().clone(),
                 (json, self.location(name.span().start)),
@@ -433,13 +449,18 @@ protected = true
     #[test]
     fn unknown_keys_point_at_the_key() {
         let err = parse("[project]\nname = \"x\"\n\n[roles.www]\ncont = 2\n").unwrap_err();
-        assert!(err.starts_with("examples/heet.toml:5:1: unknown field `cont`"), "{err}");
+        assert!(
+            err.starts_with("examples/heet.toml:5:1: unknown field `cont`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn negative_count_is_a_type_error_at_the_value() {
-        let err = parse("[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = -1\n")
-            .unwrap_err();
+        let err = parse(
+            "[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = -1\n",
+        )
+        .unwrap_err();
         assert!(err.starts_with("examples/heet.toml:6:9: "), "{err}");
     }
 
@@ -447,7 +468,10 @@ protected = true
     fn bad_role_name_points_at_the_table_header() {
         let err = parse("[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\n[roles.Web_1]\n")
             .unwrap_err();
-        assert!(err.starts_with("examples/heet.toml:5:8: invalid role name \"Web_1\""), "{err}");
+        assert!(
+            err.starts_with("examples/heet.toml:5:8: invalid role name \"Web_1\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -459,8 +483,10 @@ protected = true
 
     #[test]
     fn count_above_the_bound_is_an_error() {
-        let err = parse("[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = 100000\n")
-            .unwrap_err();
+        let err = parse(
+            "[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = 100000\n",
+        )
+        .unwrap_err();
         assert_eq!(err, "examples/heet.toml:6:9: count must be at most 500");
     }
 
@@ -468,9 +494,15 @@ protected = true
     fn bad_instance_type_and_limits_are_errors() {
         let err = parse("[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\ninstance_type = \"huge\"\n[roles.www]\n")
             .unwrap_err();
-        assert!(err.starts_with("examples/heet.toml:5:17: invalid instance type"), "{err}");
+        assert!(
+            err.starts_with("examples/heet.toml:5:17: invalid instance type"),
+            "{err}"
+        );
         let err = parse("[project]\nname = \"x\"\n[plugins.limits]\nmemory_mb = 0\n").unwrap_err();
-        assert!(err.contains("4:13: plugins.limits.memory_mb must be between"), "{err}");
+        assert!(
+            err.contains("4:13: plugins.limits.memory_mb must be between"),
+            "{err}"
+        );
     }
 
     #[test]

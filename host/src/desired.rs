@@ -7,7 +7,9 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::definition::Definition;
-use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_INDEX, TAG_NAME, TAG_PROJECT, TAG_ROLE, TAG_SPEC};
+use crate::namespace::{
+    self, TAG_ENV, TAG_ID, TAG_INDEX, TAG_NAME, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
+};
 use crate::plugins::{Hooks, PluginError, api};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,7 +51,11 @@ pub struct PolicyDenied {
 
 impl fmt::Display for PolicyDenied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "policy denied the plan ({} violation(s))", self.violations.len())?;
+        write!(
+            f,
+            "policy denied the plan ({} violation(s))",
+            self.violations.len()
+        )?;
         for (plugin, v) in &self.violations {
             write!(f, "\n  plugin {plugin}: {}: {}", v.rule, v.message)?;
             if let Some(role) = &v.role {
@@ -103,7 +109,10 @@ pub fn compute(
                 region: region.to_owned(),
                 domain: def.domain.clone(),
             };
-            let name = hooks.name(&ctx, namespace::default_name(project, env, &role.name, index))?;
+            let name = hooks.name(
+                &ctx,
+                namespace::default_name(project, env, &role.name, index),
+            )?;
             let plugin_tags = hooks.tags(&ctx, Vec::new())?;
             let cnames = hooks.cnames(&ctx, Vec::new())?;
             let user_data = hooks.user_data(&ctx, role.user_data.clone())?;
@@ -117,10 +126,8 @@ pub fn compute(
                 role.subnet_id.as_deref().unwrap_or(""),
                 &role.security_group_ids.join(","),
             ]);
-            let mut tags: BTreeMap<String, String> = plugin_tags
-                .into_iter()
-                .map(|t| (t.key, t.value))
-                .collect();
+            let mut tags: BTreeMap<String, String> =
+                plugin_tags.into_iter().map(|t| (t.key, t.value)).collect();
             tags.insert(TAG_PROJECT.into(), project.into());
             tags.insert(TAG_ENV.into(), env.into());
             tags.insert(TAG_ROLE.into(), role.name.clone());
@@ -201,22 +208,41 @@ pub(crate) mod tests {
     pub struct NoPlugins;
 
     impl Hooks for NoPlugins {
-        fn size(&mut self, _: &api::RoleContext, c: api::RoleSize) -> Result<api::RoleSize, PluginError> {
+        fn size(
+            &mut self,
+            _: &api::RoleContext,
+            c: api::RoleSize,
+        ) -> Result<api::RoleSize, PluginError> {
             Ok(c)
         }
         fn name(&mut self, _: &api::InstanceContext, c: String) -> Result<String, PluginError> {
             Ok(c)
         }
-        fn tags(&mut self, _: &api::InstanceContext, c: Vec<api::Tag>) -> Result<Vec<api::Tag>, PluginError> {
+        fn tags(
+            &mut self,
+            _: &api::InstanceContext,
+            c: Vec<api::Tag>,
+        ) -> Result<Vec<api::Tag>, PluginError> {
             Ok(c)
         }
-        fn cnames(&mut self, _: &api::InstanceContext, c: Vec<String>) -> Result<Vec<String>, PluginError> {
+        fn cnames(
+            &mut self,
+            _: &api::InstanceContext,
+            c: Vec<String>,
+        ) -> Result<Vec<String>, PluginError> {
             Ok(c)
         }
-        fn user_data(&mut self, _: &api::InstanceContext, c: String) -> Result<String, PluginError> {
+        fn user_data(
+            &mut self,
+            _: &api::InstanceContext,
+            c: String,
+        ) -> Result<String, PluginError> {
             Ok(c)
         }
-        fn guard(&mut self, _: &api::DesiredState) -> Result<Vec<(String, api::Violation)>, PluginError> {
+        fn guard(
+            &mut self,
+            _: &api::DesiredState,
+        ) -> Result<Vec<(String, api::Violation)>, PluginError> {
             Ok(Vec::new())
         }
     }
@@ -225,24 +251,60 @@ pub(crate) mod tests {
     struct Opinionated;
 
     impl Hooks for Opinionated {
-        fn size(&mut self, _: &api::RoleContext, _: api::RoleSize) -> Result<api::RoleSize, PluginError> {
-            Ok(api::RoleSize { instance_type: "m5.large".into(), count: 3, volume_gb: None })
+        fn size(
+            &mut self,
+            _: &api::RoleContext,
+            _: api::RoleSize,
+        ) -> Result<api::RoleSize, PluginError> {
+            Ok(api::RoleSize {
+                instance_type: "m5.large".into(),
+                count: 3,
+                volume_gb: None,
+            })
         }
         fn name(&mut self, ctx: &api::InstanceContext, _: String) -> Result<String, PluginError> {
-            Ok(format!("{}-{}-{:02}-of-{}", ctx.env, ctx.role, ctx.index, ctx.count))
+            Ok(format!(
+                "{}-{}-{:02}-of-{}",
+                ctx.env, ctx.role, ctx.index, ctx.count
+            ))
         }
-        fn tags(&mut self, ctx: &api::InstanceContext, _: Vec<api::Tag>) -> Result<Vec<api::Tag>, PluginError> {
-            Ok(vec![api::Tag { key: "team".into(), value: ctx.role.clone() }])
+        fn tags(
+            &mut self,
+            ctx: &api::InstanceContext,
+            _: Vec<api::Tag>,
+        ) -> Result<Vec<api::Tag>, PluginError> {
+            Ok(vec![api::Tag {
+                key: "team".into(),
+                value: ctx.role.clone(),
+            }])
         }
-        fn cnames(&mut self, _: &api::InstanceContext, c: Vec<String>) -> Result<Vec<String>, PluginError> {
+        fn cnames(
+            &mut self,
+            _: &api::InstanceContext,
+            c: Vec<String>,
+        ) -> Result<Vec<String>, PluginError> {
             Ok(c)
         }
-        fn user_data(&mut self, ctx: &api::InstanceContext, c: String) -> Result<String, PluginError> {
+        fn user_data(
+            &mut self,
+            ctx: &api::InstanceContext,
+            c: String,
+        ) -> Result<String, PluginError> {
             Ok(format!("{c}\nenv={}", ctx.env))
         }
-        fn guard(&mut self, s: &api::DesiredState) -> Result<Vec<(String, api::Violation)>, PluginError> {
+        fn guard(
+            &mut self,
+            s: &api::DesiredState,
+        ) -> Result<Vec<(String, api::Violation)>, PluginError> {
             Ok(if s.instances.len() > 4 {
-                vec![("guard".into(), api::Violation { rule: "max-count".into(), message: format!("{} instances", s.instances.len()), role: None })]
+                vec![(
+                    "guard".into(),
+                    api::Violation {
+                        rule: "max-count".into(),
+                        message: format!("{} instances", s.instances.len()),
+                        role: None,
+                    },
+                )]
             } else {
                 Vec::new()
             })
@@ -277,7 +339,10 @@ user_data = "role=www"
         assert_eq!(first.tags["heet:env"], "staging");
         assert_eq!(first.tags["heet:role"], "www");
         assert_eq!(first.tags["heet:index"], "1");
-        assert_eq!(first.tags["heet:id"], namespace::slot_id("shop", "staging", "www", 1));
+        assert_eq!(
+            first.tags["heet:id"],
+            namespace::slot_id("shop", "staging", "www", 1)
+        );
         assert_ne!(d.instances[0].id, d.instances[1].id);
         // Same role and settings, same spec: only identity differs between slots.
         assert_eq!(d.instances[0].spec, d.instances[1].spec);
@@ -290,7 +355,11 @@ user_data = "role=www"
         let mut more = def.clone();
         more.roles[0].count = 1;
         let d = compute(&more, "staging", "us-east-1", &mut Opinionated).unwrap();
-        assert_eq!(d.instances.len(), 3, "sizing overrides the definition's count");
+        assert_eq!(
+            d.instances.len(),
+            3,
+            "sizing overrides the definition's count"
+        );
         let first = &d.instances[0];
         assert_eq!(first.name, "staging-www-01-of-3");
         assert_eq!(first.instance_type, "m5.large");
@@ -305,7 +374,9 @@ user_data = "role=www"
         def.roles.push(def.roles[0].clone());
         def.roles[1].name = "db".into();
         let err = compute(&def, "staging", "us-east-1", &mut Opinionated).unwrap_err();
-        let DesiredError::Policy(denied) = err else { panic!("{err}") };
+        let DesiredError::Policy(denied) = err else {
+            panic!("{err}")
+        };
         assert_eq!(denied.violations.len(), 1);
         assert_eq!(
             denied.to_string(),

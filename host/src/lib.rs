@@ -72,23 +72,32 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             .build()
     };
     match &cli.command {
-        Command::Plan { env, detailed_exitcode } => {
-            runtime()?.block_on(commands::plan(global, env, *detailed_exitcode))
+        Command::Plan {
+            env,
+            detailed_exitcode,
+        } => runtime()?.block_on(commands::plan(global, env, *detailed_exitcode)),
+        Command::Up {
+            env, dry_run: true, ..
+        } => runtime()?.block_on(commands::plan(global, env, false)),
+        Command::Up { env, yes, .. } => {
+            runtime()?.block_on(commands::up(global, env, *yes, &progress))
         }
-        Command::Up { env, dry_run: true, .. } => runtime()?.block_on(commands::plan(global, env, false)),
-        Command::Up { env, yes, .. } => runtime()?.block_on(commands::up(global, env, *yes, &progress)),
-        Command::Down { env, yes } => runtime()?.block_on(commands::down(global, env, *yes, &progress)),
+        Command::Down { env, yes } => {
+            runtime()?.block_on(commands::down(global, env, *yes, &progress))
+        }
         Command::Plugins(PluginsCommand::List) => commands::plugins_list(global),
-        Command::Plugins(PluginsCommand::Build { manifest_path, out, packages }) => {
-            commands::plugins_build(
-                global,
-                &plugins::build::BuildRequest {
-                    manifest_path: manifest_path.clone(),
-                    packages: packages.clone(),
-                    out_dir: out.clone(),
-                },
-            )
-        }
+        Command::Plugins(PluginsCommand::Build {
+            manifest_path,
+            out,
+            packages,
+        }) => commands::plugins_build(
+            global,
+            &plugins::build::BuildRequest {
+                manifest_path: manifest_path.clone(),
+                packages: packages.clone(),
+                out_dir: out.clone(),
+            },
+        ),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "heet", &mut std::io::stdout());
             Ok(Outcome::Done)
@@ -108,6 +117,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .with_target(false)
         .init();

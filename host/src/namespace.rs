@@ -89,7 +89,16 @@ mod tests {
         assert!(check_name("env", "staging").is_ok());
         assert!(check_name("env", "prod-eu-1").is_ok());
         for bad in [
-            "", "Staging", "1st", "a_b", "a b", "a.b", "a-", "a--b", "ünï", "stagingstagingstagingstagingstagi",
+            "",
+            "Staging",
+            "1st",
+            "a_b",
+            "a b",
+            "a.b",
+            "a-",
+            "a--b",
+            "ünï",
+            "stagingstagingstagingstagingstagi",
         ] {
             assert!(check_name("env", bad).is_err(), "{bad:?} accepted");
         }
@@ -120,7 +129,10 @@ mod tests {
     fn client_token_fits_ec2_limit() {
         let t = client_token(&slot_id("p", "e", "r", 1), "abc", "run");
         assert!(t.len() <= 64 && t.is_ascii(), "{t}");
-        assert_ne!(t, client_token(&slot_id("p", "e", "r", 1), "abc", "other-run"));
+        assert_ne!(
+            t,
+            client_token(&slot_id("p", "e", "r", 1), "abc", "other-run")
+        );
     }
 
     proptest! {

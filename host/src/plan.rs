@@ -39,7 +39,9 @@ impl ObservedInstance {
     }
 
     pub fn name(&self) -> &str {
-        self.tags.get(namespace::TAG_NAME).map_or("", String::as_str)
+        self.tags
+            .get(namespace::TAG_NAME)
+            .map_or("", String::as_str)
     }
 
     pub fn dns_name(&self) -> Option<&str> {
@@ -58,7 +60,11 @@ impl ObservedInstance {
             "stopping" | "stopped" => 2,
             _ => 3,
         };
-        (state, self.launch_time.unwrap_or(i64::MAX), &self.instance_id)
+        (
+            state,
+            self.launch_time.unwrap_or(i64::MAX),
+            &self.instance_id,
+        )
     }
 }
 
@@ -137,7 +143,11 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
     let delete = |o: &ObservedInstance, reason: String| Change::Delete {
         instance_id: o.instance_id.clone(),
         role: o.tags.get(TAG_ROLE).cloned().unwrap_or_default(),
-        index: o.tags.get(TAG_INDEX).and_then(|i| i.parse().ok()).unwrap_or(0),
+        index: o
+            .tags
+            .get(TAG_INDEX)
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0),
         name: o.name().to_owned(),
         reason,
     };
@@ -155,7 +165,9 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
     let mut unchanged = 0;
     for d in &desired.instances {
         let Some(o) = kept.remove(d.id.as_str()) else {
-            changes.push(Change::Create { instance: d.clone() });
+            changes.push(Change::Create {
+                instance: d.clone(),
+            });
             continue;
         };
         if o.tags.get(TAG_SPEC) != Some(&d.spec) {
@@ -200,7 +212,10 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
 fn replace_reasons(d: &DesiredInstance, o: &ObservedInstance) -> Vec<String> {
     let mut reasons = Vec::new();
     if d.instance_type != o.instance_type {
-        reasons.push(format!("instance type {} → {}", o.instance_type, d.instance_type));
+        reasons.push(format!(
+            "instance type {} → {}",
+            o.instance_type, d.instance_type
+        ));
     }
     if d.ami != o.ami {
         reasons.push(format!("ami {} → {}", o.ami, d.ami));
@@ -215,7 +230,11 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let target = format!("{}/{}", self.project, self.env);
         if self.is_empty() {
-            write!(f, "no changes: {target} is up to date ({} instance(s))", self.unchanged)?;
+            write!(
+                f,
+                "no changes: {target} is up to date ({} instance(s))",
+                self.unchanged
+            )?;
         } else {
             writeln!(
                 f,
@@ -251,7 +270,11 @@ impl fmt::Display for Change {
                 "+ create   {}[{}] {} ({}, {})",
                 d.role, d.index, d.name, d.instance_type, d.ami
             ),
-            Change::Replace { instance_id, reasons, instance: d } => write!(
+            Change::Replace {
+                instance_id,
+                reasons,
+                instance: d,
+            } => write!(
                 f,
                 "± replace  {}[{}] {} {instance_id}: {}",
                 d.role,
@@ -259,12 +282,31 @@ impl fmt::Display for Change {
                 d.name,
                 reasons.join(", ")
             ),
-            Change::UpdateTags { instance_id, role, index, name, set } => {
+            Change::UpdateTags {
+                instance_id,
+                role,
+                index,
+                name,
+                set,
+            } => {
                 let tags: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                write!(f, "~ retag    {role}[{index}] {name} {instance_id}: {}", tags.join(", "))
+                write!(
+                    f,
+                    "~ retag    {role}[{index}] {name} {instance_id}: {}",
+                    tags.join(", ")
+                )
             }
-            Change::Delete { instance_id, role, index, name, reason } => {
-                write!(f, "- delete   {role}[{index}] {name} {instance_id}: {reason}")
+            Change::Delete {
+                instance_id,
+                role,
+                index,
+                name,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "- delete   {role}[{index}] {name} {instance_id}: {reason}"
+                )
             }
         }
     }
@@ -273,7 +315,10 @@ impl fmt::Display for Change {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{compute, tests::{NoPlugins, definition}};
+    use crate::desired::{
+        compute,
+        tests::{NoPlugins, definition},
+    };
 
     const DEF: &str = r#"
 [project]
@@ -320,22 +365,37 @@ count = 2
     #[test]
     fn matching_state_means_no_changes() {
         let d = desired("staging");
-        let observed: Vec<_> = d.instances.iter().enumerate().map(|(i, x)| running(x, &format!("i-{i}"), 1)).collect();
+        let observed: Vec<_> = d
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(i, x)| running(x, &format!("i-{i}"), 1))
+            .collect();
         let p = plan(&d, &observed);
         assert!(p.is_empty());
         assert_eq!(p.unchanged, 2);
-        assert_eq!(p.to_string(), "no changes: shop/staging is up to date (2 instance(s))");
+        assert_eq!(
+            p.to_string(),
+            "no changes: shop/staging is up to date (2 instance(s))"
+        );
     }
 
     #[test]
     fn lowering_the_count_deletes_the_extra_slot() {
         let d = desired("staging");
-        let observed: Vec<_> = d.instances.iter().enumerate().map(|(i, x)| running(x, &format!("i-{i}"), 1)).collect();
+        let observed: Vec<_> = d
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(i, x)| running(x, &format!("i-{i}"), 1))
+            .collect();
         let mut fewer = d.clone();
         fewer.instances.pop();
         let p = plan(&fewer, &observed);
         assert_eq!(p.changes.len(), 1);
-        assert!(matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-1" && reason == "no longer in the definition"));
+        assert!(
+            matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-1" && reason == "no longer in the definition")
+        );
     }
 
     #[test]
@@ -346,7 +406,9 @@ count = 2
         let c = running(&d.instances[1], "i-c", 10);
         let p = plan(&d, &[a, b, c]);
         assert_eq!(p.changes.len(), 1, "{p}");
-        assert!(matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-young" && reason == "twin of i-old"));
+        assert!(
+            matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-young" && reason == "twin of i-old")
+        );
     }
 
     #[test]
@@ -358,8 +420,12 @@ count = 2
         let mut renamed = running(&d.instances[1], "i-b", 1);
         renamed.tags.insert("Name".into(), "old-name".into());
         let p = plan(&d, &[old_type, renamed]);
-        assert!(matches!(&p.changes[0], Change::Replace { instance_id, reasons, .. } if instance_id == "i-a" && reasons == &["instance type t2.nano → t3.micro"]));
-        assert!(matches!(&p.changes[1], Change::UpdateTags { set, .. } if set.len() == 1 && set["Name"] == "shop-staging-www-02"));
+        assert!(
+            matches!(&p.changes[0], Change::Replace { instance_id, reasons, .. } if instance_id == "i-a" && reasons == &["instance type t2.nano → t3.micro"])
+        );
+        assert!(
+            matches!(&p.changes[1], Change::UpdateTags { set, .. } if set.len() == 1 && set["Name"] == "shop-staging-www-02")
+        );
         assert!(p.is_destructive());
     }
 
@@ -369,7 +435,9 @@ count = 2
         let production = desired("production");
         let theirs = running(&production.instances[0], "i-prod", 1);
         let mut look_alike = running(&staging.instances[0], "i-fake", 1);
-        look_alike.tags.insert(TAG_ID.into(), "0000000000000000".into());
+        look_alike
+            .tags
+            .insert(TAG_ID.into(), "0000000000000000".into());
         let p = plan(&staging, &[theirs, look_alike]);
         assert_eq!(p.foreign, ["i-prod", "i-fake"]);
         assert!(!p.is_destructive());

@@ -46,13 +46,15 @@ pub fn check_instance_type(t: &str) -> Result<(), String> {
 }
 
 pub fn check_ami(ami: &str) -> Result<(), String> {
-    let ok = ami
-        .strip_prefix("ami-")
-        .is_some_and(|id| !id.is_empty() && id.len() <= 17 && id.chars().all(|c| c.is_ascii_hexdigit()));
+    let ok = ami.strip_prefix("ami-").is_some_and(|id| {
+        !id.is_empty() && id.len() <= 17 && id.chars().all(|c| c.is_ascii_hexdigit())
+    });
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid ami {ami:?}: expected ami- followed by hex digits"))
+        Err(format!(
+            "invalid ami {ami:?}: expected ami- followed by hex digits"
+        ))
     }
 }
 
@@ -60,7 +62,9 @@ pub fn check_ami(ami: &str) -> Result<(), String> {
 pub fn check_dns_name(name: &str) -> Result<(), String> {
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() || name.len() > 253 {
-        return Err(format!("invalid DNS name {name:?}: must be 1 to 253 characters"));
+        return Err(format!(
+            "invalid DNS name {name:?}: must be 1 to 253 characters"
+        ));
     }
     for label in name.split('.') {
         check_dns_label(label).map_err(|why| format!("invalid DNS name {name:?}: {why}"))?;
@@ -73,7 +77,9 @@ fn check_dns_label(label: &str) -> Result<(), String> {
         return Err(format!("label {label:?} must be 1 to 63 characters"));
     }
     if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(format!("label {label:?} may hold only letters, digits and '-'"));
+        return Err(format!(
+            "label {label:?} may hold only letters, digits and '-'"
+        ));
     }
     if label.starts_with('-') || label.ends_with('-') {
         return Err(format!("label {label:?} must not start or end with '-'"));
@@ -84,7 +90,9 @@ fn check_dns_label(label: &str) -> Result<(), String> {
 /// A tag a plugin asks for: EC2's limits, and no key in AWS's or heet's reserved space.
 pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
     if key.is_empty() || key.chars().count() > MAX_TAG_KEY {
-        return Err(format!("tag key {key:?} must be 1 to {MAX_TAG_KEY} characters"));
+        return Err(format!(
+            "tag key {key:?} must be 1 to {MAX_TAG_KEY} characters"
+        ));
     }
     if value.chars().count() > MAX_TAG_VALUE {
         return Err(format!(
@@ -92,14 +100,20 @@ pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
         ));
     }
     if key.to_ascii_lowercase().starts_with("aws:") {
-        return Err(format!("tag key {key:?}: the aws: prefix is reserved by AWS"));
+        return Err(format!(
+            "tag key {key:?}: the aws: prefix is reserved by AWS"
+        ));
     }
     if key.starts_with(RESERVED_PREFIX) {
-        return Err(format!("tag key {key:?}: the {RESERVED_PREFIX} prefix is reserved by heet"));
+        return Err(format!(
+            "tag key {key:?}: the {RESERVED_PREFIX} prefix is reserved by heet"
+        ));
     }
     let allowed = |c: char| c.is_alphanumeric() || " _.:/=+-@".contains(c);
     if let Some(c) = key.chars().chain(value.chars()).find(|c| !allowed(*c)) {
-        return Err(format!("tag {key:?}: character {c:?} is not allowed in EC2 tags"));
+        return Err(format!(
+            "tag {key:?}: character {c:?} is not allowed in EC2 tags"
+        ));
     }
     Ok(())
 }
@@ -113,7 +127,15 @@ mod tests {
         for ok in ["t3.micro", "m5.xlarge", "u-6tb1.metal", "c7gn.16xlarge"] {
             assert!(check_instance_type(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "t3", ".micro", "t3.", "T3.micro", "t3.micro large", "t3.mi;cro"] {
+        for bad in [
+            "",
+            "t3",
+            ".micro",
+            "t3.",
+            "T3.micro",
+            "t3.micro large",
+            "t3.mi;cro",
+        ] {
             assert!(check_instance_type(bad).is_err(), "{bad}");
         }
     }
@@ -130,18 +152,42 @@ mod tests {
     fn dns_names() {
         assert!(check_dns_name("demo.example.com").is_ok());
         assert!(check_dns_name("production-www-01.example.com.").is_ok());
-        assert!(check_dns_name("a_b.example.com").unwrap_err().contains("only letters"));
-        assert!(check_dns_name("-a.example.com").unwrap_err().contains("start or end"));
+        assert!(
+            check_dns_name("a_b.example.com")
+                .unwrap_err()
+                .contains("only letters")
+        );
+        assert!(
+            check_dns_name("-a.example.com")
+                .unwrap_err()
+                .contains("start or end")
+        );
         assert!(check_dns_name("a..b").unwrap_err().contains("1 to 63"));
-        assert!(check_dns_name(&"a".repeat(64)).unwrap_err().contains("1 to 63"));
+        assert!(
+            check_dns_name(&"a".repeat(64))
+                .unwrap_err()
+                .contains("1 to 63")
+        );
     }
 
     #[test]
     fn tags() {
         assert!(check_tag("cost-center", "web/42").is_ok());
-        assert!(check_tag("aws:cloudformation", "x").unwrap_err().contains("reserved by AWS"));
-        assert!(check_tag("AWS:x", "x").unwrap_err().contains("reserved by AWS"));
-        assert!(check_tag("heet:id", "x").unwrap_err().contains("reserved by heet"));
+        assert!(
+            check_tag("aws:cloudformation", "x")
+                .unwrap_err()
+                .contains("reserved by AWS")
+        );
+        assert!(
+            check_tag("AWS:x", "x")
+                .unwrap_err()
+                .contains("reserved by AWS")
+        );
+        assert!(
+            check_tag("heet:id", "x")
+                .unwrap_err()
+                .contains("reserved by heet")
+        );
         assert!(check_tag(&"k".repeat(129), "x").is_err());
         assert!(check_tag("k", &"v".repeat(257)).is_err());
         assert!(check_tag("", "v").is_err());

@@ -1,1 +1,373 @@
-//! placeholder
+//! Test harness: the `heet` binary, the plugins built from source, and one moto server per
+//! test process on a free loopback port, plus an independent view of what moto holds.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// `target/<profile>` of the running test binary (`target/<profile>/deps/tests-…`).
+fn target_profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_owned()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// The `heet` binary. `cargo test --workspace` builds it (host has an integration test), with
+/// the same features as everything else; only when it is missing or older than the sources
+/// (e.g. `cargo test -p tests` alone after an edit) is it built here.
+pub fn heet_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = target_profile_dir().join("heet");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        let newest = newest_source(&[repo_root().join("host"), repo_root().join("wit")]);
+        if built.is_none_or(|b| newest.is_some_and(|n| n > b)) {
+            let status = cargo()
+                .args(["build", "-q", "-p", "heet", "--bin", "heet"])
+                .current_dir(repo_root())
+                .status()
+                .unwrap();
+            assert!(status.success(), "cargo build -p heet failed");
+        }
+        bin
+    })
+}
+
+fn newest_source(dirs: &[PathBuf]) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(Some(modified));
+            }
+        }
+    }
+    newest
+}
+
+/// The plugins and fixtures, built from source with `heet plugins build` once per process.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = target_profile_dir().join("heet-test-plugins");
+        let output = Command::new(heet_bin())
+            .args(["plugins", "build", "-p", "naming", "-p", "trap", "--out"])
+            .arg(&out)
+            .arg("--manifest-path")
+            .arg(repo_root().join("Cargo.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "heet plugins build failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    })
+}
+
+/// The moto server of this test process.
+pub struct Moto {
+    pub endpoint: String,
+    _child: Child,
+}
+
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(Moto::start)
+}
+
+fn moto_server_command() -> PathBuf {
+    if let Some(path) = std::env::var_os("HEET_MOTO_SERVER") {
+        return path.into();
+    }
+    let venv = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/heet/moto-venv/bin/moto_server");
+    if venv.is_file() {
+        venv
+    } else {
+        "moto_server".into()
+    }
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The shell waits on our pipe and kills moto when this process exits, however it
+        // exits: no server outlives its tests.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!; read _; kill $m"#)
+            .arg(moto_server_command())
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("cannot start moto_server: run `cargo xtask setup`");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        while ureq::get(format!("{endpoint}/moto-api/")).call().is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "moto_server did not answer on {endpoint} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            endpoint,
+            _child: child,
+        }
+    }
+
+    /// A raw EC2 Query API call, bypassing heet entirely.
+    pub fn ec2(&self, params: &[(&str, &str)]) -> String {
+        let mut form = vec![("Version", "2016-11-15")];
+        form.extend_from_slice(params);
+        let mut response = ureq::post(format!("{}/", self.endpoint))
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=x",
+            )
+            .send_form(form)
+            .unwrap();
+        let mut body = String::new();
+        response
+            .body_mut()
+            .as_reader()
+            .read_to_string(&mut body)
+            .unwrap();
+        body
+    }
+
+    /// Live (not terminated) instances with `tag` = `value`, as moto sees them.
+    pub fn live_instances(&self, tag: &str, value: &str) -> Vec<MotoInstance> {
+        let key = format!("tag:{tag}");
+        let xml = self.ec2(&[
+            ("Action", "DescribeInstances"),
+            ("Filter.1.Name", &key),
+            ("Filter.1.Value.1", value),
+            ("Filter.2.Name", "instance-state-name"),
+            ("Filter.2.Value.1", "pending"),
+            ("Filter.2.Value.2", "running"),
+            ("Filter.2.Value.3", "stopping"),
+            ("Filter.2.Value.4", "stopped"),
+        ]);
+        parse_instances(&xml)
+    }
+
+    pub fn user_data(&self, instance_id: &str) -> String {
+        use base64::Engine as _;
+        let xml = self.ec2(&[
+            ("Action", "DescribeInstanceAttribute"),
+            ("InstanceId", instance_id),
+            ("Attribute", "userData"),
+        ]);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let value = doc
+            .descendants()
+            .find(|n| n.has_tag_name("userData"))
+            .and_then(|n| n.children().find(|c| c.has_tag_name("value")))
+            .and_then(|n| n.text())
+            .unwrap_or_default();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Launches an instance outside heet with the given tags.
+    pub fn launch_foreign(&self, tags: &[(&str, &str)]) -> String {
+        let mut params: Vec<(String, String)> = vec![
+            ("Action".into(), "RunInstances".into()),
+            ("ImageId".into(), "ami-12c6146b".into()),
+            ("MinCount".into(), "1".into()),
+            ("MaxCount".into(), "1".into()),
+            ("TagSpecification.1.ResourceType".into(), "instance".into()),
+        ];
+        for (i, (k, v)) in tags.iter().enumerate() {
+            params.push((format!("TagSpecification.1.Tag.{}.Key", i + 1), (*k).into()));
+            params.push((
+                format!("TagSpecification.1.Tag.{}.Value", i + 1),
+                (*v).into(),
+            ));
+        }
+        let refs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let xml = self.ec2(&refs);
+        parse_instances(&xml)
+            .pop()
+            .expect("RunInstances answered no instance")
+            .id
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MotoInstance {
+    pub id: String,
+    pub state: String,
+    pub instance_type: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+fn parse_instances(xml: &str) -> Vec<MotoInstance> {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    let child_text = |n: roxmltree::Node, name: &str| {
+        n.children()
+            .find(|c| c.has_tag_name(name))
+            .and_then(|c| c.text())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("instancesSet"))
+        .flat_map(|set| set.children().filter(|c| c.has_tag_name("item")))
+        .map(|item| MotoInstance {
+            id: child_text(item, "instanceId"),
+            state: item
+                .children()
+                .find(|c| c.has_tag_name("instanceState"))
+                .map(|s| child_text(s, "name"))
+                .unwrap_or_default(),
+            instance_type: child_text(item, "instanceType"),
+            tags: item
+                .children()
+                .find(|c| c.has_tag_name("tagSet"))
+                .map(|set| {
+                    set.children()
+                        .filter(|c| c.has_tag_name("item"))
+                        .map(|t| (child_text(t, "key"), child_text(t, "value")))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A heet project in a temporary folder, with a unique project name.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+}
+
+impl Project {
+    /// Writes `heet_toml` (with `{project}` replaced by a unique name) and copies `plugins`
+    /// from the built plugin folder into `./plugins`.
+    pub fn new(heet_toml: &str, plugins: &[&str]) -> Project {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("t{}-{n}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("heet.toml"),
+            heet_toml.replace("{project}", &name),
+        )
+        .unwrap();
+        if !plugins.is_empty() {
+            std::fs::create_dir(dir.path().join("plugins")).unwrap();
+            for p in plugins {
+                let file = format!("{p}.wasm");
+                std::fs::copy(
+                    plugin_dir().join(&file),
+                    dir.path().join("plugins").join(&file),
+                )
+                .unwrap();
+            }
+        }
+        Project { dir, name }
+    }
+
+    /// Writes a file into the project folder, with `{project}` replaced as in [`Project::new`].
+    pub fn write(&self, file: &str, contents: &str) {
+        std::fs::write(
+            self.dir.path().join(file),
+            contents.replace("{project}", &self.name),
+        )
+        .unwrap();
+    }
+
+    /// Runs heet in the project's folder against this process's moto server.
+    pub fn heet(&self, args: &[&str]) -> Run {
+        let output = Command::new(heet_bin())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("AWS_ENDPOINT_URL", &moto().endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_PROFILE")
+            .env(
+                "HEET_CACHE_DIR",
+                target_profile_dir().join("heet-test-cache"),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Run(output)
+    }
+}
+
+/// The outcome of one heet run.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    /// Asserts success and parses stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        assert_eq!(
+            self.code(),
+            0,
+            "heet failed:\n{}\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        serde_json::from_str(&self.stdout())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout()))
+    }
+    pub fn ok(&self) -> &Run {
+        assert_eq!(
+            self.code(),
+            0,
+            "heet failed:\n{}\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}

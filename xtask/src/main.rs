@@ -1,1 +1,173 @@
-fn main() {}
+//! Project automation: `cargo xtask setup | demo | test`.
+//!
+//! Everything a fresh machine needs is installed here, by the project itself: the wasm target
+//! and moto's server in a venv under ~/.cache/heet. Nothing relies on a hand-installed tool.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const MOTO_SPEC: &str = "moto[server]>=5.1,<6";
+
+fn main() -> anyhow::Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    match task.as_str() {
+        "setup" => setup().map(drop),
+        "demo" => demo(),
+        "test" => test(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n  setup  install the wasm target and moto's server (venv in ~/.cache/heet)\n  demo   set up, then run `heet up` on examples/simple-demo against a local moto server\n  test   set up, then run every test of the workspace"
+            );
+            if task.is_empty() {
+                Ok(())
+            } else {
+                bail!("unknown task {task:?}")
+            }
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn moto_venv() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(".cache/heet/moto-venv")
+}
+
+/// Installs what the tests and the demo need; returns the `moto_server` to run.
+fn setup() -> anyhow::Result<PathBuf> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to add the wasm target")?;
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l == WASM_TARGET)
+    {
+        eprintln!("xtask: adding the {WASM_TARGET} target");
+        run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+    }
+
+    let venv = moto_venv();
+    let server = venv.join("bin/moto_server");
+    if !server.is_file() {
+        eprintln!("xtask: installing {MOTO_SPEC} into {}", venv.display());
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", MOTO_SPEC]))?;
+    }
+    Ok(server)
+}
+
+/// A moto server on a free loopback port, stopped when dropped (or when xtask dies: the
+/// shell that owns it exits when our pipe closes).
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start(server: &Path) -> anyhow::Result<Moto> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!; read _; kill $m"#)
+            .arg(server)
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .spawn()?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("moto_server did not listen on {endpoint} within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Moto { child, endpoint })
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn demo() -> anyhow::Result<()> {
+    let server = setup()?;
+    run(cargo().args(["build", "-q", "-p", "heet"]))?;
+    let target = target_dir()?;
+    let heet = target.join("debug/heet");
+    let example = root().join("examples/simple-demo");
+    run(Command::new(&heet)
+        .args(["plugins", "build", "-p", "naming", "--out"])
+        .arg(example.join("plugins"))
+        .arg("--manifest-path")
+        .arg(root().join("Cargo.toml")))?;
+
+    let moto = Moto::start(&server)?;
+    eprintln!("xtask: moto server on {}", moto.endpoint);
+    let heet_in_example = |args: &[&str]| {
+        eprintln!("\n$ heet {}", args.join(" "));
+        let mut cmd = Command::new(&heet);
+        cmd.args(args)
+            .current_dir(&example)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE");
+        run(&mut cmd)
+    };
+    heet_in_example(&["plugins", "list"])?;
+    heet_in_example(&["plan", "--env", "staging"])?;
+    heet_in_example(&["up", "--env", "staging", "--stats"])?;
+    heet_in_example(&["up", "--env", "staging", "--stats"])?;
+    heet_in_example(&["down", "--env", "staging", "--yes"])?;
+    Ok(())
+}
+
+fn target_dir() -> anyhow::Result<PathBuf> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()?;
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
+fn test() -> anyhow::Result<()> {
+    let server = setup()?;
+    run(cargo()
+        .args(["test", "--workspace"])
+        .env("HEET_MOTO_SERVER", &server))
+}

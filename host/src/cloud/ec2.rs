@@ -26,25 +26,24 @@ impl Ec2 {
     }
 
     /// Every live instance tagged for `project`/`env`, in one paginated, tag-filtered describe.
-    pub async fn instances(&self, project: &str, env: &str) -> anyhow::Result<Vec<ObservedInstance>> {
+    pub async fn instances(
+        &self,
+        project: &str,
+        env: &str,
+    ) -> anyhow::Result<Vec<ObservedInstance>> {
         self.describe(vec![
             filter(&format!("tag:{TAG_PROJECT}"), [project]),
             filter(&format!("tag:{TAG_ENV}"), [env]),
             filter("instance-state-name", LIVE_STATES),
-        ], None)
+        ])
         .await
     }
 
-    async fn describe(
-        &self,
-        filters: Vec<Filter>,
-        ids: Option<Vec<String>>,
-    ) -> anyhow::Result<Vec<ObservedInstance>> {
+    async fn describe(&self, filters: Vec<Filter>) -> anyhow::Result<Vec<ObservedInstance>> {
         let mut pages = self
             .client
             .describe_instances()
             .set_filters(Some(filters))
-            .set_instance_ids(ids)
             .max_results(1000)
             .into_paginator()
             .send();
@@ -96,10 +95,20 @@ impl Ec2 {
             .first()
             .and_then(|i| i.instance_id())
             .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("ec2 RunInstances for {}[{}]: no instance in the answer", d.role, d.index))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "ec2 RunInstances for {}[{}]: no instance in the answer",
+                    d.role,
+                    d.index
+                )
+            })
     }
 
-    pub async fn set_tags(&self, instance_id: &str, tags: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    pub async fn set_tags(
+        &self,
+        instance_id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
         self.client
             .create_tags()
             .resources(instance_id)
@@ -141,16 +150,24 @@ impl Ec2 {
         let mut last = Vec::new();
         for batch in ids.chunks(ID_BATCH) {
             loop {
-                let seen = self.describe(Vec::new(), Some(batch.to_vec())).await?;
+                // A filter, not InstanceIds: right after a launch EC2 may not know an id yet,
+                // and InstanceIds would fail the whole call where a filter just omits it.
+                let seen = self
+                    .describe(vec![filter(
+                        "instance-id",
+                        batch.iter().map(String::as_str),
+                    )])
+                    .await?;
                 let ready = seen.iter().filter(|i| done(&i.state)).count();
+                let missing = batch.len() - seen.len();
                 on_round(ready + last.len(), ids.len());
-                if ready == batch.len() {
+                if ready == batch.len() && missing == 0 {
                     last.extend(seen);
                     break;
                 }
                 if start.elapsed() > timeout {
                     anyhow::bail!(
-                        "{ready} of {} instance(s) {what} after {}s; still waiting on {}",
+                        "{ready} of {} instance(s) {what} after {}s ({missing} not visible yet); still waiting on {}",
                         batch.len(),
                         timeout.as_secs(),
                         seen.iter()
@@ -193,7 +210,12 @@ fn observed(i: &Instance) -> ObservedInstance {
         tags: i
             .tags()
             .iter()
-            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                ))
+            })
             .collect(),
     }
 }

@@ -49,7 +49,10 @@ impl Aws {
                     "no AWS region: pass --region, set AWS_REGION, or set project.region in heet.toml"
                 );
             };
-            config = config.into_builder().region(Region::new(region.to_owned())).build();
+            config = config
+                .into_builder()
+                .region(Region::new(region.to_owned()))
+                .build();
         }
         let region = config.region().map(ToString::to_string).unwrap_or_default();
         let stats = CallStats::default();
@@ -66,10 +69,24 @@ impl Aws {
     }
 }
 
-/// An SDK error with its whole cause chain: the SDK's own Display says only "service error".
-pub(crate) fn sdk_error<E: std::error::Error>(op: &str, err: E) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{op}: {}",
-        aws_smithy_types::error::display::DisplayErrorContext(&err)
-    )
+/// An SDK error as one readable line: AWS's code and message for service errors, the cause
+/// chain for the rest (the SDK's own Display says only "service error").
+pub(crate) fn sdk_error<E>(op: &str, err: E) -> anyhow::Error
+where
+    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata,
+{
+    match (err.code(), err.message()) {
+        (Some(code), Some(message)) => anyhow::anyhow!("{op}: {code}: {message}"),
+        (Some(code), None) => anyhow::anyhow!("{op}: {code}"),
+        _ => {
+            let mut chain = vec![err.to_string()];
+            let mut source = err.source();
+            while let Some(cause) = source {
+                chain.push(cause.to_string());
+                source = cause.source();
+            }
+            chain.dedup();
+            anyhow::anyhow!("{op}: {}", chain.join(": "))
+        }
+    }
 }

@@ -37,7 +37,9 @@ pub struct CallSummary {
 /// Whether an operation only reads.
 pub fn is_read_only(operation: &str) -> bool {
     let op = operation.rsplit(':').next().unwrap_or(operation);
-    ["Describe", "List", "Get"].iter().any(|p| op.starts_with(p))
+    ["Describe", "List", "Get"]
+        .iter()
+        .any(|p| op.starts_with(p))
 }
 
 impl CallStats {
@@ -64,16 +66,24 @@ impl Intercept for CallStats {
         "heet-call-stats"
     }
 
-    fn read_before_execution(
+    // Not read_before_execution: the operation's metadata is not in the config bag yet there.
+    fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let name = cfg.load::<Metadata>().map_or_else(
             || "unknown".to_owned(),
             |m| format!("{}:{}", m.service().to_ascii_lowercase(), m.name()),
         );
-        *self.0.lock().expect("stats lock").operations.entry(name).or_default() += 1;
+        *self
+            .0
+            .lock()
+            .expect("stats lock")
+            .operations
+            .entry(name)
+            .or_default() += 1;
         Ok(())
     }
 

@@ -2,6 +2,9 @@
 //! wasm32-unknown-unknown and wrap each core module into a component.
 //!
 //! A crate is a plugin when its manifest says `[package.metadata.heet] plugin = true`.
+//! Plugin crates stay plain libraries, so they build and unit-test natively; the cdylib is
+//! asked for only here, for wasm (`cargo rustc --crate-type cdylib`): a native cdylib would
+//! not even link, as the component export names contain ':'.
 //! `plugin = "fixture"` marks test fixtures, built only when named with `-p`.
 
 use std::path::{Path, PathBuf};
@@ -36,7 +39,10 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<Vec<Built>> {
     if let Some(path) = &req.manifest_path {
         cmd.manifest_path(path);
     }
-    let metadata = cmd.no_deps().exec().context("cannot read the cargo workspace")?;
+    let metadata = cmd
+        .no_deps()
+        .exec()
+        .context("cannot read the cargo workspace")?;
     let members: Vec<&Package> = metadata.workspace_packages();
 
     let chosen: Vec<&Package> = if req.packages.is_empty() {
@@ -64,25 +70,37 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<Vec<Built>> {
         bail!("no plugin crates found in {}", metadata.workspace_root);
     }
 
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "--profile", PROFILE, "--target", TARGET])
-        .arg("--manifest-path")
-        .arg(metadata.workspace_root.join("Cargo.toml"));
-    for p in &chosen {
-        build.args(["-p", p.name.as_str()]);
-    }
     tracing::info!(
         "building {} plugin(s) for {TARGET}: {}",
         chosen.len(),
-        chosen.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+        chosen
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    let status = build.status().context("cannot run cargo")?;
-    if !status.success() {
-        bail!(
-            "cargo build of the plugins failed ({status}); is the target installed? `rustup target add {TARGET}`"
-        );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for p in &chosen {
+        let status = Command::new(&cargo)
+            .args(["rustc", "--lib", "--crate-type", "cdylib"])
+            .args([
+                "--profile",
+                PROFILE,
+                "--target",
+                TARGET,
+                "-p",
+                p.name.as_str(),
+            ])
+            .arg("--manifest-path")
+            .arg(metadata.workspace_root.join("Cargo.toml"))
+            .status()
+            .context("cannot run cargo")?;
+        if !status.success() {
+            bail!(
+                "cargo build of plugin {} failed ({status}); is the target installed? `rustup target add {TARGET}`",
+                p.name
+            );
+        }
     }
 
     let target_dir = metadata.target_directory.as_std_path();
@@ -99,8 +117,8 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<Vec<Built>> {
             let lib = p
                 .targets
                 .iter()
-                .find(|t| t.is_cdylib())
-                .with_context(|| format!("plugin crate {} has no cdylib target", p.name))?;
+                .find(|t| t.is_lib())
+                .with_context(|| format!("plugin crate {} has no library target", p.name))?;
             let core = target_dir
                 .join(TARGET)
                 .join(PROFILE)

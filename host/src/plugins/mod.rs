@@ -116,32 +116,12 @@ pub trait Hooks {
         ctx: &InstanceContext,
         current: Vec<String>,
     ) -> Result<Vec<String>, PluginError>;
-    fn user_data(&mut self, ctx: &InstanceContext, current: String)
-    -> Result<String, PluginError>;
+    fn user_data(&mut self, ctx: &InstanceContext, current: String) -> Result<String, PluginError>;
     /// Every violation of every guard plugin, each with the plugin that found it.
     fn guard(&mut self, state: &DesiredState) -> Result<Vec<(String, Violation)>, PluginError>;
 }
 
-/// A plugin file found in the plugin folder.
-#[derive(Debug, Clone)]
-pub struct PluginFile {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-/// Lists `*.wasm` in `dir` in chain order: the names in `order` first, the rest by file name.
-pub fn discover(def: &Definition) -> Result<Vec<PluginFile>, DefinitionError> {
-    let dir = &def.plugins.dir;
-    if !dir.is_dir() {
-        if def.plugins.dir_explicit {
-            return Err(DefinitionError {
-                file: def.file.clone(),
-                at: None,
-                message: format!("plugins.dir: {} is not a folder", dir.display()),
-            });
-        }
-        return Ok(Vec::new());
-    }
+fn list_wasm(def: &Definition, dir: &Path) -> Result<Vec<PluginFile>, DefinitionError> {
     let entries = std::fs::read_dir(dir).map_err(|e| DefinitionError {
         file: def.file.clone(),
         at: None,
@@ -157,6 +137,31 @@ pub fn discover(def: &Definition) -> Result<Vec<PluginFile>, DefinitionError> {
         })
         .collect();
     found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// A plugin file found in the plugin folder.
+#[derive(Debug, Clone)]
+pub struct PluginFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Lists `*.wasm` in `dir` in chain order: the names in `order` first, the rest by file name.
+pub fn discover(def: &Definition) -> Result<Vec<PluginFile>, DefinitionError> {
+    let dir = &def.plugins.dir;
+    let mut found = if dir.is_dir() {
+        list_wasm(def, dir)?
+    } else if def.plugins.dir_explicit {
+        return Err(DefinitionError {
+            file: def.file.clone(),
+            at: None,
+            message: format!("plugins.dir: {} is not a folder", dir.display()),
+        });
+    } else {
+        // No default folder just means no plugins; order and config are still checked.
+        Vec::new()
+    };
 
     let mut ordered = Vec::new();
     for (name, at) in &def.plugins.order {
@@ -175,7 +180,10 @@ pub fn discover(def: &Definition) -> Result<Vec<PluginFile>, DefinitionError> {
         if !names.contains(name.as_str()) {
             return Err(def.error_at(
                 *at,
-                format!("plugins.config.{name}: no plugin {name:?} in {}", dir.display()),
+                format!(
+                    "plugins.config.{name}: no plugin {name:?} in {}",
+                    dir.display()
+                ),
             ));
         }
     }
@@ -222,15 +230,16 @@ impl PluginSet {
         check: impl Fn(&T) -> Result<(), String>,
     ) -> Result<T, PluginError> {
         for plugin in &mut self.plugins {
-            if let Some(answer) = call(plugin, &current) {
-                if let Some(value) = answer? {
-                    check(&value).map_err(|reason| PluginError {
-                        plugin: plugin.name.clone(),
-                        hook,
-                        reason: format!("invalid answer: {reason}"),
-                    })?;
-                    current = value;
-                }
+            let Some(answer) = call(plugin, &current) else {
+                continue;
+            };
+            if let Some(value) = answer? {
+                check(&value).map_err(|reason| PluginError {
+                    plugin: plugin.name.clone(),
+                    hook,
+                    reason: format!("invalid answer: {reason}"),
+                })?;
+                current = value;
             }
         }
         Ok(current)
@@ -285,7 +294,10 @@ impl Hooks for PluginSet {
                 // heet's own tags and Name take 7 of EC2's 50.
                 let room = validate::MAX_TAGS - 7;
                 if tags.len() > room {
-                    return Err(format!("{} tags, more than the {room} left by heet's own", tags.len()));
+                    return Err(format!(
+                        "{} tags, more than the {room} left by heet's own",
+                        tags.len()
+                    ));
                 }
                 let mut seen = BTreeSet::new();
                 for tag in tags {
@@ -315,11 +327,7 @@ impl Hooks for PluginSet {
         )
     }
 
-    fn user_data(
-        &mut self,
-        ctx: &InstanceContext,
-        current: String,
-    ) -> Result<String, PluginError> {
+    fn user_data(&mut self, ctx: &InstanceContext, current: String) -> Result<String, PluginError> {
         self.chain(
             Hook::UserData,
             current,

@@ -5,10 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker, types::ComponentItem};
+use wasmtime::component::{
+    Component, HasSelf, Instance, InstancePre, Linker, types::ComponentItem,
+};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
-use super::{Hook, LoadError, Limits, PluginError, PluginFile, PluginInfo, cache, read_plugin, sha256_hex};
+use super::{
+    Hook, Limits, LoadError, PluginError, PluginFile, PluginInfo, cache, read_plugin, sha256_hex,
+};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -48,7 +52,9 @@ impl Runtime {
             .wasm_component_model(true)
             .consume_fuel(true)
             .epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasm engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasm engine")?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("heet-epoch".into())
@@ -160,14 +166,20 @@ impl Runtime {
         })
     }
 
-    fn pre(&self, file: &PluginFile, component: &Component) -> Result<InstancePre<HostState>, LoadError> {
+    fn pre(
+        &self,
+        file: &PluginFile,
+        component: &Component,
+    ) -> Result<InstancePre<HostState>, LoadError> {
         self.check_imports(file, component)?;
         self.check_version(file, component)?;
-        self.linker.instantiate_pre(component).map_err(|e| LoadError {
-            plugin: file.name.clone(),
-            file: file.path.clone(),
-            reason: format!("cannot be linked: {e:#}"),
-        })
+        self.linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError {
+                plugin: file.name.clone(),
+                file: file.path.clone(),
+                reason: format!("cannot be linked: {e:#}"),
+            })
     }
 
     /// Compiles (or takes from the cache) and instantiates one plugin in its own store.
@@ -196,11 +208,12 @@ impl Runtime {
                 reason: format!("cannot be instantiated: {}", e.reason),
                 ..e
             })?;
-        plugin.hooks = Exports::load(&pre, &mut plugin.store, &instance).map_err(|e| LoadError {
-            plugin: file.name.clone(),
-            file: file.path.clone(),
-            reason: format!("exports do not match {WIT_PACKAGE}@{WIT_VERSION}: {e:#}"),
-        })?;
+        plugin.hooks =
+            Exports::load(&pre, &mut plugin.store, &instance).map_err(|e| LoadError {
+                plugin: file.name.clone(),
+                file: file.path.clone(),
+                reason: format!("exports do not match {WIT_PACKAGE}@{WIT_VERSION}: {e:#}"),
+            })?;
         Ok(plugin)
     }
 }
@@ -350,7 +363,11 @@ impl Plugin {
         hook: Hook,
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let ticks = self.limits.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        let ticks = self
+            .limits
+            .timeout_ms
+            .div_ceil(EPOCH_TICK.as_millis() as u64)
+            .max(1);
         let prepared = self
             .store
             .set_fuel(self.limits.fuel)
@@ -396,8 +413,7 @@ impl Plugin {
                 return Err(PluginError {
                     plugin: self.name.clone(),
                     hook: Hook::Configure,
-                    reason: "has config in heet.toml but does not export the configure hook"
-                        .into(),
+                    reason: "has config in heet.toml but does not export the configure hook".into(),
                 });
             }
             return Ok(());

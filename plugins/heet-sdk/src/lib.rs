@@ -140,7 +140,10 @@ macro_rules! __export_hook {
     };
     (sizing, $ty:ident, $b:ident) => {
         impl $b::exports::heet::plugin::sizing::Guest for $ty {
-            fn size(ctx: $crate::RoleContext, current: $crate::RoleSize) -> Option<$crate::RoleSize> {
+            fn size(
+                ctx: $crate::RoleContext,
+                current: $crate::RoleSize,
+            ) -> Option<$crate::RoleSize> {
                 $crate::install_panic_hook();
                 <$ty as $crate::Sizing>::size(&ctx, &current)
             }

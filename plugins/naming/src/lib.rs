@@ -83,7 +83,11 @@ impl Pattern {
                 "index" => Field::Index,
                 "count" => Field::Count,
                 "region" => Field::Region,
-                other => return Err(format!("pattern {pattern:?}: unknown placeholder {{{other}}}")),
+                other => {
+                    return Err(format!(
+                        "pattern {pattern:?}: unknown placeholder {{{other}}}"
+                    ));
+                }
             };
             if width > 0 && !matches!(name, Field::Index | Field::Count) {
                 return Err(format!("pattern {pattern:?}: only numbers take a width"));
@@ -135,7 +139,8 @@ impl Configure for NamingPlugin {
 
 impl Naming for NamingPlugin {
     fn name(ctx: &InstanceContext, _current: &str) -> Option<String> {
-        let pattern = PATTERN.get_or_init(|| Pattern::parse(DEFAULT_PATTERN).expect("valid default"));
+        let pattern =
+            PATTERN.get_or_init(|| Pattern::parse(DEFAULT_PATTERN).expect("valid default"));
         Some(pattern.render(ctx))
     }
 }
@@ -167,9 +172,21 @@ mod tests {
     #[test]
     fn bad_patterns_are_rejected_with_the_reason() {
         assert!(Pattern::parse("{env").unwrap_err().contains("unclosed"));
-        assert!(Pattern::parse("{nope}").unwrap_err().contains("unknown placeholder {nope}"));
-        assert!(Pattern::parse("{role:03}").unwrap_err().contains("only numbers"));
-        assert!(Pattern::parse("{index:xx}").unwrap_err().contains("not a number"));
+        assert!(
+            Pattern::parse("{nope}")
+                .unwrap_err()
+                .contains("unknown placeholder {nope}")
+        );
+        assert!(
+            Pattern::parse("{role:03}")
+                .unwrap_err()
+                .contains("only numbers")
+        );
+        assert!(
+            Pattern::parse("{index:xx}")
+                .unwrap_err()
+                .contains("not a number")
+        );
         assert!(Pattern::parse("a}b").unwrap_err().contains("unmatched"));
     }
 

@@ -1,0 +1,382 @@
+//! The foundation end to end: plan → up → up → plan → down against moto, environments side
+//! by side, the naming plugin's answer as the Name tag, and the errors users meet first.
+
+use tests::{Project, moto};
+
+const DEMO: &str = r##"
+[project]
+name = "{project}"
+
+[plugins.config.naming]
+pattern = "{env}-{role}-{index:02}"
+
+[defaults]
+ami = "ami-12c6146b"
+instance_type = "t3.micro"
+
+[roles.demo]
+count = 1
+user_data = "#!/bin/sh\necho role=demo\n"
+
+[roles.www]
+count = 2
+instance_type = "t3.small"
+
+[environments.staging]
+[environments.production]
+protected = true
+"##;
+
+fn without_naming_config(def: &str) -> String {
+    let out = def.replace(
+        "[plugins.config.naming]\npattern = \"{env}-{role}-{index:02}\"\n",
+        "",
+    );
+    assert_ne!(out, def);
+    out
+}
+
+#[test]
+fn plan_up_up_plan_down_converges_and_cleans_up() {
+    let p = Project::new(DEMO, &["naming"]);
+
+    let plan = p
+        .heet(&["plan", "--env", "staging", "--output", "json"])
+        .json();
+    let changes = plan["plan"]["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 3);
+    assert!(changes.iter().all(|c| c["action"] == "create"));
+    assert_eq!(plan["aws_calls"]["mutating"], 0);
+
+    let up = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(up["applied"]["launched"].as_array().unwrap().len(), 3);
+    assert_eq!(up["aws_calls"]["operations"]["ec2:RunInstances"], 3);
+
+    // Moto's own view: three live instances, named by the naming plugin, fully tagged.
+    let live = moto().live_instances("heet:project", &p.name);
+    assert_eq!(live.len(), 3);
+    let mut names: Vec<&str> = live.iter().map(|i| i.tags["Name"].as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["staging-demo-01", "staging-www-01", "staging-www-02"]
+    );
+    for i in &live {
+        assert_eq!(i.tags["heet:env"], "staging");
+        for key in ["heet:role", "heet:index", "heet:id", "heet:spec"] {
+            assert!(
+                i.tags.contains_key(key),
+                "{} lacks {key}: {:?}",
+                i.id,
+                i.tags
+            );
+        }
+    }
+    let demo = live.iter().find(|i| i.tags["heet:role"] == "demo").unwrap();
+    assert_eq!(demo.instance_type, "t3.micro");
+    assert_eq!(moto().user_data(&demo.id), "#!/bin/sh\necho role=demo\n");
+    assert!(
+        live.iter()
+            .filter(|i| i.tags["heet:role"] == "www")
+            .all(|i| i.instance_type == "t3.small")
+    );
+
+    // The second up changes nothing and makes no mutating call.
+    let again = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(again["plan"]["changes"].as_array().unwrap().len(), 0);
+    assert_eq!(again["plan"]["unchanged"], 3);
+    assert_eq!(again["aws_calls"]["mutating"], 0, "{}", again["aws_calls"]);
+    assert!(again["applied"].is_null());
+    let text = p.heet(&["up", "--env", "staging"]);
+    assert!(
+        text.ok().stdout().starts_with("no changes:"),
+        "{}",
+        text.stdout()
+    );
+
+    let plan = p.heet(&["plan", "--env", "staging", "--detailed-exitcode"]);
+    assert_eq!(plan.code(), 0, "{}", plan.stderr());
+    assert!(plan.stdout().contains("no changes"));
+
+    let down = p
+        .heet(&["down", "--env", "staging", "--yes", "--output", "json"])
+        .json();
+    assert_eq!(down["terminated"].as_array().unwrap().len(), 3);
+    assert!(moto().live_instances("heet:project", &p.name).is_empty());
+
+    // And down again has nothing left to do.
+    let again = p.heet(&["down", "--env", "staging", "--yes"]);
+    assert!(
+        again.ok().stdout().starts_with("nothing to delete"),
+        "{}",
+        again.stdout()
+    );
+}
+
+#[test]
+fn environments_side_by_side_never_see_each_other() {
+    let p = Project::new(DEMO, &["naming"]);
+    p.heet(&["up", "--env", "staging"]).ok();
+    p.heet(&["up", "--env", "production", "--yes"]).ok();
+
+    let staging = moto().live_instances("heet:env", "staging");
+    let production = moto().live_instances("heet:env", "production");
+    let ours = |v: &Vec<tests::MotoInstance>| {
+        v.iter()
+            .filter(|i| i.tags["heet:project"] == p.name)
+            .count()
+    };
+    assert_eq!((ours(&staging), ours(&production)), (3, 3));
+
+    // Each environment's plan sees only its own instances: no change either side.
+    for env in ["staging", "production"] {
+        let plan = p.heet(&["plan", "--env", env, "--output", "json"]).json();
+        assert_eq!(
+            plan["plan"]["changes"].as_array().unwrap().len(),
+            0,
+            "{env}: {}",
+            plan["plan"]
+        );
+        assert_eq!(plan["plan"]["unchanged"], 3);
+        assert_eq!(plan["plan"]["foreign"].as_array().unwrap().len(), 0);
+    }
+
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    let left = moto().live_instances("heet:project", &p.name);
+    assert_eq!(left.len(), 3);
+    assert!(left.iter().all(|i| i.tags["heet:env"] == "production"));
+    p.heet(&["down", "--env", "production", "--yes"]).ok();
+    assert!(moto().live_instances("heet:project", &p.name).is_empty());
+}
+
+#[test]
+fn the_naming_plugins_answer_is_the_name_tag() {
+    let def = DEMO.replace(
+        "{env}-{role}-{index:02}",
+        "{project}-{role}-n{index:03}-of-{count}",
+    );
+    let p = Project::new(&def, &["naming"]);
+    p.heet(&["up", "--env", "staging"]).ok();
+    let mut names: Vec<String> = moto()
+        .live_instances("heet:project", &p.name)
+        .into_iter()
+        .map(|i| i.tags["Name"].clone())
+        .collect();
+    names.sort();
+    let n = &p.name;
+    assert_eq!(
+        names,
+        [
+            format!("{n}-demo-n001-of-1"),
+            format!("{n}-www-n001-of-2"),
+            format!("{n}-www-n002-of-2")
+        ]
+    );
+
+    // Without the plugin, heet's default name applies, and an up retags in place.
+    std::fs::remove_file(p.dir.path().join("plugins/naming.wasm")).unwrap();
+    p.write("heet.toml", &without_naming_config(DEMO));
+    let up = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    let ops = &up["aws_calls"]["operations"];
+    assert_eq!(ops["ec2:CreateTags"], 3, "{ops}");
+    assert!(
+        ops.get("ec2:RunInstances").is_none() && ops.get("ec2:TerminateInstances").is_none(),
+        "{ops}"
+    );
+    let live = moto().live_instances("heet:project", &p.name);
+    assert!(
+        live.iter()
+            .any(|i| i.tags["Name"] == format!("{n}-staging-www-02"))
+    );
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+}
+
+#[test]
+fn down_leaves_look_alikes_and_refuses_without_yes_off_a_terminal() {
+    let p = Project::new(DEMO, &["naming"]);
+    p.heet(&["up", "--env", "staging"]).ok();
+    // Someone else's instance with heet-looking tags but no id heet derived.
+    let decoy = moto().launch_foreign(&[
+        ("heet:project", &p.name),
+        ("heet:env", "staging"),
+        ("heet:role", "www"),
+        ("heet:index", "1"),
+        ("heet:id", "0123456789abcdef"),
+        ("Name", "staging-www-01"),
+    ]);
+
+    let refused = p.heet(&["down", "--env", "staging"]);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("refusing without --yes"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(
+        moto().live_instances("heet:project", &p.name).len(),
+        4,
+        "nothing terminated"
+    );
+
+    let plan = p
+        .heet(&["plan", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(plan["plan"]["foreign"], serde_json::json!([decoy]));
+    assert_eq!(
+        plan["plan"]["changes"].as_array().unwrap().len(),
+        0,
+        "the decoy is no twin"
+    );
+
+    let down = p.heet(&["down", "--env", "staging", "--yes"]);
+    assert!(down.ok().stdout().contains(&format!(
+        "left alone (tagged for {}/staging but not created by heet): {decoy}",
+        p.name
+    )));
+    let left = moto().live_instances("heet:project", &p.name);
+    assert_eq!(
+        left.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        [decoy.as_str()]
+    );
+}
+
+#[test]
+fn a_trapping_plugin_is_named_and_nothing_is_created() {
+    let p = Project::new(&without_naming_config(DEMO), &["trap"]);
+    for args in [
+        &["plan", "--env", "staging"][..],
+        &["up", "--env", "staging", "--yes"],
+    ] {
+        let run = p.heet(args);
+        assert_eq!(run.code(), 1, "{}", run.stderr());
+        let err = run.stderr();
+        assert!(
+            err.contains("error: plugin trap: hook naming: panicked at")
+                && err.contains("no name for role demo"),
+            "{err}"
+        );
+    }
+    assert!(moto().live_instances("heet:project", &p.name).is_empty());
+}
+
+#[test]
+fn definition_and_usage_errors_exit_2_with_a_place() {
+    let p = Project::new(DEMO, &[]);
+    let missing = p.heet(&["plan", "--env", "staging", "-f", "nope.toml"]);
+    assert_eq!(missing.code(), 2);
+    assert!(
+        missing
+            .stderr()
+            .starts_with("error: nope.toml: cannot read the definition:"),
+        "{}",
+        missing.stderr()
+    );
+
+    p.write("bad.toml", "[project]\nname = \"x\"\nregion = \n");
+    let bad = p.heet(&["plan", "--env", "staging", "-f", "bad.toml"]);
+    assert_eq!(bad.code(), 2);
+    assert!(
+        bad.stderr().starts_with("error: bad.toml:3:10: "),
+        "{}",
+        bad.stderr()
+    );
+
+    p.write("typo.toml", &DEMO.replace("count = 2", "cuont = 2"));
+    let typo = p.heet(&["up", "--env", "staging", "-f", "typo.toml"]);
+    assert_eq!(typo.code(), 2);
+    assert!(
+        typo.stderr()
+            .starts_with("error: typo.toml:17:1: unknown field `cuont`"),
+        "{}",
+        typo.stderr()
+    );
+
+    let bad_env = p.heet(&["up", "--env", "stag;ing"]);
+    assert_eq!(bad_env.code(), 2);
+    assert!(
+        bad_env
+            .stderr()
+            .contains("invalid env name \"stag;ing\": character ';' is not allowed"),
+        "{}",
+        bad_env.stderr()
+    );
+
+    let undefined = p.heet(&["up", "--env", "qa"]);
+    assert_eq!(undefined.code(), 2);
+    assert!(
+        undefined
+            .stderr()
+            .contains("environment \"qa\" is not defined (defined: production, staging)"),
+        "{}",
+        undefined.stderr()
+    );
+
+    p.write(
+        "cfg.toml",
+        &DEMO.replace("[plugins.config.naming]", "[plugins.config.nmaing]"),
+    );
+    let typo = p.heet(&["plan", "--env", "staging", "-f", "cfg.toml"]);
+    assert_eq!(typo.code(), 2);
+    assert!(
+        typo.stderr()
+            .contains("cfg.toml:5:17: plugins.config.nmaing: no plugin \"nmaing\""),
+        "{}",
+        typo.stderr()
+    );
+
+    assert!(moto().live_instances("heet:project", &p.name).is_empty());
+}
+
+#[test]
+fn detailed_exitcode_reports_pending_changes() {
+    let p = Project::new(DEMO, &["naming"]);
+    let run = p.heet(&["plan", "--env", "staging", "--detailed-exitcode"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stdout()
+            .starts_with(&format!("plan for {}/staging: 3 to create", p.name)),
+        "{}",
+        run.stdout()
+    );
+}
+
+#[test]
+fn plugins_list_shows_hooks_and_hash() {
+    let p = Project::new(DEMO, &["naming", "trap"]);
+    let list = p.heet(&["plugins", "list", "--output", "json"]).json();
+    let plugins = list["plugins"].as_array().unwrap();
+    assert_eq!(plugins.len(), 2);
+    assert_eq!(plugins[0]["name"], "naming");
+    assert_eq!(
+        plugins[0]["hooks"],
+        serde_json::json!(["configure", "naming"])
+    );
+    assert_eq!(plugins[0]["wit"], serde_json::json!(["0.1.0"]));
+    assert_eq!(plugins[1]["hooks"], serde_json::json!(["naming"]));
+    let bytes = std::fs::read(p.dir.path().join("plugins/naming.wasm")).unwrap();
+    let sha = plugins[0]["sha256"].as_str().unwrap();
+    assert_eq!(sha.len(), 64);
+    // Not hard-coded: the listed hash must change when the bytes do.
+    std::fs::write(
+        p.dir.path().join("plugins/naming.wasm"),
+        [&bytes[..], b"\0"].concat(),
+    )
+    .unwrap();
+    let changed = p.heet(&["plugins", "list", "--output", "json"]);
+    assert_ne!(
+        changed.code(),
+        0,
+        "a component with trailing junk must be refused"
+    );
+    assert!(
+        changed.stderr().contains("plugin naming"),
+        "{}",
+        changed.stderr()
+    );
+}
