@@ -91,7 +91,15 @@ pub struct Moto {
 
 pub fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(Moto::start)
+    MOTO.get_or_init(|| Moto::start(&moto_server_command()))
+}
+
+/// Where `cargo xtask setup` installs moto's server.
+pub fn moto_venv() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/heet/moto-venv")
 }
 
 fn moto_server_command() -> PathBuf {
@@ -110,7 +118,9 @@ fn moto_server_command() -> PathBuf {
 }
 
 impl Moto {
-    fn start() -> Moto {
+    /// Starts `server` on a free loopback port and waits until it answers. It stops when
+    /// this value is dropped or this process exits, however it exits.
+    pub fn start(server: &Path) -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -121,7 +131,7 @@ impl Moto {
         let child = Command::new("sh")
             .arg("-c")
             .arg(r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!; read _; kill $m"#)
-            .arg(moto_server_command())
+            .arg(server)
             .arg(port.to_string())
             .stdin(Stdio::piped())
             .spawn()
@@ -224,6 +234,14 @@ impl Moto {
             .pop()
             .expect("RunInstances answered no instance")
             .id
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // Closing the pipe makes the owning shell kill moto.
+        drop(self._child.stdin.take());
+        let _ = self._child.wait();
     }
 }
 

@@ -265,6 +265,57 @@ fn a_trapping_plugin_is_named_and_nothing_is_created() {
     assert!(moto().live_instances("heet:project", &p.name).is_empty());
 }
 
+/// Runs `up` with the trap fixture in `mode` under `limits`; returns stderr after checking the
+/// run failed with code 1 and created nothing.
+fn trapped_up(mode: &str, limits: &str) -> String {
+    let def = without_naming_config(DEMO).replace(
+        "[defaults]",
+        &format!(
+            "[plugins.config.trap]\nmode = \"{mode}\"\n[plugins.limits]\n{limits}\n\n[defaults]"
+        ),
+    );
+    let p = Project::new(&def, &["trap"]);
+    let started = std::time::Instant::now();
+    let run = p.heet(&["up", "--env", "staging", "--yes"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "limits must stop it quickly"
+    );
+    assert!(moto().live_instances("heet:project", &p.name).is_empty());
+    run.stderr()
+}
+
+#[test]
+fn an_endless_loop_runs_out_of_fuel() {
+    let err = trapped_up("spin", "fuel = 1_000_000");
+    assert!(
+        err.contains(
+            "error: plugin trap: hook naming: ran out of fuel (1000000 units, plugins.limits.fuel)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_endless_loop_with_plenty_of_fuel_hits_the_deadline() {
+    let err = trapped_up("spin", "fuel = 100_000_000_000\ntimeout_ms = 200");
+    assert!(err.contains("error: plugin trap: hook naming: did not finish within 200 ms (plugins.limits.timeout_ms)"), "{err}");
+}
+
+#[test]
+fn a_huge_allocation_hits_the_memory_cap() {
+    let err = trapped_up("alloc", "memory_mb = 16");
+    assert!(
+        err.contains("error: plugin trap: hook naming: tried to grow its memory to"),
+        "{err}"
+    );
+    assert!(
+        err.contains("over its limit of 16 MiB (plugins.limits.memory_mb)"),
+        "{err}"
+    );
+}
+
 #[test]
 fn definition_and_usage_errors_exit_2_with_a_place() {
     let p = Project::new(DEMO, &[]);
@@ -358,7 +409,10 @@ fn plugins_list_shows_hooks_and_hash() {
         serde_json::json!(["configure", "naming"])
     );
     assert_eq!(plugins[0]["wit"], serde_json::json!(["0.1.0"]));
-    assert_eq!(plugins[1]["hooks"], serde_json::json!(["naming"]));
+    assert_eq!(
+        plugins[1]["hooks"],
+        serde_json::json!(["configure", "naming"])
+    );
     let bytes = std::fs::read(p.dir.path().join("plugins/naming.wasm")).unwrap();
     let sha = plugins[0]["sha256"].as_str().unwrap();
     assert_eq!(sha.len(), 64);

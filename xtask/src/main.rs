@@ -3,10 +3,8 @@
 //! Everything a fresh machine needs is installed here, by the project itself: the wasm target
 //! and moto's server in a venv under ~/.cache/heet. Nothing relies on a hand-installed tool.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::{Context, bail};
 
@@ -55,11 +53,6 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn moto_venv() -> PathBuf {
-    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-        .join(".cache/heet/moto-venv")
-}
-
 /// Installs what the tests and the demo need; returns the `moto_server` to run.
 fn setup() -> anyhow::Result<PathBuf> {
     let installed = Command::new("rustup")
@@ -74,7 +67,7 @@ fn setup() -> anyhow::Result<PathBuf> {
         run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
     }
 
-    let venv = moto_venv();
+    let venv = tests::moto_venv();
     let server = venv.join("bin/moto_server");
     if !server.is_file() {
         eprintln!("xtask: installing {MOTO_SPEC} into {}", venv.display());
@@ -82,42 +75,6 @@ fn setup() -> anyhow::Result<PathBuf> {
         run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", MOTO_SPEC]))?;
     }
     Ok(server)
-}
-
-/// A moto server on a free loopback port, stopped when dropped (or when xtask dies: the
-/// shell that owns it exits when our pipe closes).
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start(server: &Path) -> anyhow::Result<Moto> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!; read _; kill $m"#)
-            .arg(server)
-            .arg(port.to_string())
-            .stdin(Stdio::piped())
-            .spawn()?;
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed() > Duration::from_secs(60) {
-                bail!("moto_server did not listen on {endpoint} within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(Moto { child, endpoint })
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
 }
 
 fn demo() -> anyhow::Result<()> {
@@ -132,7 +89,7 @@ fn demo() -> anyhow::Result<()> {
         .arg("--manifest-path")
         .arg(root().join("Cargo.toml")))?;
 
-    let moto = Moto::start(&server)?;
+    let moto = tests::Moto::start(&server);
     eprintln!("xtask: moto server on {}", moto.endpoint);
     let heet_in_example = |args: &[&str]| {
         eprintln!("\n$ heet {}", args.join(" "));

@@ -79,6 +79,13 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<Vec<Built>> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // Plugin artifacts carry no hash in their file names, so two checkouts sharing one target
+    // dir (a CI clone and a working copy, say) would overwrite each other's `.wasm` and each
+    // could read the other's build. Each workspace gets its own build folder.
+    let target_dir = metadata.target_directory.as_std_path();
+    let build_dir = target_dir
+        .join("heet-plugin-builds")
+        .join(&super::sha256_hex(metadata.workspace_root.as_str().as_bytes())[..16]);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     for p in &chosen {
         let status = Command::new(&cargo)
@@ -93,6 +100,8 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<Vec<Built>> {
             ])
             .arg("--manifest-path")
             .arg(metadata.workspace_root.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&build_dir)
             .status()
             .context("cannot run cargo")?;
         if !status.success() {
@@ -103,7 +112,6 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<Vec<Built>> {
         }
     }
 
-    let target_dir = metadata.target_directory.as_std_path();
     let out_dir = req
         .out_dir
         .clone()
@@ -119,7 +127,7 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<Vec<Built>> {
                 .iter()
                 .find(|t| t.is_lib())
                 .with_context(|| format!("plugin crate {} has no library target", p.name))?;
-            let core = target_dir
+            let core = build_dir
                 .join(TARGET)
                 .join(PROFILE)
                 .join(format!("{}.wasm", lib.name.replace('-', "_")));
