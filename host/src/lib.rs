@@ -39,11 +39,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.is::<desired::PolicyDenied>() {
             return exit::POLICY;
         }
+        // `DesiredError` is transparent: its source chain skips the `PolicyDenied` it wraps.
         if let Some(desired::DesiredError::Policy(_)) = cause.downcast_ref() {
             return exit::POLICY;
-        }
-        if let Some(desired::DesiredError::Plugin(_)) = cause.downcast_ref() {
-            return exit::FAILURE;
         }
     }
     exit::FAILURE
@@ -121,4 +119,33 @@ fn init_logging(verbose: u8, quiet: bool) {
         .without_time()
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn exit_codes_follow_the_first_typed_cause() {
+        let definition = anyhow::Error::new(definition::DefinitionError {
+            file: PathBuf::from("heet.toml"),
+            at: Some((1, 1)),
+            message: "bad".into(),
+        });
+        assert_eq!(exit_code(&definition), exit::USAGE);
+        let usage = anyhow::Error::new(commands::UsageError("no".into())).context("while asking");
+        assert_eq!(exit_code(&usage), exit::USAGE);
+        let denied = anyhow::Error::new(desired::DesiredError::Policy(desired::PolicyDenied {
+            violations: Vec::new(),
+        }));
+        assert_eq!(exit_code(&denied), exit::POLICY);
+        let plugin = anyhow::Error::new(desired::DesiredError::Plugin(plugins::PluginError {
+            plugin: "p".into(),
+            hook: plugins::Hook::Naming,
+            reason: "trapped".into(),
+        }));
+        assert_eq!(exit_code(&plugin), exit::FAILURE);
+        assert_eq!(exit_code(&anyhow::anyhow!("aws said no")), exit::FAILURE);
+    }
 }

@@ -434,3 +434,110 @@ fn plugins_list_shows_hooks_and_hash() {
         changed.stderr()
     );
 }
+
+#[test]
+fn compiled_plugins_are_cached_by_hash_and_a_corrupt_entry_is_recompiled() {
+    let p = Project::new(DEMO, &["naming"]);
+    let cache = p.dir.path().join("cache");
+    let cache_env = [("HEET_CACHE_DIR", cache.to_str().unwrap())];
+    let list = p
+        .heet_with(&["plugins", "list", "--output", "json"], &cache_env)
+        .json();
+    let sha = list["plugins"][0]["sha256"].as_str().unwrap().to_owned();
+    let entries: Vec<_> = std::fs::read_dir(cache.join("plugins"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert!(
+        entry
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("{sha}-")),
+        "{entry:?}"
+    );
+
+    std::fs::write(entry, b"not a compiled component").unwrap();
+    let up = p
+        .heet_with(&["up", "--env", "staging", "--output", "json"], &cache_env)
+        .json();
+    assert_eq!(up["applied"]["launched"].as_array().unwrap().len(), 3);
+    assert!(
+        std::fs::metadata(entry).unwrap().len() > 1000,
+        "the corrupt entry was replaced"
+    );
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+}
+
+#[test]
+fn endpoint_url_flag_wins_over_the_environment() {
+    let p = Project::new(DEMO, &["naming"]);
+    // One attempt: connection-refused is otherwise retried with backoff for ~20 s.
+    let dead = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("AWS_MAX_ATTEMPTS", "1"),
+    ];
+    let refused = p.heet_with(&["plan", "--env", "staging"], &dead);
+    assert_eq!(refused.code(), 1);
+    assert!(
+        refused
+            .stderr()
+            .contains("error: ec2 DescribeInstances: dispatch failure"),
+        "{}",
+        refused.stderr()
+    );
+    let flag = p.heet_with(
+        &[
+            "plan",
+            "--env",
+            "staging",
+            "--endpoint-url",
+            &moto().endpoint,
+        ],
+        &dead,
+    );
+    assert!(
+        flag.ok().stdout().contains("3 to create"),
+        "{}",
+        flag.stdout()
+    );
+}
+
+#[test]
+fn lowering_a_count_deletes_only_after_consent() {
+    let p = Project::new(DEMO, &["naming"]);
+    p.heet(&["up", "--env", "staging"]).ok();
+    p.write("heet.toml", &DEMO.replace("count = 2", "count = 1"));
+
+    let refused = p.heet(&["up", "--env", "staging"]);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("this terminates 1 instance(s)"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(
+        moto().live_instances("heet:project", &p.name).len(),
+        3,
+        "nothing was terminated"
+    );
+
+    let up = p
+        .heet(&["up", "--env", "staging", "--yes", "--output", "json"])
+        .json();
+    let changes = up["plan"]["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0]["action"], "delete");
+    assert_eq!(changes[0]["name"], "staging-www-02");
+    let names: Vec<String> = moto()
+        .live_instances("heet:project", &p.name)
+        .into_iter()
+        .map(|i| i.tags["Name"].clone())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(!names.contains(&"staging-www-02".to_owned()), "{names:?}");
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+}

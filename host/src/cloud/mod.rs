@@ -11,6 +11,9 @@ use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 pub use ec2::Ec2;
 pub use stats::{CallStats, CallSummary};
 
+/// Attempts per AWS call, first try included, unless `AWS_MAX_ATTEMPTS` says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
+
 /// How to reach AWS: the standard chain (env, profile, IMDS) with these overrides.
 #[derive(Debug, Clone, Default)]
 pub struct Connection {
@@ -30,9 +33,16 @@ impl Aws {
     /// `default_region` (from heet.toml) applies when neither the command line nor the AWS
     /// config chain names one.
     pub async fn connect(conn: &Connection, default_region: Option<&str>) -> anyhow::Result<Aws> {
+        // The standard AWS_MAX_ATTEMPTS still applies: an explicit retry config would
+        // otherwise override it.
+        let attempts = std::env::var("AWS_MAX_ATTEMPTS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n >= 1)
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS);
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             // Adaptive: back off client-side when AWS throttles, as a large `up` will.
-            .retry_config(RetryConfig::adaptive().with_max_attempts(6));
+            .retry_config(RetryConfig::adaptive().with_max_attempts(attempts));
         if let Some(region) = &conn.region {
             loader = loader.region(Region::new(region.clone()));
         }
