@@ -348,6 +348,15 @@ count = 2
         }
     }
 
+    /// Every desired instance running as desired, ids `i-0`, `i-1`, ...
+    fn all_running(d: &Desired) -> Vec<ObservedInstance> {
+        d.instances
+            .iter()
+            .enumerate()
+            .map(|(i, x)| running(x, &format!("i-{i}"), 1))
+            .collect()
+    }
+
     #[test]
     fn empty_account_means_create_everything() {
         let p = plan(&desired("staging"), &[]);
@@ -365,12 +374,7 @@ count = 2
     #[test]
     fn matching_state_means_no_changes() {
         let d = desired("staging");
-        let observed: Vec<_> = d
-            .instances
-            .iter()
-            .enumerate()
-            .map(|(i, x)| running(x, &format!("i-{i}"), 1))
-            .collect();
+        let observed = all_running(&d);
         let p = plan(&d, &observed);
         assert!(p.is_empty());
         assert_eq!(p.unchanged, 2);
@@ -383,12 +387,7 @@ count = 2
     #[test]
     fn lowering_the_count_deletes_the_extra_slot() {
         let d = desired("staging");
-        let observed: Vec<_> = d
-            .instances
-            .iter()
-            .enumerate()
-            .map(|(i, x)| running(x, &format!("i-{i}"), 1))
-            .collect();
+        let observed = all_running(&d);
         let mut fewer = d.clone();
         fewer.instances.pop();
         let p = plan(&fewer, &observed);
