@@ -68,7 +68,9 @@ pub fn plugin_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let out = target_profile_dir().join("heet-test-plugins");
         let output = Command::new(heet_bin())
-            .args(["plugins", "build", "-p", "naming", "-p", "trap", "--out"])
+            .args([
+                "plugins", "build", "-p", "naming", "-p", "guard", "-p", "trap", "--out",
+            ])
             .arg(&out)
             .arg("--manifest-path")
             .arg(repo_root().join("Cargo.toml"))

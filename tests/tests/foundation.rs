@@ -541,3 +541,46 @@ fn lowering_a_count_deletes_only_after_consent() {
     assert!(!names.contains(&"staging-www-02".to_owned()), "{names:?}");
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
 }
+
+#[test]
+fn guard_violations_exit_3_all_printed_nothing_created() {
+    let def = DEMO.replace(
+        "[defaults]",
+        "[plugins.config.guard]\nmax_count_per_role = 1\nmax_size = \"micro\"\nrequire_tags = [\"owner\"]\n\n[defaults]",
+    );
+    let p = Project::new(&def, &["naming", "guard"]);
+    for args in [
+        &["plan", "--env", "staging"][..],
+        &["up", "--env", "staging", "--yes"],
+    ] {
+        let run = p.heet(args);
+        assert_eq!(run.code(), 3, "{}", run.stderr());
+        assert!(
+            run.stderr().contains(
+                "error: policy denied the plan (4 violation(s))\n  \
+                 plugin guard: max-count-per-role: 2 instances, more than the 1 allowed (role www)\n  \
+                 plugin guard: max-size: t3.small is bigger than micro (role www)\n  \
+                 plugin guard: require-tags: instances lack the tag \"owner\" (role demo)\n  \
+                 plugin guard: require-tags: instances lack the tag \"owner\" (role www)"
+            ),
+            "{}",
+            run.stderr()
+        );
+    }
+    assert!(moto().live_instances("heet:project", &p.name).is_empty());
+
+    // Within policy, the same plugin lets the plan through.
+    p.write(
+        "heet.toml",
+        &DEMO.replace(
+            "[defaults]",
+            "[plugins.config.guard]\nmax_count_per_role = 2\n\n[defaults]",
+        ),
+    );
+    let plan = p.heet(&["plan", "--env", "staging"]);
+    assert!(
+        plan.ok().stdout().contains("3 to create"),
+        "{}",
+        plan.stdout()
+    );
+}
