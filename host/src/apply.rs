@@ -50,6 +50,11 @@ impl InstanceSummary {
     }
 }
 
+/// Orders instances as the definition does: by role, then index.
+pub fn sort_by_slot(instances: &mut [InstanceSummary]) {
+    instances.sort_by(|a, b| (&a.role, a.index).cmp(&(&b.role, b.index)));
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Applied {
     pub terminated: Vec<String>,
@@ -65,16 +70,7 @@ pub async fn apply(
 ) -> anyhow::Result<Applied> {
     let mut applied = Applied::default();
 
-    let doomed: Vec<String> = plan
-        .changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::Delete { instance_id, .. } | Change::Replace { instance_id, .. } => {
-                Some(instance_id.clone())
-            }
-            _ => None,
-        })
-        .collect();
+    let doomed: Vec<String> = plan.terminated_ids().map(str::to_owned).collect();
     if !doomed.is_empty() {
         terminate(aws, &doomed, progress).await?;
         applied.terminated = doomed;
@@ -183,7 +179,7 @@ async fn launch(
         .await?;
     bar.finish_and_clear();
     let mut summaries: Vec<InstanceSummary> = running.iter().map(InstanceSummary::of).collect();
-    summaries.sort_by(|a, b| (&a.role, a.index).cmp(&(&b.role, b.index)));
+    sort_by_slot(&mut summaries);
     for s in &summaries {
         tracing::info!(
             "instance ready: {} ({} {})",

@@ -147,12 +147,7 @@ pub async fn up(
     let plan = plan::plan(&desired, &observed);
 
     if plan.is_destructive() && !yes {
-        let doomed = plan.count(|c| {
-            matches!(
-                c,
-                plan::Change::Delete { .. } | plan::Change::Replace { .. }
-            )
-        });
+        let doomed = plan.terminated_ids().count();
         eprintln!("{plan}");
         confirm(
             &format!(
@@ -240,7 +235,7 @@ pub async fn down(
         .partition(|o| o.slot_id(&def.project, env).is_some());
     let mut terminated: Vec<InstanceSummary> =
         ours.iter().map(|o| InstanceSummary::of(o)).collect();
-    terminated.sort_by(|a, b| (&a.role, a.index).cmp(&(&b.role, b.index)));
+    apply::sort_by_slot(&mut terminated);
 
     if !terminated.is_empty() {
         if !yes {

@@ -115,11 +115,14 @@ impl Plan {
         self.changes.is_empty()
     }
 
+    /// The instances applying the plan terminates: deletes, and the old half of replacements.
+    pub fn terminated_ids(&self) -> impl Iterator<Item = &str> {
+        self.changes.iter().filter_map(Change::terminates)
+    }
+
     /// Whether applying the plan terminates anything.
     pub fn is_destructive(&self) -> bool {
-        self.changes
-            .iter()
-            .any(|c| matches!(c, Change::Delete { .. } | Change::Replace { .. }))
+        self.terminated_ids().next().is_some()
     }
 
     pub fn count(&self, f: impl Fn(&Change) -> bool) -> usize {
@@ -259,6 +262,18 @@ impl fmt::Display for Plan {
             )?;
         }
         Ok(())
+    }
+}
+
+impl Change {
+    /// The instance this change terminates, if it terminates one.
+    pub fn terminates(&self) -> Option<&str> {
+        match self {
+            Change::Delete { instance_id, .. } | Change::Replace { instance_id, .. } => {
+                Some(instance_id)
+            }
+            Change::Create { .. } | Change::UpdateTags { .. } => None,
+        }
     }
 }
 

@@ -1,6 +1,5 @@
 //! The wasmtime side of plugins: engine, linker with only `host.log`, limits, and typed calls.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -197,7 +196,6 @@ impl Runtime {
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         let mut plugin = Plugin {
             name: file.name.clone(),
-            file: file.path.clone(),
             limits,
             store,
             hooks: Exports::default(),
@@ -350,7 +348,6 @@ impl ResourceLimiter for HostState {
 /// One instantiated plugin with its own store.
 pub struct Plugin {
     pub name: String,
-    pub file: PathBuf,
     limits: Limits,
     store: Store<HostState>,
     hooks: Exports,
