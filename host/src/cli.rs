@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "heet",
     version,
     about = "Provision AWS infrastructure per project and environment, with business rules as WebAssembly plugins",
-    after_help = "Exit codes: 0 ok, 1 runtime or AWS error, 2 usage or definition error, 3 policy denied; \
+    after_help = "Exit codes: 0 ok, 1 runtime or AWS error, 2 usage, definition or heet.lock error, 3 policy denied; \
                   `plan --detailed-exitcode` exits 2 when there are changes."
 )]
 pub struct Cli {
@@ -97,8 +97,18 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
-    /// List the plugins of the definition: file, sha256, hooks, WIT version
+    /// List the plugins of the definition: file, sha256, hooks, WIT version, lock state
     List,
+    /// Pin every plugin of the plugin folder in heet.lock, after reviewing them
+    Lock,
+    /// Create a plugin crate (a policy plugin to start from) that builds and passes its tests
+    New {
+        /// Crate and plugin name, e.g. `no-big-boxes`
+        name: String,
+        /// Folder to create [default: ./NAME]
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
     /// Build plugin crates of a cargo workspace into components
     Build {
         /// Cargo.toml of the workspace holding the plugin crates

@@ -3,6 +3,9 @@
 
 use std::fmt;
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 use serde::Serialize;
 
@@ -143,6 +146,13 @@ pub async fn up(
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let (def, aws, desired) = prepare(global, env).await?;
+    let cnames: usize = desired.instances.iter().map(|i| i.cnames.len()).sum();
+    if cnames > 0 {
+        // Said plainly so nobody waits for records that will not appear.
+        tracing::warn!(
+            "{cnames} CNAME(s) are planned but not applied: this heet does not manage Route53 records yet"
+        );
+    }
     let observed = aws.ec2.instances(&desired.project, env).await?;
     let plan = plan::plan(&desired, &observed);
 
@@ -314,12 +324,13 @@ impl fmt::Display for PluginList {
             let hooks: Vec<String> = p.hooks.iter().map(ToString::to_string).collect();
             write!(
                 f,
-                "{}\t{}\tsha256:{}\thooks: {}\twit: heet:plugin@{}",
+                "{}\t{}\tsha256:{}\thooks: {}\twit: heet:plugin@{}\t{}",
                 p.name,
                 p.file.display(),
                 p.sha256,
                 hooks.join(","),
-                p.wit.join(",")
+                p.wit.join(","),
+                p.lock
             )?;
         }
         Ok(())
@@ -333,6 +344,139 @@ pub fn plugins_list(global: &Global) -> anyhow::Result<Outcome> {
         global,
         &PluginList {
             plugins: plugins::inspect(&runtime, &def)?,
+        },
+    )?;
+    Ok(Outcome::Done)
+}
+
+/// What `heet plugins lock` changed.
+#[derive(Debug, Serialize)]
+pub struct LockReport {
+    pub file: PathBuf,
+    pub plugins: Vec<LockChange>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LockChange {
+    pub name: String,
+    pub sha256: Option<String>,
+    pub change: LockChangeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockChangeKind {
+    Added,
+    Updated,
+    Unchanged,
+    Removed,
+}
+
+impl fmt::Display for LockReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pinned = self
+            .plugins
+            .iter()
+            .filter(|p| p.change != LockChangeKind::Removed)
+            .count();
+        write!(f, "wrote {}: {pinned} plugin(s)", self.file.display())?;
+        for p in &self.plugins {
+            let (mark, what) = match p.change {
+                LockChangeKind::Added => ('+', "added"),
+                LockChangeKind::Updated => ('~', "updated"),
+                LockChangeKind::Unchanged => ('=', "unchanged"),
+                LockChangeKind::Removed => ('-', "removed"),
+            };
+            write!(f, "\n  {mark} {}\t{what}", p.name)?;
+            if let Some(sha) = &p.sha256 {
+                write!(f, "\tsha256:{sha}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pins the plugin folder as it is. Every plugin is loaded first (without running it), so a
+/// file that is not a component heet can run is never locked.
+pub fn plugins_lock(global: &Global) -> anyhow::Result<Outcome> {
+    let def = Definition::load(&global.file)?;
+    let runtime = Runtime::new()?;
+    let infos = plugins::inspect(&runtime, &def)?;
+    let old = plugins::lock::Lock::load(&def)?;
+    let new = plugins::lock::Lock::of(infos.iter().map(|i| (i.name.clone(), i.sha256.clone())));
+    let mut changes: Vec<LockChange> = infos
+        .iter()
+        .map(|i| LockChange {
+            name: i.name.clone(),
+            sha256: Some(i.sha256.clone()),
+            change: match old.pinned(&i.name) {
+                None => LockChangeKind::Added,
+                Some(sha) if sha == i.sha256 => LockChangeKind::Unchanged,
+                Some(_) => LockChangeKind::Updated,
+            },
+        })
+        .collect();
+    changes.extend(
+        old.plugins
+            .keys()
+            .filter(|name| new.pinned(name).is_none())
+            .map(|name| LockChange {
+                name: name.clone(),
+                sha256: None,
+                change: LockChangeKind::Removed,
+            }),
+    );
+    let file = plugins::lock::path(&def);
+    write_atomically(&file, new.to_toml().as_bytes())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    emit(
+        global,
+        &LockReport {
+            file,
+            plugins: changes,
+        },
+    )?;
+    Ok(Outcome::Done)
+}
+
+/// Replaces `file` whole or not at all: a crash never leaves half a lock.
+fn write_atomically(file: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, contents)?;
+    tmp.persist(file).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// What `heet plugins new` wrote.
+#[derive(Debug, Serialize)]
+pub struct NewReport {
+    pub name: String,
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+}
+
+impl fmt::Display for NewReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "created plugin {} in {}\nnext: cd {} && cargo test && heet plugins build --out <project>/plugins",
+            self.name,
+            self.dir.display(),
+            self.dir.display()
+        )
+    }
+}
+
+pub fn plugins_new(global: &Global, name: &str, path: Option<&Path>) -> anyhow::Result<Outcome> {
+    let dir = path.map_or_else(|| PathBuf::from(name), Path::to_path_buf);
+    let files = plugins::scaffold::create(name, &dir)?;
+    emit(
+        global,
+        &NewReport {
+            name: name.to_owned(),
+            dir,
+            files,
         },
     )?;
     Ok(Outcome::Done)

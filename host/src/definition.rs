@@ -40,6 +40,33 @@ pub struct Location {
     pub col: usize,
 }
 
+impl Location {
+    /// The line and column of byte `offset` in `source`.
+    pub fn of(source: &str, offset: usize) -> Location {
+        let before = &source[..offset.min(source.len())];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            line,
+            col: before[line_start..].chars().count() + 1,
+        }
+    }
+}
+
+impl DefinitionError {
+    /// A TOML syntax or shape error in `file`, at the place toml reports.
+    pub fn from_toml(file: &Path, source: &str, err: &toml::de::Error) -> DefinitionError {
+        // toml's message repeats the source line and a caret; keep its first line only.
+        let message = err.message().lines().next().unwrap_or("invalid TOML");
+        let at = Location::of(source, err.span().map_or(0, |s| s.start));
+        DefinitionError {
+            file: file.to_owned(),
+            at: Some((at.line, at.col)),
+            message: message.to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Definition {
     pub file: PathBuf,
@@ -162,16 +189,8 @@ impl Definition {
     /// relative paths).
     pub fn parse(file: &Path, source: &str) -> Result<Definition, DefinitionError> {
         let cx = Cx { file, source };
-        let raw: RawDefinition = toml::from_str(source).map_err(|e| {
-            // toml's message repeats the source line and a caret; keep its first line only.
-            let message = e
-                .message()
-                .lines()
-                .next()
-                .unwrap_or("invalid TOML")
-                .to_owned();
-            cx.error(e.span().map(|s| s.start), message)
-        })?;
+        let raw: RawDefinition =
+            toml::from_str(source).map_err(|e| DefinitionError::from_toml(file, source, &e))?;
         cx.build(raw)
     }
 
@@ -221,13 +240,7 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn location(&self, offset: usize) -> Location {
-        let before = &self.source[..offset.min(self.source.len())];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        Location {
-            line,
-            col: before[line_start..].chars().count() + 1,
-        }
+        Location::of(self.source, offset)
     }
 
     fn error(&self, offset: Option<usize>, message: impl Into<String>) -> DefinitionError {

@@ -31,7 +31,7 @@ pub struct DesiredInstance {
     pub instance_type: String,
     pub ami: String,
     /// Never printed: it may carry configuration. Plans show its size and hash.
-    #[serde(skip)]
+    #[serde(serialize_with = "user_data_digest")]
     pub user_data: String,
     pub key_name: Option<String>,
     pub subnet_id: Option<String>,
@@ -41,6 +41,25 @@ pub struct DesiredInstance {
     pub cnames: Vec<String>,
     /// Hash of the launch settings (`heet:spec`).
     pub spec: String,
+}
+
+fn user_data_digest<S: serde::Serializer>(data: &str, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut digest = s.serialize_struct("UserData", 2)?;
+    digest.serialize_field("bytes", &data.len())?;
+    digest.serialize_field("sha256", &crate::plugins::sha256_hex(data.as_bytes()))?;
+    digest.end()
+}
+
+/// Two instances answered the same CNAME: a CNAME points at exactly one instance.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "CNAME {cname:?} is answered for both {first} and {second}: a CNAME points at one instance"
+)]
+pub struct CnameConflict {
+    pub cname: String,
+    pub first: String,
+    pub second: String,
 }
 
 /// The guard hook found violations: nothing may be created. Exit code 3.
@@ -72,6 +91,8 @@ pub enum DesiredError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Policy(#[from] PolicyDenied),
+    #[error(transparent)]
+    Conflict(#[from] CnameConflict),
 }
 
 /// Asks the hooks, role by role and instance by instance, then the guard over the result.
@@ -153,6 +174,7 @@ pub fn compute(
             });
         }
     }
+    check_cnames_unique(&instances)?;
     let desired = Desired {
         project: project.to_owned(),
         env: env.to_owned(),
@@ -164,6 +186,22 @@ pub fn compute(
         return Err(PolicyDenied { violations }.into());
     }
     Ok(desired)
+}
+
+fn check_cnames_unique(instances: &[DesiredInstance]) -> Result<(), CnameConflict> {
+    let mut owner: BTreeMap<String, &DesiredInstance> = BTreeMap::new();
+    for i in instances {
+        for cname in &i.cnames {
+            if let Some(first) = owner.insert(cname.to_ascii_lowercase(), i) {
+                return Err(CnameConflict {
+                    cname: cname.clone(),
+                    first: format!("{}[{}]", first.role, first.index),
+                    second: format!("{}[{}]", i.role, i.index),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Desired {
@@ -366,6 +404,70 @@ user_data = "role=www"
         assert_eq!(first.tags["team"], "www");
         assert_eq!(first.user_data, "role=www\nenv=staging");
         assert_ne!(first.spec, plain.instances[0].spec);
+    }
+
+    /// Answers the same CNAME for every instance.
+    struct SameCname;
+
+    impl Hooks for SameCname {
+        fn size(
+            &mut self,
+            c: &api::RoleContext,
+            s: api::RoleSize,
+        ) -> Result<api::RoleSize, PluginError> {
+            NoPlugins.size(c, s)
+        }
+        fn name(&mut self, c: &api::InstanceContext, s: String) -> Result<String, PluginError> {
+            NoPlugins.name(c, s)
+        }
+        fn tags(
+            &mut self,
+            c: &api::InstanceContext,
+            s: Vec<api::Tag>,
+        ) -> Result<Vec<api::Tag>, PluginError> {
+            NoPlugins.tags(c, s)
+        }
+        fn cnames(
+            &mut self,
+            _: &api::InstanceContext,
+            _: Vec<String>,
+        ) -> Result<Vec<String>, PluginError> {
+            Ok(vec!["WWW".into()])
+        }
+        fn user_data(
+            &mut self,
+            c: &api::InstanceContext,
+            s: String,
+        ) -> Result<String, PluginError> {
+            NoPlugins.user_data(c, s)
+        }
+        fn guard(
+            &mut self,
+            s: &api::DesiredState,
+        ) -> Result<Vec<(String, api::Violation)>, PluginError> {
+            NoPlugins.guard(s)
+        }
+    }
+
+    #[test]
+    fn one_cname_for_two_instances_is_refused() {
+        let err = compute(&definition(DEF), "staging", "us-east-1", &mut SameCname).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CNAME \"WWW\" is answered for both www[1] and www[2]: a CNAME points at one instance"
+        );
+    }
+
+    #[test]
+    fn plans_show_user_data_only_as_size_and_hash() {
+        let d = compute(&definition(DEF), "staging", "us-east-1", &mut NoPlugins).unwrap();
+        let json = serde_json::to_value(&d.instances[0]).unwrap();
+        assert_eq!(json["user_data"]["bytes"], 8);
+        assert_eq!(
+            json["user_data"]["sha256"],
+            crate::plugins::sha256_hex(b"role=www")
+        );
+        assert!(!json.to_string().contains("role=www"));
     }
 
     #[test]

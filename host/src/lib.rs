@@ -33,7 +33,10 @@ pub mod exit {
 /// The exit code for an error, from the first typed cause in its chain.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.is::<definition::DefinitionError>() || cause.is::<commands::UsageError>() {
+        if cause.is::<definition::DefinitionError>()
+            || cause.is::<commands::UsageError>()
+            || cause.is::<plugins::lock::LockError>()
+        {
             return exit::USAGE;
         }
         if cause.is::<desired::PolicyDenied>() {
@@ -84,6 +87,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             runtime()?.block_on(commands::down(global, env, *yes, &progress))
         }
         Command::Plugins(PluginsCommand::List) => commands::plugins_list(global),
+        Command::Plugins(PluginsCommand::Lock) => commands::plugins_lock(global),
+        Command::Plugins(PluginsCommand::New { name, path }) => {
+            commands::plugins_new(global, name, path.as_deref())
+        }
         Command::Plugins(PluginsCommand::Build {
             manifest_path,
             out,

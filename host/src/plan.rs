@@ -280,11 +280,17 @@ impl Change {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::Create { instance: d } => write!(
-                f,
-                "+ create   {}[{}] {} ({}, {})",
-                d.role, d.index, d.name, d.instance_type, d.ami
-            ),
+            Change::Create { instance: d } => {
+                write!(
+                    f,
+                    "+ create   {}[{}] {} ({}, {})",
+                    d.role, d.index, d.name, d.instance_type, d.ami
+                )?;
+                if !d.cnames.is_empty() {
+                    write!(f, " cnames: {}", d.cnames.join(", "))?;
+                }
+                Ok(())
+            }
             Change::Replace {
                 instance_id,
                 reasons,

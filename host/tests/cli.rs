@@ -17,7 +17,7 @@ fn help_documents_the_exit_codes() {
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(
         help.contains(
-            "Exit codes: 0 ok, 1 runtime or AWS error, 2 usage or definition error, 3 policy denied"
+            "Exit codes: 0 ok, 1 runtime or AWS error, 2 usage, definition or heet.lock error, 3 policy denied"
         ),
         "{help}"
     );

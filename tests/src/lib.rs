@@ -21,6 +21,11 @@ fn target_profile_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_owned()
 }
 
+/// The cargo target folder of this build.
+pub fn target_dir() -> PathBuf {
+    target_profile_dir().parent().unwrap().to_owned()
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
@@ -62,16 +67,30 @@ fn newest_source(dirs: &[PathBuf]) -> Option<std::time::SystemTime> {
     newest
 }
 
+/// Every reference plugin and test fixture, by crate name.
+pub const PLUGINS: [&str; 9] = [
+    "naming",
+    "guard",
+    "sizing",
+    "cname",
+    "cloud-init",
+    "tags",
+    "trap",
+    "chain",
+    "liar",
+];
+
 /// The plugins and fixtures, built from source with `heet plugins build` once per process.
 pub fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let out = target_profile_dir().join("heet-test-plugins");
-        let output = Command::new(heet_bin())
-            .args([
-                "plugins", "build", "-p", "naming", "-p", "guard", "-p", "trap", "--out",
-            ])
-            .arg(&out)
+        let mut build = Command::new(heet_bin());
+        build.args(["plugins", "build", "--out"]).arg(&out);
+        for p in PLUGINS {
+            build.args(["-p", p]);
+        }
+        let output = build
             .arg("--manifest-path")
             .arg(repo_root().join("Cargo.toml"))
             .output()
@@ -289,6 +308,11 @@ fn parse_instances(xml: &str) -> Vec<MotoInstance> {
         .collect()
 }
 
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// A heet project in a temporary folder, with a unique project name.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -308,18 +332,46 @@ impl Project {
             heet_toml.replace("{project}", &name),
         )
         .unwrap();
-        if !plugins.is_empty() {
-            std::fs::create_dir(dir.path().join("plugins")).unwrap();
-            for p in plugins {
-                let file = format!("{p}.wasm");
-                std::fs::copy(
-                    plugin_dir().join(&file),
-                    dir.path().join("plugins").join(&file),
-                )
-                .unwrap();
-            }
+        let project = Project { dir, name };
+        for p in plugins {
+            project.add_plugin(p, p);
         }
-        Project { dir, name }
+        project
+    }
+
+    /// Copies the built plugin `built` into `./plugins` as `<name>.wasm`, and pins the plugin
+    /// folder in heet.lock as a reviewer would with `heet plugins lock`.
+    pub fn add_plugin(&self, built: &str, name: &str) {
+        let folder = self.dir.path().join("plugins");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(
+            plugin_dir().join(format!("{built}.wasm")),
+            folder.join(format!("{name}.wasm")),
+        )
+        .unwrap();
+        self.lock();
+    }
+
+    /// Writes heet.lock for every `*.wasm` in `./plugins`, computed here independently of heet
+    /// (the format is documented in docs/plugins.md).
+    pub fn lock(&self) {
+        let mut lock = String::from("version = 1\n");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("plugins"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        files.sort();
+        for file in files {
+            let sha = sha256_hex(&std::fs::read(&file).unwrap());
+            let name = file.file_stem().unwrap().to_str().unwrap();
+            lock.push_str(&format!("\n[plugins.{name}]\nsha256 = \"{sha}\"\n"));
+        }
+        std::fs::write(self.dir.path().join("heet.lock"), lock).unwrap();
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
     }
 
     /// Writes a file into the project folder, with `{project}` replaced as in [`Project::new`].

@@ -179,6 +179,7 @@ fn the_naming_plugins_answer_is_the_name_tag() {
 
     // Without the plugin, heet's default name applies, and an up retags in place.
     std::fs::remove_file(p.dir.path().join("plugins/naming.wasm")).unwrap();
+    p.lock();
     p.write("heet.toml", &without_naming_config(DEMO));
     let up = p
         .heet(&["up", "--env", "staging", "--output", "json"])

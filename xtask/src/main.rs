@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask setup | demo | test`.
+//! Project automation: `cargo xtask setup | demo [EXAMPLE] | test`.
 //!
 //! Everything a fresh machine needs is installed here, by the project itself: the wasm target
 //! and moto's server in a venv under ~/.cache/heet. Nothing relies on a hand-installed tool.
@@ -15,11 +15,11 @@ fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "setup" => setup().map(drop),
-        "demo" => demo(),
+        "demo" => demo(std::env::args().nth(2).as_deref().unwrap_or("simple-demo")),
         "test" => test(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup  install the wasm target and moto's server (venv in ~/.cache/heet)\n  demo   set up, then run `heet up` on examples/simple-demo against a local moto server\n  test   set up, then run every test of the workspace"
+                "usage: cargo xtask <task>\n\n  setup  install the wasm target and moto's server (venv in ~/.cache/heet)\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp)\n                 against a local moto server\n  test   set up, then run every test of the workspace"
             );
             if task.is_empty() {
                 Ok(())
@@ -77,17 +77,34 @@ fn setup() -> anyhow::Result<PathBuf> {
     Ok(server)
 }
 
-fn demo() -> anyhow::Result<()> {
+/// The examples and the reference plugins each one uses.
+const EXAMPLES: [(&str, &[&str]); 2] = [
+    ("simple-demo", &["naming"]),
+    (
+        "webapp",
+        &["sizing", "naming", "tags", "cname", "cloud-init", "guard"],
+    ),
+];
+
+fn demo(name: &str) -> anyhow::Result<()> {
+    let Some((_, plugins)) = EXAMPLES.iter().find(|(n, _)| *n == name) else {
+        bail!("no example {name:?}: try simple-demo or webapp");
+    };
     let server = setup()?;
     run(cargo().args(["build", "-q", "-p", "heet"]))?;
     let target = target_dir()?;
     let heet = target.join("debug/heet");
-    let example = root().join("examples/simple-demo");
-    run(Command::new(&heet)
-        .args(["plugins", "build", "-p", "naming", "--out"])
+    let example = root().join("examples").join(name);
+    let mut build = Command::new(&heet);
+    build
+        .args(["plugins", "build", "--out"])
         .arg(example.join("plugins"))
         .arg("--manifest-path")
-        .arg(root().join("Cargo.toml")))?;
+        .arg(root().join("Cargo.toml"));
+    for p in *plugins {
+        build.args(["-p", p]);
+    }
+    run(&mut build)?;
 
     let moto = tests::Moto::start(&server);
     eprintln!("xtask: moto server on {}", moto.endpoint);
@@ -103,7 +120,10 @@ fn demo() -> anyhow::Result<()> {
             .env_remove("AWS_PROFILE");
         run(&mut cmd)
     };
+    // The plugins were just built from this checkout's sources: pinning them is the review.
+    heet_in_example(&["plugins", "lock"])?;
     heet_in_example(&["plugins", "list"])?;
+    heet_in_example(&["plan", "--env", "production"])?;
     heet_in_example(&["plan", "--env", "staging"])?;
     heet_in_example(&["up", "--env", "staging", "--stats"])?;
     heet_in_example(&["up", "--env", "staging", "--stats"])?;

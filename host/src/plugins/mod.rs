@@ -8,7 +8,9 @@
 
 pub mod build;
 mod cache;
+pub mod lock;
 mod runtime;
+pub mod scaffold;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -200,17 +202,35 @@ pub struct PluginSet {
 }
 
 impl PluginSet {
-    /// Loads, instantiates and configures every plugin of the definition.
+    /// Loads, instantiates and configures every plugin of the definition, each only if
+    /// heet.lock pins its bytes.
     pub fn load(runtime: &Runtime, def: &Definition) -> anyhow::Result<PluginSet> {
+        let files = discover(def)?;
+        let lock = lock::Lock::load(def)?;
+        lock::verify(def, &lock, &files)?;
         let mut plugins = Vec::new();
-        for file in discover(def)? {
-            let config = def
-                .plugins
-                .config
-                .get(&file.name)
-                .map_or("{}", |(json, _)| json.as_str());
-            let mut plugin = runtime.instantiate(&file, def.plugins.limits)?;
-            plugin.configure(config)?;
+        for file in files {
+            let config = def.plugins.config.get(&file.name);
+            let pinned = lock.pinned(&file.name).unwrap_or_default();
+            let mut plugin = runtime.instantiate(&file, def.plugins.limits, pinned)?;
+            let json = config.map_or("{}", |(json, _)| json.as_str());
+            if let Err(errors) = plugin.configure(json)? {
+                let message = format!(
+                    "plugins.config.{}: plugin {} rejected its config: {}",
+                    file.name,
+                    file.name,
+                    errors.join("; ")
+                );
+                return Err(match config {
+                    Some((_, at)) => def.error_at(*at, message),
+                    None => DefinitionError {
+                        file: def.file.clone(),
+                        at: None,
+                        message,
+                    },
+                }
+                .into());
+            }
             plugins.push(plugin);
         }
         Ok(PluginSet { plugins })
@@ -323,7 +343,25 @@ impl Hooks for PluginSet {
             Hook::Cnames,
             current,
             |p, cur| p.cnames(ctx, cur),
-            |names| names.iter().try_for_each(|n| validate::check_dns_name(n)),
+            |names| {
+                let Some(domain) = &ctx.domain else {
+                    return match names.first() {
+                        Some(n) => Err(format!(
+                            "CNAME {n:?} needs a zone, and the project has no domain"
+                        )),
+                        None => Ok(()),
+                    };
+                };
+                let mut seen = BTreeSet::new();
+                for name in names {
+                    validate::check_dns_name(name)?;
+                    validate::check_dns_name(&format!("{name}.{domain}"))?;
+                    if !seen.insert(name.to_ascii_lowercase()) {
+                        return Err(format!("CNAME {name:?} appears twice"));
+                    }
+                }
+                Ok(())
+            },
         )
     }
 
@@ -356,13 +394,43 @@ pub struct PluginInfo {
     pub hooks: Vec<Hook>,
     /// WIT package versions the plugin's exports were built against.
     pub wit: Vec<String>,
+    /// Whether heet.lock pins these bytes.
+    pub lock: LockState,
 }
 
-/// Describes each plugin file without configuring or calling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockState {
+    Locked,
+    Unlocked,
+    Differs,
+}
+
+impl std::fmt::Display for LockState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LockState::Locked => "locked",
+            LockState::Unlocked => "unlocked",
+            LockState::Differs => "differs from heet.lock",
+        })
+    }
+}
+
+/// Describes each plugin file without configuring or calling it. A plugin that is not a
+/// loadable component is an error, so a lock is never written for one.
 pub fn inspect(runtime: &Runtime, def: &Definition) -> anyhow::Result<Vec<PluginInfo>> {
+    let lock = lock::Lock::load(def)?;
     discover(def)?
         .iter()
-        .map(|file| runtime.inspect(file))
+        .map(|file| {
+            let mut info = runtime.inspect(file)?;
+            info.lock = match lock.pinned(&file.name) {
+                None => LockState::Unlocked,
+                Some(sha) if sha == info.sha256 => LockState::Locked,
+                Some(_) => LockState::Differs,
+            };
+            Ok(info)
+        })
         .collect()
 }
 

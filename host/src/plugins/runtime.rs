@@ -162,6 +162,7 @@ impl Runtime {
                 .filter(|h| exports_hook(&pre, *h))
                 .collect(),
             wit: self.wit_versions(&component),
+            lock: super::LockState::Unlocked,
         })
     }
 
@@ -182,8 +183,25 @@ impl Runtime {
     }
 
     /// Compiles (or takes from the cache) and instantiates one plugin in its own store.
-    pub fn instantiate(&self, file: &PluginFile, limits: Limits) -> anyhow::Result<Plugin> {
-        let (component, _) = self.compile(file)?;
+    /// `pinned` is the sha256 from heet.lock: the bytes compiled are checked against it, so a
+    /// file swapped after the lock was verified is refused too.
+    pub fn instantiate(
+        &self,
+        file: &PluginFile,
+        limits: Limits,
+        pinned: &str,
+    ) -> anyhow::Result<Plugin> {
+        let (component, sha) = self.compile(file)?;
+        if sha != pinned {
+            return Err(LoadError {
+                plugin: file.name.clone(),
+                file: file.path.clone(),
+                reason: format!(
+                    "changed while heet was loading it: sha256 {sha} is not the locked {pinned}"
+                ),
+            }
+            .into());
+        }
         let pre = self.pre(file, &component)?;
         let state = HostState {
             plugin: file.name.clone(),
@@ -404,7 +422,9 @@ impl Plugin {
         }
     }
 
-    pub fn configure(&mut self, config_json: &str) -> Result<(), PluginError> {
+    /// Hands the plugin its config. The outer error is the plugin failing; the inner one is
+    /// the plugin refusing the config, which is the definition's fault.
+    pub fn configure(&mut self, config_json: &str) -> Result<Result<(), Vec<String>>, PluginError> {
         let Some(guest) = self.hooks.configure.take() else {
             if config_json != "{}" {
                 return Err(PluginError {
@@ -413,14 +433,9 @@ impl Plugin {
                     reason: "has config in heet.toml but does not export the configure hook".into(),
                 });
             }
-            return Ok(());
+            return Ok(Ok(()));
         };
-        let answer = self.guarded(Hook::Configure, |s| guest.call_configure(s, config_json))?;
-        answer.map_err(|errors| PluginError {
-            plugin: self.name.clone(),
-            hook: Hook::Configure,
-            reason: format!("rejected its config: {}", errors.join("; ")),
-        })
+        self.guarded(Hook::Configure, |s| guest.call_configure(s, config_json))
     }
 
     pub fn size(

@@ -12,21 +12,15 @@ use std::sync::OnceLock;
 
 use heet_sdk::{Configure, DesiredState, Guard, Violation};
 
-mod bindings {
-    wit_bindgen::generate!({
-        inline: "package heet-plugins:guard;
-            world plugin {
-                include heet:plugin/base@0.1.0;
-                export heet:plugin/configure@0.1.0;
-                export heet:plugin/guard@0.1.0;
-            }",
-        path: "../../wit",
-        with: {
-            "heet:plugin/types@0.1.0": heet_sdk::types,
-            "heet:plugin/host@0.1.0": heet_sdk::host,
-        },
-    });
-}
+heet_sdk::bindings!(
+    world: "package heet-plugins:guard;
+        world plugin {
+            include heet:plugin/base@0.1.0;
+            export heet:plugin/configure@0.1.0;
+            export heet:plugin/guard@0.1.0;
+        }",
+    wit: "../../wit",
+);
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,8 +123,7 @@ pub struct GuardPlugin;
 
 impl Configure for GuardPlugin {
     fn configure(config_json: &str) -> Result<(), Vec<String>> {
-        let policy: Policy =
-            serde_json::from_str(config_json).map_err(|e| vec![format!("config: {e}")])?;
+        let policy: Policy = heet_sdk::parse_config(config_json)?;
         if let Some(max) = &policy.max_size
             && size_rank(max).is_none()
         {
@@ -154,7 +147,8 @@ heet_sdk::export_plugin!(GuardPlugin, bindings, [configure, guard]);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use heet_sdk::{DesiredInstance, Tag};
+    use heet_sdk::DesiredInstance;
+    use heet_sdk::testing::{self, tag};
 
     fn instance(
         role: &str,
@@ -162,32 +156,13 @@ mod tests {
         instance_type: &str,
         tags: &[(&str, &str)],
     ) -> DesiredInstance {
-        DesiredInstance {
-            role: role.into(),
-            index,
-            name: format!("{role}-{index}"),
-            instance_type: instance_type.into(),
-            ami: "ami-1".into(),
-            tags: tags
-                .iter()
-                .map(|(k, v)| Tag {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            cnames: Vec::new(),
-            user_data: String::new(),
-        }
+        let mut i = testing::desired_instance(role, index, instance_type);
+        i.tags = tags.iter().map(|(k, v)| tag(k, v)).collect();
+        i
     }
 
     fn state(env: &str, instances: Vec<DesiredInstance>) -> DesiredState {
-        DesiredState {
-            project: "shop".into(),
-            env: env.into(),
-            region: "us-east-1".into(),
-            domain: None,
-            instances,
-        }
+        testing::state("shop", env, instances)
     }
 
     #[test]

@@ -1,25 +1,19 @@
 //! The kit for writing heet plugins in plain Rust.
 //!
-//! A plugin implements one plain trait per hook ([`Naming`], [`Tags`], ...) and calls
-//! [`export_plugin!`] once; the macro wires those traits to the exports wit-bindgen generated
-//! from the plugin's world. The WIT records ([`types`]) are shared by every plugin through
+//! A plugin declares its world with [`bindings!`], implements one plain trait per hook
+//! ([`Naming`], [`Tags`], ...) and calls [`export_plugin!`] once; the macro wires those traits
+//! to the exports wit-bindgen generated from the plugin's world. The WIT records ([`types`]) are shared by every plugin through
 //! wit-bindgen's `with`, so helpers and tests here work for all of them, natively as well as
 //! in wasm.
 //!
 //! ```ignore
-//! mod bindings {
-//!     wit_bindgen::generate!({
-//!         inline: "package my:plugin; world plugin {
-//!             include heet:plugin/base@0.1.0;
-//!             export heet:plugin/naming@0.1.0;
-//!         }",
-//!         path: "wit",
-//!         with: {
-//!             "heet:plugin/types@0.1.0": heet_sdk::types,
-//!             "heet:plugin/host@0.1.0": heet_sdk::host,
-//!         },
-//!     });
-//! }
+//! heet_sdk::bindings!(
+//!     world: "package my:plugin; world plugin {
+//!         include heet:plugin/base@0.1.0;
+//!         export heet:plugin/naming@0.1.0;
+//!     }",
+//!     wit: "wit",
+//! );
 //! struct MyPlugin;
 //! impl heet_sdk::Naming for MyPlugin {
 //!     fn name(ctx: &heet_sdk::InstanceContext, _current: &str) -> Option<String> {
@@ -33,6 +27,8 @@ mod generated {
     wit_bindgen::generate!({
         world: "base",
         path: "../../wit",
+        // So plugin tests can compare answers with `assert_eq!`.
+        additional_derives: [PartialEq, Eq],
     });
 }
 
@@ -43,7 +39,15 @@ pub use types::{
 #[doc(hidden)]
 pub use wit_bindgen;
 
+pub mod pattern;
 pub mod testing;
+
+/// Parses a plugin's config (its `[plugins.config.<name>]` table as JSON) into `T`, with the
+/// error shaped for [`Configure::configure`]. Derive `Deserialize` with
+/// `#[serde(deny_unknown_fields)]` so a misspelt key is an error rather than ignored.
+pub fn parse_config<T: serde::de::DeserializeOwned>(config_json: &str) -> Result<T, Vec<String>> {
+    serde_json::from_str(config_json).map_err(|e| vec![format!("config: {e}")])
+}
 
 /// Answers the `configure` hook: validate and keep the plugin's config.
 pub trait Configure {
@@ -95,6 +99,36 @@ pub fn install_panic_hook() {
     ONCE.call_once(|| {
         std::panic::set_hook(Box::new(|info| log(Level::Error, &info.to_string())));
     });
+}
+
+/// Generates a plugin's bindings, in a module `bindings`, from its world: `world` is the WIT
+/// text of a world including `heet:plugin/base@0.1.0` and exporting the hooks the plugin
+/// implements; `wit` is the folder holding `heet.wit`, relative to the plugin's Cargo.toml.
+/// The WIT records come from this SDK, so every plugin shares them.
+///
+/// ```ignore
+/// heet_sdk::bindings!(
+///     world: "package my:plugin; world plugin {
+///         include heet:plugin/base@0.1.0;
+///         export heet:plugin/naming@0.1.0;
+///     }",
+///     wit: "wit",
+/// );
+/// ```
+#[macro_export]
+macro_rules! bindings {
+    (world: $world:literal, wit: $wit:literal $(,)?) => {
+        mod bindings {
+            wit_bindgen::generate!({
+                inline: $world,
+                path: $wit,
+                with: {
+                    "heet:plugin/types@0.1.0": heet_sdk::types,
+                    "heet:plugin/host@0.1.0": heet_sdk::host,
+                },
+            });
+        }
+    };
 }
 
 /// Implements the generated export traits of `$bindings` for `$ty` by delegating to the SDK

@@ -1,6 +1,6 @@
 //! Builders for hook inputs, so a plugin's logic is unit-tested natively with `cargo test`.
 
-use crate::{InstanceContext, RoleContext};
+use crate::{DesiredInstance, DesiredState, InstanceContext, RoleContext, Tag};
 
 /// An instance context for `project`/`env`/`role`, index 1 of 1, in us-east-1, no domain.
 pub fn instance(project: &str, env: &str, role: &str) -> InstanceContext {
@@ -23,5 +23,39 @@ pub fn role(project: &str, env: &str, role: &str) -> RoleContext {
         role: role.to_owned(),
         region: "us-east-1".to_owned(),
         domain: None,
+    }
+}
+
+/// A desired instance of `role` at `index`, named `<role>-<index>`, with no tags, CNAMEs or
+/// user_data: add what the test is about.
+pub fn desired_instance(role: &str, index: u32, instance_type: &str) -> DesiredInstance {
+    DesiredInstance {
+        role: role.to_owned(),
+        index,
+        name: format!("{role}-{index}"),
+        instance_type: instance_type.to_owned(),
+        ami: "ami-12c6146b".to_owned(),
+        tags: Vec::new(),
+        cnames: Vec::new(),
+        user_data: String::new(),
+    }
+}
+
+/// The desired state of `project`/`env` in us-east-1, no domain, holding `instances`.
+pub fn state(project: &str, env: &str, instances: Vec<DesiredInstance>) -> DesiredState {
+    DesiredState {
+        project: project.to_owned(),
+        env: env.to_owned(),
+        region: "us-east-1".to_owned(),
+        domain: None,
+        instances,
+    }
+}
+
+/// A tag, for building expected answers.
+pub fn tag(key: &str, value: &str) -> Tag {
+    Tag {
+        key: key.to_owned(),
+        value: value.to_owned(),
     }
 }

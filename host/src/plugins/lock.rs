@@ -1,0 +1,274 @@
+//! `heet.lock`: the sha256 of every plugin a project runs, so a plugin shared across teams
+//! runs only as the bytes someone reviewed. `plan` and `up` refuse a plugin missing from the
+//! lock or differing from it; `heet plugins lock` rewrites the lock from the plugin folder.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{PluginFile, read_plugin, sha256_hex};
+use crate::definition::{Definition, DefinitionError};
+
+pub const FILE_NAME: &str = "heet.lock";
+const VERSION: u32 = 1;
+const HEADER: &str = "\
+# heet.lock: the sha256 of every plugin this project runs. heet refuses a plugin that is not
+# listed here or whose bytes differ. Review a plugin, then update with `heet plugins lock`.
+";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    version: u32,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub sha256: String,
+}
+
+/// Plugins that do not match the lock. Exit code 2, like any other input to fix.
+#[derive(Debug, thiserror::Error)]
+pub struct LockError {
+    pub file: PathBuf,
+    pub problems: Vec<(String, Problem)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "kebab-case")]
+pub enum Problem {
+    /// In the plugin folder, not in the lock.
+    Unlocked,
+    /// Its bytes are not the ones locked.
+    Differs { locked: String, actual: String },
+    /// In the lock, not in the plugin folder.
+    Missing,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Unlocked => f.write_str("not in the lock"),
+            Problem::Differs { locked, actual } => write!(
+                f,
+                "sha256 {} differs from the locked {}",
+                short(actual),
+                short(locked)
+            ),
+            Problem::Missing => f.write_str("locked, but not in the plugin folder"),
+        }
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} plugin(s) do not match the lock; review them, then run `heet plugins lock`",
+            self.file.display(),
+            self.problems.len()
+        )?;
+        for (plugin, problem) in &self.problems {
+            write!(f, "\n  plugin {plugin}: {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the lock of a definition lives: next to it.
+pub fn path(def: &Definition) -> PathBuf {
+    def.file.parent().unwrap_or(Path::new(".")).join(FILE_NAME)
+}
+
+impl Lock {
+    /// Reads the lock next to `def`; no file is an empty lock.
+    pub fn load(def: &Definition) -> Result<Lock, DefinitionError> {
+        let file = path(def);
+        let source = match std::fs::read_to_string(&file) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lock::empty()),
+            Err(e) => {
+                return Err(DefinitionError {
+                    file,
+                    at: None,
+                    message: format!("cannot read: {e}"),
+                });
+            }
+        };
+        Lock::parse(&file, &source)
+    }
+
+    pub fn parse(file: &Path, source: &str) -> Result<Lock, DefinitionError> {
+        let lock: Lock =
+            toml::from_str(source).map_err(|e| DefinitionError::from_toml(file, source, &e))?;
+        if lock.version != VERSION {
+            return Err(DefinitionError {
+                file: file.to_owned(),
+                at: None,
+                message: format!(
+                    "lock version {} is not {VERSION}: written by another heet",
+                    lock.version
+                ),
+            });
+        }
+        Ok(lock)
+    }
+
+    pub fn empty() -> Lock {
+        Lock {
+            version: VERSION,
+            plugins: BTreeMap::new(),
+        }
+    }
+
+    /// A lock pinning exactly `hashes` (plugin name → sha256).
+    pub fn of(hashes: impl IntoIterator<Item = (String, String)>) -> Lock {
+        Lock {
+            version: VERSION,
+            plugins: hashes
+                .into_iter()
+                .map(|(name, sha256)| (name, Entry { sha256 }))
+                .collect(),
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        format!(
+            "{HEADER}{}",
+            toml::to_string(self).expect("a lock is plain strings")
+        )
+    }
+
+    pub fn pinned(&self, plugin: &str) -> Option<&str> {
+        self.plugins.get(plugin).map(|e| e.sha256.as_str())
+    }
+
+    /// Every way `found` (plugin name → actual sha256) departs from the lock.
+    pub fn problems(&self, found: &BTreeMap<String, String>) -> Vec<(String, Problem)> {
+        let mut problems = Vec::new();
+        for (name, actual) in found {
+            match self.pinned(name) {
+                None => problems.push((name.clone(), Problem::Unlocked)),
+                Some(locked) if locked != actual => problems.push((
+                    name.clone(),
+                    Problem::Differs {
+                        locked: locked.to_owned(),
+                        actual: actual.clone(),
+                    },
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in self.plugins.keys() {
+            if !found.contains_key(name) {
+                problems.push((name.clone(), Problem::Missing));
+            }
+        }
+        problems
+    }
+}
+
+/// The sha256 of each plugin file, by plugin name.
+pub fn hash_files(files: &[PluginFile]) -> anyhow::Result<BTreeMap<String, String>> {
+    files
+        .iter()
+        .map(|f| Ok((f.name.clone(), sha256_hex(&read_plugin(&f.path, &f.name)?))))
+        .collect()
+}
+
+/// Refuses the run unless every plugin in `files` is locked with its current bytes and the
+/// lock names no other plugin. Each plugin's bytes are checked again when it is compiled, so
+/// a file swapped after this check is still caught.
+pub fn verify(def: &Definition, lock: &Lock, files: &[PluginFile]) -> anyhow::Result<()> {
+    let problems = lock.problems(&hash_files(files)?);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LockError {
+            file: path(def),
+            problems,
+        }
+        .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn every_departure_is_named() {
+        let lock = Lock::of([
+            ("naming".to_owned(), "aaaa".to_owned()),
+            ("guard".to_owned(), "bbbb".to_owned()),
+            ("gone".to_owned(), "cccc".to_owned()),
+        ]);
+        let problems = lock.problems(&found(&[
+            ("naming", "aaaa"),
+            ("guard", "dddd"),
+            ("new", "eeee"),
+        ]));
+        assert_eq!(
+            problems,
+            [
+                (
+                    "guard".to_owned(),
+                    Problem::Differs {
+                        locked: "bbbb".into(),
+                        actual: "dddd".into()
+                    }
+                ),
+                ("new".to_owned(), Problem::Unlocked),
+                ("gone".to_owned(), Problem::Missing),
+            ]
+        );
+        assert!(
+            lock.problems(&found(&[
+                ("naming", "aaaa"),
+                ("guard", "bbbb"),
+                ("gone", "cccc")
+            ]))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_file_round_trips_and_says_what_it_is() {
+        let lock = Lock::of([("naming".to_owned(), "ab".repeat(32))]);
+        let text = lock.to_toml();
+        assert!(text.starts_with("# heet.lock:"));
+        assert!(text.contains(&format!(
+            "[plugins.naming]\nsha256 = \"{}\"",
+            "ab".repeat(32)
+        )));
+        assert_eq!(Lock::parse(Path::new("heet.lock"), &text).unwrap(), lock);
+    }
+
+    #[test]
+    fn a_bad_lock_points_at_the_line() {
+        let err = Lock::parse(
+            Path::new("heet.lock"),
+            "version = 1\n[plugins.naming]\nsha = \"x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.at, Some((3, 1)), "{err}");
+        let err = Lock::parse(Path::new("heet.lock"), "version = 9\n").unwrap_err();
+        assert!(err.to_string().contains("lock version 9"), "{err}");
+    }
+}

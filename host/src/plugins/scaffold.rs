@@ -1,0 +1,147 @@
+//! `heet plugins new NAME`: a plugin crate that builds and passes its own tests as written.
+//!
+//! The crate is self-contained: it vendors the WIT contract and the SDK this heet was built
+//! with, so it builds outside this repository and keeps building against the contract it
+//! was made for.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+const WIT: &str = include_str!("../../../wit/heet.wit");
+const SDK_LIB: &str = include_str!("../../../plugins/heet-sdk/src/lib.rs");
+const SDK_PATTERN: &str = include_str!("../../../plugins/heet-sdk/src/pattern.rs");
+const SDK_TESTING: &str = include_str!("../../../plugins/heet-sdk/src/testing.rs");
+const SDK_MANIFEST: &str = include_str!("scaffold/sdk-Cargo.toml.tmpl");
+const MANIFEST: &str = include_str!("scaffold/Cargo.toml.tmpl");
+const LIB: &str = include_str!("scaffold/lib.rs.tmpl");
+const README: &str = include_str!("scaffold/README.md.tmpl");
+const GITIGNORE: &str = include_str!("scaffold/gitignore.tmpl");
+
+/// Where the SDK finds the WIT in this repository, and where it is in a scaffolded crate.
+const SDK_WIT_HERE: &str = r#"path: "../../wit","#;
+const SDK_WIT_THERE: &str = r#"path: "../wit","#;
+
+/// The files of a new plugin crate `name`, relative to its folder.
+pub fn files(name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    check_crate_name(name)?;
+    if !SDK_LIB.contains(SDK_WIT_HERE) {
+        // The SDK moved its WIT: the vendored copy would not build.
+        bail!("internal: the SDK no longer reads its WIT from {SDK_WIT_HERE}");
+    }
+    let fill = |t: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{heet_version}}", env!("CARGO_PKG_VERSION"))
+    };
+    Ok(vec![
+        ("Cargo.toml".into(), fill(MANIFEST)),
+        ("README.md".into(), fill(README)),
+        (".gitignore".into(), GITIGNORE.to_owned()),
+        ("src/lib.rs".into(), fill(LIB)),
+        ("wit/heet.wit".into(), WIT.to_owned()),
+        ("heet-sdk/Cargo.toml".into(), fill(SDK_MANIFEST)),
+        (
+            "heet-sdk/src/lib.rs".into(),
+            SDK_LIB.replace(SDK_WIT_HERE, SDK_WIT_THERE),
+        ),
+        ("heet-sdk/src/pattern.rs".into(), SDK_PATTERN.to_owned()),
+        ("heet-sdk/src/testing.rs".into(), SDK_TESTING.to_owned()),
+    ])
+}
+
+/// Writes the crate into `dir`, which must not exist or be empty: nothing is overwritten.
+pub fn create(name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let files = files(name)?;
+    let occupied = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied {
+        bail!(
+            "{} exists and is not empty: heet plugins new never overwrites",
+            dir.display()
+        );
+    }
+    let mut written = Vec::new();
+    for (rel, contents) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, contents)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// A name that is a crate name, a plugin file stem and a WIT package name at once.
+fn check_crate_name(name: &str) -> anyhow::Result<()> {
+    // WIT's kebab-case is the strictest of the three: words of [a-z][a-z0-9]*.
+    let ok = name.len() <= 64
+        && name.split('-').all(|word| {
+            word.starts_with(|c: char| c.is_ascii_lowercase())
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::commands::UsageError(format!(
+            "invalid plugin name {name:?}: use words of lowercase letters and digits, each starting with a letter, joined by '-'"
+        ))
+        .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_is_filled_in() {
+        let files = files("no-big-boxes").unwrap();
+        for (path, text) in &files {
+            for placeholder in ["{{name}}", "{{heet_version}}"] {
+                assert!(
+                    !text.contains(placeholder),
+                    "{} keeps {placeholder}",
+                    path.display()
+                );
+            }
+        }
+        let sdk = &files
+            .iter()
+            .find(|(p, _)| p == Path::new("heet-sdk/src/lib.rs"))
+            .unwrap()
+            .1;
+        assert!(sdk.contains(SDK_WIT_THERE) && !sdk.contains(SDK_WIT_HERE));
+        let manifest = &files[0].1;
+        assert!(manifest.contains("name = \"no-big-boxes\""));
+    }
+
+    #[test]
+    fn names_must_work_as_crate_file_and_package_names() {
+        for bad in [
+            "",
+            "Caps",
+            "1st",
+            "a_b",
+            "trailing-",
+            "two--dashes",
+            "a.b",
+            "policy-2",
+        ] {
+            assert!(files(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(files("policy2-v").is_ok());
+    }
+
+    #[test]
+    fn an_occupied_folder_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("keep.txt"), "mine").unwrap();
+        let err = create("policy", dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

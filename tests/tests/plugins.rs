@@ -1,0 +1,460 @@
+//! The plugin contract through real wasm components: chain semantics for every hook, one
+//! deliberately wrong answer per host-side validation rule, heet.lock, the reference plugins
+//! on the webapp example (plan snapshots), and `heet plugins new`.
+
+use std::collections::BTreeMap;
+
+use tests::{Project, moto, sha256_hex};
+
+/// One role of one instance in a project with a zone; each test adds plugins and config.
+const BASE: &str = r#"
+[project]
+name = "{project}"
+domain = "{project}.example.com"
+
+[defaults]
+ami = "ami-12c6146b"
+
+[roles.www]
+count = 1
+user_data = "base"
+
+[environments.staging]
+"#;
+
+fn with(extra: &str) -> String {
+    BASE.replace("[defaults]", &format!("{extra}\n[defaults]"))
+}
+
+fn plan_json(p: &Project) -> serde_json::Value {
+    p.heet(&["plan", "--env", "staging", "--output", "json"])
+        .json()
+}
+
+/// What the plan will create, by `role[index]`.
+fn creates(plan: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    plan["plan"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["action"], "create", "{c}");
+            (
+                format!("{}[{}]", c["role"].as_str().unwrap(), c["index"]),
+                c.clone(),
+            )
+        })
+        .collect()
+}
+
+fn chain_config(a: &str, b: &str) -> String {
+    format!("[plugins.config.a]\n{a}\n[plugins.config.b]\n{b}\n")
+}
+
+#[test]
+fn chain_runs_in_order_each_plugin_sees_the_last_answer_and_none_changes_nothing() {
+    let p = Project::new(&with(&chain_config("mark = \"a\"", "mark = \"b\"")), &[]);
+    p.add_plugin("chain", "a");
+    p.add_plugin("chain", "b");
+    let default_name = format!("{}-staging-www-01", p.name);
+
+    // By file name: a, then b. Sizing: 1 → 2 → 3 instances.
+    let plan = creates(&plan_json(&p));
+    assert_eq!(plan.len(), 3, "{plan:?}");
+    let first = &plan["www[1]"];
+    assert_eq!(first["name"], format!("{default_name}-a-b"));
+    assert_eq!(first["tags"]["chain-a"], "saw 0 tags");
+    assert_eq!(first["tags"]["chain-b"], "saw 1 tags");
+    assert_eq!(first["cnames"], serde_json::json!(["a-www-1", "b-www-1"]));
+    assert_eq!(first["user_data"]["sha256"], sha256_hex(b"base|a|b"));
+
+    // `order` puts b first: every hook sees b's answer before a's.
+    p.write(
+        "heet.toml",
+        &with(&format!(
+            "[plugins]\norder = [\"b\", \"a\"]\n{}",
+            chain_config("mark = \"a\"", "mark = \"b\"")
+        )),
+    );
+    let first = &creates(&plan_json(&p))["www[1]"];
+    assert_eq!(first["name"], format!("{default_name}-b-a"));
+    assert_eq!(first["tags"]["chain-b"], "saw 0 tags");
+    assert_eq!(first["tags"]["chain-a"], "saw 1 tags");
+    assert_eq!(first["cnames"], serde_json::json!(["b-www-1", "a-www-1"]));
+    assert_eq!(first["user_data"]["sha256"], sha256_hex(b"base|b|a"));
+
+    // `none` from a: the value passes through untouched, for every hook.
+    p.write(
+        "heet.toml",
+        &with(&chain_config(
+            "mark = \"a\"\nopinion = false",
+            "mark = \"b\"",
+        )),
+    );
+    let plan = creates(&plan_json(&p));
+    assert_eq!(plan.len(), 2, "only b sized: {plan:?}");
+    let first = &plan["www[1]"];
+    assert_eq!(first["name"], format!("{default_name}-b"));
+    assert!(first["tags"].get("chain-a").is_none());
+    assert_eq!(first["tags"]["chain-b"], "saw 0 tags");
+    assert_eq!(first["cnames"], serde_json::json!(["b-www-1"]));
+    assert_eq!(first["user_data"]["sha256"], sha256_hex(b"base|b"));
+}
+
+#[test]
+fn guard_judges_the_final_state_even_when_it_runs_first() {
+    let p = Project::new(
+        &with(&chain_config("mark = \"a\"\nreport = true", "mark = \"b\"")),
+        &[],
+    );
+    p.add_plugin("chain", "a");
+    p.add_plugin("chain", "b");
+    let run = p.heet(&["up", "--env", "staging", "--yes"]);
+    assert_eq!(run.code(), 3, "{}", run.stderr());
+    let expected = format!(
+        "plugin a: seen: 3 instance(s); first: name={}-staging-www-01-a-b cnames=a-www-1,b-www-1 user_data=base|a|b tags=chain-a=saw 0 tags,chain-b=saw 1 tags",
+        p.name
+    );
+    assert!(run.stderr().contains(&expected), "{}", run.stderr());
+    assert!(moto().live_instances("heet:project", &p.name).is_empty());
+}
+
+#[test]
+fn cnames_without_a_domain_are_refused() {
+    let def = with("[plugins.config.a]\nmark = \"a\"\n").replace("domain = ", "# domain = ");
+    let p = Project::new(&def, &[]);
+    p.add_plugin("chain", "a");
+    let run = p.heet(&["up", "--env", "staging", "--yes"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(
+            "plugin a: hook cnames: invalid answer: CNAME \"a-www-1\" needs a zone, and the project has no domain"
+        ),
+        "{}",
+        run.stderr()
+    );
+    assert!(moto().live_instances("heet:project", &p.name).is_empty());
+}
+
+/// Runs `up --yes` with the liar telling `lie` to 2 instances of www, and checks heet refuses
+/// with `expected` in the error and creates nothing.
+fn refused(lie: &str, expected: &str) {
+    let def = with(&format!("[plugins.config.liar]\nlie = \"{lie}\"\n"))
+        .replace("count = 1", "count = 2");
+    let p = Project::new(&def, &["liar"]);
+    let run = p.heet(&["up", "--env", "staging", "--yes"]);
+    assert_eq!(run.code(), 1, "{lie}: {}", run.stderr());
+    assert!(
+        run.stderr().contains(expected),
+        "{lie}: expected {expected:?} in\n{}",
+        run.stderr()
+    );
+    assert!(
+        moto().live_instances("heet:project", &p.name).is_empty(),
+        "{lie}: instances were created"
+    );
+}
+
+macro_rules! validation_rules {
+    ($($test:ident: $lie:literal => $expected:literal,)*) => {
+        $( #[test] fn $test() { refused($lie, $expected) } )*
+
+        #[test]
+        fn every_lie_of_the_fixture_has_a_test() {
+            let tested = [$($lie),*];
+            let source = std::fs::read_to_string(
+                tests::repo_root().join("tests/fixtures/liar/src/lib.rs"),
+            )
+            .unwrap();
+            let listed = source.split("pub const LIES").nth(1).unwrap().split("];").next().unwrap();
+            for lie in listed.split('"').skip(1).step_by(2) {
+                assert!(tested.contains(&lie), "lie {lie:?} has no test");
+            }
+        }
+    };
+}
+
+validation_rules! {
+    instance_type_syntax: "instance-type" =>
+        "plugin liar: hook sizing: invalid answer: invalid instance type \"M5 XLarge\"",
+    count_bound: "count" => "plugin liar: hook sizing: invalid answer: count 501 is more than 500",
+    volume_bound: "volume" =>
+        "plugin liar: hook sizing: invalid answer: volume of 0 GiB is outside 1..=16384",
+    empty_name: "empty-name" => "plugin liar: hook naming: invalid answer: empty name",
+    name_longer_than_a_tag_value: "long-name" =>
+        "plugin liar: hook naming: invalid answer: value of tag \"Name\" is longer than 256 characters",
+    aws_tag_prefix: "aws-tag" =>
+        "plugin liar: hook tags: invalid answer: tag key \"aws:cost\": the aws: prefix is reserved by AWS",
+    heet_tag_prefix: "heet-tag" =>
+        "plugin liar: hook tags: invalid answer: tag key \"heet:env\": the heet: prefix is reserved by heet",
+    name_tag_belongs_to_naming: "name-tag" =>
+        "plugin liar: hook tags: invalid answer: tag Name belongs to the naming hook",
+    tag_key_length: "long-tag-key" => "must be 1 to 128 characters",
+    tag_value_length: "long-tag-value" =>
+        "plugin liar: hook tags: invalid answer: value of tag \"k\" is longer than 256 characters",
+    tag_count: "too-many-tags" =>
+        "plugin liar: hook tags: invalid answer: 44 tags, more than the 43 left by heet's own",
+    duplicate_tag: "duplicate-tag" =>
+        "plugin liar: hook tags: invalid answer: tag \"team\" appears twice",
+    dns_label_characters: "dns-label" =>
+        "plugin liar: hook cnames: invalid answer: invalid DNS name \"under_score\": label \"under_score\" may hold only letters, digits and '-'",
+    dns_label_length: "dns-long-label" => "must be 1 to 63 characters",
+    one_cname_one_instance: "same-cname" =>
+        "CNAME \"www\" is answered for both www[1] and www[2]: a CNAME points at one instance",
+    user_data_size: "user-data" =>
+        "plugin liar: hook user-data: invalid answer: user_data is 17408 bytes, more than EC2's limit of 16384",
+}
+
+#[test]
+fn heet_lock_pins_the_plugin_bytes() {
+    let def = with("[plugins.config.naming]\npattern = \"{env}-{role}-n{index:03}\"\n");
+    let p = Project::new(&def, &["naming", "tags"]);
+    std::fs::remove_file(p.path("heet.lock")).unwrap();
+
+    // No lock: every plugin is unlocked, and nothing runs.
+    let run = p.heet(&["up", "--env", "staging", "--yes"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    let err = run.stderr();
+    assert!(err.contains("heet.lock: 2 plugin(s) do not match the lock; review them, then run `heet plugins lock`"), "{err}");
+    assert!(
+        err.contains("plugin naming: not in the lock")
+            && err.contains("plugin tags: not in the lock"),
+        "{err}"
+    );
+
+    // `heet plugins lock` pins exactly what the harness computes from the bytes.
+    let locked = p.heet(&["plugins", "lock", "--output", "json"]).json();
+    let changes: Vec<(&str, &str)> = locked["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["change"].as_str().unwrap()))
+        .collect();
+    assert_eq!(changes, [("naming", "added"), ("tags", "added")]);
+    let written = std::fs::read_to_string(p.path("heet.lock")).unwrap();
+    p.lock();
+    let expected = std::fs::read_to_string(p.path("heet.lock")).unwrap();
+    let entries = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("sha256") || l.starts_with("[plugins."))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(entries(&written), entries(&expected));
+    assert!(written.starts_with("# heet.lock:"), "{written}");
+    let list = p.heet(&["plugins", "list", "--output", "json"]).json();
+    assert!(
+        list["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["lock"] == "locked"),
+        "{list}"
+    );
+    p.heet(&["plan", "--env", "staging"]).ok();
+
+    // Different bytes under a locked name (a valid component, just not the reviewed one).
+    std::fs::copy(
+        tests::plugin_dir().join("chain.wasm"),
+        p.path("plugins/tags.wasm"),
+    )
+    .unwrap();
+    let run = p.heet(&["up", "--env", "staging", "--yes"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    let actual = sha256_hex(&std::fs::read(p.path("plugins/tags.wasm")).unwrap());
+    assert!(
+        run.stderr().contains(&format!(
+            "plugin tags: sha256 {} differs from the locked",
+            &actual[..12]
+        )),
+        "{}",
+        run.stderr()
+    );
+    assert!(moto().live_instances("heet:project", &p.name).is_empty());
+    let list = p.heet(&["plugins", "list", "--output", "json"]).json();
+    assert_eq!(list["plugins"][1]["lock"], "differs", "{list}");
+
+    // A locked plugin that is gone is refused too: the lock is the list of what runs.
+    std::fs::remove_file(p.path("plugins/tags.wasm")).unwrap();
+    let run = p.heet(&["plan", "--env", "staging"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("plugin tags: locked, but not in the plugin folder"),
+        "{}",
+        run.stderr()
+    );
+    let relocked = p.heet(&["plugins", "lock"]).ok().stdout();
+    assert!(
+        relocked.contains("- tags\tremoved") && relocked.contains("= naming\tunchanged"),
+        "{relocked}"
+    );
+    p.heet(&["plan", "--env", "staging"]).ok();
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_never_locked() {
+    let p = Project::new(&with(""), &["naming"]);
+    let before = std::fs::read_to_string(p.path("heet.lock")).unwrap();
+    std::fs::write(p.path("plugins/junk.wasm"), b"\0asm not really").unwrap();
+    let run = p.heet(&["plugins", "lock"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(run.stderr().contains("plugin junk"), "{}", run.stderr());
+    assert_eq!(
+        std::fs::read_to_string(p.path("heet.lock")).unwrap(),
+        before
+    );
+}
+
+/// The plan of an environment as one line per instance: what the plugins decided.
+fn digest(plan: &serde_json::Value) -> String {
+    creates(plan)
+        .values()
+        .map(|c| {
+            let tags: Vec<String> = c["tags"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| !k.starts_with("heet:") && *k != "Name")
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+                .collect();
+            format!(
+                "{}[{}] {} {} cnames={} tags={{{}}} user_data={}B",
+                c["role"].as_str().unwrap(),
+                c["index"],
+                c["name"].as_str().unwrap(),
+                c["instance_type"].as_str().unwrap(),
+                c["cnames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                tags.join(", "),
+                c["user_data"]["bytes"],
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn webapp_staging_and_production_differ_only_by_what_the_plugins_decide() {
+    let def =
+        std::fs::read_to_string(tests::repo_root().join("examples/webapp/heet.toml")).unwrap();
+    let p = Project::new(
+        &def,
+        &["sizing", "naming", "tags", "cname", "cloud-init", "guard"],
+    );
+    let plan = |env: &str| p.heet(&["plan", "--env", env, "--output", "json"]).json();
+    insta::assert_snapshot!("webapp_staging", digest(&plan("staging")));
+    insta::assert_snapshot!("webapp_production", digest(&plan("production")));
+
+    // Through moto: the cloud-init document carries the instance's facts.
+    p.heet(&["up", "--env", "staging", "--yes"]).ok();
+    let live = moto().live_instances("heet:project", "webapp");
+    let db = live.iter().find(|i| i.tags["heet:role"] == "db").unwrap();
+    let user_data = moto().user_data(&db.id);
+    let doc: serde_json::Value =
+        serde_json::from_str(user_data.strip_prefix("#cloud-config\n").unwrap()).unwrap();
+    let facts: serde_json::Value =
+        serde_json::from_str(doc["write_files"][0]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(facts["role"], "db");
+    assert_eq!(facts["env"], "staging");
+    assert_eq!(facts["project"], "webapp");
+    assert_eq!(
+        doc["runcmd"][0], "/var/lib/heet/user-data",
+        "the definition's script runs"
+    );
+    assert_eq!(db.tags["config-group"], "staging--db");
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert!(moto().live_instances("heet:project", "webapp").is_empty());
+}
+
+#[test]
+fn plugins_new_scaffolds_a_plugin_that_tests_builds_and_denies() {
+    // A fixed folder, so its builds stay warm from one run to the next.
+    let root = tests::target_dir().join("heet-scaffold-test");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let crate_dir = root.join("no-big-boxes");
+    let p = Project::new(
+        &with("[plugins.config.no-big-boxes]\nmax_instances = 1\n")
+            .replace("count = 1", "count = 2"),
+        &[],
+    );
+    p.heet(&[
+        "plugins",
+        "new",
+        "no-big-boxes",
+        "--path",
+        crate_dir.to_str().unwrap(),
+    ])
+    .ok();
+    let again = p.heet(&[
+        "plugins",
+        "new",
+        "no-big-boxes",
+        "--path",
+        crate_dir.to_str().unwrap(),
+    ]);
+    assert_ne!(again.code(), 0, "never overwrites");
+
+    let test =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["test", "--quiet", "--manifest-path"])
+            .arg(crate_dir.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", root.join("target"))
+            .output()
+            .unwrap();
+    let out = String::from_utf8_lossy(&test.stdout);
+    assert!(
+        test.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert!(out.contains("2 passed"), "{out}");
+
+    let build = p.heet_with(
+        &[
+            "plugins",
+            "build",
+            "--out",
+            p.path("plugins").to_str().unwrap(),
+            "--manifest-path",
+            crate_dir.join("Cargo.toml").to_str().unwrap(),
+        ],
+        &[("CARGO_TARGET_DIR", root.join("target").to_str().unwrap())],
+    );
+    build.ok();
+    p.heet(&["plugins", "lock"]).ok();
+    let run = p.heet(&["plan", "--env", "staging"]);
+    assert_eq!(run.code(), 3, "{}", run.stderr());
+    assert!(
+        run.stderr().contains("plugin no-big-boxes: max-instances: staging asks for 2 instances, more than the 1 allowed"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn a_reference_plugin_refuses_bad_config_at_load_with_its_place_in_heet_toml() {
+    let def = std::fs::read_to_string(tests::repo_root().join("examples/webapp/heet.toml"))
+        .unwrap()
+        .replace("instance_type = \"r5.large\"", "instance_type = \"huge\"");
+    let p = Project::new(
+        &def,
+        &["sizing", "naming", "tags", "cname", "cloud-init", "guard"],
+    );
+    let run = p.heet(&["plan", "--env", "staging"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    // The table heet.toml gives the plugin, with the place of the table the error is in.
+    assert!(
+        run.stderr().contains(
+            "heet.toml:18:17: plugins.config.sizing: plugin sizing rejected its config: production.db: instance_type \"huge\" is not family.size"
+        ),
+        "{}",
+        run.stderr()
+    );
+}
