@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "heet",
     version,
     about = "Provision AWS infrastructure per project and environment, with business rules as WebAssembly plugins",
-    after_help = "Exit codes: 0 ok, 1 runtime or AWS error, 2 usage, definition or heet.lock error, 3 policy denied; \
+    after_help = "Exit codes: 0 ok, 1 runtime or AWS error, 2 usage, definition or heet.lock error, 3 policy denied, \
+                  4 environment locked by another run; \
                   `plan --detailed-exitcode` exits 2 when there are changes."
 )]
 pub struct Cli {
@@ -82,6 +83,14 @@ pub enum Command {
     },
     /// Terminate everything heet created for the project in an environment
     Down {
+        #[arg(short, long)]
+        env: String,
+        /// Do not ask for confirmation (required when stdin is not a terminal)
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Break an environment's lock left by a run that died (shows who held it first)
+    Unlock {
         #[arg(short, long)]
         env: String,
         /// Do not ask for confirmation (required when stdin is not a terminal)

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::apply::{self, Applied, InstanceSummary};
 use crate::cli::{Global, Output};
-use crate::cloud::{Aws, CallSummary, Connection};
+use crate::cloud::{Aws, CallSummary, Connection, LockHolder};
 use crate::definition::Definition;
 use crate::desired::{self, Desired};
 use crate::plan::{self, Plan};
@@ -154,30 +154,40 @@ pub async fn up(
         );
     }
     let observed = aws.ec2.instances(&desired.project, env).await?;
-    let plan = plan::plan(&desired, &observed);
+    let mut plan = plan::plan(&desired, &observed);
 
-    if plan.is_destructive() && !yes {
-        let doomed = plan.terminated_ids().count();
-        eprintln!("{plan}");
-        confirm(
-            &format!(
-                "this terminates {doomed} instance(s) of {}/{env}",
-                def.project
-            ),
-            None,
-        )?;
-    }
-
+    // A converged environment is left without taking the lock: a no-op `up` changes nothing,
+    // not even the lock. Otherwise the state is read again under the lock, since another run
+    // may have changed it in between.
     let applied = if plan.is_empty() {
         None
     } else {
-        let run_id = format!(
-            "{:x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_nanos()
-        );
-        Some(apply::apply(&aws, &plan, &run_id, progress).await?)
+        let work = async {
+            let observed = aws.ec2.instances(&desired.project, env).await?;
+            plan = plan::plan(&desired, &observed);
+            if plan.is_empty() {
+                return Ok(None);
+            }
+            if plan.is_destructive() && !yes {
+                let doomed = plan.terminated_ids().count();
+                eprintln!("{plan}");
+                confirm(
+                    &format!(
+                        "this terminates {doomed} instance(s) of {}/{env}",
+                        def.project
+                    ),
+                    None,
+                )?;
+            }
+            let run_id = format!(
+                "{:x}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_nanos()
+            );
+            Ok(Some(apply::apply(&aws, &plan, &run_id, progress).await?))
+        };
+        locked(&aws, &def.project, env, "up", work).await?
     };
     let report = UpReport {
         plan,
@@ -229,6 +239,115 @@ impl fmt::Display for DownReport {
     }
 }
 
+/// Lists what `down` terminates and asks, unless `yes`.
+fn down_confirmed(
+    project: &str,
+    env: &str,
+    terminated: &[InstanceSummary],
+    yes: bool,
+    environment: &crate::definition::Environment,
+) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    eprintln!("heet will terminate these instances of {project}/{env}:");
+    for i in terminated {
+        eprintln!(
+            "  {} {} ({}[{}], {})",
+            i.name, i.instance_id, i.role, i.index, i.state
+        );
+    }
+    confirm(
+        &format!("terminate {} instance(s)", terminated.len()),
+        environment.protected.then_some(env),
+    )
+}
+
+/// Runs `work` holding the environment's lock, and releases it whatever `work` returns. A run
+/// killed meanwhile leaves the lock behind, naming itself, for `heet unlock`.
+async fn locked<T>(
+    aws: &Aws,
+    project: &str,
+    env: &str,
+    command: &str,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let name = crate::namespace::lock_parameter(project, env);
+    let me = LockHolder::this_process(command);
+    aws.ssm.acquire(&name, &me, project, env).await?;
+    tracing::debug!("holding {name}");
+    // Tests widen the window in which a second run meets the lock (documented in docs/cli.md).
+    if let Some(ms) = std::env::var("HEET_TEST_HOLD_LOCK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    let result = work.await;
+    let released = aws.ssm.release(&name, &me).await;
+    let value = result?;
+    released?;
+    Ok(value)
+}
+
+/// What `heet unlock` did.
+#[derive(Debug, Serialize)]
+pub struct UnlockReport {
+    pub project: String,
+    pub env: String,
+    /// Who held the lock that was broken; none when there was no lock.
+    pub broken: Option<LockHolder>,
+}
+
+impl fmt::Display for UnlockReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.broken {
+            Some(h) => write!(
+                f,
+                "unlocked {}/{}: the lock of {} (pid {}, heet {}, since {}) is gone",
+                self.project,
+                self.env,
+                h.holder,
+                h.pid,
+                h.command,
+                h.since_rfc3339()
+            ),
+            None => write!(f, "{}/{} is not locked", self.project, self.env),
+        }
+    }
+}
+
+pub async fn unlock(global: &Global, env: &str, yes: bool) -> anyhow::Result<Outcome> {
+    let def = Definition::load(&global.file)?;
+    def.environment(env)?;
+    let aws = Aws::connect(&connection(global), def.region.as_deref()).await?;
+    let name = crate::namespace::lock_parameter(&def.project, env);
+    let broken = aws.ssm.holder(&name).await?;
+    if let Some(h) = &broken {
+        if !yes {
+            eprintln!(
+                "{}/{env} is locked by {} (pid {}, heet {}) since {}",
+                def.project,
+                h.holder,
+                h.pid,
+                h.command,
+                h.since_rfc3339()
+            );
+            confirm("break the lock (only if that run is gone)", None)?;
+        }
+        aws.ssm.delete(&name).await?;
+    }
+    emit(
+        global,
+        &UnlockReport {
+            project: def.project.clone(),
+            env: env.to_owned(),
+            broken,
+        },
+    )?;
+    Ok(Outcome::Done)
+}
+
 pub async fn down(
     global: &Global,
     env: &str,
@@ -248,24 +367,23 @@ pub async fn down(
     apply::sort_by_slot(&mut terminated);
 
     if !terminated.is_empty() {
-        if !yes {
-            eprintln!(
-                "heet will terminate these instances of {}/{env}:",
-                def.project
-            );
-            for i in &terminated {
-                eprintln!(
-                    "  {} {} ({}[{}], {})",
-                    i.name, i.instance_id, i.role, i.index, i.state
-                );
+        locked(&aws, &def.project, env, "down", async {
+            // What another run left in between is gone by now or is listed again below.
+            let observed = aws.ec2.instances(&def.project, env).await?;
+            terminated = observed
+                .iter()
+                .filter(|o| o.slot_id(&def.project, env).is_some())
+                .map(InstanceSummary::of)
+                .collect();
+            apply::sort_by_slot(&mut terminated);
+            if terminated.is_empty() {
+                return Ok(());
             }
-            confirm(
-                &format!("terminate {} instance(s)", terminated.len()),
-                environment.protected.then_some(env),
-            )?;
-        }
-        let ids: Vec<String> = terminated.iter().map(|i| i.instance_id.clone()).collect();
-        apply::terminate(&aws, &ids, progress).await?;
+            down_confirmed(&def.project, env, &terminated, yes, &environment)?;
+            let ids: Vec<String> = terminated.iter().map(|i| i.instance_id.clone()).collect();
+            apply::terminate(&aws, &ids, progress).await
+        })
+        .await?;
     }
     let report = DownReport {
         project: def.project.clone(),

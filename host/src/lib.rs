@@ -26,6 +26,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const POLICY: u8 = 3;
+    /// Another run holds the environment's lock.
+    pub const LOCKED: u8 = 4;
     /// `plan --detailed-exitcode` with changes.
     pub const CHANGES: u8 = 2;
 }
@@ -38,6 +40,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<plugins::lock::LockError>()
         {
             return exit::USAGE;
+        }
+        if cause.is::<cloud::EnvLocked>() {
+            return exit::LOCKED;
         }
         if cause.is::<desired::PolicyDenied>() {
             return exit::POLICY;
@@ -86,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Down { env, yes } => {
             runtime()?.block_on(commands::down(global, env, *yes, &progress))
         }
+        Command::Unlock { env, yes } => runtime()?.block_on(commands::unlock(global, env, *yes)),
         Command::Plugins(PluginsCommand::List) => commands::plugins_list(global),
         Command::Plugins(PluginsCommand::Lock) => commands::plugins_lock(global),
         Command::Plugins(PluginsCommand::New { name, path }) => {
@@ -154,5 +160,12 @@ mod tests {
         }));
         assert_eq!(exit_code(&plugin), exit::FAILURE);
         assert_eq!(exit_code(&anyhow::anyhow!("aws said no")), exit::FAILURE);
+        let locked = anyhow::Error::new(cloud::EnvLocked {
+            project: "shop".into(),
+            env: "staging".into(),
+            holder: cloud::LockHolder::this_process("up"),
+        })
+        .context("while taking the lock");
+        assert_eq!(exit_code(&locked), exit::LOCKED);
     }
 }

@@ -74,6 +74,11 @@ pub fn client_token(slot_id: &str, spec: &str, run_id: &str) -> String {
     format!("heet-{}", hex::encode(&digest[..16]))
 }
 
+/// The SSM parameter that locks an environment while a run changes it.
+pub fn lock_parameter(project: &str, env: &str) -> String {
+    format!("/heet/{project}/{env}/lock")
+}
+
 /// The default `Name` before any plugin has an opinion.
 pub fn default_name(project: &str, env: &str, role: &str, index: u32) -> String {
     format!("{project}-{env}-{role}-{index:02}")

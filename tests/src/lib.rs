@@ -192,6 +192,34 @@ impl Moto {
         body
     }
 
+    /// The value of an SSM parameter, bypassing heet; `None` when there is no such parameter.
+    pub fn ssm_parameter(&self, name: &str) -> Option<String> {
+        let response = ureq::post(format!("{}/", self.endpoint))
+            .header("X-Amz-Target", "AmazonSSM.GetParameter")
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=x",
+            )
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(serde_json::json!({ "Name": name }).to_string());
+        let mut response = response.unwrap();
+        let mut body = String::new();
+        response
+            .body_mut()
+            .as_reader()
+            .read_to_string(&mut body)
+            .unwrap();
+        if response.status() != 200 {
+            assert!(body.contains("ParameterNotFound"), "ssm: {body}");
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        Some(json["Parameter"]["Value"].as_str().unwrap().to_owned())
+    }
+
     /// Live (not terminated) instances with `tag` = `value`, as moto sees them.
     pub fn live_instances(&self, tag: &str, value: &str) -> Vec<MotoInstance> {
         let key = format!("tag:{tag}");
@@ -390,8 +418,21 @@ impl Project {
 
     /// As [`Project::heet`], with extra environment variables (which win).
     pub fn heet_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let output = Command::new(heet_bin())
-            .args(args)
+        Run(self.command(args, env).output().unwrap())
+    }
+
+    /// Starts heet in the background, as [`Project::heet_with`] would run it.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        self.command(args, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(heet_bin());
+        cmd.args(args)
             .current_dir(self.dir.path())
             .env("AWS_ENDPOINT_URL", &moto().endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -406,10 +447,8 @@ impl Project {
                 target_profile_dir().join("heet-test-cache"),
             )
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Run(output)
+            .stdin(Stdio::null());
+        cmd
     }
 }
 

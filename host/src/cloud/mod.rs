@@ -4,11 +4,13 @@
 //! which AWS operations it made (a no-op `up` must make no mutating call).
 
 mod ec2;
+mod ssm;
 mod stats;
 
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 
 pub use ec2::Ec2;
+pub use ssm::{EnvLocked, LockHolder, Ssm};
 pub use stats::{CallStats, CallSummary};
 
 /// Attempts per AWS call, first try included, unless `AWS_MAX_ATTEMPTS` says otherwise.
@@ -25,6 +27,7 @@ pub struct Connection {
 /// The AWS clients of one heet process.
 pub struct Aws {
     pub ec2: Ec2,
+    pub ssm: Ssm,
     pub stats: CallStats,
     pub region: String,
 }
@@ -71,8 +74,14 @@ impl Aws {
                 .interceptor(stats.clone())
                 .build(),
         );
+        let ssm = aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::config::Builder::from(&config)
+                .interceptor(stats.clone())
+                .build(),
+        );
         Ok(Aws {
             ec2: Ec2::new(ec2),
+            ssm: Ssm::new(ssm),
             stats,
             region,
         })

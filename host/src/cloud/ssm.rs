@@ -1,0 +1,181 @@
+//! SSM Parameter Store: the per-environment lock, `/heet/<project>/<env>/lock`.
+//!
+//! The lock is a parameter created with `Overwrite=false`, so creating it is atomic: of two
+//! runs, exactly one creates it and the other reads who holds it. No extra service.
+
+use aws_sdk_ssm::types::ParameterType;
+use serde::{Deserialize, Serialize};
+
+use super::sdk_error;
+
+#[derive(Clone)]
+pub struct Ssm {
+    client: aws_sdk_ssm::Client,
+}
+
+/// Who holds an environment's lock, as stored in the parameter's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// `user@host`.
+    pub holder: String,
+    pub pid: u32,
+    /// The heet command holding it, e.g. `up`.
+    pub command: String,
+    /// Seconds since the epoch.
+    pub since: i64,
+    /// Tells this run's lock from a later one, so a run never releases a lock it lost to
+    /// `heet unlock` and someone else's run.
+    pub token: String,
+}
+
+impl LockHolder {
+    /// The holder this process would be, running `command`.
+    pub fn this_process(command: &str) -> LockHolder {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map_or_else(|| "unknown".into(), |h| h.trim().to_owned());
+        let pid = std::process::id();
+        LockHolder {
+            holder: format!("{user}@{host}"),
+            pid,
+            command: command.to_owned(),
+            since,
+            token: crate::plugins::sha256_hex(
+                format!(
+                    "{user}/{host}/{pid}/{since:?}/{:?}",
+                    std::time::Instant::now()
+                )
+                .as_bytes(),
+            )[..16]
+                .to_owned(),
+        }
+    }
+
+    /// `since` as RFC 3339, e.g. `2026-11-22T23:40:00Z`.
+    pub fn since_rfc3339(&self) -> String {
+        aws_smithy_types::DateTime::from_secs(self.since)
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap_or_else(|_| self.since.to_string())
+    }
+}
+
+/// Another run holds the environment. Exit code 4.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{project}/{env} is locked by {} (pid {}, heet {}) since {}; if that run is gone, `heet unlock --env {env}`",
+    holder.holder, holder.pid, holder.command, holder.since_rfc3339()
+)]
+pub struct EnvLocked {
+    pub project: String,
+    pub env: String,
+    pub holder: LockHolder,
+}
+
+impl Ssm {
+    pub fn new(client: aws_sdk_ssm::Client) -> Ssm {
+        Ssm { client }
+    }
+
+    /// Takes the lock `name` for `me`, or says who has it.
+    pub async fn acquire(
+        &self,
+        name: &str,
+        me: &LockHolder,
+        project: &str,
+        env: &str,
+    ) -> anyhow::Result<()> {
+        let value = serde_json::to_string(me)?;
+        let put = self
+            .client
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::String)
+            .overwrite(false)
+            .description("heet: the run changing this environment now")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_parameter_already_exists()) =>
+            {
+                let holder = self.holder(name).await?.unwrap_or_else(|| LockHolder {
+                    // Released between our put and our read: report it as held by nobody
+                    // known rather than retrying behind the user's back.
+                    holder: "a run that just finished".into(),
+                    pid: 0,
+                    command: "?".into(),
+                    since: 0,
+                    token: String::new(),
+                });
+                Err(EnvLocked {
+                    project: project.to_owned(),
+                    env: env.to_owned(),
+                    holder,
+                }
+                .into())
+            }
+            Err(err) => Err(sdk_error("ssm:PutParameter", err)),
+        }
+    }
+
+    /// Who holds the lock `name`, if anyone.
+    pub async fn holder(&self, name: &str) -> anyhow::Result<Option<LockHolder>> {
+        match self.client.get_parameter().name(name).send().await {
+            Ok(out) => {
+                let value = out.parameter().and_then(|p| p.value()).unwrap_or_default();
+                // A value heet cannot read still means the environment is held.
+                Ok(Some(serde_json::from_str(value).unwrap_or_else(|_| {
+                    LockHolder {
+                        holder: format!("unreadable lock value {value:?}"),
+                        pid: 0,
+                        command: "?".into(),
+                        since: 0,
+                        token: String::new(),
+                    }
+                })))
+            }
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_parameter_not_found()) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(sdk_error("ssm:GetParameter", err)),
+        }
+    }
+
+    /// Releases the lock if it is still `me`'s.
+    pub async fn release(&self, name: &str, me: &LockHolder) -> anyhow::Result<()> {
+        match self.holder(name).await? {
+            Some(h) if h.token == me.token => self.delete(name).await,
+            _ => {
+                tracing::warn!("the lock {name} was broken while this run held it");
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
+        match self.client.delete_parameter().name(name).send().await {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_parameter_not_found()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(sdk_error("ssm:DeleteParameter", err)),
+        }
+    }
+}
