@@ -89,6 +89,12 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Compare what runs with the definition and plugins: missing, unexpected, changed,
+    /// records pointing at dead instances (exit 2 when there is drift)
+    Status {
+        #[arg(short, long)]
+        env: String,
+    },
     /// Break an environment's lock left by a run that died (shows who held it first)
     Unlock {
         #[arg(short, long)]

@@ -14,7 +14,8 @@ use crate::cli::{Global, Output};
 use crate::cloud::{Aws, CallSummary, Connection, LockHolder};
 use crate::definition::Definition;
 use crate::desired::{self, Desired};
-use crate::plan::{self, Plan};
+use crate::ledger::{self, Ledger};
+use crate::plan::{self, DnsState, Plan};
 use crate::plugins::{self, PluginInfo, PluginSet, Runtime};
 use crate::progress::Progress;
 
@@ -77,6 +78,69 @@ async fn prepare(global: &Global, env: &str) -> anyhow::Result<(Definition, Aws,
     Ok((def, aws, desired))
 }
 
+/// Reads the ledger of `project`/`env`; entries heet cannot read are named in a warning and
+/// otherwise left alone.
+async fn read_ledger(aws: &Aws, project: &str, env: &str) -> anyhow::Result<Ledger> {
+    let (ledger, unreadable) = Ledger::parse(aws.ssm.list(&ledger::prefix(project, env)).await?);
+    if !unreadable.is_empty() {
+        tracing::warn!(
+            "ledger entries heet cannot read, left alone: {}",
+            unreadable.join(", ")
+        );
+    }
+    Ok(ledger)
+}
+
+/// The DNS side of the state: the zone and its records, only when some record is wanted or
+/// owned (so a project without CNAMEs makes no Route53 call), and what the ledger says heet
+/// owns, when it was read.
+async fn observe_dns(
+    aws: &Aws,
+    def: &Definition,
+    desired: &Desired,
+    ledger: Option<&Ledger>,
+) -> anyhow::Result<DnsState> {
+    let owned = ledger.map(Ledger::records);
+    let wanted = desired.instances.iter().any(|i| !i.cnames.is_empty());
+    let Some(domain) = def.domain.clone() else {
+        return Ok(DnsState {
+            owned,
+            ..DnsState::default()
+        });
+    };
+    if !wanted && owned.as_ref().is_none_or(|o| o.is_empty()) {
+        return Ok(DnsState {
+            domain: Some(domain),
+            owned,
+            ..DnsState::default()
+        });
+    }
+    let zone = aws.route53.find_zone(&domain).await?;
+    let records = match &zone {
+        Some(zone) => aws.route53.records(zone).await?,
+        None if def.create_zone => Default::default(),
+        None if wanted => anyhow::bail!(
+            "there is no hosted zone for {domain}: create it, or set project.create_zone = true"
+        ),
+        None => Default::default(),
+    };
+    Ok(DnsState {
+        domain: Some(domain),
+        zone,
+        records,
+        owned,
+    })
+}
+
+fn run_id() -> anyhow::Result<String> {
+    Ok(format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    ))
+}
+
 #[derive(Debug, Serialize)]
 pub struct PlanReport {
     pub plan: Plan,
@@ -90,9 +154,12 @@ impl fmt::Display for PlanReport {
 }
 
 pub async fn plan(global: &Global, env: &str, detailed_exitcode: bool) -> anyhow::Result<Outcome> {
-    let (_, aws, desired) = prepare(global, env).await?;
+    let (def, aws, desired) = prepare(global, env).await?;
+    // The ledger too: `plan` shows exactly what `up` would do, stale records included.
+    let ledger = read_ledger(&aws, &def.project, env).await?;
     let observed = aws.ec2.instances(&desired.project, env).await?;
-    let plan = plan::plan(&desired, &observed);
+    let dns = observe_dns(&aws, &def, &desired, Some(&ledger)).await?;
+    let plan = plan::plan(&desired, &observed, &dns);
     let report = PlanReport {
         plan,
         aws_calls: aws.stats.summary(),
@@ -146,15 +213,9 @@ pub async fn up(
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let (def, aws, desired) = prepare(global, env).await?;
-    let cnames: usize = desired.instances.iter().map(|i| i.cnames.len()).sum();
-    if cnames > 0 {
-        // Said plainly so nobody waits for records that will not appear.
-        tracing::warn!(
-            "{cnames} CNAME(s) are planned but not applied: this heet does not manage Route53 records yet"
-        );
-    }
     let observed = aws.ec2.instances(&desired.project, env).await?;
-    let mut plan = plan::plan(&desired, &observed);
+    let dns = observe_dns(&aws, &def, &desired, None).await?;
+    let mut plan = plan::plan(&desired, &observed, &dns);
 
     // A converged environment is left without taking the lock: a no-op `up` changes nothing,
     // not even the lock. Otherwise the state is read again under the lock, since another run
@@ -163,8 +224,10 @@ pub async fn up(
         None
     } else {
         let work = async {
+            let ledger = read_ledger(&aws, &def.project, env).await?;
             let observed = aws.ec2.instances(&desired.project, env).await?;
-            plan = plan::plan(&desired, &observed);
+            let dns = observe_dns(&aws, &def, &desired, Some(&ledger)).await?;
+            plan = plan::plan(&desired, &observed, &dns);
             if plan.is_empty() {
                 return Ok(None);
             }
@@ -179,13 +242,12 @@ pub async fn up(
                     None,
                 )?;
             }
-            let run_id = format!(
-                "{:x}",
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_nanos()
-            );
-            Ok(Some(apply::apply(&aws, &plan, &run_id, progress).await?))
+            let cx = apply::Context {
+                ledger: &ledger,
+                zone: dns.zone.clone(),
+                run_id: &run_id()?,
+            };
+            Ok(Some(apply::apply(&aws, &plan, cx, progress).await?))
         };
         locked(&aws, &def.project, env, "up", work).await?
     };
@@ -204,15 +266,19 @@ pub struct DownReport {
     pub project: String,
     pub env: String,
     pub terminated: Vec<InstanceSummary>,
+    /// DNS records deleted.
+    pub records: Vec<String>,
     /// Tagged for this project/env but not created by heet: left alone.
     pub foreign: Vec<String>,
+    /// Records heet created that someone changed since: forgotten, left alone.
+    pub foreign_records: Vec<String>,
     pub aws_calls: CallSummary,
 }
 
 impl fmt::Display for DownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let target = format!("{}/{}", self.project, self.env);
-        if self.terminated.is_empty() {
+        if self.terminated.is_empty() && self.records.is_empty() {
             write!(f, "nothing to delete: heet runs nothing for {target}")?;
         } else {
             write!(
@@ -227,6 +293,14 @@ impl fmt::Display for DownReport {
                     i.name, i.instance_id, i.role, i.index
                 )?;
             }
+            if !self.records.is_empty() {
+                write!(
+                    f,
+                    "\ndeleted {} record(s): {}",
+                    self.records.len(),
+                    self.records.join(", ")
+                )?;
+            }
         }
         if !self.foreign.is_empty() {
             write!(
@@ -235,30 +309,45 @@ impl fmt::Display for DownReport {
                 self.foreign.join(", ")
             )?;
         }
+        if !self.foreign_records.is_empty() {
+            write!(
+                f,
+                "\nleft alone (records heet made but someone changed since): {}",
+                self.foreign_records.join(", ")
+            )?;
+        }
         Ok(())
     }
 }
 
-/// Lists what `down` terminates and asks, unless `yes`.
+/// Lists what `down` deletes and asks, unless `yes`.
 fn down_confirmed(
     project: &str,
     env: &str,
     terminated: &[InstanceSummary],
+    records: &[String],
     yes: bool,
     environment: &crate::definition::Environment,
 ) -> anyhow::Result<()> {
     if yes {
         return Ok(());
     }
-    eprintln!("heet will terminate these instances of {project}/{env}:");
+    eprintln!("heet will delete these resources of {project}/{env}:");
     for i in terminated {
         eprintln!(
-            "  {} {} ({}[{}], {})",
+            "  instance {} {} ({}[{}], {})",
             i.name, i.instance_id, i.role, i.index, i.state
         );
     }
+    for r in records {
+        eprintln!("  record   {r}");
+    }
     confirm(
-        &format!("terminate {} instance(s)", terminated.len()),
+        &format!(
+            "terminate {} instance(s) and delete {} record(s)",
+            terminated.len(),
+            records.len()
+        ),
         environment.protected.then_some(env),
     )
 }
@@ -288,6 +377,173 @@ async fn locked<T>(
     let value = result?;
     released?;
     Ok(value)
+}
+
+/// Drift between what runs and what the definition and plugins want (midops' audit).
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub project: String,
+    pub env: String,
+    pub drift: bool,
+    /// Desired instances that do not run.
+    pub missing: Vec<String>,
+    /// Instances heet created that are not desired any more (or twins).
+    pub unexpected: Vec<String>,
+    /// Instances or records that differ from the definition: type, launch settings, tags,
+    /// DNS target.
+    pub changed: Vec<String>,
+    /// Records heet created that point at no live instance.
+    pub dead_records: Vec<String>,
+    /// Names heet wants that records it did not create hold.
+    pub conflicts: Vec<String>,
+    /// Look-alikes: tagged for this project/env, not created by heet. Not drift: never touched.
+    pub foreign: Vec<String>,
+    pub foreign_records: Vec<String>,
+    pub in_sync: usize,
+    pub aws_calls: CallSummary,
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = format!("{}/{}", self.project, self.env);
+        if self.drift {
+            write!(f, "drift in {target}:")?;
+        } else {
+            write!(
+                f,
+                "{target} matches the definition ({} instance(s))",
+                self.in_sync
+            )?;
+        }
+        for (label, items) in [
+            ("missing", &self.missing),
+            ("unexpected", &self.unexpected),
+            ("changed", &self.changed),
+            ("record pointing at no live instance", &self.dead_records),
+            ("conflict", &self.conflicts),
+            ("not heet's, left alone", &self.foreign),
+            (
+                "record changed by someone else, left alone",
+                &self.foreign_records,
+            ),
+        ] {
+            for item in items {
+                write!(f, "\n  {label}: {item}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compares what runs with the definition and plugins; exit 2 when they differ.
+pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
+    let (def, aws, desired) = prepare(global, env).await?;
+    let ledger = read_ledger(&aws, &def.project, env).await?;
+    let observed = aws.ec2.instances(&desired.project, env).await?;
+    let dns = observe_dns(&aws, &def, &desired, Some(&ledger)).await?;
+    let plan = plan::plan(&desired, &observed, &dns);
+
+    let mut report = StatusReport {
+        project: def.project.clone(),
+        env: env.to_owned(),
+        drift: false,
+        missing: Vec::new(),
+        unexpected: Vec::new(),
+        changed: Vec::new(),
+        dead_records: Vec::new(),
+        conflicts: plan.conflicts.clone(),
+        foreign: plan.foreign.clone(),
+        foreign_records: plan.foreign_records.clone(),
+        in_sync: plan.unchanged,
+        aws_calls: CallSummary::default(),
+    };
+    for c in &plan.changes {
+        match c {
+            plan::Change::Create { instance: d } => report
+                .missing
+                .push(format!("{}[{}] {}", d.role, d.index, d.name)),
+            plan::Change::Replace {
+                instance_id,
+                reasons,
+                instance: d,
+            } => report.changed.push(format!(
+                "{}[{}] {} {instance_id}: {}",
+                d.role,
+                d.index,
+                d.name,
+                reasons.join(", ")
+            )),
+            plan::Change::UpdateTags {
+                instance_id,
+                role,
+                index,
+                name,
+                set,
+            } => report.changed.push(format!(
+                "{role}[{index}] {name} {instance_id}: tags {}",
+                set.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            plan::Change::Delete {
+                instance_id,
+                role,
+                index,
+                name,
+                reason,
+            } => report
+                .unexpected
+                .push(format!("{role}[{index}] {name} {instance_id}: {reason}")),
+        }
+    }
+    let live: std::collections::BTreeSet<String> = observed
+        .iter()
+        .filter_map(|o| o.dns_name().map(str::to_ascii_lowercase))
+        .collect();
+    for (name, owned) in dns.owned.iter().flatten() {
+        if let Some(target) = dns.records.get(name).and_then(|r| r.cname())
+            && target == owned.target
+            && !live.contains(target)
+        {
+            report.dead_records.push(format!("{name} → {target}"));
+        }
+    }
+    for r in &plan.records {
+        match r {
+            plan::RecordChange::Upsert {
+                name,
+                instance,
+                target,
+                was: Some(was),
+                ..
+            } => report.changed.push(format!(
+                "record {name}: points at {was}, wants {}",
+                target
+                    .clone()
+                    .unwrap_or_else(|| format!("the new instance {instance}"))
+            )),
+            plan::RecordChange::Upsert {
+                name, was: None, ..
+            } => report.missing.push(format!("record {name}")),
+            plan::RecordChange::Delete {
+                name,
+                present: true,
+                ..
+            } => report.unexpected.push(format!("record {name}")),
+            plan::RecordChange::Delete { .. } => {}
+        }
+    }
+    report.drift = !(report.missing.is_empty()
+        && report.unexpected.is_empty()
+        && report.changed.is_empty()
+        && report.dead_records.is_empty()
+        && report.conflicts.is_empty());
+    report.aws_calls = aws.stats.summary();
+    emit(global, &report)?;
+    emit_stats(global, &report.aws_calls);
+    Ok(if report.drift {
+        Outcome::Changes
+    } else {
+        Outcome::Done
+    })
 }
 
 /// What `heet unlock` did.
@@ -354,47 +610,87 @@ pub async fn down(
     yes: bool,
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
-    // Plugins are not consulted: teardown must work even when a plugin is broken.
+    // Plugins are not consulted: teardown must work even when a plugin is broken. It is the
+    // plan of an empty definition, applied: every instance and record heet made goes.
     let def = Definition::load(&global.file)?;
     let environment = def.environment(env)?.clone();
     let aws = Aws::connect(&connection(global), def.region.as_deref()).await?;
-    let observed = aws.ec2.instances(&def.project, env).await?;
-    let (ours, foreign): (Vec<_>, Vec<_>) = observed
-        .iter()
-        .partition(|o| o.slot_id(&def.project, env).is_some());
-    let mut terminated: Vec<InstanceSummary> =
-        ours.iter().map(|o| InstanceSummary::of(o)).collect();
-    apply::sort_by_slot(&mut terminated);
+    let nothing = Desired {
+        project: def.project.clone(),
+        env: env.to_owned(),
+        region: aws.region.clone(),
+        instances: Vec::new(),
+    };
+    let observe = || async {
+        let ledger = read_ledger(&aws, &def.project, env).await?;
+        let observed = aws.ec2.instances(&def.project, env).await?;
+        let dns = observe_dns(&aws, &def, &nothing, Some(&ledger)).await?;
+        let plan = plan::plan(&nothing, &observed, &dns);
+        anyhow::Ok((ledger, observed, dns, plan))
+    };
+    let (ledger, mut observed, _, mut plan) = observe().await?;
 
-    if !terminated.is_empty() {
+    if !plan.is_empty() || !ledger.entries.is_empty() {
         locked(&aws, &def.project, env, "down", async {
-            // What another run left in between is gone by now or is listed again below.
-            let observed = aws.ec2.instances(&def.project, env).await?;
-            terminated = observed
-                .iter()
-                .filter(|o| o.slot_id(&def.project, env).is_some())
-                .map(InstanceSummary::of)
-                .collect();
-            apply::sort_by_slot(&mut terminated);
-            if terminated.is_empty() {
-                return Ok(());
+            // Read again under the lock: another run may have changed things in between.
+            let (ledger, now, dns, now_plan) = observe().await?;
+            (observed, plan) = (now, now_plan);
+            let doomed = terminated_by(&plan, &observed);
+            let records = deleted_records(&plan);
+            if !doomed.is_empty() || !records.is_empty() {
+                down_confirmed(&def.project, env, &doomed, &records, yes, &environment)?;
             }
-            down_confirmed(&def.project, env, &terminated, yes, &environment)?;
-            let ids: Vec<String> = terminated.iter().map(|i| i.instance_id.clone()).collect();
-            apply::terminate(&aws, &ids, progress).await
+            let cx = apply::Context {
+                ledger: &ledger,
+                zone: dns.zone.clone(),
+                run_id: &run_id()?,
+            };
+            apply::apply(&aws, &plan, cx, progress).await?;
+            // Everything the ledger listed is gone or forgotten now.
+            let keys: Vec<String> = ledger.entries.keys().cloned().collect();
+            aws.ssm.delete_all(&keys).await
         })
         .await?;
     }
     let report = DownReport {
         project: def.project.clone(),
         env: env.to_owned(),
-        terminated,
-        foreign: foreign.iter().map(|o| o.instance_id.clone()).collect(),
+        terminated: terminated_by(&plan, &observed),
+        records: deleted_records(&plan),
+        foreign: plan.foreign.clone(),
+        foreign_records: plan.foreign_records.clone(),
         aws_calls: aws.stats.summary(),
     };
     emit(global, &report)?;
     emit_stats(global, &report.aws_calls);
     Ok(Outcome::Done)
+}
+
+/// The instances `plan` terminates, as reported.
+fn terminated_by(plan: &Plan, observed: &[plan::ObservedInstance]) -> Vec<InstanceSummary> {
+    let ids: std::collections::BTreeSet<&str> = plan.terminated_ids().collect();
+    let mut out: Vec<InstanceSummary> = observed
+        .iter()
+        .filter(|o| ids.contains(o.instance_id.as_str()))
+        .map(InstanceSummary::of)
+        .collect();
+    apply::sort_by_slot(&mut out);
+    out
+}
+
+/// The records `plan` deletes from the zone.
+fn deleted_records(plan: &Plan) -> Vec<String> {
+    plan.records
+        .iter()
+        .filter_map(|r| match r {
+            plan::RecordChange::Delete {
+                name,
+                present: true,
+                ..
+            } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Asks on the terminal; refuses outright without one. `type_back` makes the user type that

@@ -73,6 +73,8 @@ pub struct Definition {
     pub project: String,
     pub region: Option<String>,
     pub domain: Option<String>,
+    /// Create the hosted zone for `domain` when it does not exist.
+    pub create_zone: bool,
     pub plugins: PluginSettings,
     /// Sorted by name.
     pub roles: Vec<Role>,
@@ -133,6 +135,8 @@ struct RawProject {
     name: Spanned<String>,
     region: Option<Spanned<String>>,
     domain: Option<Spanned<String>>,
+    #[serde(default)]
+    create_zone: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -290,6 +294,7 @@ impl Cx<'_> {
             project: raw.project.name.into_inner(),
             region: raw.project.region.map(Spanned::into_inner),
             domain: raw.project.domain.map(Spanned::into_inner),
+            create_zone: raw.project.create_zone,
             plugins,
             roles,
             environments,

@@ -7,6 +7,7 @@ pub mod cloud;
 pub mod commands;
 pub mod definition;
 pub mod desired;
+pub mod ledger;
 pub mod namespace;
 pub mod plan;
 pub mod plugins;
@@ -91,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Down { env, yes } => {
             runtime()?.block_on(commands::down(global, env, *yes, &progress))
         }
+        Command::Status { env } => runtime()?.block_on(commands::status(global, env)),
         Command::Unlock { env, yes } => runtime()?.block_on(commands::unlock(global, env, *yes)),
         Command::Plugins(PluginsCommand::List) => commands::plugins_list(global),
         Command::Plugins(PluginsCommand::Lock) => commands::plugins_lock(global),

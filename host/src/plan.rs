@@ -7,6 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::desired::{Desired, DesiredInstance};
+use crate::ledger;
 use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC};
 
 /// An instance as AWS reports it, in heet's terms (no SDK types past `cloud`).
@@ -68,11 +69,101 @@ impl ObservedInstance {
     }
 }
 
+/// The project's hosted zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Zone {
+    pub id: String,
+    /// Lower case, no trailing dot.
+    pub name: String,
+}
+
+/// What a zone holds at one name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedRecord {
+    /// `CNAME`, `A`, ...; `A+TXT` when a name holds several types.
+    pub kind: String,
+    /// Lower case, no trailing dot.
+    pub values: Vec<String>,
+    pub ttl: Option<i64>,
+}
+
+impl ObservedRecord {
+    /// The CNAME's single target, if this is a plain CNAME.
+    pub fn cname(&self) -> Option<&str> {
+        match (self.kind.as_str(), self.values.as_slice()) {
+            ("CNAME", [target]) => Some(target),
+            _ => None,
+        }
+    }
+}
+
+/// Everything DNS that the plan depends on.
+#[derive(Debug, Clone, Default)]
+pub struct DnsState {
+    /// The project's domain, when it has one.
+    pub domain: Option<String>,
+    /// `None` when the zone does not exist (yet).
+    pub zone: Option<Zone>,
+    pub records: BTreeMap<String, ObservedRecord>,
+    /// The records heet created, from the ledger; `None` when the ledger was not read (a
+    /// first, optimistic plan: it cannot tell heet's stale records, or foreign ones, apart).
+    pub owned: Option<BTreeMap<String, ledger::OwnedRecord>>,
+}
+
+/// TTL of the CNAMEs heet writes.
+pub const RECORD_TTL: i64 = 300;
+
+/// One record change in Route53, as planned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum RecordChange {
+    /// Point `name` at the instance of `slot`: its DNS name, known now when that instance
+    /// already runs and stays, or after it is launched.
+    Upsert {
+        name: String,
+        slot: String,
+        instance: String,
+        target: Option<String>,
+        was: Option<String>,
+    },
+    /// Remove a record heet created that nothing wants any more (`present`: still in the
+    /// zone; otherwise only its ledger entry is left to drop).
+    Delete {
+        name: String,
+        target: String,
+        ttl: i64,
+        present: bool,
+    },
+}
+
+/// A record operation with its target resolved, as applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOp {
+    Upsert {
+        name: String,
+        target: String,
+        ttl: i64,
+    },
+    Delete {
+        name: String,
+        target: String,
+        ttl: i64,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub project: String,
     pub env: String,
     pub changes: Vec<Change>,
+    /// Route53 changes, applied as one batch per zone after the instances.
+    pub records: Vec<RecordChange>,
+    /// The zone to create first, when the definition asks for one that does not exist.
+    pub create_zone: Option<String>,
+    /// Names heet would write but someone else holds: nothing is applied while any exist.
+    pub conflicts: Vec<String>,
+    /// Records heet created that someone has since changed: forgotten, left alone.
+    pub foreign_records: Vec<String>,
     /// Instances already as desired.
     pub unchanged: usize,
     /// Instances tagged for this project/env that heet did not create: never touched.
@@ -113,6 +204,10 @@ pub enum Change {
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+            && self.records.is_empty()
+            && self.create_zone.is_none()
+            && self.foreign_records.is_empty()
+            && self.conflicts.is_empty()
     }
 
     /// The instances applying the plan terminates: deletes, and the old half of replacements.
@@ -130,8 +225,8 @@ impl Plan {
     }
 }
 
-/// Computes the changes that turn `observed` into `desired`.
-pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
+/// Computes the changes that turn `observed` (instances and DNS) into `desired`.
+pub fn plan(desired: &Desired, observed: &[ObservedInstance], dns: &DnsState) -> Plan {
     let (project, env) = (desired.project.as_str(), desired.env.as_str());
     let mut slots: BTreeMap<&str, Vec<&ObservedInstance>> = BTreeMap::new();
     let mut foreign = Vec::new();
@@ -166,14 +261,18 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
     }
 
     let mut unchanged = 0;
+    // The DNS name each desired slot will have, where it is known before applying.
+    let mut targets: BTreeMap<&str, Option<String>> = BTreeMap::new();
     for d in &desired.instances {
         let Some(o) = kept.remove(d.id.as_str()) else {
+            targets.insert(&d.id, None);
             changes.push(Change::Create {
                 instance: d.clone(),
             });
             continue;
         };
         if o.tags.get(TAG_SPEC) != Some(&d.spec) {
+            targets.insert(&d.id, None);
             changes.push(Change::Replace {
                 instance_id: o.instance_id.clone(),
                 reasons: replace_reasons(d, o),
@@ -181,6 +280,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
             });
             continue;
         }
+        targets.insert(&d.id, o.dns_name().map(str::to_ascii_lowercase));
         let set: BTreeMap<String, String> = d
             .tags
             .iter()
@@ -203,13 +303,93 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
         changes.push(delete(o, "no longer in the definition".into()));
     }
 
+    let dns_plan = plan_records(desired, &targets, dns);
     Plan {
         project: project.to_owned(),
         env: env.to_owned(),
         changes,
+        records: dns_plan.records,
+        create_zone: dns_plan.create_zone,
+        conflicts: dns_plan.conflicts,
+        foreign_records: dns_plan.foreign_records,
         unchanged,
         foreign,
     }
+}
+
+#[derive(Default)]
+struct DnsPlan {
+    records: Vec<RecordChange>,
+    create_zone: Option<String>,
+    conflicts: Vec<String>,
+    foreign_records: Vec<String>,
+}
+
+fn plan_records(
+    desired: &Desired,
+    targets: &BTreeMap<&str, Option<String>>,
+    dns: &DnsState,
+) -> DnsPlan {
+    let mut out = DnsPlan::default();
+    let Some(domain) = &dns.domain else {
+        return out;
+    };
+    let mut wanted = std::collections::BTreeSet::new();
+    for d in &desired.instances {
+        for cname in &d.cnames {
+            let name = format!("{}.{domain}", cname.to_ascii_lowercase());
+            wanted.insert(name.clone());
+            let target = targets.get(d.id.as_str()).cloned().flatten();
+            let current = dns.records.get(&name);
+            if let (Some(t), Some(r)) = (&target, current)
+                && r.cname() == Some(t.as_str())
+            {
+                continue;
+            }
+            let ours = dns.owned.as_ref().map(|o| o.contains_key(&name));
+            if let (Some(r), Some(false)) = (current, ours) {
+                out.conflicts.push(format!(
+                    "{name} exists ({} {}) and heet did not create it",
+                    r.kind,
+                    r.values.join(",")
+                ));
+                continue;
+            }
+            out.records.push(RecordChange::Upsert {
+                name,
+                slot: d.id.clone(),
+                instance: d.name.clone(),
+                target,
+                was: current.map(|r| r.values.join(",")),
+            });
+        }
+    }
+    if dns.zone.is_none() && !wanted.is_empty() {
+        out.create_zone = Some(domain.clone());
+    }
+    for (name, owned) in dns.owned.iter().flatten() {
+        if wanted.contains(name) {
+            continue;
+        }
+        match dns.records.get(name) {
+            Some(r) if r.cname() == Some(owned.target.as_str()) => {
+                out.records.push(RecordChange::Delete {
+                    name: name.clone(),
+                    target: owned.target.clone(),
+                    ttl: r.ttl.unwrap_or(owned.ttl),
+                    present: true,
+                });
+            }
+            None => out.records.push(RecordChange::Delete {
+                name: name.clone(),
+                target: owned.target.clone(),
+                ttl: owned.ttl,
+                present: false,
+            }),
+            Some(_) => out.foreign_records.push(name.clone()),
+        }
+    }
+    out
 }
 
 fn replace_reasons(d: &DesiredInstance, o: &ObservedInstance) -> Vec<String> {
@@ -239,7 +419,7 @@ impl fmt::Display for Plan {
                 self.unchanged
             )?;
         } else {
-            writeln!(
+            write!(
                 f,
                 "plan for {target}: {} to create, {} to replace, {} to update, {} to delete",
                 self.count(|c| matches!(c, Change::Create { .. })),
@@ -247,12 +427,58 @@ impl fmt::Display for Plan {
                 self.count(|c| matches!(c, Change::UpdateTags { .. })),
                 self.count(|c| matches!(c, Change::Delete { .. })),
             )?;
-            for (i, change) in self.changes.iter().enumerate() {
-                if i > 0 {
-                    writeln!(f)?;
-                }
-                write!(f, "  {change}")?;
+            if !self.records.is_empty() {
+                write!(f, ", {} record change(s)", self.records.len())?;
             }
+            for change in &self.changes {
+                write!(f, "\n  {change}")?;
+            }
+        }
+        if let Some(zone) = &self.create_zone {
+            write!(f, "\n  + zone     {zone}")?;
+        }
+        for r in &self.records {
+            match r {
+                RecordChange::Upsert {
+                    name,
+                    instance,
+                    target,
+                    was,
+                    ..
+                } => {
+                    let mark = if was.is_some() { "~" } else { "+" };
+                    write!(
+                        f,
+                        "\n  {mark} record   {name} → {}",
+                        target
+                            .clone()
+                            .unwrap_or_else(|| format!("(new instance {instance})"))
+                    )?;
+                    if let Some(was) = was {
+                        write!(f, " (was {was})")?;
+                    }
+                }
+                RecordChange::Delete {
+                    name,
+                    target,
+                    present,
+                    ..
+                } => {
+                    write!(f, "\n  - record   {name} → {target}")?;
+                    if !present {
+                        write!(f, " (already gone: forget it)")?;
+                    }
+                }
+            }
+        }
+        for name in &self.foreign_records {
+            write!(
+                f,
+                "\n  record {name}: changed by someone else since heet made it; forgotten, left alone"
+            )?;
+        }
+        for c in &self.conflicts {
+            write!(f, "\n  conflict: {c}")?;
         }
         if !self.foreign.is_empty() {
             write!(
@@ -352,7 +578,7 @@ count = 2
 [environments.production]
 "#;
 
-    fn desired(env: &str) -> Desired {
+    pub(super) fn desired(env: &str) -> Desired {
         compute(&definition(DEF), env, "us-east-1", &mut NoPlugins).unwrap()
     }
 
@@ -370,7 +596,7 @@ count = 2
     }
 
     /// Every desired instance running as desired, ids `i-0`, `i-1`, ...
-    fn all_running(d: &Desired) -> Vec<ObservedInstance> {
+    pub(super) fn all_running(d: &Desired) -> Vec<ObservedInstance> {
         d.instances
             .iter()
             .enumerate()
@@ -380,7 +606,7 @@ count = 2
 
     #[test]
     fn empty_account_means_create_everything() {
-        let p = plan(&desired("staging"), &[]);
+        let p = plan(&desired("staging"), &[], &DnsState::default());
         assert_eq!(p.changes.len(), 2);
         assert!(p.changes.iter().all(|c| matches!(c, Change::Create { .. })));
         assert!(!p.is_destructive());
@@ -396,7 +622,7 @@ count = 2
     fn matching_state_means_no_changes() {
         let d = desired("staging");
         let observed = all_running(&d);
-        let p = plan(&d, &observed);
+        let p = plan(&d, &observed, &DnsState::default());
         assert!(p.is_empty());
         assert_eq!(p.unchanged, 2);
         assert_eq!(
@@ -411,7 +637,7 @@ count = 2
         let observed = all_running(&d);
         let mut fewer = d.clone();
         fewer.instances.pop();
-        let p = plan(&fewer, &observed);
+        let p = plan(&fewer, &observed, &DnsState::default());
         assert_eq!(p.changes.len(), 1);
         assert!(
             matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-1" && reason == "no longer in the definition")
@@ -424,7 +650,7 @@ count = 2
         let a = running(&d.instances[0], "i-young", 20);
         let b = running(&d.instances[0], "i-old", 10);
         let c = running(&d.instances[1], "i-c", 10);
-        let p = plan(&d, &[a, b, c]);
+        let p = plan(&d, &[a, b, c], &DnsState::default());
         assert_eq!(p.changes.len(), 1, "{p}");
         assert!(
             matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-young" && reason == "twin of i-old")
@@ -439,7 +665,7 @@ count = 2
         old_type.instance_type = "t2.nano".into();
         let mut renamed = running(&d.instances[1], "i-b", 1);
         renamed.tags.insert("Name".into(), "old-name".into());
-        let p = plan(&d, &[old_type, renamed]);
+        let p = plan(&d, &[old_type, renamed], &DnsState::default());
         assert!(
             matches!(&p.changes[0], Change::Replace { instance_id, reasons, .. } if instance_id == "i-a" && reasons == &["instance type t2.nano → t3.micro"])
         );
@@ -458,7 +684,7 @@ count = 2
         look_alike
             .tags
             .insert(TAG_ID.into(), "0000000000000000".into());
-        let p = plan(&staging, &[theirs, look_alike]);
+        let p = plan(&staging, &[theirs, look_alike], &DnsState::default());
         assert_eq!(p.foreign, ["i-prod", "i-fake"]);
         assert!(!p.is_destructive());
         assert_eq!(p.count(|c| matches!(c, Change::Create { .. })), 2);
@@ -468,9 +694,166 @@ count = 2
     fn json_never_contains_user_data() {
         let mut d = desired("staging");
         d.instances[0].user_data = "password=hunter2".into();
-        let p = plan(&d, &[]);
+        let p = plan(&d, &[], &DnsState::default());
         let json = serde_json::to_string(&p).unwrap();
         assert!(!json.contains("hunter2"), "{json}");
         assert!(json.contains(r#""action":"create""#), "{json}");
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use crate::ledger::OwnedRecord;
+
+    /// Two www instances with the indexed CNAMEs, both running as `i-0`, `i-1`.
+    fn setup() -> (Desired, Vec<ObservedInstance>) {
+        let mut d = super::tests::desired("staging");
+        for i in &mut d.instances {
+            i.cnames = vec![format!("www-{:02}", i.index)];
+        }
+        let observed = super::tests::all_running(&d);
+        (d, observed)
+    }
+
+    fn cname(target: &str) -> ObservedRecord {
+        ObservedRecord {
+            kind: "CNAME".into(),
+            values: vec![target.into()],
+            ttl: Some(300),
+        }
+    }
+
+    fn dns(records: &[(&str, ObservedRecord)], owned: Option<&[(&str, &str)]>) -> DnsState {
+        DnsState {
+            domain: Some("example.com".into()),
+            zone: Some(Zone {
+                id: "Z1".into(),
+                name: "example.com".into(),
+            }),
+            records: records
+                .iter()
+                .map(|(n, r)| ((*n).to_owned(), r.clone()))
+                .collect(),
+            owned: owned.map(|o| {
+                o.iter()
+                    .map(|(n, t)| {
+                        (
+                            (*n).to_owned(),
+                            OwnedRecord {
+                                target: (*t).to_owned(),
+                                ttl: 300,
+                            },
+                        )
+                    })
+                    .collect()
+            }),
+        }
+    }
+
+    #[test]
+    fn missing_records_point_at_running_instances() {
+        let (d, observed) = setup();
+        let p = plan(&d, &observed, &dns(&[], Some(&[])));
+        let targets: Vec<(&str, Option<&str>)> = p
+            .records
+            .iter()
+            .map(|r| match r {
+                RecordChange::Upsert { name, target, .. } => (name.as_str(), target.as_deref()),
+                RecordChange::Delete { .. } => panic!("{r:?}"),
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("www-01.example.com", Some("i-0.compute.example")),
+                ("www-02.example.com", Some("i-1.compute.example"))
+            ]
+        );
+    }
+
+    #[test]
+    fn correct_records_are_a_no_op_even_without_the_ledger() {
+        let (d, observed) = setup();
+        let records = [
+            ("www-01.example.com", cname("i-0.compute.example")),
+            ("www-02.example.com", cname("i-1.compute.example")),
+        ];
+        assert!(plan(&d, &observed, &dns(&records, None)).is_empty());
+    }
+
+    #[test]
+    fn a_new_instance_gets_its_record_after_launch() {
+        let (d, observed) = setup();
+        let p = plan(&d, &observed[..1], &dns(&[], Some(&[])));
+        assert!(matches!(
+            &p.records[1],
+            RecordChange::Upsert { name, target: None, .. } if name == "www-02.example.com"
+        ));
+    }
+
+    #[test]
+    fn a_foreign_record_on_a_wanted_name_is_a_conflict_never_overwritten() {
+        let (d, observed) = setup();
+        let records = [
+            ("www-01.example.com", cname("i-0.compute.example")),
+            ("www-02.example.com", cname("someone-else.example")),
+        ];
+        let p = plan(
+            &d,
+            &observed,
+            &dns(
+                &records,
+                Some(&[("www-01.example.com", "i-0.compute.example")]),
+            ),
+        );
+        assert!(p.records.is_empty(), "{:?}", p.records);
+        assert_eq!(p.conflicts.len(), 1);
+        assert!(
+            p.conflicts[0].starts_with("www-02.example.com exists (CNAME someone-else.example)")
+        );
+        assert!(!p.is_empty());
+    }
+
+    #[test]
+    fn stale_records_are_deleted_only_when_heet_made_them_and_nobody_changed_them() {
+        let (mut d, observed) = setup();
+        for i in &mut d.instances {
+            i.cnames.clear();
+        }
+        let records = [
+            ("www-01.example.com", cname("i-0.compute.example")),
+            ("www-02.example.com", cname("changed-by-hand.example")),
+            ("www-03.example.com", cname("not-ours.example")),
+        ];
+        let owned = [
+            ("www-01.example.com", "i-0.compute.example"),
+            ("www-02.example.com", "i-1.compute.example"),
+            ("www-09.example.com", "i-9.compute.example"),
+        ];
+        let p = plan(&d, &observed, &dns(&records, Some(&owned)));
+        let deletes: Vec<(&str, bool)> = p
+            .records
+            .iter()
+            .map(|r| match r {
+                RecordChange::Delete { name, present, .. } => (name.as_str(), *present),
+                RecordChange::Upsert { .. } => panic!("{r:?}"),
+            })
+            .collect();
+        assert_eq!(
+            deletes,
+            [("www-01.example.com", true), ("www-09.example.com", false)]
+        );
+        assert_eq!(p.foreign_records, ["www-02.example.com"]);
+    }
+
+    #[test]
+    fn a_missing_zone_is_planned_when_records_are_wanted() {
+        let (d, observed) = setup();
+        let mut state = dns(&[], Some(&[]));
+        state.zone = None;
+        let p = plan(&d, &observed, &state);
+        assert_eq!(p.create_zone.as_deref(), Some("example.com"));
+        assert!(p.to_string().contains("+ zone     example.com"), "{p}");
     }
 }

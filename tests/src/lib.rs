@@ -220,6 +220,91 @@ impl Moto {
         Some(json["Parameter"]["Value"].as_str().unwrap().to_owned())
     }
 
+    /// A raw Route53 REST call, bypassing heet: `path` under `/2013-04-01/`.
+    fn route53(&self, method: &str, path: &str, body: Option<String>) -> String {
+        let url = format!("{}/2013-04-01/{path}", self.endpoint);
+        let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=x";
+        let response = match body {
+            Some(body) => ureq::post(&url).header("Authorization", auth).send(body),
+            None if method == "GET" => ureq::get(&url).header("Authorization", auth).call(),
+            None => panic!("{method} without a body"),
+        };
+        let mut body = String::new();
+        response
+            .unwrap()
+            .body_mut()
+            .as_reader()
+            .read_to_string(&mut body)
+            .unwrap();
+        body
+    }
+
+    /// The id of the hosted zone named `domain`, if moto has one.
+    pub fn zone_id(&self, domain: &str) -> Option<String> {
+        let xml = self.route53("GET", &format!("hostedzonesbyname?dnsname={domain}."), None);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        doc.descendants()
+            .filter(|n| n.has_tag_name("HostedZone"))
+            .find(|z| child_text(*z, "Name") == format!("{domain}."))
+            .map(|z| {
+                child_text(z, "Id")
+                    .trim_start_matches("/hostedzone/")
+                    .to_owned()
+            })
+    }
+
+    /// Creates a hosted zone, as its owner would by hand; returns its id.
+    pub fn create_zone(&self, domain: &str) -> String {
+        self.route53(
+            "POST",
+            "hostedzone",
+            Some(format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><CreateHostedZoneRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Name>{domain}.</Name><CallerReference>test-{domain}</CallerReference></CreateHostedZoneRequest>"#
+            )),
+        );
+        self.zone_id(domain).expect("zone created")
+    }
+
+    /// Creates a CNAME in a zone, as someone other than heet would.
+    pub fn add_cname(&self, zone: &str, name: &str, target: &str) {
+        self.route53(
+            "POST",
+            &format!("hostedzone/{zone}/rrset"),
+            Some(format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes><Change><Action>CREATE</Action><ResourceRecordSet><Name>{name}.</Name><Type>CNAME</Type><TTL>300</TTL><ResourceRecords><ResourceRecord><Value>{target}</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change></Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"#
+            )),
+        );
+    }
+
+    /// The CNAMEs of a zone: name (no trailing dot) → target.
+    pub fn cnames(&self, zone: &str) -> std::collections::BTreeMap<String, String> {
+        let xml = self.route53("GET", &format!("hostedzone/{zone}/rrset"), None);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        doc.descendants()
+            .filter(|n| n.has_tag_name("ResourceRecordSet"))
+            .filter(|r| child_text(*r, "Type") == "CNAME")
+            .map(|r| {
+                let value = r
+                    .descendants()
+                    .find(|n| n.has_tag_name("Value"))
+                    .and_then(|n| n.text())
+                    .unwrap_or_default();
+                (
+                    child_text(r, "Name").trim_end_matches('.').to_owned(),
+                    value.trim_end_matches('.').to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Terminates an instance behind heet's back.
+    pub fn terminate(&self, instance_id: &str) {
+        self.ec2(&[
+            ("Action", "TerminateInstances"),
+            ("InstanceId.1", instance_id),
+        ]);
+    }
+
     /// Live (not terminated) instances with `tag` = `value`, as moto sees them.
     pub fn live_instances(&self, tag: &str, value: &str) -> Vec<MotoInstance> {
         let key = format!("tag:{tag}");
@@ -302,15 +387,17 @@ pub struct MotoInstance {
     pub tags: std::collections::BTreeMap<String, String>,
 }
 
+/// The text of `n`'s first child element named `name`, or "".
+fn child_text(n: roxmltree::Node, name: &str) -> String {
+    n.children()
+        .find(|c| c.has_tag_name(name))
+        .and_then(|c| c.text())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn parse_instances(xml: &str) -> Vec<MotoInstance> {
     let doc = roxmltree::Document::parse(xml).unwrap();
-    let child_text = |n: roxmltree::Node, name: &str| {
-        n.children()
-            .find(|c| c.has_tag_name(name))
-            .and_then(|c| c.text())
-            .unwrap_or_default()
-            .to_owned()
-    };
     doc.descendants()
         .filter(|n| n.has_tag_name("instancesSet"))
         .flat_map(|set| set.children().filter(|c| c.has_tag_name("item")))

@@ -130,3 +130,208 @@ fn a_killed_run_leaves_a_lock_that_unlock_breaks() {
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
     assert!(moto().live_instances("heet:project", &p.name).is_empty());
 }
+
+/// Two www instances, each with its indexed CNAME in a zone heet creates.
+const DNS: &str = r#"
+[project]
+name = "{project}"
+domain = "{project}.example.com"
+create_zone = true
+
+[defaults]
+ami = "ami-12c6146b"
+
+[roles.www]
+count = 2
+
+[environments.staging]
+"#;
+
+fn domain(p: &Project) -> String {
+    format!("{}.example.com", p.name)
+}
+
+/// Asserts that the zone holds exactly heet's two CNAMEs (plus `others`), each pointing at
+/// the live instance of its slot, and that exactly two heet instances live.
+fn assert_converged(p: &Project, others: &[(&str, &str)]) {
+    let live = moto().live_instances("heet:project", &p.name);
+    // The look-alike carries every heet tag but the spec, which only heet's launches write.
+    let ours: Vec<_> = live
+        .iter()
+        .filter(|i| i.tags.contains_key("heet:spec"))
+        .collect();
+    assert_eq!(ours.len(), 2, "no twin, none missing: {live:?}");
+    let zone = moto().zone_id(&domain(p)).expect("zone");
+    let mut expected: std::collections::BTreeMap<String, String> = others
+        .iter()
+        .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+        .collect();
+    let dns_of = |id: &str| {
+        let xml = moto().ec2(&[("Action", "DescribeInstances"), ("InstanceId.1", id)]);
+        let start = xml.find("<dnsName>").unwrap() + "<dnsName>".len();
+        xml[start..start + xml[start..].find('<').unwrap()].to_owned()
+    };
+    for i in &ours {
+        let index: u32 = i.tags["heet:index"].parse().unwrap();
+        expected.insert(
+            format!("staging-www-{index:02}.{}", domain(p)),
+            dns_of(&i.id),
+        );
+    }
+    assert_eq!(moto().cnames(&zone), expected);
+}
+
+#[test]
+fn status_finds_drift_up_repairs_it_and_down_removes_only_heets() {
+    let p = Project::new(DNS, &["cname"]);
+    p.heet(&["up", "--env", "staging"]).ok();
+    assert_converged(&p, &[]);
+    let clean = p.heet(&["status", "--env", "staging"]);
+    assert_eq!(clean.code(), 0, "{}\n{}", clean.stdout(), clean.stderr());
+
+    // Behind heet's back: one instance dies, a look-alike appears, and someone adds a
+    // record with heet's naming pattern.
+    let live = moto().live_instances("heet:project", &p.name);
+    let first = live.iter().find(|i| i.tags["heet:index"] == "1").unwrap();
+    moto().terminate(&first.id);
+    let foreign = moto().launch_foreign(&[
+        ("heet:project", &p.name),
+        ("heet:env", "staging"),
+        ("heet:role", "www"),
+        ("heet:index", "3"),
+        ("heet:id", "0000000000000000"),
+    ]);
+    let zone = moto().zone_id(&domain(&p)).unwrap();
+    let theirs = format!("staging-www-03.{}", domain(&p));
+    moto().add_cname(&zone, &theirs, "theirs.example.net");
+
+    let status = p.heet(&["status", "--env", "staging", "--output", "json"]);
+    assert_eq!(status.code(), 2, "drift: {}", status.stderr());
+    let report: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
+    let first_record = format!("staging-www-01.{}", domain(&p));
+    assert!(
+        report["missing"][0].as_str().unwrap().starts_with("www[1]"),
+        "{report}"
+    );
+    assert!(
+        report["dead_records"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&first_record),
+        "{report}"
+    );
+    assert_eq!(report["foreign"], serde_json::json!([foreign]), "{report}");
+    assert!(
+        !report.to_string().contains("staging-www-03"),
+        "not heet's: {report}"
+    );
+
+    let up = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(
+        up["applied"]["launched"].as_array().unwrap().len(),
+        1,
+        "{up}"
+    );
+    assert_eq!(
+        up["aws_calls"]["operations"]["route53:ChangeResourceRecordSets"], 1,
+        "one batch: {}",
+        up["aws_calls"]
+    );
+    assert_converged(&p, &[(&theirs, "theirs.example.net")]);
+    assert_eq!(p.heet(&["status", "--env", "staging"]).code(), 0);
+
+    let down = p
+        .heet(&["down", "--env", "staging", "--yes", "--output", "json"])
+        .json();
+    assert_eq!(down["terminated"].as_array().unwrap().len(), 2, "{down}");
+    assert_eq!(down["records"].as_array().unwrap().len(), 2, "{down}");
+    let left: Vec<String> = moto()
+        .live_instances("heet:project", &p.name)
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left, [foreign], "only the look-alike survives");
+    assert_eq!(
+        moto().cnames(&zone).into_keys().collect::<Vec<_>>(),
+        [theirs],
+        "only their record survives"
+    );
+    assert_eq!(
+        moto().ssm_parameter(&format!(
+            "/heet/{}/staging/ledger/record/{first_record}",
+            p.name
+        )),
+        None,
+        "the ledger is empty after down"
+    );
+}
+
+#[test]
+fn a_no_op_up_of_3_roles_by_20_instances_makes_at_most_6_calls_and_no_mutation() {
+    let def = DNS.replace(
+        "[roles.www]\ncount = 2\n",
+        "[roles.web]\ncount = 20\n[roles.api]\ncount = 20\n[roles.db]\ncount = 20\n",
+    );
+    let p = Project::new(&def, &["cname"]);
+    let first = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(first["applied"]["launched"].as_array().unwrap().len(), 60);
+    let zone = moto().zone_id(&domain(&p)).unwrap();
+    assert_eq!(moto().cnames(&zone).len(), 60);
+
+    let again = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    let calls = &again["aws_calls"];
+    assert_eq!(calls["mutating"], 0, "{calls}");
+    assert!(calls["calls"].as_u64().unwrap() <= 6, "{calls}");
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert!(moto().live_instances("heet:project", &p.name).is_empty());
+    assert!(moto().cnames(&zone).is_empty());
+}
+
+#[test]
+fn killed_at_any_aws_call_the_next_up_converges_exactly() {
+    // Call numbers of a first `up` here: 3 takes the lock, 7-8 write the launches ahead,
+    // 9-10 launch, 11-12 confirm, then the zone, the records written ahead, the batch, and
+    // their confirmation.
+    for n in [3, 8, 9, 11, 14, 16, 18, 20] {
+        let p = Project::new(DNS, &["cname"]);
+        let crashed = p.heet_with(
+            &["up", "--env", "staging"],
+            &[("HEET_TEST_ABORT_AFTER_CALLS", &n.to_string())],
+        );
+        assert_ne!(crashed.code(), 0, "call {n}: {}", crashed.stderr());
+        assert!(
+            crashed.stderr().contains("aborting"),
+            "call {n}: {}",
+            crashed.stderr()
+        );
+        // The dead run's lock stays until it is broken on purpose.
+        p.heet(&["unlock", "--env", "staging", "--yes"]).ok();
+        p.heet(&["up", "--env", "staging"]).ok();
+        assert_converged(&p, &[]);
+        let again = p
+            .heet(&["up", "--env", "staging", "--output", "json"])
+            .json();
+        assert_eq!(
+            again["aws_calls"]["mutating"], 0,
+            "call {n}: {}",
+            again["aws_calls"]
+        );
+        p.heet(&["down", "--env", "staging", "--yes"]).ok();
+        assert!(
+            moto().live_instances("heet:project", &p.name).is_empty(),
+            "call {n}"
+        );
+        let zone = moto().zone_id(&domain(&p)).unwrap();
+        assert!(
+            moto().cnames(&zone).is_empty(),
+            "call {n}: {:?}",
+            moto().cnames(&zone)
+        );
+    }
+}

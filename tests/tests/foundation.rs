@@ -486,7 +486,7 @@ fn endpoint_url_flag_wins_over_the_environment() {
     assert!(
         refused
             .stderr()
-            .contains("error: ec2 DescribeInstances: dispatch failure"),
+            .contains(": dispatch failure: io error: client error (Connect)"),
         "{}",
         refused.stderr()
     );

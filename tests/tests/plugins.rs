@@ -11,6 +11,7 @@ const BASE: &str = r#"
 [project]
 name = "{project}"
 domain = "{project}.example.com"
+create_zone = true
 
 [defaults]
 ami = "ami-12c6146b"
@@ -368,8 +369,19 @@ fn webapp_staging_and_production_differ_only_by_what_the_plugins_decide() {
         "the definition's script runs"
     );
     assert_eq!(db.tags["config-group"], "staging--db");
+    // The cname plugin's answers, applied in the zone heet created.
+    let zone = moto().zone_id("webapp.example.com").unwrap();
+    let records: Vec<String> = moto().cnames(&zone).into_keys().collect();
+    assert_eq!(
+        records,
+        [
+            "staging-db-01.webapp.example.com",
+            "staging-frontend-01.webapp.example.com"
+        ]
+    );
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
     assert!(moto().live_instances("heet:project", "webapp").is_empty());
+    assert!(moto().cnames(&zone).is_empty());
 }
 
 #[test]
@@ -452,7 +464,7 @@ fn a_reference_plugin_refuses_bad_config_at_load_with_its_place_in_heet_toml() {
     // The table heet.toml gives the plugin, with the place of the table the error is in.
     assert!(
         run.stderr().contains(
-            "heet.toml:18:17: plugins.config.sizing: plugin sizing rejected its config: production.db: instance_type \"huge\" is not family.size"
+            "heet.toml:20:17: plugins.config.sizing: plugin sizing rejected its config: production.db: instance_type \"huge\" is not family.size"
         ),
         "{}",
         run.stderr()

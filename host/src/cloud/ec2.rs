@@ -49,7 +49,7 @@ impl Ec2 {
             .send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk_error("ec2 DescribeInstances", e))?;
+            let page = page.map_err(|e| sdk_error("ec2:DescribeInstances", e))?;
             for reservation in page.reservations() {
                 found.extend(reservation.instances().iter().map(observed));
             }
@@ -90,14 +90,14 @@ impl Ec2 {
         let out = req
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("ec2 RunInstances for {}[{}]", d.role, d.index), e))?;
+            .map_err(|e| sdk_error(&format!("ec2:RunInstances for {}[{}]", d.role, d.index), e))?;
         out.instances()
             .first()
             .and_then(|i| i.instance_id())
             .map(str::to_owned)
             .ok_or_else(|| {
                 anyhow::anyhow!(
-                    "ec2 RunInstances for {}[{}]: no instance in the answer",
+                    "ec2:RunInstances for {}[{}]: no instance in the answer",
                     d.role,
                     d.index
                 )
@@ -119,7 +119,7 @@ impl Ec2 {
             ))
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("ec2 CreateTags on {instance_id}"), e))?;
+            .map_err(|e| sdk_error(&format!("ec2:CreateTags on {instance_id}"), e))?;
         Ok(())
     }
 
@@ -130,7 +130,7 @@ impl Ec2 {
                 .set_instance_ids(Some(batch.to_vec()))
                 .send()
                 .await
-                .map_err(|e| sdk_error("ec2 TerminateInstances", e))?;
+                .map_err(|e| sdk_error("ec2:TerminateInstances", e))?;
         }
         Ok(())
     }

@@ -4,12 +4,14 @@
 //! which AWS operations it made (a no-op `up` must make no mutating call).
 
 mod ec2;
+mod route53;
 mod ssm;
 mod stats;
 
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 
 pub use ec2::Ec2;
+pub use route53::Route53;
 pub use ssm::{EnvLocked, LockHolder, Ssm};
 pub use stats::{CallStats, CallSummary};
 
@@ -27,6 +29,7 @@ pub struct Connection {
 /// The AWS clients of one heet process.
 pub struct Aws {
     pub ec2: Ec2,
+    pub route53: Route53,
     pub ssm: Ssm,
     pub stats: CallStats,
     pub region: String,
@@ -68,7 +71,7 @@ impl Aws {
                 .build();
         }
         let region = config.region().map(ToString::to_string).unwrap_or_default();
-        let stats = CallStats::default();
+        let stats = CallStats::from_env();
         let ec2 = aws_sdk_ec2::Client::from_conf(
             aws_sdk_ec2::config::Builder::from(&config)
                 .interceptor(stats.clone())
@@ -79,8 +82,14 @@ impl Aws {
                 .interceptor(stats.clone())
                 .build(),
         );
+        let route53 = aws_sdk_route53::Client::from_conf(
+            aws_sdk_route53::config::Builder::from(&config)
+                .interceptor(stats.clone())
+                .build(),
+        );
         Ok(Aws {
             ec2: Ec2::new(ec2),
+            route53: Route53::new(route53),
             ssm: Ssm::new(ssm),
             stats,
             region,

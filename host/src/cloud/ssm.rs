@@ -1,4 +1,5 @@
-//! SSM Parameter Store: the per-environment lock, `/heet/<project>/<env>/lock`.
+//! SSM Parameter Store: the per-environment lock, `/heet/<project>/<env>/lock`, and the
+//! ledger's parameters (see `crate::ledger`).
 //!
 //! The lock is a parameter created with `Overwrite=false`, so creating it is atomic: of two
 //! runs, exactly one creates it and the other reads who holds it. No extra service.
@@ -177,5 +178,55 @@ impl Ssm {
             }
             Err(err) => Err(sdk_error("ssm:DeleteParameter", err)),
         }
+    }
+
+    /// Every parameter under `path`, recursively, as (name, value).
+    pub async fn list(&self, path: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let mut pages = self
+            .client
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(true)
+            .max_results(10)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error("ssm:GetParametersByPath", e))?;
+            found.extend(page.parameters().iter().map(|p| {
+                (
+                    p.name().unwrap_or_default().to_owned(),
+                    p.value().unwrap_or_default().to_owned(),
+                )
+            }));
+        }
+        Ok(found)
+    }
+
+    /// Writes `value` at `name`, replacing what is there.
+    pub async fn put(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        self.client
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ssm:PutParameter", e))?;
+        Ok(())
+    }
+
+    /// Deletes `names`, ten per call (the API's limit); missing ones are fine.
+    pub async fn delete_all(&self, names: &[String]) -> anyhow::Result<()> {
+        for chunk in names.chunks(10) {
+            self.client
+                .delete_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("ssm:DeleteParameters", e))?;
+        }
+        Ok(())
     }
 }

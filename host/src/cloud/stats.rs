@@ -7,6 +7,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -20,10 +21,13 @@ pub struct CallStats(Arc<Mutex<Counts>>);
 struct Counts {
     operations: BTreeMap<String, u32>,
     attempts: u32,
+    finished: u32,
+    /// `HEET_TEST_ABORT_AFTER_CALLS`: the process aborts once this many calls have finished.
+    abort_after: Option<u32>,
 }
 
 /// What a command reports of its AWS calls.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CallSummary {
     /// Operations called, e.g. `ec2:DescribeInstances`, with how many times.
     pub operations: BTreeMap<String, u32>,
@@ -43,6 +47,17 @@ pub fn is_read_only(operation: &str) -> bool {
 }
 
 impl CallStats {
+    /// Counts as usual, and honours `HEET_TEST_ABORT_AFTER_CALLS=N`: crash tests kill the
+    /// process right after its Nth AWS call, as a kill -9 at that point would.
+    pub fn from_env() -> CallStats {
+        let stats = CallStats::default();
+        stats.0.lock().expect("stats lock").abort_after =
+            std::env::var("HEET_TEST_ABORT_AFTER_CALLS")
+                .ok()
+                .and_then(|n| n.parse().ok());
+        stats
+    }
+
     pub fn summary(&self) -> CallSummary {
         let counts = self.0.lock().expect("stats lock");
         let calls = counts.operations.values().sum();
@@ -75,7 +90,13 @@ impl Intercept for CallStats {
     ) -> Result<(), BoxError> {
         let name = cfg.load::<Metadata>().map_or_else(
             || "unknown".to_owned(),
-            |m| format!("{}:{}", m.service().to_ascii_lowercase(), m.name()),
+            |m| {
+                format!(
+                    "{}:{}",
+                    m.service().to_ascii_lowercase().replace(' ', ""),
+                    m.name()
+                )
+            },
         );
         *self
             .0
@@ -94,6 +115,24 @@ impl Intercept for CallStats {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.0.lock().expect("stats lock").attempts += 1;
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let mut counts = self.0.lock().expect("stats lock");
+        counts.finished += 1;
+        if counts.abort_after == Some(counts.finished) {
+            eprintln!(
+                "heet: HEET_TEST_ABORT_AFTER_CALLS={}: aborting",
+                counts.finished
+            );
+            std::process::abort();
+        }
         Ok(())
     }
 }
