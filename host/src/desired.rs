@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::definition::Definition;
 use crate::namespace::{
-    self, TAG_ENV, TAG_ID, TAG_INDEX, TAG_NAME, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
+    self, TAG_DNS, TAG_ENV, TAG_ID, TAG_INDEX, TAG_NAME, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
 };
 use crate::plugins::{Hooks, PluginError, api};
 
@@ -155,6 +155,7 @@ pub fn compute(
             tags.insert(TAG_INDEX.into(), index.to_string());
             tags.insert(TAG_ID.into(), id.clone());
             tags.insert(TAG_SPEC.into(), spec.clone());
+            tags.insert(TAG_DNS.into(), namespace::dns_hash(&cnames));
             tags.insert(TAG_NAME.into(), name.clone());
 
             instances.push(DesiredInstance {

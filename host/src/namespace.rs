@@ -13,7 +13,12 @@ pub const TAG_INDEX: &str = "heet:index";
 pub const TAG_ID: &str = "heet:id";
 /// Hash of the launch settings; a different hash means the instance must be replaced.
 pub const TAG_SPEC: &str = "heet:spec";
+/// Hash of the instance's CNAMEs: when the set changes, even to nothing, the instance's tags
+/// change, so the change is seen without reading the ledger (which a no-op `up` skips).
+pub const TAG_DNS: &str = "heet:dns";
 pub const TAG_NAME: &str = "Name";
+/// Tags heet writes on every instance, `Name` included.
+pub const OWN_TAGS: usize = 8;
 /// Prefix of the tags heet owns; plugins may not set them.
 pub const RESERVED_PREFIX: &str = "heet:";
 
@@ -72,6 +77,13 @@ pub fn client_token(slot_id: &str, spec: &str, run_id: &str) -> String {
     let digest = Sha256::digest(format!("{slot_id}/{spec}/{run_id}"));
     // RunInstances accepts up to 64 ASCII characters.
     format!("heet-{}", hex::encode(&digest[..16]))
+}
+
+/// The value of `heet:dns` for a set of CNAMEs (in any order).
+pub fn dns_hash(cnames: &[String]) -> String {
+    let mut names: Vec<String> = cnames.iter().map(|n| n.to_ascii_lowercase()).collect();
+    names.sort();
+    hex::encode(&Sha256::digest(names.join("\n"))[..6])
 }
 
 /// The SSM parameter that locks an environment while a run changes it.

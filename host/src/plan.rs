@@ -711,6 +711,8 @@ mod record_tests {
         let mut d = super::tests::desired("staging");
         for i in &mut d.instances {
             i.cnames = vec![format!("www-{:02}", i.index)];
+            i.tags
+                .insert(namespace::TAG_DNS.into(), namespace::dns_hash(&i.cnames));
         }
         let observed = super::tests::all_running(&d);
         (d, observed)
@@ -845,6 +847,32 @@ mod record_tests {
             [("www-01.example.com", true), ("www-09.example.com", false)]
         );
         assert_eq!(p.foreign_records, ["www-02.example.com"]);
+    }
+
+    #[test]
+    fn dropping_every_cname_is_seen_without_the_ledger() {
+        let (mut d, observed) = setup();
+        let records = [
+            ("www-01.example.com", cname("i-0.compute.example")),
+            ("www-02.example.com", cname("i-1.compute.example")),
+        ];
+        d = {
+            let mut def_less = d.clone();
+            for i in &mut def_less.instances {
+                i.cnames.clear();
+                i.tags
+                    .insert(namespace::TAG_DNS.into(), namespace::dns_hash(&[]));
+            }
+            def_less
+        };
+        // The optimistic plan (no ledger) must not call this converged: the instances' tags
+        // say their records changed, so `up` goes on to read the ledger and delete them.
+        let p = plan(&d, &observed, &dns(&records, None));
+        assert_eq!(
+            p.count(|c| matches!(c, Change::UpdateTags { .. })),
+            2,
+            "{p}"
+        );
     }
 
     #[test]

@@ -192,6 +192,28 @@ impl Moto {
         body
     }
 
+    /// Writes an SSM parameter (a String, replacing any), bypassing heet.
+    pub fn ssm_put(&self, name: &str, value: &str) {
+        let body = serde_json::json!({
+            "Name": name, "Value": value, "Type": "String", "Overwrite": true
+        });
+        let mut response = ureq::post(format!("{}/", self.endpoint))
+            .header("X-Amz-Target", "AmazonSSM.PutParameter")
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=x",
+            )
+            .send(body.to_string())
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "{:?}",
+            response.body_mut().read_to_string()
+        );
+    }
+
     /// The value of an SSM parameter, bypassing heet; `None` when there is no such parameter.
     pub fn ssm_parameter(&self, name: &str) -> Option<String> {
         let response = ureq::post(format!("{}/", self.endpoint))

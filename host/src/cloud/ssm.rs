@@ -42,7 +42,10 @@ impl LockHolder {
             .map_or_else(|| "unknown".into(), |h| h.trim().to_owned());
         let pid = std::process::id();
         LockHolder {
-            holder: format!("{user}@{host}"),
+            holder: format!(
+                "{user}@{host}{}",
+                boot_id().map_or_else(String::new, |b| format!(" boot {b}"))
+            ),
             pid,
             command: command.to_owned(),
             since,
@@ -57,12 +60,33 @@ impl LockHolder {
         }
     }
 
+    /// Whether this lock was taken on this machine (same user, host and boot) by a process
+    /// that no longer exists: a run that was killed. Only then is it safe to break without
+    /// asking; a lock from elsewhere, or where this cannot be told, stays until `heet unlock`.
+    pub fn is_dead_local(&self, me: &LockHolder) -> bool {
+        let proc_works = std::path::Path::new("/proc/self").exists();
+        proc_works
+            && self.holder == me.holder
+            && boot_id().is_some()
+            && self.pid != me.pid
+            && !std::path::Path::new("/proc")
+                .join(self.pid.to_string())
+                .exists()
+    }
+
     /// `since` as RFC 3339, e.g. `2026-11-22T23:40:00Z`.
     pub fn since_rfc3339(&self) -> String {
         aws_smithy_types::DateTime::from_secs(self.since)
             .fmt(aws_smithy_types::date_time::Format::DateTime)
             .unwrap_or_else(|_| self.since.to_string())
     }
+}
+
+/// This boot of this machine, so a pid is compared only with pids of the same boot.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|b| b.trim().chars().take(8).collect())
 }
 
 /// Another run holds the environment. Exit code 4.
@@ -82,8 +106,35 @@ impl Ssm {
         Ssm { client }
     }
 
-    /// Takes the lock `name` for `me`, or says who has it.
+    /// Takes the lock `name` for `me`, or says who has it. A lock left by a killed run on
+    /// this machine is broken, with a warning, and taken.
     pub async fn acquire(
+        &self,
+        name: &str,
+        me: &LockHolder,
+        project: &str,
+        env: &str,
+    ) -> anyhow::Result<()> {
+        match self.try_acquire(name, me, project, env).await {
+            Err(err) => match err.downcast::<EnvLocked>() {
+                Ok(locked) if locked.holder.is_dead_local(me) => {
+                    tracing::warn!(
+                        "breaking the lock of pid {} (heet {}, since {}): that process is gone",
+                        locked.holder.pid,
+                        locked.holder.command,
+                        locked.holder.since_rfc3339()
+                    );
+                    self.delete(name).await?;
+                    self.try_acquire(name, me, project, env).await
+                }
+                Ok(locked) => Err(locked.into()),
+                Err(other) => Err(other),
+            },
+            ok => ok,
+        }
+    }
+
+    async fn try_acquire(
         &self,
         name: &str,
         me: &LockHolder,

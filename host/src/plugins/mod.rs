@@ -311,8 +311,7 @@ impl Hooks for PluginSet {
             current,
             |p, cur| p.tags(ctx, cur),
             |tags| {
-                // heet's own tags and Name take 7 of EC2's 50.
-                let room = validate::MAX_TAGS - 7;
+                let room = validate::MAX_TAGS - crate::namespace::OWN_TAGS;
                 if tags.len() > room {
                     return Err(format!(
                         "{} tags, more than the {room} left by heet's own",
