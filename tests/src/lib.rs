@@ -177,10 +177,7 @@ impl Moto {
         let mut form = vec![("Version", "2016-11-15")];
         form.extend_from_slice(params);
         let mut response = ureq::post(format!("{}/", self.endpoint))
-            .header(
-                "Authorization",
-                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=x",
-            )
+            .header("Authorization", auth("ec2"))
             .send_form(form)
             .unwrap();
         let mut body = String::new();
@@ -192,49 +189,39 @@ impl Moto {
         body
     }
 
-    /// Writes an SSM parameter (a String, replacing any), bypassing heet.
-    pub fn ssm_put(&self, name: &str, value: &str) {
-        let body = serde_json::json!({
-            "Name": name, "Value": value, "Type": "String", "Overwrite": true
-        });
+    /// A raw SSM JSON API call, bypassing heet: the status and the body.
+    fn ssm(&self, action: &str, body: serde_json::Value) -> (u16, String) {
         let mut response = ureq::post(format!("{}/", self.endpoint))
-            .header("X-Amz-Target", "AmazonSSM.PutParameter")
+            .header("X-Amz-Target", format!("AmazonSSM.{action}"))
             .header("Content-Type", "application/x-amz-json-1.1")
-            .header(
-                "Authorization",
-                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=x",
-            )
+            .header("Authorization", auth("ssm"))
+            .config()
+            .http_status_as_error(false)
+            .build()
             .send(body.to_string())
             .unwrap();
-        assert_eq!(
-            response.status(),
-            200,
-            "{:?}",
-            response.body_mut().read_to_string()
+        let mut text = String::new();
+        response
+            .body_mut()
+            .as_reader()
+            .read_to_string(&mut text)
+            .unwrap();
+        (response.status().as_u16(), text)
+    }
+
+    /// Writes an SSM parameter (a String, replacing any), bypassing heet.
+    pub fn ssm_put(&self, name: &str, value: &str) {
+        let (status, body) = self.ssm(
+            "PutParameter",
+            serde_json::json!({"Name": name, "Value": value, "Type": "String", "Overwrite": true}),
         );
+        assert_eq!(status, 200, "ssm: {body}");
     }
 
     /// The value of an SSM parameter, bypassing heet; `None` when there is no such parameter.
     pub fn ssm_parameter(&self, name: &str) -> Option<String> {
-        let response = ureq::post(format!("{}/", self.endpoint))
-            .header("X-Amz-Target", "AmazonSSM.GetParameter")
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .header(
-                "Authorization",
-                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=x",
-            )
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .send(serde_json::json!({ "Name": name }).to_string());
-        let mut response = response.unwrap();
-        let mut body = String::new();
-        response
-            .body_mut()
-            .as_reader()
-            .read_to_string(&mut body)
-            .unwrap();
-        if response.status() != 200 {
+        let (status, body) = self.ssm("GetParameter", serde_json::json!({ "Name": name }));
+        if status != 200 {
             assert!(body.contains("ParameterNotFound"), "ssm: {body}");
             return None;
         }
@@ -245,10 +232,10 @@ impl Moto {
     /// A raw Route53 REST call, bypassing heet: `path` under `/2013-04-01/`.
     fn route53(&self, method: &str, path: &str, body: Option<String>) -> String {
         let url = format!("{}/2013-04-01/{path}", self.endpoint);
-        let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=x";
+        let auth = auth("route53");
         let response = match body {
-            Some(body) => ureq::post(&url).header("Authorization", auth).send(body),
-            None if method == "GET" => ureq::get(&url).header("Authorization", auth).call(),
+            Some(body) => ureq::post(&url).header("Authorization", &auth).send(body),
+            None if method == "GET" => ureq::get(&url).header("Authorization", &auth).call(),
             None => panic!("{method} without a body"),
         };
         let mut body = String::new();
@@ -407,6 +394,13 @@ pub struct MotoInstance {
     pub state: String,
     pub instance_type: String,
     pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// An Authorization header moto accepts and routes to `service` (moto checks no signature).
+fn auth(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=x"
+    )
 }
 
 /// The text of `n`'s first child element named `name`, or "".
