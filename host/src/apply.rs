@@ -158,14 +158,6 @@ async fn apply_records(
     if plan.records.is_empty() {
         return Ok(());
     }
-    let zone = match (&cx.zone, &plan.create_zone) {
-        (Some(zone), _) => zone.clone(),
-        (None, Some(domain)) => {
-            tracing::info!("creating the hosted zone {domain}");
-            aws.route53.create_zone(domain, &plan.project).await?
-        }
-        (None, None) => anyhow::bail!("internal: record changes without a zone"),
-    };
     let new_dns: BTreeMap<String, &str> = launched
         .iter()
         .filter_map(|i| {
@@ -229,14 +221,25 @@ async fn apply_records(
             })
             .collect::<Vec<_>>()
     };
-    put_entries(aws, &entries(ledger::State::Pending)).await?;
-    tracing::info!(
-        "writing {} DNS record change(s) to {}",
-        ops.len(),
-        zone.name
-    );
-    aws.route53.change(&zone, &ops).await?;
-    put_entries(aws, &entries(ledger::State::Done)).await?;
+    // Only ledger entries to drop (their records, or the whole zone, gone): no Route53 call.
+    if !ops.is_empty() {
+        let zone = match (&cx.zone, &plan.create_zone) {
+            (Some(zone), _) => zone.clone(),
+            (None, Some(domain)) => {
+                tracing::info!("creating the hosted zone {domain}");
+                aws.route53.create_zone(domain, &plan.project).await?
+            }
+            (None, None) => anyhow::bail!("internal: record changes without a zone"),
+        };
+        put_entries(aws, &entries(ledger::State::Pending)).await?;
+        tracing::info!(
+            "writing {} DNS record change(s) to {}",
+            ops.len(),
+            zone.name
+        );
+        aws.route53.change(&zone, &ops).await?;
+        put_entries(aws, &entries(ledger::State::Done)).await?;
+    }
     aws.ssm.delete_all(&dropped).await
 }
 

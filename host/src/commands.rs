@@ -132,6 +132,39 @@ async fn observe_dns(
     })
 }
 
+/// What AWS holds for an environment, and the plan from it to `desired`.
+struct Survey {
+    /// Empty when it was not read.
+    ledger: Ledger,
+    observed: Vec<plan::ObservedInstance>,
+    dns: DnsState,
+    plan: Plan,
+}
+
+/// Observes and plans. Without `with_ledger` (a no-op `up`'s first look) the plan cannot see
+/// heet's stale records or tell foreign records apart, and no ledger call is made.
+async fn survey(
+    aws: &Aws,
+    def: &Definition,
+    desired: &Desired,
+    with_ledger: bool,
+) -> anyhow::Result<Survey> {
+    let ledger = if with_ledger {
+        read_ledger(aws, &desired.project, &desired.env).await?
+    } else {
+        Ledger::default()
+    };
+    let observed = aws.ec2.instances(&desired.project, &desired.env).await?;
+    let dns = observe_dns(aws, def, desired, with_ledger.then_some(&ledger)).await?;
+    let plan = plan::plan(desired, &observed, &dns);
+    Ok(Survey {
+        ledger,
+        observed,
+        dns,
+        plan,
+    })
+}
+
 fn run_id() -> anyhow::Result<String> {
     Ok(format!(
         "{:x}",
@@ -156,10 +189,7 @@ impl fmt::Display for PlanReport {
 pub async fn plan(global: &Global, env: &str, detailed_exitcode: bool) -> anyhow::Result<Outcome> {
     let (def, aws, desired) = prepare(global, env).await?;
     // The ledger too: `plan` shows exactly what `up` would do, stale records included.
-    let ledger = read_ledger(&aws, &def.project, env).await?;
-    let observed = aws.ec2.instances(&desired.project, env).await?;
-    let dns = observe_dns(&aws, &def, &desired, Some(&ledger)).await?;
-    let plan = plan::plan(&desired, &observed, &dns);
+    let Survey { plan, .. } = survey(&aws, &def, &desired, true).await?;
     let report = PlanReport {
         plan,
         aws_calls: aws.stats.summary(),
@@ -213,9 +243,7 @@ pub async fn up(
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let (def, aws, desired) = prepare(global, env).await?;
-    let observed = aws.ec2.instances(&desired.project, env).await?;
-    let dns = observe_dns(&aws, &def, &desired, None).await?;
-    let mut plan = plan::plan(&desired, &observed, &dns);
+    let mut plan = survey(&aws, &def, &desired, false).await?.plan;
 
     // A converged environment is left without taking the lock: a no-op `up` changes nothing,
     // not even the lock. Otherwise the state is read again under the lock, since another run
@@ -224,10 +252,9 @@ pub async fn up(
         None
     } else {
         let work = async {
-            let ledger = read_ledger(&aws, &def.project, env).await?;
-            let observed = aws.ec2.instances(&desired.project, env).await?;
-            let dns = observe_dns(&aws, &def, &desired, Some(&ledger)).await?;
-            plan = plan::plan(&desired, &observed, &dns);
+            let now = survey(&aws, &def, &desired, true).await?;
+            let (ledger, dns) = (now.ledger, now.dns);
+            plan = now.plan;
             if plan.is_empty() {
                 return Ok(None);
             }
@@ -438,10 +465,12 @@ impl fmt::Display for StatusReport {
 /// Compares what runs with the definition and plugins; exit 2 when they differ.
 pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
     let (def, aws, desired) = prepare(global, env).await?;
-    let ledger = read_ledger(&aws, &def.project, env).await?;
-    let observed = aws.ec2.instances(&desired.project, env).await?;
-    let dns = observe_dns(&aws, &def, &desired, Some(&ledger)).await?;
-    let plan = plan::plan(&desired, &observed, &dns);
+    let Survey {
+        observed,
+        dns,
+        plan,
+        ..
+    } = survey(&aws, &def, &desired, true).await?;
 
     let mut report = StatusReport {
         project: def.project.clone(),
@@ -621,19 +650,22 @@ pub async fn down(
         region: aws.region.clone(),
         instances: Vec::new(),
     };
-    let observe = || async {
-        let ledger = read_ledger(&aws, &def.project, env).await?;
-        let observed = aws.ec2.instances(&def.project, env).await?;
-        let dns = observe_dns(&aws, &def, &nothing, Some(&ledger)).await?;
-        let plan = plan::plan(&nothing, &observed, &dns);
-        anyhow::Ok((ledger, observed, dns, plan))
-    };
-    let (ledger, mut observed, _, mut plan) = observe().await?;
+    let Survey {
+        ledger,
+        mut observed,
+        mut plan,
+        ..
+    } = survey(&aws, &def, &nothing, true).await?;
 
     if !plan.is_empty() || !ledger.entries.is_empty() {
         locked(&aws, &def.project, env, "down", async {
             // Read again under the lock: another run may have changed things in between.
-            let (ledger, now, dns, now_plan) = observe().await?;
+            let Survey {
+                ledger,
+                observed: now,
+                dns,
+                plan: now_plan,
+            } = survey(&aws, &def, &nothing, true).await?;
             (observed, plan) = (now, now_plan);
             let doomed = terminated_by(&plan, &observed);
             let records = deleted_records(&plan);

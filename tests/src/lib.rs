@@ -276,13 +276,31 @@ impl Moto {
 
     /// Creates a CNAME in a zone, as someone other than heet would.
     pub fn add_cname(&self, zone: &str, name: &str, target: &str) {
+        self.change_cname("CREATE", zone, name, target);
+    }
+
+    /// Deletes a CNAME from a zone behind heet's back.
+    pub fn delete_cname(&self, zone: &str, name: &str, target: &str) {
+        self.change_cname("DELETE", zone, name, target);
+    }
+
+    fn change_cname(&self, action: &str, zone: &str, name: &str, target: &str) {
         self.route53(
             "POST",
             &format!("hostedzone/{zone}/rrset"),
             Some(format!(
-                r#"<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes><Change><Action>CREATE</Action><ResourceRecordSet><Name>{name}.</Name><Type>CNAME</Type><TTL>300</TTL><ResourceRecords><ResourceRecord><Value>{target}</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change></Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"#
+                r#"<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes><Change><Action>{action}</Action><ResourceRecordSet><Name>{name}.</Name><Type>CNAME</Type><TTL>300</TTL><ResourceRecords><ResourceRecord><Value>{target}</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change></Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"#
             )),
         );
+    }
+
+    /// Deletes a (by then empty) zone behind heet's back.
+    pub fn delete_zone(&self, zone: &str) {
+        let url = format!("{}/2013-04-01/hostedzone/{zone}", self.endpoint);
+        ureq::delete(&url)
+            .header("Authorization", &auth("route53"))
+            .call()
+            .unwrap();
     }
 
     /// The CNAMEs of a zone: name (no trailing dot) → target.

@@ -389,3 +389,37 @@ fn records_no_plugin_wants_any_more_are_deleted_and_instances_kept() {
     assert_eq!(again["aws_calls"]["mutating"], 0, "{}", again["aws_calls"]);
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
 }
+
+#[test]
+fn down_still_cleans_up_when_someone_deleted_the_records_and_the_zone() {
+    let p = Project::new(DNS, &["cname"]);
+    p.heet(&["up", "--env", "staging"]).ok();
+    let zone = moto().zone_id(&domain(&p)).unwrap();
+    for (name, target) in moto().cnames(&zone) {
+        moto().delete_cname(&zone, &name, &target);
+    }
+    moto().delete_zone(&zone);
+    assert_eq!(moto().zone_id(&domain(&p)), None);
+
+    let down = p
+        .heet(&["down", "--env", "staging", "--yes", "--output", "json"])
+        .json();
+    assert_eq!(down["terminated"].as_array().unwrap().len(), 2, "{down}");
+    assert_eq!(
+        down["records"],
+        serde_json::json!([]),
+        "nothing left to delete"
+    );
+    assert!(
+        down["aws_calls"]["operations"]
+            .get("route53:ChangeResourceRecordSets")
+            .is_none(),
+        "{down}"
+    );
+    let first = format!(
+        "/heet/{}/staging/ledger/record/staging-www-01.{}",
+        p.name,
+        domain(&p)
+    );
+    assert_eq!(moto().ssm_parameter(&first), None, "the ledger forgot them");
+}
