@@ -14,6 +14,7 @@ use crate::cloud::Aws;
 use crate::desired::DesiredInstance;
 use crate::ledger::{self, Ledger};
 use crate::namespace;
+use crate::network::{self, NetChange, ObservedResource, Source, SubnetRef, VpcRef};
 use crate::plan::{Change, ObservedInstance, Plan, RECORD_TTL, RecordChange, RecordOp, Zone};
 use crate::progress::Progress;
 
@@ -61,11 +62,15 @@ pub struct Applied {
     pub terminated: Vec<String>,
     pub retagged: Vec<String>,
     pub launched: Vec<InstanceSummary>,
+    /// Network changes made, as the plan shows them.
+    pub network: Vec<String>,
 }
 
 /// What apply needs beyond the plan.
 pub struct Context<'a> {
     pub ledger: &'a Ledger,
+    /// The network resources observed when planning: the ids the plan refers to.
+    pub resources: &'a [ObservedResource],
     /// The project's zone, when it exists.
     pub zone: Option<Zone>,
     pub run_id: &'a str,
@@ -86,9 +91,20 @@ pub async fn apply(
         );
     }
 
+    // Network resources heet owns, by `heet:resource`, as they are and as they are created.
+    let mut ids: BTreeMap<String, String> = cx
+        .resources
+        .iter()
+        .filter(|r| r.is_heets(&plan.project, &plan.env))
+        .map(|r| (r.resource.clone(), r.aws_id.clone()))
+        .collect();
+    network_before(aws, plan, &mut ids, &mut applied).await?;
+
     let doomed: Vec<String> = plan.terminated_ids().map(str::to_owned).collect();
     if !doomed.is_empty() {
-        terminate(aws, &doomed, progress).await?;
+        // Groups and subnets can only go once their instances are fully gone.
+        let full = plan.network.iter().any(NetChange::is_delete);
+        terminate(aws, &doomed, full, progress).await?;
         applied.terminated = doomed;
         // Slots no longer in the definition leave the ledger with their instance; a twin's or
         // a replaced instance's slot stays, and its entry is rewritten by the launch.
@@ -99,9 +115,9 @@ pub async fn apply(
                 Change::Delete {
                     role,
                     index,
-                    reason,
+                    twin: false,
                     ..
-                } if !reason.starts_with("twin") => Some(ledger::instance_key(
+                } => Some(ledger::instance_key(
                     &plan.project,
                     &plan.env,
                     &namespace::slot_id(&plan.project, &plan.env, role, *index),
@@ -135,16 +151,308 @@ pub async fn apply(
         })
         .collect();
     if !launches.is_empty() {
-        applied.launched = launch(aws, plan, &launches, &cx, progress).await?;
+        applied.launched = launch(aws, plan, &launches, &cx, &ids, progress).await?;
     }
-    apply_records(aws, plan, &cx, &applied.launched).await?;
+    let mut new_dns: BTreeMap<String, String> = applied
+        .launched
+        .iter()
+        .filter_map(|i| {
+            let slot = namespace::slot_id(&plan.project, &plan.env, &i.role, i.index);
+            Some((slot, i.dns_name.clone()?.to_ascii_lowercase()))
+        })
+        .collect();
+    let associated = associate(aws, plan, &mut ids, &applied.launched, &mut new_dns).await?;
+    applied.network.extend(associated);
+    apply_records(aws, plan, &cx, &new_dns).await?;
     let forgotten: Vec<String> = plan
         .foreign_records
         .iter()
         .map(|name| ledger::record_key(&plan.project, &plan.env, name))
         .collect();
     aws.ssm.delete_all(&forgotten).await?;
+    network_after(aws, plan, &mut applied).await?;
     Ok(applied)
+}
+
+/// Writes a network resource's ledger entry.
+async fn put_resource(
+    aws: &Aws,
+    plan: &Plan,
+    resource: &str,
+    aws_id: Option<&str>,
+    state: ledger::State,
+) -> anyhow::Result<()> {
+    let entry = ledger::Entry::Resource {
+        resource: resource.to_owned(),
+        aws_id: aws_id.map(str::to_owned),
+        state,
+    };
+    aws.ssm
+        .put(
+            &ledger::resource_key(&plan.project, &plan.env, resource),
+            &serde_json::to_string(&entry)?,
+        )
+        .await
+}
+
+/// Creates `resource` with `create`, written ahead in the ledger and confirmed after.
+async fn created<F>(
+    aws: &Aws,
+    plan: &Plan,
+    resource: &str,
+    ids: &mut BTreeMap<String, String>,
+    create: F,
+) -> anyhow::Result<String>
+where
+    F: std::future::Future<Output = anyhow::Result<String>>,
+{
+    put_resource(aws, plan, resource, None, ledger::State::Pending).await?;
+    let id = create.await?;
+    put_resource(aws, plan, resource, Some(&id), ledger::State::Done).await?;
+    ids.insert(resource.to_owned(), id.clone());
+    Ok(id)
+}
+
+fn resolve<'a>(ids: &'a BTreeMap<String, String>, resource: &str) -> anyhow::Result<&'a str> {
+    ids.get(resource)
+        .map(String::as_str)
+        .ok_or_else(|| anyhow::anyhow!("internal: {resource} is neither observed nor created"))
+}
+
+/// The network changes that come before the instances: releases, creates, rule changes.
+async fn network_before(
+    aws: &Aws,
+    plan: &Plan,
+    ids: &mut BTreeMap<String, String>,
+    applied: &mut Applied,
+) -> anyhow::Result<()> {
+    let (project, env) = (plan.project.as_str(), plan.env.as_str());
+    let tags = |resource: &str, name: &str| network::tags(project, env, resource, name);
+    let phase = |c: &NetChange| match c {
+        NetChange::Release { .. } => 0,
+        NetChange::CreateVpc { .. } => 1,
+        NetChange::AttachGateway { .. } => 2,
+        NetChange::CreateSubnet { .. } => 3,
+        NetChange::CreateGroup { .. } => 4,
+        NetChange::Revoke { .. } => 5,
+        NetChange::Authorize { .. } => 6,
+        _ => 99,
+    };
+    let mut changes: Vec<&NetChange> = plan.network.iter().filter(|c| phase(c) < 99).collect();
+    changes.sort_by_key(|c| phase(c));
+    let mut zones = None;
+    for c in changes {
+        tracing::info!("network: {c}");
+        match c {
+            NetChange::Release {
+                resource,
+                allocation_id,
+                association_id,
+            } => {
+                aws.net
+                    .release(allocation_id, association_id.as_deref())
+                    .await?;
+                aws.ssm
+                    .delete_all(&[ledger::resource_key(project, env, resource)])
+                    .await?;
+            }
+            NetChange::CreateVpc {
+                resource,
+                name,
+                cidr,
+            } => {
+                created(
+                    aws,
+                    plan,
+                    resource,
+                    ids,
+                    aws.net.create_vpc(cidr, &tags(resource, name)),
+                )
+                .await?;
+            }
+            NetChange::AttachGateway {
+                resource,
+                gateway_id,
+            } => {
+                let vpc = resolve(ids, "vpc/main")?.to_owned();
+                let name = format!("{project}-{env}");
+                match gateway_id {
+                    Some(id) => {
+                        aws.net
+                            .attach_gateway(Some(id), &vpc, &tags(resource, &name))
+                            .await?;
+                    }
+                    None => {
+                        let t = tags(resource, &name);
+                        created(
+                            aws,
+                            plan,
+                            resource,
+                            ids,
+                            aws.net.attach_gateway(None, &vpc, &t),
+                        )
+                        .await?;
+                    }
+                }
+            }
+            NetChange::CreateSubnet {
+                resource,
+                cidr,
+                index,
+            } => {
+                if zones.is_none() {
+                    zones = Some(aws.net.zones().await?);
+                }
+                let zone = zones
+                    .as_ref()
+                    .filter(|z| !z.is_empty())
+                    .map(|z| z[index % z.len()].clone());
+                let vpc = resolve(ids, "vpc/main")?.to_owned();
+                let name = format!("{project}-{env}-{}", resource.replace('/', "-"));
+                let t = tags(resource, &name);
+                created(
+                    aws,
+                    plan,
+                    resource,
+                    ids,
+                    aws.net.create_subnet(&vpc, cidr, zone.as_deref(), &t),
+                )
+                .await?;
+            }
+            NetChange::CreateGroup {
+                resource,
+                name,
+                vpc,
+                ..
+            } => {
+                let vpc_id = match vpc {
+                    VpcRef::Default => None,
+                    VpcRef::Id(id) => Some(id.clone()),
+                    VpcRef::New => Some(resolve(ids, "vpc/main")?.to_owned()),
+                };
+                let t = tags(resource, name);
+                created(
+                    aws,
+                    plan,
+                    resource,
+                    ids,
+                    aws.net.create_group(name, vpc_id.as_deref(), &t),
+                )
+                .await?;
+            }
+            NetChange::Revoke {
+                group_id, rules, ..
+            } => aws.net.revoke(group_id, rules).await?,
+            NetChange::Authorize {
+                resource, rules, ..
+            } => {
+                let group = resolve(ids, resource)?.to_owned();
+                let mut resolved = Vec::new();
+                for r in rules {
+                    resolved.push((
+                        r.port,
+                        match &r.source {
+                            Source::Cidr(c) => Ok(c.clone()),
+                            Source::Role(role) => {
+                                Err(resolve(ids, &network::group_resource(role))?.to_owned())
+                            }
+                        },
+                    ));
+                }
+                aws.net.authorize(&group, &resolved).await?;
+            }
+            _ => unreachable!("filtered by phase"),
+        }
+        applied.network.push(c.to_string());
+    }
+    Ok(())
+}
+
+/// Allocates and associates Elastic IPs, once the instances run; the DNS names of the
+/// instances that got one are read again for their records.
+async fn associate(
+    aws: &Aws,
+    plan: &Plan,
+    ids: &mut BTreeMap<String, String>,
+    launched: &[InstanceSummary],
+    new_dns: &mut BTreeMap<String, String>,
+) -> anyhow::Result<Vec<String>> {
+    let mut done = Vec::new();
+    let (project, env) = (plan.project.as_str(), plan.env.as_str());
+    let launched_ids: BTreeMap<String, &str> = launched
+        .iter()
+        .map(|i| {
+            (
+                namespace::slot_id(project, env, &i.role, i.index),
+                i.instance_id.as_str(),
+            )
+        })
+        .collect();
+    let mut moved: BTreeMap<String, String> = BTreeMap::new();
+    for c in &plan.network {
+        match c {
+            NetChange::Allocate {
+                resource, instance, ..
+            } => {
+                tracing::info!("network: {c}");
+                let t = network::tags(project, env, resource, instance);
+                created(aws, plan, resource, ids, aws.net.allocate(&t)).await?;
+                done.push(c.to_string());
+            }
+            NetChange::Associate {
+                resource,
+                slot,
+                instance,
+                instance_id,
+                ..
+            } => {
+                let target = instance_id
+                    .as_deref()
+                    .or_else(|| launched_ids.get(slot).copied())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{instance} did not launch: no instance for {resource}")
+                    })?;
+                tracing::info!("network: {c}");
+                aws.net.associate(resolve(ids, resource)?, target).await?;
+                moved.insert(target.to_owned(), slot.clone());
+                done.push(c.to_string());
+            }
+            _ => {}
+        }
+    }
+    if !moved.is_empty() {
+        let ids: Vec<String> = moved.keys().cloned().collect();
+        for o in aws.ec2.by_ids(&ids).await? {
+            if let (Some(slot), Some(dns)) = (moved.get(&o.instance_id), o.dns_name()) {
+                new_dns.insert(slot.clone(), dns.to_ascii_lowercase());
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The network deletes, once the instances are gone: groups, subnets, gateway, VPC.
+async fn network_after(aws: &Aws, plan: &Plan, applied: &mut Applied) -> anyhow::Result<()> {
+    for c in &plan.network {
+        let done = match c {
+            NetChange::DeleteGroup { group_id, .. } => aws.net.delete_group(group_id).await,
+            NetChange::DeleteSubnet { subnet_id, .. } => aws.net.delete_subnet(subnet_id).await,
+            NetChange::DeleteGateway {
+                gateway_id,
+                attached,
+                ..
+            } => aws.net.delete_gateway(gateway_id, attached).await,
+            NetChange::DeleteVpc { vpc_id, .. } => aws.net.delete_vpc(vpc_id).await,
+            _ => continue,
+        };
+        tracing::info!("network: {c}");
+        done?;
+        aws.ssm
+            .delete_all(&[ledger::resource_key(&plan.project, &plan.env, c.resource())])
+            .await?;
+        applied.network.push(c.to_string());
+    }
+    Ok(())
 }
 
 /// Writes the plan's record changes as one batch per zone, each written ahead in the ledger
@@ -153,18 +461,11 @@ async fn apply_records(
     aws: &Aws,
     plan: &Plan,
     cx: &Context<'_>,
-    launched: &[InstanceSummary],
+    new_dns: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     if plan.records.is_empty() {
         return Ok(());
     }
-    let new_dns: BTreeMap<String, &str> = launched
-        .iter()
-        .filter_map(|i| {
-            let slot = namespace::slot_id(&plan.project, &plan.env, &i.role, i.index);
-            Some((slot, i.dns_name.as_deref()?))
-        })
-        .collect();
     let mut ops = Vec::new();
     let mut dropped = Vec::new();
     for r in &plan.records {
@@ -178,7 +479,7 @@ async fn apply_records(
             } => {
                 let target = target
                     .clone()
-                    .or_else(|| new_dns.get(slot).map(|d| d.to_ascii_lowercase()))
+                    .or_else(|| new_dns.get(slot).cloned())
                     .ok_or_else(|| {
                         anyhow::anyhow!("{instance} has no DNS name for the CNAME {name}")
                     })?;
@@ -253,8 +554,14 @@ async fn put_entries(aws: &Aws, entries: &[(String, ledger::Entry)]) -> anyhow::
     results.into_iter().collect()
 }
 
-/// Terminates `ids` and waits until none of them runs any more.
-pub async fn terminate(aws: &Aws, ids: &[String], progress: &Progress) -> anyhow::Result<()> {
+/// Terminates `ids` and waits until none of them runs any more (`fully`: until they are
+/// gone, network interfaces included).
+pub async fn terminate(
+    aws: &Aws,
+    ids: &[String],
+    fully: bool,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     tracing::info!("terminating {} instance(s): {}", ids.len(), ids.join(", "));
     aws.ec2.terminate(ids).await?;
     let bar = progress.bar(ids.len(), "terminating");
@@ -262,7 +569,7 @@ pub async fn terminate(aws: &Aws, ids: &[String], progress: &Progress) -> anyhow
         .wait_until(
             ids,
             "terminated",
-            |s| matches!(s, "shutting-down" | "terminated"),
+            |s| s == "terminated" || (!fully && s == "shutting-down"),
             WAIT_TIMEOUT,
             |done, _| bar.set_position(done as u64),
         )
@@ -276,8 +583,24 @@ async fn launch(
     plan: &Plan,
     launches: &[&DesiredInstance],
     cx: &Context<'_>,
+    ids: &BTreeMap<String, String>,
     progress: &Progress,
 ) -> anyhow::Result<Vec<InstanceSummary>> {
+    // Subnets and groups, resolved to AWS ids before anything is launched.
+    let mut placement = Vec::new();
+    for d in launches {
+        let subnet = match &d.subnet {
+            None => None,
+            Some(SubnetRef::Id(id)) => Some(id.clone()),
+            Some(SubnetRef::Heet { resource, .. }) => Some(resolve(ids, resource)?.to_owned()),
+        };
+        let mut groups = Vec::new();
+        for role in &d.groups {
+            groups.push(resolve(ids, &network::group_resource(role))?.to_owned());
+        }
+        groups.extend(d.security_group_ids.iter().cloned());
+        placement.push((subnet, groups));
+    }
     let env = &plan.env;
     let mut groups: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for d in launches {
@@ -322,7 +645,8 @@ async fn launch(
     let results: Vec<(usize, anyhow::Result<String>)> = stream::iter(launches.iter().enumerate())
         .map(|(i, d)| {
             let token = &tokens[i];
-            async move { (i, aws.ec2.launch(d, token).await) }
+            let (subnet, groups) = &placement[i];
+            async move { (i, aws.ec2.launch(d, token, subnet.as_deref(), groups).await) }
         })
         .buffer_unordered(LAUNCH_CONCURRENCY)
         .collect()

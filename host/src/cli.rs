@@ -103,11 +103,71 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Environment variables and secrets of the app, in SSM Parameter Store
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Ansible dynamic inventory of an environment: groups per role and per env--role
+    Inventory {
+        #[arg(short, long)]
+        env: String,
+        /// Accepted for Ansible's script inventory protocol (the default)
+        #[arg(long, hide = true)]
+        list: bool,
+        /// Ansible's per-host call: prints `{}`, as every host's vars are in `_meta`
+        #[arg(long, hide = true)]
+        host: Option<String>,
+    },
+    /// The addresses of an environment's instances, one per line
+    Hosts {
+        #[arg(short, long)]
+        env: String,
+        /// Only this role's instances
+        #[arg(short, long)]
+        role: Option<String>,
+    },
+    /// Print the least-privilege IAM policy heet needs for this definition
+    IamPolicy,
     /// Build, inspect and manage plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// List the keys of an environment; secrets show no value unless --reveal
+    List {
+        #[arg(short, long)]
+        env: String,
+        /// Print secrets' values too
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Print one key's value; a secret's only with --reveal
+    Get {
+        key: String,
+        #[arg(short, long)]
+        env: String,
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Set a key; without VALUE the value is read from stdin (keeps secrets out of shell history)
+    Set {
+        key: String,
+        value: Option<String>,
+        #[arg(short, long)]
+        env: String,
+        /// Store it as a SecureString
+        #[arg(long)]
+        secret: bool,
+    },
+    /// Remove a key
+    Unset {
+        key: String,
+        #[arg(short, long)]
+        env: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,7 @@ use crate::cloud::{Aws, CallSummary, Connection, LockHolder};
 use crate::definition::Definition;
 use crate::desired::{self, Desired};
 use crate::ledger::{self, Ledger};
+use crate::network::{self, ObservedResource};
 use crate::plan::{self, DnsState, Plan};
 use crate::plugins::{self, PluginInfo, PluginSet, Runtime};
 use crate::progress::Progress;
@@ -41,7 +42,7 @@ pub fn emit<R: fmt::Display + Serialize>(global: &Global, report: &R) -> anyhow:
     Ok(())
 }
 
-fn emit_stats(global: &Global, stats: &CallSummary) {
+pub(crate) fn emit_stats(global: &Global, stats: &CallSummary) {
     if global.stats && global.output == Output::Text {
         let ops: Vec<String> = stats
             .operations
@@ -58,7 +59,7 @@ fn emit_stats(global: &Global, stats: &CallSummary) {
     }
 }
 
-fn connection(global: &Global) -> Connection {
+pub(crate) fn connection(global: &Global) -> Connection {
     Connection {
         region: global.region.clone(),
         profile: global.profile.clone(),
@@ -137,6 +138,7 @@ struct Survey {
     /// Empty when it was not read.
     ledger: Ledger,
     observed: Vec<plan::ObservedInstance>,
+    resources: Vec<ObservedResource>,
     dns: DnsState,
     plan: Plan,
 }
@@ -155,11 +157,25 @@ async fn survey(
         Ledger::default()
     };
     let observed = aws.ec2.instances(&desired.project, &desired.env).await?;
+    // The kinds of network resource the definition uses, and those the ledger says heet
+    // made (which a changed definition may no longer use).
+    let mut kinds = desired.network.kinds();
+    kinds.extend(
+        ledger
+            .resource_kinds()
+            .into_iter()
+            .filter_map(|k| network::KINDS.iter().copied().find(|known| *known == k)),
+    );
+    let resources = aws
+        .net
+        .observe(&desired.project, &desired.env, &kinds)
+        .await?;
     let dns = observe_dns(aws, def, desired, with_ledger.then_some(&ledger)).await?;
-    let plan = plan::plan(desired, &observed, &dns);
+    let plan = plan::plan(desired, &observed, &resources, &dns);
     Ok(Survey {
         ledger,
         observed,
+        resources,
         dns,
         plan,
     })
@@ -253,7 +269,7 @@ pub async fn up(
     } else {
         let work = async {
             let now = survey(&aws, &def, &desired, true).await?;
-            let (ledger, dns) = (now.ledger, now.dns);
+            let (ledger, dns, resources) = (now.ledger, now.dns, now.resources);
             plan = now.plan;
             if plan.is_empty() {
                 return Ok(None);
@@ -271,6 +287,7 @@ pub async fn up(
             }
             let cx = apply::Context {
                 ledger: &ledger,
+                resources: &resources,
                 zone: dns.zone.clone(),
                 run_id: &run_id()?,
             };
@@ -295,6 +312,8 @@ pub struct DownReport {
     pub terminated: Vec<InstanceSummary>,
     /// DNS records deleted.
     pub records: Vec<String>,
+    /// Network resources deleted or released, and rules revoked on the way.
+    pub network: Vec<String>,
     /// Tagged for this project/env but not created by heet: left alone.
     pub foreign: Vec<String>,
     /// Records heet created that someone changed since: forgotten, left alone.
@@ -305,7 +324,7 @@ pub struct DownReport {
 impl fmt::Display for DownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let target = format!("{}/{}", self.project, self.env);
-        if self.terminated.is_empty() && self.records.is_empty() {
+        if self.terminated.is_empty() && self.records.is_empty() && self.network.is_empty() {
             write!(f, "nothing to delete: heet runs nothing for {target}")?;
         } else {
             write!(
@@ -327,6 +346,9 @@ impl fmt::Display for DownReport {
                     self.records.len(),
                     self.records.join(", ")
                 )?;
+            }
+            for n in &self.network {
+                write!(f, "\n  {n}")?;
             }
         }
         if !self.foreign.is_empty() {
@@ -353,6 +375,7 @@ fn down_confirmed(
     env: &str,
     terminated: &[InstanceSummary],
     records: &[String],
+    network: &[network::NetChange],
     yes: bool,
     environment: &crate::definition::Environment,
 ) -> anyhow::Result<()> {
@@ -369,11 +392,16 @@ fn down_confirmed(
     for r in records {
         eprintln!("  record   {r}");
     }
+    let deleted: Vec<_> = network.iter().filter(|c| c.is_delete()).collect();
+    for n in &deleted {
+        eprintln!("  network  {n}");
+    }
     confirm(
         &format!(
-            "terminate {} instance(s) and delete {} record(s)",
+            "terminate {} instance(s), delete {} record(s) and {} network resource(s)",
             terminated.len(),
-            records.len()
+            records.len(),
+            deleted.len()
         ),
         environment.protected.then_some(env),
     )
@@ -518,6 +546,7 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
                 index,
                 name,
                 reason,
+                ..
             } => report
                 .unexpected
                 .push(format!("{role}[{index}] {name} {instance_id}: {reason}")),
@@ -558,6 +587,16 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
                 ..
             } => report.unexpected.push(format!("record {name}")),
             plan::RecordChange::Delete { .. } => {}
+        }
+    }
+    for c in &plan.network {
+        let line = c.to_string();
+        if c.creates() {
+            report.missing.push(line);
+        } else if c.is_delete() {
+            report.unexpected.push(line);
+        } else {
+            report.changed.push(line);
         }
     }
     report.drift = !(report.missing.is_empty()
@@ -630,6 +669,7 @@ pub async fn unlock(global: &Global, env: &str, yes: bool) -> anyhow::Result<Out
             broken,
         },
     )?;
+    emit_stats(global, &aws.stats.summary());
     Ok(Outcome::Done)
 }
 
@@ -644,12 +684,7 @@ pub async fn down(
     let def = Definition::load(&global.file)?;
     let environment = def.environment(env)?.clone();
     let aws = Aws::connect(&connection(global), def.region.as_deref()).await?;
-    let nothing = Desired {
-        project: def.project.clone(),
-        env: env.to_owned(),
-        region: aws.region.clone(),
-        instances: Vec::new(),
-    };
+    let nothing = Desired::nothing(&def.project, env, &aws.region);
     let Survey {
         ledger,
         mut observed,
@@ -663,17 +698,27 @@ pub async fn down(
             let Survey {
                 ledger,
                 observed: now,
+                resources,
                 dns,
                 plan: now_plan,
             } = survey(&aws, &def, &nothing, true).await?;
             (observed, plan) = (now, now_plan);
             let doomed = terminated_by(&plan, &observed);
             let records = deleted_records(&plan);
-            if !doomed.is_empty() || !records.is_empty() {
-                down_confirmed(&def.project, env, &doomed, &records, yes, &environment)?;
+            if !doomed.is_empty() || !records.is_empty() || !plan.network.is_empty() {
+                down_confirmed(
+                    &def.project,
+                    env,
+                    &doomed,
+                    &records,
+                    &plan.network,
+                    yes,
+                    &environment,
+                )?;
             }
             let cx = apply::Context {
                 ledger: &ledger,
+                resources: &resources,
                 zone: dns.zone.clone(),
                 run_id: &run_id()?,
             };
@@ -689,6 +734,7 @@ pub async fn down(
         env: env.to_owned(),
         terminated: terminated_by(&plan, &observed),
         records: deleted_records(&plan),
+        network: plan.network.iter().map(ToString::to_string).collect(),
         foreign: plan.foreign.clone(),
         foreign_records: plan.foreign_records.clone(),
         aws_calls: aws.stats.summary(),

@@ -76,6 +76,7 @@ pub struct Definition {
     /// Create the hosted zone for `domain` when it does not exist.
     pub create_zone: bool,
     pub plugins: PluginSettings,
+    pub network: Network,
     /// Sorted by name.
     pub roles: Vec<Role>,
     pub environments: BTreeMap<String, Environment>,
@@ -93,6 +94,32 @@ pub struct PluginSettings {
     pub config: BTreeMap<String, (String, Location)>,
 }
 
+/// Where instances run: `[network]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Network {
+    pub vpc: Vpc,
+    /// The VPC's CIDR when heet creates it, unless the environment sets its own.
+    pub cidr: ipnet::Ipv4Net,
+    /// How many subnets heet creates in its VPC, one per availability zone.
+    pub subnets: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Vpc {
+    /// The account's default VPC: security groups go there, instances in its default subnets.
+    #[default]
+    Default,
+    /// A VPC heet creates per environment, with an internet gateway and public subnets.
+    Create,
+    /// A VPC that exists, and the subnets of it instances are spread over.
+    Existing {
+        vpc_id: String,
+        subnet_ids: Vec<String>,
+    },
+}
+
+pub const DEFAULT_CIDR: &str = "10.0.0.0/16";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Role {
     pub name: String,
@@ -101,15 +128,53 @@ pub struct Role {
     pub ami: String,
     pub user_data: String,
     pub key_name: Option<String>,
+    /// Passed through to RunInstances (an instance profile that exists).
+    pub instance_profile: Option<String>,
     pub subnet_id: Option<String>,
     pub security_group_ids: Vec<String>,
+    /// TCP ports the role's security group opens, to `allow_from` and `allow_cidr`.
+    pub ports: Vec<u16>,
+    /// Roles whose groups may reach `ports`.
+    pub allow_from: Vec<String>,
+    pub allow_cidr: Vec<ipnet::Ipv4Net>,
+    /// A data volume per instance, in GiB (the sizing hook may change it).
+    pub volume_gb: Option<u32>,
+    /// Keep the data volume when its instance is terminated.
+    pub volume_keep: bool,
+    /// An Elastic IP per instance.
+    pub eip: bool,
+}
+
+impl Role {
+    /// Whether the role has a security group of its own: it opens ports, or another role's
+    /// group admits it.
+    pub fn has_group(&self, def: &Definition) -> bool {
+        !self.ports.is_empty() || def.roles.iter().any(|r| r.allow_from.contains(&self.name))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Environment {
     /// `down` on a protected environment asks for its name to be typed back.
     pub protected: bool,
+    /// The CIDR of the VPC heet creates for this environment (else `network.cidr`).
+    pub cidr: Option<ipnet::Ipv4Net>,
 }
+
+impl Definition {
+    /// The CIDR of the VPC heet creates for `env`.
+    pub fn cidr(&self, env: &str) -> ipnet::Ipv4Net {
+        self.environments
+            .get(env)
+            .and_then(|e| e.cidr)
+            .unwrap_or(self.network.cidr)
+    }
+}
+
+/// Most subnets heet creates in its VPC.
+pub const MAX_SUBNETS: u32 = 6;
+/// Largest data volume (gp3), GiB.
+pub const MAX_VOLUME_GB: u32 = 16_384;
 
 /// Most instances one role may ask for; a guard against typos like `count = 1000`.
 pub const MAX_COUNT: u32 = 500;
@@ -121,6 +186,7 @@ struct RawDefinition {
     project: RawProject,
     #[serde(default)]
     plugins: RawPlugins,
+    network: Option<RawNetwork>,
     #[serde(default)]
     defaults: RawRole,
     #[serde(default)]
@@ -150,6 +216,15 @@ struct RawPlugins {
     config: BTreeMap<Spanned<String>, Spanned<toml::Table>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    vpc: Option<Spanned<String>>,
+    cidr: Option<Spanned<String>>,
+    subnets: Option<Spanned<u32>>,
+    subnet_ids: Option<Spanned<Vec<String>>>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
@@ -167,8 +242,15 @@ struct RawRole {
     ami: Option<Spanned<String>>,
     user_data: Option<Spanned<String>>,
     key_name: Option<Spanned<String>>,
+    instance_profile: Option<Spanned<String>>,
     subnet_id: Option<Spanned<String>>,
     security_group_ids: Option<Vec<String>>,
+    ports: Option<Vec<Spanned<i64>>>,
+    allow_from: Option<Vec<Spanned<String>>>,
+    allow_cidr: Option<Vec<Spanned<String>>>,
+    volume_gb: Option<Spanned<u32>>,
+    volume_keep: Option<bool>,
+    eip: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -176,6 +258,7 @@ struct RawRole {
 struct RawEnvironment {
     #[serde(default)]
     protected: bool,
+    cidr: Option<Spanned<String>>,
 }
 
 impl Definition {
@@ -277,14 +360,46 @@ impl Cx<'_> {
             check_name("role", role_name.get_ref()).map_err(|m| self.at(role_name, m))?;
             roles.push(self.role(role_name.get_ref(), role, &raw.defaults)?);
         }
+        // allow_from names roles: check them once every role is known.
+        for (role_name, role) in &raw.roles {
+            let from = role
+                .get_ref()
+                .allow_from
+                .as_ref()
+                .or(raw.defaults.allow_from.as_ref());
+            for from in from.into_iter().flatten() {
+                if !raw.roles.keys().any(|r| r.get_ref() == from.get_ref()) {
+                    return Err(self.at(
+                        from,
+                        format!(
+                            "roles.{}.allow_from: there is no role {:?}",
+                            role_name.get_ref(),
+                            from.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
 
+        let network = self.network(raw.network)?;
         let mut environments = BTreeMap::new();
         for (env_name, env) in raw.environments {
             check_name("env", env_name.get_ref()).map_err(|m| self.at(&env_name, m))?;
+            let cidr = env.cidr.as_ref().map(|c| self.vpc_cidr(c)).transpose()?;
+            if cidr.is_some() && network.vpc != Vpc::Create {
+                return Err(self.at(
+                    env.cidr.as_ref().expect("checked"),
+                    format!(
+                        "environments.{}.cidr needs network.vpc = \"create\"",
+                        env_name.get_ref()
+                    ),
+                ));
+            }
             environments.insert(
                 env_name.into_inner(),
                 Environment {
                     protected: env.protected,
+                    cidr,
                 },
             );
         }
@@ -296,9 +411,117 @@ impl Cx<'_> {
             domain: raw.project.domain.map(Spanned::into_inner),
             create_zone: raw.project.create_zone,
             plugins,
+            network,
             roles,
             environments,
         })
+    }
+
+    fn cidr(&self, raw: &Spanned<String>) -> Result<ipnet::Ipv4Net, DefinitionError> {
+        let net: ipnet::Ipv4Net = raw.get_ref().parse().map_err(|_| {
+            self.at(
+                raw,
+                format!(
+                    "invalid IPv4 CIDR {:?}: write it as 10.0.0.0/16",
+                    raw.get_ref()
+                ),
+            )
+        })?;
+        if net.trunc() != net {
+            return Err(self.at(
+                raw,
+                format!("{net} has host bits set: the network is {}", net.trunc()),
+            ));
+        }
+        Ok(net)
+    }
+
+    /// A VPC's CIDR: room for subnets of at least 16 addresses each.
+    fn vpc_cidr(&self, raw: &Spanned<String>) -> Result<ipnet::Ipv4Net, DefinitionError> {
+        let cidr = self.cidr(raw)?;
+        if !(16..=24).contains(&cidr.prefix_len()) {
+            return Err(self.at(
+                raw,
+                format!("a VPC's CIDR is /16 to /24, not /{}", cidr.prefix_len()),
+            ));
+        }
+        Ok(cidr)
+    }
+
+    fn network(&self, raw: Option<RawNetwork>) -> Result<Network, DefinitionError> {
+        let default_cidr: ipnet::Ipv4Net = DEFAULT_CIDR.parse().expect("a valid CIDR");
+        let Some(raw) = raw else {
+            return Ok(Network {
+                vpc: Vpc::Default,
+                cidr: default_cidr,
+                subnets: 2,
+            });
+        };
+        let subnet_ids = raw.subnet_ids.as_ref();
+        let vpc = match raw.vpc.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "default")) => Vpc::Default,
+            Some((_, "create")) => Vpc::Create,
+            Some((v, id)) if id.starts_with("vpc-") => {
+                let ids = subnet_ids.map(|s| s.get_ref().clone()).unwrap_or_default();
+                if ids.is_empty() {
+                    return Err(self.at(
+                        v,
+                        "network.vpc names an existing VPC: list the subnets to use in network.subnet_ids",
+                    ));
+                }
+                Vpc::Existing {
+                    vpc_id: id.to_owned(),
+                    subnet_ids: ids,
+                }
+            }
+            Some((v, other)) => {
+                return Err(self.at(
+                    v,
+                    format!(
+                        "network.vpc must be \"default\", \"create\" or a VPC id (vpc-…), not {other:?}"
+                    ),
+                ));
+            }
+        };
+        if let Some(ids) = subnet_ids
+            && !matches!(vpc, Vpc::Existing { .. })
+        {
+            return Err(self.at(
+                ids,
+                "network.subnet_ids goes with an existing network.vpc id",
+            ));
+        }
+        let only_create = |what: &str, at: &dyn Fn() -> DefinitionError| {
+            if vpc == Vpc::Create {
+                Ok(())
+            } else {
+                Err(DefinitionError {
+                    message: format!("network.{what} needs network.vpc = \"create\""),
+                    ..at()
+                })
+            }
+        };
+        let cidr = match &raw.cidr {
+            Some(c) => {
+                only_create("cidr", &|| self.at(c, ""))?;
+                self.vpc_cidr(c)?
+            }
+            None => default_cidr,
+        };
+        let subnets = match &raw.subnets {
+            Some(n) => {
+                only_create("subnets", &|| self.at(n, ""))?;
+                if !(1..=MAX_SUBNETS).contains(n.get_ref()) {
+                    return Err(self.at(
+                        n,
+                        format!("network.subnets must be between 1 and {MAX_SUBNETS}"),
+                    ));
+                }
+                *n.get_ref()
+            }
+            None => 2,
+        };
+        Ok(Network { vpc, cidr, subnets })
     }
 
     fn plugins(&self, raw: RawPlugins, base: &Path) -> Result<PluginSettings, DefinitionError> {
@@ -386,6 +609,57 @@ impl Cx<'_> {
             validate::check_user_data(u.get_ref()).map_err(|m| self.at(u, m))?;
         }
 
+        let mut ports = Vec::new();
+        for p in r
+            .ports
+            .as_ref()
+            .or(defaults.ports.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let port = u16::try_from(*p.get_ref())
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| self.at(p, "a port is between 1 and 65535"))?;
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        ports.sort_unstable();
+        let allow_from: Vec<String> = r
+            .allow_from
+            .as_ref()
+            .or(defaults.allow_from.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|f| f.get_ref().clone())
+            .collect();
+        let mut allow_cidr = Vec::new();
+        for c in r
+            .allow_cidr
+            .as_ref()
+            .or(defaults.allow_cidr.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            allow_cidr.push(self.cidr(c)?);
+        }
+        if ports.is_empty() && !(allow_from.is_empty() && allow_cidr.is_empty()) {
+            return Err(self.at(
+                role,
+                format!("roles.{name}: allow_from and allow_cidr open the role's ports: set roles.{name}.ports"),
+            ));
+        }
+        let volume_gb = r.volume_gb.as_ref().or(defaults.volume_gb.as_ref());
+        if let Some(v) = volume_gb
+            && !(1..=MAX_VOLUME_GB).contains(v.get_ref())
+        {
+            return Err(self.at(
+                v,
+                format!("volume_gb must be between 1 and {MAX_VOLUME_GB}"),
+            ));
+        }
+
         Ok(Role {
             name: name.to_owned(),
             count: count.map_or(1, Spanned::into_inner),
@@ -394,12 +668,20 @@ impl Cx<'_> {
             ami: ami.into_inner(),
             user_data: user_data.map(Spanned::into_inner).unwrap_or_default(),
             key_name: pick(&r.key_name, &defaults.key_name).map(Spanned::into_inner),
+            instance_profile: pick(&r.instance_profile, &defaults.instance_profile)
+                .map(Spanned::into_inner),
             subnet_id: pick(&r.subnet_id, &defaults.subnet_id).map(Spanned::into_inner),
             security_group_ids: r
                 .security_group_ids
                 .clone()
                 .or_else(|| defaults.security_group_ids.clone())
                 .unwrap_or_default(),
+            ports,
+            allow_from,
+            allow_cidr,
+            volume_gb: volume_gb.map(|v| *v.get_ref()),
+            volume_keep: r.volume_keep.or(defaults.volume_keep).unwrap_or(false),
+            eip: r.eip.or(defaults.eip).unwrap_or(false),
         })
     }
 }
@@ -520,6 +802,65 @@ protected = true
         assert!(
             err.contains("4:13: plugins.limits.memory_mb must be between"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn network_and_firewall_errors_point_at_the_value() {
+        let base = "[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\n";
+        let err = |extra: &str| parse(&format!("{base}{extra}")).unwrap_err();
+        assert_eq!(
+            err("[roles.db]\nports = [5432]\nallow_from = [\"wwww\"]\n"),
+            "examples/heet.toml:7:15: roles.db.allow_from: there is no role \"wwww\""
+        );
+        assert_eq!(
+            err("[roles.db]\nports = [70000]\n"),
+            "examples/heet.toml:6:10: a port is between 1 and 65535"
+        );
+        assert!(
+            err("[roles.db]\nallow_cidr = [\"10.0.0.0/8\"]\n")
+                .contains("allow_from and allow_cidr open the role's ports: set roles.db.ports")
+        );
+        assert_eq!(
+            err("[roles.db]\nports = [1]\nallow_cidr = [\"10.0.0.1/8\"]\n"),
+            "examples/heet.toml:7:15: 10.0.0.1/8 has host bits set: the network is 10.0.0.0/8"
+        );
+        assert_eq!(
+            err("[network]\nvpc = \"mine\"\n"),
+            "examples/heet.toml:6:7: network.vpc must be \"default\", \"create\" or a VPC id (vpc-…), not \"mine\""
+        );
+        assert_eq!(
+            err("[network]\ncidr = \"10.0.0.0/16\"\n"),
+            "examples/heet.toml:6:8: network.cidr needs network.vpc = \"create\""
+        );
+        assert_eq!(
+            err("[network]\nvpc = \"create\"\ncidr = \"10.0.0.0/28\"\n"),
+            "examples/heet.toml:7:8: a VPC's CIDR is /16 to /24, not /28"
+        );
+        assert!(
+            err("[network]\nvpc = \"vpc-123\"\n")
+                .contains("list the subnets to use in network.subnet_ids")
+        );
+        assert_eq!(
+            err("[environments.prod]\ncidr = \"10.1.0.0/16\"\n"),
+            "examples/heet.toml:6:8: environments.prod.cidr needs network.vpc = \"create\""
+        );
+    }
+
+    #[test]
+    fn network_settings_resolve_per_environment() {
+        let d = parse(
+            "[project]\nname = \"x\"\n[network]\nvpc = \"create\"\nsubnets = 3\n[defaults]\nami = \"ami-1\"\n[roles.db]\nports = [5432, 5432, 22]\nvolume_gb = 30\nvolume_keep = true\neip = true\n[environments.dev]\n[environments.prod]\ncidr = \"10.9.0.0/16\"\n",
+        )
+        .unwrap();
+        assert_eq!(d.network.subnets, 3);
+        assert_eq!(d.cidr("dev").to_string(), DEFAULT_CIDR);
+        assert_eq!(d.cidr("prod").to_string(), "10.9.0.0/16");
+        let db = &d.roles[0];
+        assert_eq!(db.ports, [22, 5432], "sorted, once each");
+        assert_eq!(
+            (db.volume_gb, db.volume_keep, db.eip),
+            (Some(30), true, true)
         );
     }
 

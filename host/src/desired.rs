@@ -10,6 +10,7 @@ use crate::definition::Definition;
 use crate::namespace::{
     self, TAG_DNS, TAG_ENV, TAG_ID, TAG_INDEX, TAG_NAME, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
 };
+use crate::network::{self, DesiredNetwork, SubnetRef};
 use crate::plugins::{Hooks, PluginError, api};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -18,7 +19,32 @@ pub struct Desired {
     pub env: String,
     pub region: String,
     pub instances: Vec<DesiredInstance>,
+    pub network: DesiredNetwork,
 }
+
+impl Desired {
+    /// Nothing at all: what `down` plans towards.
+    pub fn nothing(project: &str, env: &str, region: &str) -> Desired {
+        Desired {
+            project: project.to_owned(),
+            env: env.to_owned(),
+            region: region.to_owned(),
+            instances: Vec::new(),
+            network: DesiredNetwork::default(),
+        }
+    }
+}
+
+/// An instance's data volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    pub gb: u32,
+    /// Not deleted with the instance.
+    pub keep: bool,
+}
+
+/// The device name of the data volume.
+pub const DATA_DEVICE: &str = "/dev/sdf";
 
 /// One instance slot as it should be.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,8 +60,15 @@ pub struct DesiredInstance {
     #[serde(serialize_with = "user_data_digest")]
     pub user_data: String,
     pub key_name: Option<String>,
-    pub subnet_id: Option<String>,
+    pub instance_profile: Option<String>,
+    pub subnet: Option<SubnetRef>,
+    /// Roles whose heet security group the instance is in (its own, when it has one).
+    pub groups: Vec<String>,
+    /// Groups named in the definition by id.
     pub security_group_ids: Vec<String>,
+    pub volume: Option<Volume>,
+    /// Whether the instance has an Elastic IP.
+    pub eip: bool,
     /// Every tag: heet's own, `Name`, and the plugins'.
     pub tags: BTreeMap<String, String>,
     pub cnames: Vec<String>,
@@ -103,6 +136,7 @@ pub fn compute(
     hooks: &mut impl Hooks,
 ) -> Result<Desired, DesiredError> {
     let project = def.project.as_str();
+    let mut network = network::desired(def, env);
     let mut instances = Vec::new();
     for role in &def.roles {
         let role_ctx = api::RoleContext {
@@ -117,9 +151,18 @@ pub fn compute(
             api::RoleSize {
                 instance_type: role.instance_type.clone(),
                 count: role.count,
-                volume_gb: None,
+                volume_gb: role.volume_gb,
             },
         )?;
+        let volume = size.volume_gb.map(|gb| Volume {
+            gb,
+            keep: role.volume_keep,
+        });
+        let groups: Vec<String> = if role.has_group(def) {
+            vec![role.name.clone()]
+        } else {
+            Vec::new()
+        };
         for index in 1..=size.count {
             let ctx = api::InstanceContext {
                 project: project.to_owned(),
@@ -139,14 +182,42 @@ pub fn compute(
             let user_data = hooks.user_data(&ctx, role.user_data.clone())?;
 
             let id = namespace::slot_id(project, env, &role.name, index);
-            let spec = namespace::spec_hash(&[
-                &role.ami,
-                &size.instance_type,
-                &user_data,
-                role.key_name.as_deref().unwrap_or(""),
-                role.subnet_id.as_deref().unwrap_or(""),
-                &role.security_group_ids.join(","),
-            ]);
+            let subnet = role
+                .subnet_id
+                .clone()
+                .map(SubnetRef::Id)
+                .or_else(|| network::subnet_for(def, &network, index));
+            let mut spec_parts = vec![
+                role.ami.clone(),
+                size.instance_type.clone(),
+                user_data.clone(),
+                role.key_name.clone().unwrap_or_default(),
+                role.subnet_id.clone().unwrap_or_default(),
+                role.security_group_ids.join(","),
+            ];
+            // Settings added since the first release count only when set, so the spec of an
+            // instance that uses none of them, and so the instance, stays as it was.
+            if let (None, Some(s)) = (&role.subnet_id, &subnet) {
+                spec_parts.push(s.spec_part());
+            }
+            if !groups.is_empty() {
+                spec_parts.push(format!("groups={}", groups.join(",")));
+            }
+            if let Some(v) = volume {
+                spec_parts.push(format!("volume={}:{}", v.gb, v.keep));
+            }
+            if let Some(p) = &role.instance_profile {
+                spec_parts.push(format!("profile={p}"));
+            }
+            let spec =
+                namespace::spec_hash(&spec_parts.iter().map(String::as_str).collect::<Vec<_>>());
+            if role.eip {
+                network.addresses.push(network::DesiredAddress {
+                    resource: network::address_resource(&role.name, index),
+                    slot: id.clone(),
+                    instance: name.clone(),
+                });
+            }
             let mut tags: BTreeMap<String, String> =
                 plugin_tags.into_iter().map(|t| (t.key, t.value)).collect();
             tags.insert(TAG_PROJECT.into(), project.into());
@@ -167,8 +238,12 @@ pub fn compute(
                 ami: role.ami.clone(),
                 user_data,
                 key_name: role.key_name.clone(),
-                subnet_id: role.subnet_id.clone(),
+                instance_profile: role.instance_profile.clone(),
+                subnet,
+                groups: groups.clone(),
                 security_group_ids: role.security_group_ids.clone(),
+                volume,
+                eip: role.eip,
                 tags,
                 cnames,
                 spec,
@@ -181,6 +256,7 @@ pub fn compute(
         env: env.to_owned(),
         region: region.to_owned(),
         instances,
+        network,
     };
     let violations = hooks.guard(&desired.to_wit(def.domain.clone()))?;
     if !violations.is_empty() {
@@ -232,6 +308,23 @@ impl Desired {
                         .collect(),
                     cnames: i.cnames.clone(),
                     user_data: i.user_data.clone(),
+                })
+                .collect(),
+            firewall: self
+                .network
+                .firewall()
+                .into_iter()
+                .map(|(role, rule)| api::IngressRule {
+                    role: role.to_owned(),
+                    port: rule.port,
+                    cidr: match &rule.source {
+                        network::Source::Cidr(c) => Some(c.clone()),
+                        network::Source::Role(_) => None,
+                    },
+                    from_role: match &rule.source {
+                        network::Source::Role(r) => Some(r.clone()),
+                        network::Source::Cidr(_) => None,
+                    },
                 })
                 .collect(),
         }

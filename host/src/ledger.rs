@@ -39,6 +39,13 @@ pub enum Entry {
         ttl: i64,
         state: State,
     },
+    /// A network resource: VPC, subnet, internet gateway, security group, Elastic IP.
+    Resource {
+        /// `kind/name`, as in the `heet:resource` tag, e.g. `group/www`.
+        resource: String,
+        aws_id: Option<String>,
+        state: State,
+    },
 }
 
 /// A record heet created, as the ledger remembers it.
@@ -66,7 +73,22 @@ pub fn record_key(project: &str, env: &str, name: &str) -> String {
     format!("{}record/{name}", prefix(project, env))
 }
 
+pub fn resource_key(project: &str, env: &str, resource: &str) -> String {
+    format!("{}resource/{resource}", prefix(project, env))
+}
+
 impl Ledger {
+    /// The kinds of network resource (`vpc`, `group`, ...) the ledger lists.
+    pub fn resource_kinds(&self) -> std::collections::BTreeSet<&str> {
+        self.entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Resource { resource, .. } => resource.split('/').next(),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Builds the ledger from parameter (name, value) pairs; values heet cannot read are
     /// reported by name so they can be looked at, never guessed at.
     pub fn parse(params: Vec<(String, String)>) -> (Ledger, Vec<String>) {
@@ -97,7 +119,7 @@ impl Ledger {
                         ttl: *ttl,
                     },
                 )),
-                Entry::Instance { .. } => None,
+                Entry::Instance { .. } | Entry::Resource { .. } => None,
             })
             .collect()
     }

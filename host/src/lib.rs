@@ -7,8 +7,11 @@ pub mod cloud;
 pub mod commands;
 pub mod definition;
 pub mod desired;
+pub mod iam;
 pub mod ledger;
 pub mod namespace;
+pub mod network;
+pub mod ops;
 pub mod plan;
 pub mod plugins;
 pub mod progress;
@@ -18,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, PluginsCommand};
+use cli::{Cli, Command, ConfigCommand, PluginsCommand};
 use commands::Outcome;
 
 /// Exit codes, documented in `heet --help` and docs/cli.md.
@@ -94,6 +97,32 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Status { env } => runtime()?.block_on(commands::status(global, env)),
         Command::Unlock { env, yes } => runtime()?.block_on(commands::unlock(global, env, *yes)),
+        Command::Config(ConfigCommand::List { env, reveal }) => {
+            runtime()?.block_on(ops::config_list(global, env, *reveal))
+        }
+        Command::Config(ConfigCommand::Get { key, env, reveal }) => {
+            runtime()?.block_on(ops::config_get(global, env, key, *reveal))
+        }
+        Command::Config(ConfigCommand::Set {
+            key,
+            value,
+            env,
+            secret,
+        }) => runtime()?.block_on(ops::config_set(global, env, key, value.as_deref(), *secret)),
+        Command::Config(ConfigCommand::Unset { key, env }) => {
+            runtime()?.block_on(ops::config_unset(global, env, key))
+        }
+        Command::Inventory { env, host, .. } => {
+            runtime()?.block_on(ops::inventory(global, env, host.as_deref()))
+        }
+        Command::Hosts { env, role } => {
+            runtime()?.block_on(ops::hosts(global, env, role.as_deref()))
+        }
+        Command::IamPolicy => {
+            let def = definition::Definition::load(&global.file)?;
+            commands::emit(global, &iam::policy(&def))?;
+            Ok(Outcome::Done)
+        }
         Command::Plugins(PluginsCommand::List) => commands::plugins_list(global),
         Command::Plugins(PluginsCommand::Lock) => commands::plugins_lock(global),
         Command::Plugins(PluginsCommand::New { name, path }) => {

@@ -16,6 +16,8 @@ pub const TAG_SPEC: &str = "heet:spec";
 /// Hash of the instance's CNAMEs: when the set changes, even to nothing, the instance's tags
 /// change, so the change is seen without reading the ledger (which a no-op `up` skips).
 pub const TAG_DNS: &str = "heet:dns";
+/// `kind/name` of a network resource, e.g. `group/www` (see `network`).
+pub const TAG_RESOURCE: &str = "heet:resource";
 pub const TAG_NAME: &str = "Name";
 /// Tags heet writes on every instance, `Name` included.
 pub const OWN_TAGS: usize = 8;
@@ -57,6 +59,12 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
 /// look-alike is told apart from heet's own.
 pub fn slot_id(project: &str, env: &str, role: &str, index: u32) -> String {
     let digest = Sha256::digest(format!("heet/v1/{project}/{env}/{role}/{index}"));
+    hex::encode(&digest[..8])
+}
+
+/// The stable id of a network resource (`heet:id`), as [`slot_id`] is for instances.
+pub fn resource_id(project: &str, env: &str, resource: &str) -> String {
+    let digest = Sha256::digest(format!("heet/v1/{project}/{env}/resource/{resource}"));
     hex::encode(&digest[..8])
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::desired::{Desired, DesiredInstance};
 use crate::ledger;
 use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC};
+use crate::network::{self, NetChange, ObservedResource};
 
 /// An instance as AWS reports it, in heet's terms (no SDK types past `cloud`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -21,6 +22,8 @@ pub struct ObservedInstance {
     pub launch_time: Option<i64>,
     pub public_dns: Option<String>,
     pub private_dns: Option<String>,
+    pub public_ip: Option<String>,
+    pub private_ip: Option<String>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -156,6 +159,8 @@ pub struct Plan {
     pub project: String,
     pub env: String,
     pub changes: Vec<Change>,
+    /// VPC, subnets, security groups and Elastic IPs.
+    pub network: Vec<NetChange>,
     /// Route53 changes, applied as one batch per zone after the instances.
     pub records: Vec<RecordChange>,
     /// The zone to create first, when the definition asks for one that does not exist.
@@ -198,12 +203,15 @@ pub enum Change {
         index: u32,
         name: String,
         reason: String,
+        /// A second instance in a slot whose first one stays: the slot stays in the ledger.
+        twin: bool,
     },
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+            && self.network.is_empty()
             && self.records.is_empty()
             && self.create_zone.is_none()
             && self.foreign_records.is_empty()
@@ -225,8 +233,14 @@ impl Plan {
     }
 }
 
-/// Computes the changes that turn `observed` (instances and DNS) into `desired`.
-pub fn plan(desired: &Desired, observed: &[ObservedInstance], dns: &DnsState) -> Plan {
+/// Computes the changes that turn `observed` (instances, network resources and DNS) into
+/// `desired`.
+pub fn plan(
+    desired: &Desired,
+    observed: &[ObservedInstance],
+    resources: &[ObservedResource],
+    dns: &DnsState,
+) -> Plan {
     let (project, env) = (desired.project.as_str(), desired.env.as_str());
     let mut slots: BTreeMap<&str, Vec<&ObservedInstance>> = BTreeMap::new();
     let mut foreign = Vec::new();
@@ -238,7 +252,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance], dns: &DnsState) ->
     }
 
     let mut changes = Vec::new();
-    let delete = |o: &ObservedInstance, reason: String| Change::Delete {
+    let delete = |o: &ObservedInstance, reason: String, twin: bool| Change::Delete {
         instance_id: o.instance_id.clone(),
         role: o.tags.get(TAG_ROLE).cloned().unwrap_or_default(),
         index: o
@@ -248,6 +262,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance], dns: &DnsState) ->
             .unwrap_or(0),
         name: o.name().to_owned(),
         reason,
+        twin,
     };
 
     // Twins (two live instances in one slot, e.g. after a crash mid-launch): keep one.
@@ -255,7 +270,11 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance], dns: &DnsState) ->
     for (id, mut group) in std::mem::take(&mut slots) {
         group.sort_by(|a, b| a.keep_rank().cmp(&b.keep_rank()));
         for twin in &group[1..] {
-            changes.push(delete(twin, format!("twin of {}", group[0].instance_id)));
+            changes.push(delete(
+                twin,
+                format!("twin of {}", group[0].instance_id),
+                true,
+            ));
         }
         kept.insert(id, group[0]);
     }
@@ -263,7 +282,13 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance], dns: &DnsState) ->
     let mut unchanged = 0;
     // The DNS name each desired slot will have, where it is known before applying.
     let mut targets: BTreeMap<&str, Option<String>> = BTreeMap::new();
+    // The instance that stays in each slot (none when one is launched), for Elastic IPs.
+    let mut staying: BTreeMap<String, Option<String>> = BTreeMap::new();
     for d in &desired.instances {
+        let kept_here = kept
+            .get(d.id.as_str())
+            .filter(|o| o.tags.get(TAG_SPEC) == Some(&d.spec));
+        staying.insert(d.id.clone(), kept_here.map(|o| o.instance_id.clone()));
         let Some(o) = kept.remove(d.id.as_str()) else {
             targets.insert(&d.id, None);
             changes.push(Change::Create {
@@ -300,7 +325,16 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance], dns: &DnsState) ->
         }
     }
     for o in kept.into_values() {
-        changes.push(delete(o, "no longer in the definition".into()));
+        changes.push(delete(o, "no longer in the definition".into(), false));
+    }
+
+    let network = network::plan(project, env, &desired.network, resources, &staying);
+    // An instance that gets an Elastic IP gets a new public DNS name: its records are
+    // pointed at it once the address is associated.
+    for c in &network {
+        if let NetChange::Associate { slot, .. } = c {
+            targets.insert(slot.as_str(), None);
+        }
     }
 
     let dns_plan = plan_records(desired, &targets, dns);
@@ -308,6 +342,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance], dns: &DnsState) ->
         project: project.to_owned(),
         env: env.to_owned(),
         changes,
+        network,
         records: dns_plan.records,
         create_zone: dns_plan.create_zone,
         conflicts: dns_plan.conflicts,
@@ -430,7 +465,13 @@ impl fmt::Display for Plan {
             if !self.records.is_empty() {
                 write!(f, ", {} record change(s)", self.records.len())?;
             }
+            if !self.network.is_empty() {
+                write!(f, ", {} network change(s)", self.network.len())?;
+            }
             for change in &self.changes {
+                write!(f, "\n  {change}")?;
+            }
+            for change in &self.network {
                 write!(f, "\n  {change}")?;
             }
         }
@@ -512,6 +553,13 @@ impl fmt::Display for Change {
                     "+ create   {}[{}] {} ({}, {})",
                     d.role, d.index, d.name, d.instance_type, d.ami
                 )?;
+                if let Some(v) = d.volume {
+                    let keep = if v.keep { ", kept" } else { "" };
+                    write!(f, " volume: {} GiB{keep}", v.gb)?;
+                }
+                if d.eip {
+                    write!(f, " elastic ip")?;
+                }
                 if !d.cnames.is_empty() {
                     write!(f, " cnames: {}", d.cnames.join(", "))?;
                 }
@@ -549,6 +597,7 @@ impl fmt::Display for Change {
                 index,
                 name,
                 reason,
+                ..
             } => {
                 write!(
                     f,
@@ -591,6 +640,8 @@ count = 2
             launch_time: Some(launched),
             public_dns: Some(format!("{id}.compute.example")),
             private_dns: None,
+            public_ip: None,
+            private_ip: None,
             tags: d.tags.clone(),
         }
     }
@@ -606,7 +657,7 @@ count = 2
 
     #[test]
     fn empty_account_means_create_everything() {
-        let p = plan(&desired("staging"), &[], &DnsState::default());
+        let p = plan(&desired("staging"), &[], &[], &DnsState::default());
         assert_eq!(p.changes.len(), 2);
         assert!(p.changes.iter().all(|c| matches!(c, Change::Create { .. })));
         assert!(!p.is_destructive());
@@ -622,7 +673,7 @@ count = 2
     fn matching_state_means_no_changes() {
         let d = desired("staging");
         let observed = all_running(&d);
-        let p = plan(&d, &observed, &DnsState::default());
+        let p = plan(&d, &observed, &[], &DnsState::default());
         assert!(p.is_empty());
         assert_eq!(p.unchanged, 2);
         assert_eq!(
@@ -637,7 +688,7 @@ count = 2
         let observed = all_running(&d);
         let mut fewer = d.clone();
         fewer.instances.pop();
-        let p = plan(&fewer, &observed, &DnsState::default());
+        let p = plan(&fewer, &observed, &[], &DnsState::default());
         assert_eq!(p.changes.len(), 1);
         assert!(
             matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-1" && reason == "no longer in the definition")
@@ -650,7 +701,7 @@ count = 2
         let a = running(&d.instances[0], "i-young", 20);
         let b = running(&d.instances[0], "i-old", 10);
         let c = running(&d.instances[1], "i-c", 10);
-        let p = plan(&d, &[a, b, c], &DnsState::default());
+        let p = plan(&d, &[a, b, c], &[], &DnsState::default());
         assert_eq!(p.changes.len(), 1, "{p}");
         assert!(
             matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-young" && reason == "twin of i-old")
@@ -665,7 +716,7 @@ count = 2
         old_type.instance_type = "t2.nano".into();
         let mut renamed = running(&d.instances[1], "i-b", 1);
         renamed.tags.insert("Name".into(), "old-name".into());
-        let p = plan(&d, &[old_type, renamed], &DnsState::default());
+        let p = plan(&d, &[old_type, renamed], &[], &DnsState::default());
         assert!(
             matches!(&p.changes[0], Change::Replace { instance_id, reasons, .. } if instance_id == "i-a" && reasons == &["instance type t2.nano → t3.micro"])
         );
@@ -684,7 +735,7 @@ count = 2
         look_alike
             .tags
             .insert(TAG_ID.into(), "0000000000000000".into());
-        let p = plan(&staging, &[theirs, look_alike], &DnsState::default());
+        let p = plan(&staging, &[theirs, look_alike], &[], &DnsState::default());
         assert_eq!(p.foreign, ["i-prod", "i-fake"]);
         assert!(!p.is_destructive());
         assert_eq!(p.count(|c| matches!(c, Change::Create { .. })), 2);
@@ -694,7 +745,7 @@ count = 2
     fn json_never_contains_user_data() {
         let mut d = desired("staging");
         d.instances[0].user_data = "password=hunter2".into();
-        let p = plan(&d, &[], &DnsState::default());
+        let p = plan(&d, &[], &[], &DnsState::default());
         let json = serde_json::to_string(&p).unwrap();
         assert!(!json.contains("hunter2"), "{json}");
         assert!(json.contains(r#""action":"create""#), "{json}");
@@ -756,7 +807,7 @@ mod record_tests {
     #[test]
     fn missing_records_point_at_running_instances() {
         let (d, observed) = setup();
-        let p = plan(&d, &observed, &dns(&[], Some(&[])));
+        let p = plan(&d, &observed, &[], &dns(&[], Some(&[])));
         let targets: Vec<(&str, Option<&str>)> = p
             .records
             .iter()
@@ -781,13 +832,13 @@ mod record_tests {
             ("www-01.example.com", cname("i-0.compute.example")),
             ("www-02.example.com", cname("i-1.compute.example")),
         ];
-        assert!(plan(&d, &observed, &dns(&records, None)).is_empty());
+        assert!(plan(&d, &observed, &[], &dns(&records, None)).is_empty());
     }
 
     #[test]
     fn a_new_instance_gets_its_record_after_launch() {
         let (d, observed) = setup();
-        let p = plan(&d, &observed[..1], &dns(&[], Some(&[])));
+        let p = plan(&d, &observed[..1], &[], &dns(&[], Some(&[])));
         assert!(matches!(
             &p.records[1],
             RecordChange::Upsert { name, target: None, .. } if name == "www-02.example.com"
@@ -804,6 +855,7 @@ mod record_tests {
         let p = plan(
             &d,
             &observed,
+            &[],
             &dns(
                 &records,
                 Some(&[("www-01.example.com", "i-0.compute.example")]),
@@ -833,7 +885,7 @@ mod record_tests {
             ("www-02.example.com", "i-1.compute.example"),
             ("www-09.example.com", "i-9.compute.example"),
         ];
-        let p = plan(&d, &observed, &dns(&records, Some(&owned)));
+        let p = plan(&d, &observed, &[], &dns(&records, Some(&owned)));
         let deletes: Vec<(&str, bool)> = p
             .records
             .iter()
@@ -867,7 +919,7 @@ mod record_tests {
         };
         // The optimistic plan (no ledger) must not call this converged: the instances' tags
         // say their records changed, so `up` goes on to read the ledger and delete them.
-        let p = plan(&d, &observed, &dns(&records, None));
+        let p = plan(&d, &observed, &[], &dns(&records, None));
         assert_eq!(
             p.count(|c| matches!(c, Change::UpdateTags { .. })),
             2,
@@ -880,7 +932,7 @@ mod record_tests {
         let (d, observed) = setup();
         let mut state = dns(&[], Some(&[]));
         state.zone = None;
-        let p = plan(&d, &observed, &state);
+        let p = plan(&d, &observed, &[], &state);
         assert_eq!(p.create_zone.as_deref(), Some("example.com"));
         assert!(p.to_string().contains("+ zone     example.com"), "{p}");
     }

@@ -189,6 +189,18 @@ impl Moto {
         body
     }
 
+    /// Creates an IAM instance profile (RunInstances refuses a profile that does not exist).
+    pub fn instance_profile(&self, name: &str) {
+        let response = ureq::post(format!("{}/", self.endpoint))
+            .header("Authorization", auth("iam"))
+            .send_form([
+                ("Action", "CreateInstanceProfile"),
+                ("Version", "2010-05-08"),
+                ("InstanceProfileName", name),
+            ]);
+        assert!(response.is_ok(), "iam: {response:?}");
+    }
+
     /// A raw SSM JSON API call, bypassing heet: the status and the body.
     fn ssm(&self, action: &str, body: serde_json::Value) -> (u16, String) {
         let mut response = ureq::post(format!("{}/", self.endpoint))
@@ -216,6 +228,33 @@ impl Moto {
             serde_json::json!({"Name": name, "Value": value, "Type": "String", "Overwrite": true}),
         );
         assert_eq!(status, 200, "ssm: {body}");
+    }
+
+    /// Every parameter under `path` (recursively) as (name, value), decrypted: what anyone
+    /// with access to the account could read there.
+    pub fn ssm_under(&self, path: &str) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut body =
+                serde_json::json!({"Path": path, "Recursive": true, "WithDecryption": true});
+            if let Some(t) = &token {
+                body["NextToken"] = serde_json::json!(t);
+            }
+            let (status, text) = self.ssm("GetParametersByPath", body);
+            assert_eq!(status, 200, "ssm: {text}");
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            for p in json["Parameters"].as_array().unwrap() {
+                found.push((
+                    p["Name"].as_str().unwrap().to_owned(),
+                    p["Value"].as_str().unwrap().to_owned(),
+                ));
+            }
+            match json["NextToken"].as_str() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return found,
+            }
+        }
     }
 
     /// The value of an SSM parameter, bypassing heet; `None` when there is no such parameter.
@@ -398,6 +437,140 @@ impl Moto {
     }
 }
 
+/// A security group as moto reports it: id, name, VPC, and its ingress rules as
+/// `(port, source)`, the source a CIDR or a group id.
+#[derive(Debug, Clone)]
+pub struct MotoGroup {
+    pub id: String,
+    pub name: String,
+    pub vpc_id: String,
+    pub ingress: Vec<(String, String)>,
+}
+
+impl Moto {
+    /// The ids (`id_field`) of the items of `set` that `action` lists with these filters,
+    /// e.g. `("DescribeVpcs", "vpcSet", "vpcId")`.
+    pub fn ids(
+        &self,
+        (action, set, id_field): (&str, &str, &str),
+        filters: &[(&str, &str)],
+    ) -> Vec<String> {
+        let mut params = vec![("Action".to_owned(), action.to_owned())];
+        for (i, (name, value)) in filters.iter().enumerate() {
+            params.push((format!("Filter.{}.Name", i + 1), (*name).to_owned()));
+            params.push((format!("Filter.{}.Value.1", i + 1), (*value).to_owned()));
+        }
+        let borrowed: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let xml = self.ec2(&borrowed);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        doc.descendants()
+            .filter(|n| n.has_tag_name(set))
+            .flat_map(|s| s.children().filter(|c| c.has_tag_name("item")))
+            .map(|item| child_text(item, id_field))
+            .collect()
+    }
+
+    /// Every network resource and live instance tagged for `project`, by kind: what must be
+    /// empty after `down`.
+    pub fn leftovers(&self, project: &str) -> Vec<String> {
+        let tag = [("tag:heet:project", project)];
+        let mut left = Vec::new();
+        for what in [
+            ("DescribeVpcs", "vpcSet", "vpcId"),
+            ("DescribeSubnets", "subnetSet", "subnetId"),
+            (
+                "DescribeInternetGateways",
+                "internetGatewaySet",
+                "internetGatewayId",
+            ),
+            ("DescribeSecurityGroups", "securityGroupInfo", "groupId"),
+            ("DescribeAddresses", "addressesSet", "allocationId"),
+        ] {
+            left.extend(self.ids(what, &tag));
+        }
+        left.extend(
+            self.live_instances("heet:project", project)
+                .into_iter()
+                .map(|i| i.id),
+        );
+        left
+    }
+
+    /// Security groups tagged `tag` = `value`, with their ingress rules.
+    pub fn groups(&self, tag: &str, value: &str) -> Vec<MotoGroup> {
+        let xml = self.ec2(&[
+            ("Action", "DescribeSecurityGroups"),
+            ("Filter.1.Name", &format!("tag:{tag}")),
+            ("Filter.1.Value.1", value),
+        ]);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let info = doc
+            .descendants()
+            .find(|n| n.has_tag_name("securityGroupInfo"))
+            .unwrap();
+        info.children()
+            .filter(|c| c.has_tag_name("item"))
+            .map(|g| MotoGroup {
+                id: child_text(g, "groupId"),
+                name: child_text(g, "groupName"),
+                vpc_id: child_text(g, "vpcId"),
+                ingress: items(g, "ipPermissions")
+                    .into_iter()
+                    .flat_map(|p| {
+                        let port = format!(
+                            "{}/{}",
+                            child_text(p, "fromPort"),
+                            child_text(p, "ipProtocol")
+                        );
+                        let mut sources: Vec<(String, String)> = items(p, "ipRanges")
+                            .into_iter()
+                            .map(|r| (port.clone(), child_text(r, "cidrIp")))
+                            .collect();
+                        sources.extend(
+                            items(p, "groups")
+                                .into_iter()
+                                .map(|r| (port.clone(), child_text(r, "groupId"))),
+                        );
+                        sources
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The groups, subnet and public IP of an instance, as moto reports them.
+    pub fn placement(&self, instance_id: &str) -> (Vec<String>, String, String) {
+        let xml = self.ec2(&[
+            ("Action", "DescribeInstances"),
+            ("InstanceId.1", instance_id),
+        ]);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let item = doc
+            .descendants()
+            .find(|n| n.has_tag_name("instancesSet"))
+            .and_then(|s| s.children().find(|c| c.has_tag_name("item")))
+            .unwrap();
+        let groups = item
+            .children()
+            .find(|c| c.has_tag_name("groupSet"))
+            .map(|s| {
+                s.children()
+                    .filter(|c| c.has_tag_name("item"))
+                    .map(|g| child_text(g, "groupId"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (
+            groups,
+            child_text(item, "subnetId"),
+            child_text(item, "ipAddress"),
+        )
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         // Closing the pipe makes the owning shell kill moto.
@@ -419,6 +592,14 @@ fn auth(service: &str) -> String {
     format!(
         "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=x"
     )
+}
+
+/// The `item` children of `n`'s child `set`.
+fn items<'a, 'i>(n: roxmltree::Node<'a, 'i>, set: &str) -> Vec<roxmltree::Node<'a, 'i>> {
+    n.children()
+        .find(|c| c.has_tag_name(set))
+        .map(|s| s.children().filter(|c| c.has_tag_name("item")).collect())
+        .unwrap_or_default()
 }
 
 /// The text of `n`'s first child element named `name`, or "".
@@ -542,6 +723,19 @@ impl Project {
         Run(self.command(args, env).output().unwrap())
     }
 
+    /// Runs heet with `input` on its stdin (not a terminal).
+    pub fn heet_input(&self, args: &[&str], input: &str) -> Run {
+        let mut child = self
+            .command(args, &[])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        Run(child.wait_with_output().unwrap())
+    }
+
     /// Starts heet in the background, as [`Project::heet_with`] would run it.
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
         self.command(args, env)
@@ -552,25 +746,35 @@ impl Project {
     }
 
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(heet_bin());
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("AWS_ENDPOINT_URL", &moto().endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env_remove("AWS_PROFILE")
-            .env(
-                "HEET_CACHE_DIR",
-                target_profile_dir().join("heet-test-cache"),
-            )
-            .envs(env.iter().copied())
-            .stdin(Stdio::null());
-        cmd
+        command_in(self.dir.path(), args, env)
     }
+}
+
+/// heet in `dir` against this process's moto server, with extra environment variables.
+fn command_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(heet_bin());
+    cmd.args(args)
+        .current_dir(dir)
+        .env("AWS_ENDPOINT_URL", &moto().endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_PROFILE")
+        .env(
+            "HEET_CACHE_DIR",
+            target_profile_dir().join("heet-test-cache"),
+        )
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs heet in `dir` (a definition folder that is not a [`Project`]).
+pub fn heet_in(dir: &Path, args: &[&str]) -> Run {
+    Run(command_in(dir, args, &[]).output().unwrap())
 }
 
 /// The outcome of one heet run.
@@ -586,6 +790,16 @@ impl Run {
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.0.stderr).into_owned()
     }
+    /// The AWS operations `--stats` reported on stderr (`aws calls: …: ec2:Op×2 …`).
+    pub fn operations(&self) -> Vec<String> {
+        self.stderr()
+            .lines()
+            .filter_map(|l| l.strip_prefix("aws calls: "))
+            .flat_map(|l| l.split_once("): ").map_or("", |(_, ops)| ops).split(' '))
+            .filter_map(|op| op.split_once('×').map(|(name, _)| name.to_owned()))
+            .collect()
+    }
+
     /// Asserts success and parses stdout as JSON.
     pub fn json(&self) -> serde_json::Value {
         assert_eq!(

@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
         "test" => test(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup  install the wasm target and moto's server (venv in ~/.cache/heet)\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp)\n                 against a local moto server\n  test   set up, then run every test of the workspace"
+                "usage: cargo xtask <task>\n\n  setup  install the wasm target and moto's server (venv in ~/.cache/heet)\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp,\n                 customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace"
             );
             if task.is_empty() {
                 Ok(())
@@ -78,17 +78,24 @@ fn setup() -> anyhow::Result<PathBuf> {
 }
 
 /// The examples and the reference plugins each one uses.
-const EXAMPLES: [(&str, &[&str]); 2] = [
+const EXAMPLES: [(&str, &[&str]); 3] = [
     ("simple-demo", &["naming"]),
     (
         "webapp",
         &["sizing", "naming", "tags", "cname", "cloud-init", "guard"],
     ),
+    (
+        "customers",
+        &["sizing", "naming", "tags", "cname", "cloud-init", "guard"],
+    ),
 ];
+
+/// The projects of the customers example, one folder each, sharing `../plugins`.
+const CUSTOMERS: [&str; 2] = ["acme", "globex"];
 
 fn demo(name: &str) -> anyhow::Result<()> {
     let Some((_, plugins)) = EXAMPLES.iter().find(|(n, _)| *n == name) else {
-        bail!("no example {name:?}: try simple-demo or webapp");
+        bail!("no example {name:?}: try simple-demo, webapp or customers");
     };
     let server = setup()?;
     run(cargo().args(["build", "-q", "-p", "heet"]))?;
@@ -108,11 +115,15 @@ fn demo(name: &str) -> anyhow::Result<()> {
 
     let moto = tests::Moto::start(&server);
     eprintln!("xtask: moto server on {}", moto.endpoint);
-    let heet_in_example = |args: &[&str]| {
-        eprintln!("\n$ heet {}", args.join(" "));
+    let heet_in = |dir: &Path, args: &[&str]| {
+        eprintln!(
+            "\n{}$ heet {}",
+            dir.file_name().unwrap_or_default().to_string_lossy(),
+            args.join(" ")
+        );
         let mut cmd = Command::new(&heet);
         cmd.args(args)
-            .current_dir(&example)
+            .current_dir(dir)
             .env("AWS_ENDPOINT_URL", &moto.endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -120,6 +131,45 @@ fn demo(name: &str) -> anyhow::Result<()> {
             .env_remove("AWS_PROFILE");
         run(&mut cmd)
     };
+    if name == "customers" {
+        // Each customer pins the shared plugins itself, and comes up in dev and prod.
+        for customer in CUSTOMERS {
+            let dir = example.join(customer);
+            heet_in(&dir, &["plugins", "lock"])?;
+            heet_in(
+                &dir,
+                &[
+                    "config",
+                    "set",
+                    "DATABASE_URL",
+                    &format!("postgres://{customer}:s3cret@db/{customer}"),
+                    "--secret",
+                    "--env",
+                    "prod",
+                ],
+            )?;
+            heet_in(&dir, &["config", "list", "--env", "prod"])?;
+            heet_in(&dir, &["up", "--env", "dev", "--stats"])?;
+            heet_in(&dir, &["up", "--env", "prod", "--stats"])?;
+        }
+        for customer in CUSTOMERS {
+            heet_in(&example.join(customer), &["inventory", "--env", "prod"])?;
+        }
+        heet_in(
+            &example.join("globex"),
+            &["hosts", "--env", "prod", "--role", "www"],
+        )?;
+        heet_in(&example.join("acme"), &["up", "--env", "prod", "--stats"])?;
+        for customer in CUSTOMERS {
+            let dir = example.join(customer);
+            for env in ["dev", "prod"] {
+                heet_in(&dir, &["down", "--env", env, "--yes"])?;
+            }
+            heet_in(&dir, &["config", "unset", "DATABASE_URL", "--env", "prod"])?;
+        }
+        return Ok(());
+    }
+    let heet_in_example = |args: &[&str]| heet_in(&example, args);
     // The plugins were just built from this checkout's sources: pinning them is the review.
     heet_in_example(&["plugins", "lock"])?;
     heet_in_example(&["plugins", "list"])?;

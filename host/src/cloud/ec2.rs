@@ -4,10 +4,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::{Filter, Instance, InstanceType, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, Instance,
+    InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
+};
 
 use super::sdk_error;
-use crate::desired::DesiredInstance;
+use crate::desired::{DATA_DEVICE, DesiredInstance};
 use crate::namespace::{TAG_ENV, TAG_PROJECT};
 use crate::plan::ObservedInstance;
 
@@ -39,6 +42,21 @@ impl Ec2 {
         .await
     }
 
+    /// The instances with these ids, as they are now.
+    pub async fn by_ids(&self, ids: &[String]) -> anyhow::Result<Vec<ObservedInstance>> {
+        let mut found = Vec::new();
+        for batch in ids.chunks(ID_BATCH) {
+            found.extend(
+                self.describe(vec![filter(
+                    "instance-id",
+                    batch.iter().map(String::as_str),
+                )])
+                .await?,
+            );
+        }
+        Ok(found)
+    }
+
     async fn describe(&self, filters: Vec<Filter>) -> anyhow::Result<Vec<ObservedInstance>> {
         let mut pages = self
             .client
@@ -58,11 +76,25 @@ impl Ec2 {
     }
 
     /// Launches one instance, tagged atomically with the launch so a crash right after it
-    /// still leaves an instance the next run recognises.
-    pub async fn launch(&self, d: &DesiredInstance, client_token: &str) -> anyhow::Result<String> {
+    /// still leaves an instance the next run recognises. `subnet_id` and `group_ids` are the
+    /// instance's subnet and groups, resolved to AWS ids.
+    pub async fn launch(
+        &self,
+        d: &DesiredInstance,
+        client_token: &str,
+        subnet_id: Option<&str>,
+        group_ids: &[String],
+    ) -> anyhow::Result<String> {
         let tags: Vec<Tag> = d
             .tags
             .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        // The data volume carries the instance's slot tags, so a kept one is found again.
+        let volume_tags: Vec<Tag> = d
+            .tags
+            .iter()
+            .filter(|(k, _)| k.starts_with(crate::namespace::RESERVED_PREFIX) || *k == "Name")
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
         let mut req = self
@@ -74,15 +106,44 @@ impl Ec2 {
             .max_count(1)
             .client_token(client_token)
             .set_key_name(d.key_name.clone())
-            .set_subnet_id(d.subnet_id.clone())
+            .set_subnet_id(subnet_id.map(str::to_owned))
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::Instance)
                     .set_tags(Some(tags))
                     .build(),
             );
-        if !d.security_group_ids.is_empty() {
-            req = req.set_security_group_ids(Some(d.security_group_ids.clone()));
+        if !group_ids.is_empty() {
+            req = req.set_security_group_ids(Some(group_ids.to_vec()));
+        }
+        if let Some(profile) = &d.instance_profile {
+            req = req.iam_instance_profile(
+                IamInstanceProfileSpecification::builder()
+                    .name(profile)
+                    .build(),
+            );
+        }
+        if let Some(v) = d.volume {
+            req = req
+                .block_device_mappings(
+                    BlockDeviceMapping::builder()
+                        .device_name(DATA_DEVICE)
+                        .ebs(
+                            EbsBlockDevice::builder()
+                                .volume_size(v.gb as i32)
+                                .volume_type(VolumeType::Gp3)
+                                .encrypted(true)
+                                .delete_on_termination(!v.keep)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::Volume)
+                        .set_tags(Some(volume_tags))
+                        .build(),
+                );
         }
         if !d.user_data.is_empty() {
             req = req.user_data(aws_smithy_types::base64::encode(d.user_data.as_bytes()));
@@ -207,6 +268,8 @@ fn observed(i: &Instance) -> ObservedInstance {
         launch_time: i.launch_time().map(|t| t.secs()),
         public_dns: i.public_dns_name().map(str::to_owned),
         private_dns: i.private_dns_name().map(str::to_owned),
+        public_ip: i.public_ip_address().map(str::to_owned),
+        private_ip: i.private_ip_address().map(str::to_owned),
         tags: i
             .tags()
             .iter()

@@ -4,6 +4,7 @@
 //! which AWS operations it made (a no-op `up` must make no mutating call).
 
 mod ec2;
+mod net;
 mod route53;
 mod ssm;
 mod stats;
@@ -11,8 +12,9 @@ mod stats;
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 
 pub use ec2::Ec2;
+pub use net::Net;
 pub use route53::Route53;
-pub use ssm::{EnvLocked, LockHolder, Ssm};
+pub use ssm::{ConfigValue, EnvLocked, LockHolder, Ssm};
 pub use stats::{CallStats, CallSummary};
 
 /// Attempts per AWS call, first try included, unless `AWS_MAX_ATTEMPTS` says otherwise.
@@ -29,6 +31,7 @@ pub struct Connection {
 /// The AWS clients of one heet process.
 pub struct Aws {
     pub ec2: Ec2,
+    pub net: Net,
     pub route53: Route53,
     pub ssm: Ssm,
     pub stats: CallStats,
@@ -88,6 +91,7 @@ impl Aws {
                 .build(),
         );
         Ok(Aws {
+            net: Net::new(ec2.clone()),
             ec2: Ec2::new(ec2),
             route53: Route53::new(route53),
             ssm: Ssm::new(ssm),

@@ -101,7 +101,92 @@ pub struct EnvLocked {
     pub holder: LockHolder,
 }
 
+/// A config value in Parameter Store. A secret's value is only ever fetched decrypted on
+/// request, and is `None` otherwise: heet never holds what it must not print.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigValue {
+    pub name: String,
+    pub secret: bool,
+    pub value: Option<String>,
+    pub version: i64,
+}
+
+fn config_value(p: &aws_sdk_ssm::types::Parameter, decrypted: bool) -> ConfigValue {
+    let secret = p.r#type() == Some(&ParameterType::SecureString);
+    ConfigValue {
+        name: p.name().unwrap_or_default().to_owned(),
+        secret,
+        value: (!secret || decrypted).then(|| p.value().unwrap_or_default().to_owned()),
+        version: p.version(),
+    }
+}
+
 impl Ssm {
+    /// Config values under `path`; secrets decrypted only with `reveal`.
+    pub async fn config_list(&self, path: &str, reveal: bool) -> anyhow::Result<Vec<ConfigValue>> {
+        let mut pages = self
+            .client
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(false)
+            .with_decryption(reveal)
+            .max_results(10)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error("ssm:GetParametersByPath", e))?;
+            found.extend(page.parameters().iter().map(|p| config_value(p, reveal)));
+        }
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+
+    /// One config value, if set; a secret decrypted only with `reveal`.
+    pub async fn config_get(
+        &self,
+        name: &str,
+        reveal: bool,
+    ) -> anyhow::Result<Option<ConfigValue>> {
+        match self
+            .client
+            .get_parameter()
+            .name(name)
+            .with_decryption(reveal)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.parameter().map(|p| config_value(p, reveal))),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_parameter_not_found()) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(sdk_error("ssm:GetParameter", err)),
+        }
+    }
+
+    /// Writes a config value, a SecureString when `secret`; returns its new version.
+    pub async fn config_put(&self, name: &str, value: &str, secret: bool) -> anyhow::Result<i64> {
+        let out = self
+            .client
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(if secret {
+                ParameterType::SecureString
+            } else {
+                ParameterType::String
+            })
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ssm:PutParameter", e))?;
+        Ok(out.version())
+    }
+
     pub fn new(client: aws_sdk_ssm::Client) -> Ssm {
         Ssm { client }
     }

@@ -8,7 +8,10 @@
 //!
 //! Config (`[plugins.config.cloud-init]`), all optional: `packages = ["nginx"]`,
 //! `runcmd = ["systemctl enable --now nginx"]`, `[plugins.config.cloud-init.facts]` extra
-//! string facts.
+//! string facts, and `config_keys = ["DATABASE_URL"]`: keys set with `heet config set`, which
+//! the instance fetches from SSM Parameter Store at boot (with the AWS CLI and its instance
+//! profile) into `/etc/heet/env`, mode 0600, before any other command runs. The values are
+//! never in user_data: only the keys are.
 //!
 //! A definition's own user_data is kept: it is written to `/var/lib/heet/user-data`, and when
 //! it is a script (`#!`) it is made executable and run first in `runcmd`.
@@ -48,16 +51,49 @@ pub struct CloudConfig {
     pub runcmd: Vec<String>,
     #[serde(default)]
     pub facts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub config_keys: Vec<String>,
 }
+
+/// Where the instance writes its config values.
+pub const ENV_FILE: &str = "/etc/heet/env";
 
 impl CloudConfig {
     fn errors(&self) -> Vec<String> {
         const OURS: [&str; 6] = ["project", "env", "role", "index", "count", "region"];
-        self.facts
+        let mut errors: Vec<String> = self
+            .facts
             .keys()
             .filter(|k| OURS.contains(&k.as_str()))
             .map(|k| format!("facts.{k}: set by the plugin from the definition"))
-            .collect()
+            .collect();
+        // The keys go into a shell command: only environment variable names, as heet's own
+        // `config set` accepts.
+        for key in &self.config_keys {
+            let ok = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                errors.push(format!(
+                    "config_keys: {key:?} is not an environment variable name"
+                ));
+            }
+        }
+        errors
+    }
+
+    /// The boot command that fetches the config keys into [`ENV_FILE`].
+    fn fetch_config(&self, ctx: &InstanceContext) -> Option<String> {
+        if self.config_keys.is_empty() {
+            return None;
+        }
+        let path = format!("/heet/{}/{}/config/", ctx.project, ctx.env);
+        Some(format!(
+            "umask 077 && mkdir -p /etc/heet && : > {ENV_FILE} && for k in {keys}; do \
+             v=$(aws ssm get-parameter --region '{region}' --with-decryption --name \"{path}$k\" \
+             --query Parameter.Value --output text) && printf '%s=%s\\n' \"$k\" \"$v\" >> {ENV_FILE}; done",
+            keys = self.config_keys.join(" "),
+            region = ctx.region,
+        ))
     }
 
     /// The cloud-config document for one instance; `current` is the user_data so far.
@@ -79,6 +115,9 @@ impl CloudConfig {
             .map(|path| json!({"path": path, "permissions": "0644", "content": facts}))
             .collect();
         let mut runcmd = Vec::new();
+        if let Some(fetch) = self.fetch_config(ctx) {
+            runcmd.push(json!(fetch));
+        }
         if !current.is_empty() {
             let script = current.starts_with("#!");
             files.push(json!({
@@ -183,6 +222,31 @@ mod tests {
         let facts: Value =
             serde_json::from_str(d["write_files"][0]["content"].as_str().unwrap()).unwrap();
         assert_eq!(facts["tier"], "web");
+    }
+
+    #[test]
+    fn config_keys_are_fetched_first_and_never_their_values() {
+        let config: CloudConfig =
+            serde_json::from_str(r#"{"config_keys": ["DATABASE_URL", "API_TOKEN"]}"#).unwrap();
+        let ctx = testing::instance("shop", "production", "www");
+        let d = doc(&config.render(&ctx, "#!/bin/sh\n. /etc/heet/env\n"));
+        let runcmd = d["runcmd"].as_array().unwrap();
+        assert_eq!(runcmd.len(), 2);
+        let fetch = runcmd[0].as_str().unwrap();
+        assert!(
+            fetch.starts_with("umask 077 && ")
+                && fetch.contains("for k in DATABASE_URL API_TOKEN; do")
+                && fetch.contains("--name \"/heet/shop/production/config/$k\"")
+                && fetch.contains("--region 'us-east-1' --with-decryption"),
+            "{fetch}"
+        );
+        assert_eq!(runcmd[1], DEFINITION_USER_DATA);
+        let errors =
+            CloudInitPlugin::configure(r#"{"config_keys": ["OK", "x; rm -rf /"]}"#).unwrap_err();
+        assert_eq!(
+            errors,
+            ["config_keys: \"x; rm -rf /\" is not an environment variable name"]
+        );
     }
 
     #[test]

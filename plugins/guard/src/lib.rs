@@ -6,6 +6,8 @@
 //! - `max_size = "large"` with `max_size_except = ["production"]`: no instance bigger than
 //!   `large` (nano < micro < small < medium < large < xlarge < 2xlarge < …) outside those envs
 //! - `require_tags = ["owner"]`: every instance carries these tags
+//! - `closed_ports = [22, 5432]` with `open_roles = ["bastion"]`: no security group opens
+//!   these ports to the whole internet (`0.0.0.0/0`), except the groups of those roles
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -31,6 +33,10 @@ pub struct Policy {
     pub max_size_except: Vec<String>,
     #[serde(default)]
     pub require_tags: Vec<String>,
+    #[serde(default)]
+    pub closed_ports: Vec<u16>,
+    #[serde(default)]
+    pub open_roles: Vec<String>,
 }
 
 static POLICY: OnceLock<Policy> = OnceLock::new();
@@ -115,6 +121,27 @@ impl Policy {
                 ));
             }
         }
+
+        for rule in &state.firewall {
+            if rule.cidr.as_deref() == Some("0.0.0.0/0")
+                && self.closed_ports.contains(&rule.port)
+                && !self.open_roles.contains(&rule.role)
+            {
+                violations.push(violation(
+                    "closed-ports",
+                    format!(
+                        "port {} is open to 0.0.0.0/0; only {} may open it to the internet",
+                        rule.port,
+                        if self.open_roles.is_empty() {
+                            "no role".to_owned()
+                        } else {
+                            self.open_roles.join(", ")
+                        }
+                    ),
+                    &rule.role,
+                ));
+            }
+        }
         violations
     }
 }
@@ -147,8 +174,8 @@ heet_sdk::export_plugin!(GuardPlugin, bindings, [configure, guard]);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use heet_sdk::DesiredInstance;
     use heet_sdk::testing::{self, tag};
+    use heet_sdk::{DesiredInstance, IngressRule};
 
     fn instance(
         role: &str,
@@ -184,6 +211,7 @@ mod tests {
             max_size: Some("large".into()),
             max_size_except: vec!["production".into()],
             require_tags: vec!["owner".into()],
+            ..Policy::default()
         };
         let staging = state(
             "staging",
@@ -218,6 +246,40 @@ mod tests {
                 .check(&production)
                 .iter()
                 .any(|v| v.rule == "max-size")
+        );
+    }
+
+    fn rule(role: &str, port: u16, cidr: Option<&str>, from_role: Option<&str>) -> IngressRule {
+        IngressRule {
+            role: role.into(),
+            port,
+            cidr: cidr.map(Into::into),
+            from_role: from_role.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn closed_ports_are_refused_to_the_world_outside_open_roles() {
+        let policy = Policy {
+            closed_ports: vec![22, 5432],
+            open_roles: vec!["bastion".into()],
+            ..Policy::default()
+        };
+        let mut s = state("production", Vec::new());
+        s.firewall = vec![
+            rule("bastion", 22, Some("0.0.0.0/0"), None),
+            rule("db", 5432, None, Some("www")),
+            rule("db", 5432, Some("10.0.0.0/8"), None),
+            rule("www", 22, Some("0.0.0.0/0"), None),
+            rule("www", 443, Some("0.0.0.0/0"), None),
+        ];
+        let found = policy.check(&s);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].rule, "closed-ports");
+        assert_eq!(found[0].role.as_deref(), Some("www"));
+        assert_eq!(
+            found[0].message,
+            "port 22 is open to 0.0.0.0/0; only bastion may open it to the internet"
         );
     }
 

@@ -34,7 +34,8 @@ mod generated {
 
 pub use generated::heet::plugin::{host, types};
 pub use types::{
-    DesiredInstance, DesiredState, InstanceContext, Level, RoleContext, RoleSize, Tag, Violation,
+    DesiredInstance, DesiredState, IngressRule, InstanceContext, Level, RoleContext, RoleSize, Tag,
+    Violation,
 };
 #[doc(hidden)]
 pub use wit_bindgen;

@@ -41,7 +41,8 @@ pub fn desired_instance(role: &str, index: u32, instance_type: &str) -> DesiredI
     }
 }
 
-/// The desired state of `project`/`env` in us-east-1, no domain, holding `instances`.
+/// The desired state of `project`/`env` in us-east-1, no domain, holding `instances`, with no
+/// firewall rules.
 pub fn state(project: &str, env: &str, instances: Vec<DesiredInstance>) -> DesiredState {
     DesiredState {
         project: project.to_owned(),
@@ -49,6 +50,7 @@ pub fn state(project: &str, env: &str, instances: Vec<DesiredInstance>) -> Desir
         region: "us-east-1".to_owned(),
         domain: None,
         instances,
+        firewall: Vec::new(),
     }
 }
 

@@ -1,0 +1,280 @@
+//! The least-privilege IAM policy heet needs for a definition (Paaws: "works with a
+//! locked-down IAM"): only the actions the definition's features make heet call, SSM limited
+//! to the project's parameters, and changes to existing EC2 resources limited to those tagged
+//! for the project.
+//!
+//! `tests/tests/operations.rs` proves the table honest: a lifecycle of every command against
+//! moto calls exactly these actions, no more and no fewer.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::definition::{Definition, Vpc};
+use crate::namespace::TAG_PROJECT;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Policy {
+    pub version: &'static str,
+    pub statement: Vec<Statement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Statement {
+    pub sid: &'static str,
+    pub effect: &'static str,
+    pub action: Vec<&'static str>,
+    pub resource: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<serde_json::Value>,
+}
+
+/// Permissions IAM checks that are not API calls of their own (so no test can see them
+/// called): `iam:PassRole` is checked inside RunInstances for an instance profile.
+pub const AUTHORIZATION_ONLY: [&str; 1] = ["iam:PassRole"];
+
+fn statement(
+    sid: &'static str,
+    action: Vec<&'static str>,
+    resource: Vec<String>,
+    condition: Option<serde_json::Value>,
+) -> Statement {
+    Statement {
+        sid,
+        effect: "Allow",
+        action,
+        resource,
+        condition,
+    }
+}
+
+/// The policy for `def`.
+pub fn policy(def: &Definition) -> Policy {
+    let vpc = def.network.vpc == Vpc::Create;
+    let groups = def.roles.iter().any(|r| r.has_group(def));
+    let eips = def.roles.iter().any(|r| r.eip);
+    let profiles = def.roles.iter().any(|r| r.instance_profile.is_some());
+    let all = || vec!["*".to_owned()];
+    let pick = |on: bool, actions: &[&'static str]| if on { actions.to_vec() } else { Vec::new() };
+
+    // EC2's Describe calls cannot be limited to resources.
+    let mut observe = vec!["ec2:DescribeInstances"];
+    observe.extend(pick(
+        vpc,
+        &[
+            "ec2:DescribeVpcs",
+            "ec2:DescribeInternetGateways",
+            "ec2:DescribeSubnets",
+            "ec2:DescribeRouteTables",
+            "ec2:DescribeAvailabilityZones",
+        ],
+    ));
+    observe.extend(pick(groups, &["ec2:DescribeSecurityGroups"]));
+    observe.extend(pick(eips, &["ec2:DescribeAddresses"]));
+
+    // Creates make new resources, tagged in the same call; the route goes into the VPC's
+    // main route table, which EC2 creates untagged.
+    let mut create = vec!["ec2:RunInstances"];
+    create.extend(pick(
+        vpc,
+        &[
+            "ec2:CreateVpc",
+            "ec2:CreateInternetGateway",
+            "ec2:CreateSubnet",
+            "ec2:CreateRoute",
+        ],
+    ));
+    create.extend(pick(groups, &["ec2:CreateSecurityGroup"]));
+    create.extend(pick(eips, &["ec2:AllocateAddress"]));
+
+    // Everything else touches a resource that exists: only heet's project's.
+    let mut own = vec!["ec2:CreateTags", "ec2:TerminateInstances"];
+    own.extend(pick(
+        vpc,
+        &[
+            "ec2:ModifyVpcAttribute",
+            "ec2:AttachInternetGateway",
+            "ec2:DetachInternetGateway",
+            "ec2:DeleteInternetGateway",
+            "ec2:ModifySubnetAttribute",
+            "ec2:DeleteSubnet",
+            "ec2:DeleteVpc",
+        ],
+    ));
+    own.extend(pick(
+        groups,
+        &[
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupIngress",
+            "ec2:DeleteSecurityGroup",
+        ],
+    ));
+    own.extend(pick(
+        eips,
+        &[
+            "ec2:AssociateAddress",
+            "ec2:DisassociateAddress",
+            "ec2:ReleaseAddress",
+        ],
+    ));
+
+    let mut statements = vec![
+        statement("HeetObserve", observe, all(), None),
+        statement("HeetCreate", create, all(), None),
+        statement(
+            "HeetTagOnCreate",
+            vec!["ec2:CreateTags"],
+            all(),
+            Some(serde_json::json!({
+                "StringEquals": { "ec2:CreateAction": tag_on_create(vpc, groups, eips) }
+            })),
+        ),
+        statement(
+            "HeetOwnResources",
+            own,
+            all(),
+            Some(serde_json::json!({
+                "StringEquals": { format!("ec2:ResourceTag/{TAG_PROJECT}"): def.project }
+            })),
+        ),
+        statement(
+            "HeetState",
+            vec![
+                "ssm:GetParametersByPath",
+                "ssm:GetParameter",
+                "ssm:PutParameter",
+                "ssm:DeleteParameter",
+                "ssm:DeleteParameters",
+            ],
+            vec![format!(
+                "arn:aws:ssm:{}:*:parameter/heet/{}/*",
+                def.region.as_deref().unwrap_or("*"),
+                def.project
+            )],
+            None,
+        ),
+    ];
+    if def.domain.is_some() {
+        let mut find = vec!["route53:ListHostedZonesByName"];
+        find.extend(pick(def.create_zone, &["route53:CreateHostedZone"]));
+        statements.push(statement("HeetFindZone", find, all(), None));
+        statements.push(statement(
+            "HeetRecords",
+            vec![
+                "route53:ListResourceRecordSets",
+                "route53:ChangeResourceRecordSets",
+            ],
+            vec!["arn:aws:route53:::hostedzone/*".to_owned()],
+            None,
+        ));
+    }
+    if profiles {
+        statements.push(statement(
+            "HeetPassInstanceRole",
+            vec!["iam:PassRole"],
+            all(),
+            Some(serde_json::json!({
+                "StringEquals": { "iam:PassedToService": "ec2.amazonaws.com" }
+            })),
+        ));
+    }
+    Policy {
+        version: "2012-10-17",
+        statement: statements,
+    }
+}
+
+fn tag_on_create(vpc: bool, groups: bool, eips: bool) -> Vec<&'static str> {
+    let mut actions = vec!["RunInstances"];
+    if vpc {
+        actions.extend(["CreateVpc", "CreateInternetGateway", "CreateSubnet"]);
+    }
+    if groups {
+        actions.push("CreateSecurityGroup");
+    }
+    if eips {
+        actions.push("AllocateAddress");
+    }
+    actions
+}
+
+impl Policy {
+    /// Every action, once, sorted.
+    pub fn actions(&self) -> std::collections::BTreeSet<&'static str> {
+        self.statement
+            .iter()
+            .flat_map(|s| s.action.iter().copied())
+            .collect()
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The policy is JSON whatever the output format: it is pasted into IAM as is.
+        let json = serde_json::to_string_pretty(self).map_err(|_| fmt::Error)?;
+        write!(f, "{json}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn def(extra: &str) -> Definition {
+        let src = format!(
+            "[project]\nname = \"shop\"\nregion = \"eu-west-1\"\n{extra}\n[defaults]\nami = \"ami-1\"\n[roles.www]\n[environments.prod]\n"
+        );
+        Definition::parse(Path::new("heet.toml"), &src).unwrap()
+    }
+
+    #[test]
+    fn a_plain_definition_needs_instances_and_its_own_parameters_only() {
+        let p = policy(&def(""));
+        let actions: Vec<&str> = p.actions().into_iter().collect();
+        assert_eq!(
+            actions,
+            [
+                "ec2:CreateTags",
+                "ec2:DescribeInstances",
+                "ec2:RunInstances",
+                "ec2:TerminateInstances",
+                "ssm:DeleteParameter",
+                "ssm:DeleteParameters",
+                "ssm:GetParameter",
+                "ssm:GetParametersByPath",
+                "ssm:PutParameter",
+            ]
+        );
+        let json = serde_json::to_value(&p).unwrap();
+        let state = &json["Statement"][4];
+        assert_eq!(
+            state["Resource"][0],
+            "arn:aws:ssm:eu-west-1:*:parameter/heet/shop/*"
+        );
+        assert_eq!(
+            json["Statement"][3]["Condition"]["StringEquals"]["ec2:ResourceTag/heet:project"],
+            "shop"
+        );
+    }
+
+    #[test]
+    fn features_add_their_actions() {
+        let p = policy(&def(
+            "domain = \"shop.example\"\ncreate_zone = true\n[network]\nvpc = \"create\"",
+        ));
+        let actions = p.actions();
+        for a in [
+            "ec2:CreateVpc",
+            "ec2:CreateRoute",
+            "route53:CreateHostedZone",
+            "route53:ChangeResourceRecordSets",
+        ] {
+            assert!(actions.contains(a), "{a}");
+        }
+        assert!(!actions.contains("ec2:AllocateAddress"));
+        assert!(!actions.contains("iam:PassRole"));
+    }
+}

@@ -1,0 +1,1046 @@
+//! Network resources: the VPC, subnets and internet gateway heet may create per environment,
+//! a security group per role (the firewall between roles), and Elastic IPs. Desired and
+//! observed forms, and the pure plan between them; `apply` and `cloud::net` act on it.
+//!
+//! Every resource carries `heet:resource` (`kind/name`, e.g. `group/www`) and a `heet:id`
+//! derived from project, env and that name, so, as with instances, a look-alike made by hand
+//! is never touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::definition::{Definition, Vpc};
+use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_PROJECT, TAG_RESOURCE};
+
+/// The kinds of network resource, in creation order.
+pub const KINDS: [&str; 5] = ["vpc", "igw", "subnet", "group", "eip"];
+
+/// What the network of one environment should be.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DesiredNetwork {
+    /// The VPC heet creates, when `network.vpc = "create"`.
+    pub vpc: Option<DesiredVpc>,
+    /// The VPC the definition names, when it names one.
+    pub existing_vpc: Option<String>,
+    pub groups: Vec<DesiredGroup>,
+    pub addresses: Vec<DesiredAddress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredVpc {
+    pub name: String,
+    pub cidr: String,
+    pub subnets: Vec<DesiredSubnet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredSubnet {
+    /// `subnet/<n>`, 1-based.
+    pub resource: String,
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredGroup {
+    pub role: String,
+    /// `group/<role>`.
+    pub resource: String,
+    /// The GroupName: `<project>-<env>-<role>`.
+    pub name: String,
+    pub rules: BTreeSet<Rule>,
+}
+
+/// One opening of a group: a TCP port, from a CIDR or from a role's group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Rule {
+    pub port: u16,
+    #[serde(flatten)]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Cidr(String),
+    Role(String),
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Cidr(c) => write!(f, "{}/tcp from {c}", self.port),
+            Source::Role(r) => write!(f, "{}/tcp from group {r}", self.port),
+        }
+    }
+}
+
+/// An Elastic IP for one instance slot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredAddress {
+    /// `eip/<role>-<index>`.
+    pub resource: String,
+    /// The instance slot it is associated with.
+    pub slot: String,
+    pub instance: String,
+}
+
+/// Where an instance is launched, as the plan knows it before anything is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubnetRef {
+    /// A subnet given in the definition.
+    Id(String),
+    /// A subnet heet creates.
+    Heet { resource: String, cidr: String },
+}
+
+impl SubnetRef {
+    /// Part of the instance's spec: a subnet heet re-creates elsewhere (a new CIDR) moves
+    /// the instance too.
+    pub fn spec_part(&self) -> String {
+        match self {
+            SubnetRef::Id(id) => format!("subnet={id}"),
+            SubnetRef::Heet { resource, cidr } => format!("subnet={resource}@{cidr}"),
+        }
+    }
+}
+
+pub fn group_resource(role: &str) -> String {
+    format!("group/{role}")
+}
+
+pub fn address_resource(role: &str, index: u32) -> String {
+    format!("eip/{role}-{index}")
+}
+
+/// The network of `env` as the definition asks for it (no plugin has a say in it).
+pub fn desired(def: &Definition, env: &str) -> DesiredNetwork {
+    let project = &def.project;
+    let vpc = (def.network.vpc == Vpc::Create).then(|| {
+        let cidr = def.cidr(env);
+        // /24s out of a /16; a smaller VPC splits into 16 parts at least (the config
+        // allows /16 to /24, so a subnet is never smaller than /28, EC2's minimum).
+        let prefix = (cidr.prefix_len() + 8).min(28).max(cidr.prefix_len() + 4);
+        let subnets = cidr
+            .subnets(prefix)
+            .expect("a prefix longer than the VPC's")
+            .take(def.network.subnets as usize)
+            .enumerate()
+            .map(|(i, net)| DesiredSubnet {
+                resource: format!("subnet/{}", i + 1),
+                cidr: net.to_string(),
+            })
+            .collect();
+        DesiredVpc {
+            name: format!("{project}-{env}"),
+            cidr: cidr.to_string(),
+            subnets,
+        }
+    });
+    let existing_vpc = match &def.network.vpc {
+        Vpc::Existing { vpc_id, .. } => Some(vpc_id.clone()),
+        _ => None,
+    };
+    let groups = def
+        .roles
+        .iter()
+        .filter(|r| r.has_group(def))
+        .map(|r| {
+            let mut rules = BTreeSet::new();
+            for &port in &r.ports {
+                for from in &r.allow_from {
+                    rules.insert(Rule {
+                        port,
+                        source: Source::Role(from.clone()),
+                    });
+                }
+                for cidr in &r.allow_cidr {
+                    rules.insert(Rule {
+                        port,
+                        source: Source::Cidr(cidr.to_string()),
+                    });
+                }
+            }
+            DesiredGroup {
+                role: r.name.clone(),
+                resource: group_resource(&r.name),
+                name: format!("{project}-{env}-{}", r.name),
+                rules,
+            }
+        })
+        .collect();
+    DesiredNetwork {
+        vpc,
+        existing_vpc,
+        groups,
+        addresses: Vec::new(),
+    }
+}
+
+/// The subnet instance `index` (1-based) of a role goes to: spread over the subnets.
+pub fn subnet_for(def: &Definition, network: &DesiredNetwork, index: u32) -> Option<SubnetRef> {
+    let pick = |n: usize| (index as usize - 1) % n;
+    match (&def.network.vpc, &network.vpc) {
+        (Vpc::Existing { subnet_ids, .. }, _) => {
+            Some(SubnetRef::Id(subnet_ids[pick(subnet_ids.len())].clone()))
+        }
+        (_, Some(vpc)) => {
+            let s = &vpc.subnets[pick(vpc.subnets.len())];
+            Some(SubnetRef::Heet {
+                resource: s.resource.clone(),
+                cidr: s.cidr.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
+impl DesiredNetwork {
+    /// The kinds of resource this network has.
+    pub fn kinds(&self) -> BTreeSet<&'static str> {
+        let mut kinds = BTreeSet::new();
+        if self.vpc.is_some() {
+            kinds.extend(["vpc", "igw", "subnet"]);
+        }
+        if !self.groups.is_empty() {
+            kinds.insert("group");
+        }
+        if !self.addresses.is_empty() {
+            kinds.insert("eip");
+        }
+        kinds
+    }
+
+    /// Every ingress rule, as the guard hook sees them.
+    pub fn firewall(&self) -> Vec<(&str, &Rule)> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.rules.iter().map(move |r| (g.role.as_str(), r)))
+            .collect()
+    }
+}
+
+/// A network resource as AWS reports it, in heet's terms.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedResource {
+    /// The `heet:resource` tag.
+    pub resource: String,
+    pub aws_id: String,
+    pub tags: BTreeMap<String, String>,
+    pub detail: Detail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Detail {
+    Vpc {
+        cidr: String,
+    },
+    Gateway {
+        attached: Vec<String>,
+    },
+    Subnet {
+        cidr: String,
+        vpc_id: String,
+    },
+    Group {
+        vpc_id: String,
+        rules: Vec<ObservedRule>,
+    },
+    Address {
+        public_ip: String,
+        association_id: Option<String>,
+        instance_id: Option<String>,
+    },
+}
+
+/// One ingress permission of a group, as EC2 lists it: one source, one port range.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ObservedRule {
+    pub protocol: String,
+    pub from_port: i32,
+    pub to_port: i32,
+    pub cidr: Option<String>,
+    pub group_id: Option<String>,
+}
+
+impl fmt::Display for ObservedRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ports = if self.from_port == self.to_port {
+            self.from_port.to_string()
+        } else {
+            format!("{}-{}", self.from_port, self.to_port)
+        };
+        let from = self
+            .cidr
+            .as_deref()
+            .or(self.group_id.as_deref())
+            .unwrap_or("?");
+        write!(f, "{ports}/{} from {from}", self.protocol)
+    }
+}
+
+impl ObservedResource {
+    /// Whether heet created this resource for `project`/`env` (see the module doc).
+    pub fn is_heets(&self, project: &str, env: &str) -> bool {
+        let tag = |k: &str| self.tags.get(k).map(String::as_str);
+        tag(TAG_PROJECT) == Some(project)
+            && tag(TAG_ENV) == Some(env)
+            && tag(TAG_ID) == Some(&namespace::resource_id(project, env, &self.resource))
+    }
+
+    pub fn kind(&self) -> &str {
+        self.resource.split('/').next().unwrap_or("")
+    }
+
+    fn vpc_id(&self) -> Option<&str> {
+        match &self.detail {
+            Detail::Subnet { vpc_id, .. } | Detail::Group { vpc_id, .. } => Some(vpc_id),
+            _ => None,
+        }
+    }
+}
+
+/// The tags of a network resource heet creates.
+pub fn tags(project: &str, env: &str, resource: &str, name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (TAG_PROJECT.to_owned(), project.to_owned()),
+        (TAG_ENV.to_owned(), env.to_owned()),
+        (TAG_RESOURCE.to_owned(), resource.to_owned()),
+        (
+            TAG_ID.to_owned(),
+            namespace::resource_id(project, env, resource),
+        ),
+        (namespace::TAG_NAME.to_owned(), name.to_owned()),
+    ])
+}
+
+/// The VPC a group, subnet or gateway lives in, as the plan knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VpcRef {
+    /// The account's default VPC.
+    Default,
+    Id(String),
+    /// heet's VPC, created by this plan.
+    New,
+}
+
+/// One network change. Applied in this order: creates, rule changes and releases before the
+/// instances; associations after them; deletes last.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum NetChange {
+    CreateVpc {
+        resource: String,
+        name: String,
+        cidr: String,
+    },
+    /// Create the internet gateway (unless `gateway_id` is known) and attach it to the VPC.
+    AttachGateway {
+        resource: String,
+        gateway_id: Option<String>,
+    },
+    CreateSubnet {
+        resource: String,
+        cidr: String,
+        /// 0-based, picks the availability zone.
+        index: usize,
+    },
+    CreateGroup {
+        resource: String,
+        role: String,
+        name: String,
+        vpc: VpcRef,
+    },
+    Authorize {
+        resource: String,
+        role: String,
+        rules: Vec<Rule>,
+    },
+    /// Rules heet's group holds that the definition does not: heet owns its groups' rules.
+    Revoke {
+        resource: String,
+        role: String,
+        group_id: String,
+        rules: Vec<ObservedRule>,
+    },
+    Allocate {
+        resource: String,
+        slot: String,
+        instance: String,
+    },
+    /// Associate an address with its slot's instance (known now, or launched by this plan).
+    Associate {
+        resource: String,
+        allocation_id: String,
+        slot: String,
+        instance: String,
+        instance_id: Option<String>,
+    },
+    Release {
+        resource: String,
+        allocation_id: String,
+        association_id: Option<String>,
+    },
+    DeleteGroup {
+        resource: String,
+        group_id: String,
+    },
+    DeleteSubnet {
+        resource: String,
+        subnet_id: String,
+    },
+    DeleteGateway {
+        resource: String,
+        gateway_id: String,
+        attached: Vec<String>,
+    },
+    DeleteVpc {
+        resource: String,
+        vpc_id: String,
+    },
+}
+
+impl NetChange {
+    pub fn resource(&self) -> &str {
+        match self {
+            NetChange::CreateVpc { resource, .. }
+            | NetChange::AttachGateway { resource, .. }
+            | NetChange::CreateSubnet { resource, .. }
+            | NetChange::CreateGroup { resource, .. }
+            | NetChange::Authorize { resource, .. }
+            | NetChange::Revoke { resource, .. }
+            | NetChange::Allocate { resource, .. }
+            | NetChange::Associate { resource, .. }
+            | NetChange::Release { resource, .. }
+            | NetChange::DeleteGroup { resource, .. }
+            | NetChange::DeleteSubnet { resource, .. }
+            | NetChange::DeleteGateway { resource, .. }
+            | NetChange::DeleteVpc { resource, .. } => resource,
+        }
+    }
+
+    pub fn is_delete(&self) -> bool {
+        matches!(
+            self,
+            NetChange::Release { .. }
+                | NetChange::DeleteGroup { .. }
+                | NetChange::DeleteSubnet { .. }
+                | NetChange::DeleteGateway { .. }
+                | NetChange::DeleteVpc { .. }
+        )
+    }
+
+    /// Whether the change makes a resource that did not exist.
+    pub fn creates(&self) -> bool {
+        matches!(
+            self,
+            NetChange::CreateVpc { .. }
+                | NetChange::CreateSubnet { .. }
+                | NetChange::CreateGroup { .. }
+                | NetChange::Allocate { .. }
+        ) || matches!(
+            self,
+            NetChange::AttachGateway {
+                gateway_id: None,
+                ..
+            }
+        )
+    }
+}
+
+impl fmt::Display for NetChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetChange::CreateVpc { name, cidr, .. } => write!(f, "+ vpc {name} {cidr}"),
+            NetChange::AttachGateway {
+                gateway_id: None, ..
+            } => write!(f, "+ internet gateway"),
+            NetChange::AttachGateway {
+                gateway_id: Some(id),
+                ..
+            } => write!(f, "~ internet gateway {id}: attach"),
+            NetChange::CreateSubnet { resource, cidr, .. } => write!(f, "+ {resource} {cidr}"),
+            NetChange::CreateGroup { name, .. } => write!(f, "+ security group {name}"),
+            NetChange::Authorize { role, rules, .. } => {
+                let rules: Vec<String> = rules.iter().map(ToString::to_string).collect();
+                write!(f, "~ group {role}: allow {}", rules.join(", "))
+            }
+            NetChange::Revoke {
+                role,
+                group_id,
+                rules,
+                ..
+            } => {
+                let rules: Vec<String> = rules.iter().map(ToString::to_string).collect();
+                write!(f, "~ group {role} {group_id}: revoke {}", rules.join(", "))
+            }
+            NetChange::Allocate { instance, .. } => write!(f, "+ elastic ip for {instance}"),
+            NetChange::Associate {
+                resource, instance, ..
+            } => write!(f, "~ {resource}: associate with {instance}"),
+            NetChange::Release {
+                resource,
+                allocation_id,
+                ..
+            } => write!(f, "- {resource} {allocation_id}"),
+            NetChange::DeleteGroup { resource, group_id } => {
+                write!(f, "- {resource} {group_id}")
+            }
+            NetChange::DeleteSubnet {
+                resource,
+                subnet_id,
+            } => write!(f, "- {resource} {subnet_id}"),
+            NetChange::DeleteGateway {
+                resource,
+                gateway_id,
+                ..
+            } => write!(f, "- {resource} {gateway_id}"),
+            NetChange::DeleteVpc { resource, vpc_id } => write!(f, "- {resource} {vpc_id}"),
+        }
+    }
+}
+
+/// The network changes from `observed` to `desired`. `instances` maps each desired slot to
+/// the instance that keeps running in it (none when the plan launches it).
+pub fn plan(
+    project: &str,
+    env: &str,
+    desired: &DesiredNetwork,
+    observed: &[ObservedResource],
+    instances: &BTreeMap<String, Option<String>>,
+) -> Vec<NetChange> {
+    let mut by_resource: BTreeMap<&str, Vec<&ObservedResource>> = BTreeMap::new();
+    for o in observed.iter().filter(|o| o.is_heets(project, env)) {
+        by_resource.entry(&o.resource).or_default().push(o);
+    }
+    let mut changes = Vec::new();
+    let mut deletes = Vec::new();
+    let mut take = |resource: &str, fits: &dyn Fn(&ObservedResource) -> bool| {
+        let found = by_resource.remove(resource).unwrap_or_default();
+        let (keep, extra): (Vec<_>, Vec<_>) = found.into_iter().partition(|o| fits(o));
+        // Twins (a create retried after a crash) and resources in another VPC go.
+        let mut keep = keep.into_iter();
+        let kept = keep.next();
+        (kept, keep.chain(extra).collect::<Vec<_>>())
+    };
+    let mut doomed: Vec<&ObservedResource> = Vec::new();
+
+    let vpc_id = match &desired.vpc {
+        Some(vpc) => {
+            let (kept, extra) = take(
+                "vpc/main",
+                &|o| matches!(&o.detail, Detail::Vpc { cidr } if *cidr == vpc.cidr),
+            );
+            doomed.extend(extra);
+            match kept {
+                Some(o) => Some(VpcRef::Id(o.aws_id.clone())),
+                None => {
+                    changes.push(NetChange::CreateVpc {
+                        resource: "vpc/main".into(),
+                        name: vpc.name.clone(),
+                        cidr: vpc.cidr.clone(),
+                    });
+                    Some(VpcRef::New)
+                }
+            }
+        }
+        None => None,
+    };
+    let in_vpc = |o: &ObservedResource| match &vpc_id {
+        Some(VpcRef::Id(id)) => o.vpc_id() == Some(id),
+        Some(VpcRef::New) => false,
+        _ => true,
+    };
+
+    if let Some(vpc) = &desired.vpc {
+        let (kept, extra) = take("igw/main", &|_| true);
+        doomed.extend(extra);
+        match kept {
+            Some(o) => {
+                let attached = matches!(&o.detail, Detail::Gateway { attached }
+                    if matches!(&vpc_id, Some(VpcRef::Id(id)) if attached.contains(id)));
+                if !attached {
+                    changes.push(NetChange::AttachGateway {
+                        resource: "igw/main".into(),
+                        gateway_id: Some(o.aws_id.clone()),
+                    });
+                }
+            }
+            None => changes.push(NetChange::AttachGateway {
+                resource: "igw/main".into(),
+                gateway_id: None,
+            }),
+        }
+        for (index, s) in vpc.subnets.iter().enumerate() {
+            let (kept, extra) = take(&s.resource, &|o| {
+                in_vpc(o) && matches!(&o.detail, Detail::Subnet { cidr, .. } if *cidr == s.cidr)
+            });
+            doomed.extend(extra);
+            if kept.is_none() {
+                changes.push(NetChange::CreateSubnet {
+                    resource: s.resource.clone(),
+                    cidr: s.cidr.clone(),
+                    index,
+                });
+            }
+        }
+    }
+
+    let group_vpc = match (&vpc_id, &desired.existing_vpc) {
+        (Some(v), _) => v.clone(),
+        (None, Some(id)) => VpcRef::Id(id.clone()),
+        (None, None) => VpcRef::Default,
+    };
+    let group_fits = |o: &ObservedResource| match &group_vpc {
+        VpcRef::Id(id) => o.vpc_id() == Some(id),
+        VpcRef::New => false,
+        VpcRef::Default => true,
+    };
+    let mut group_ids: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut existing_groups = Vec::new();
+    for g in &desired.groups {
+        let (kept, extra) = take(&g.resource, &group_fits);
+        doomed.extend(extra);
+        match kept {
+            Some(o) => {
+                group_ids.insert(&g.role, &o.aws_id);
+                existing_groups.push((g, o));
+            }
+            None => {
+                changes.push(NetChange::CreateGroup {
+                    resource: g.resource.clone(),
+                    role: g.role.clone(),
+                    name: g.name.clone(),
+                    vpc: group_vpc.clone(),
+                });
+                if !g.rules.is_empty() {
+                    changes.push(NetChange::Authorize {
+                        resource: g.resource.clone(),
+                        role: g.role.clone(),
+                        rules: g.rules.iter().cloned().collect(),
+                    });
+                }
+            }
+        }
+    }
+    for (g, o) in existing_groups {
+        let Detail::Group { rules: have, .. } = &o.detail else {
+            continue;
+        };
+        // A desired rule is met by the observed rule with its port and source; a source
+        // group that does not exist yet cannot be met.
+        let meets = |want: &Rule, have: &ObservedRule| {
+            have.protocol == "tcp"
+                && have.from_port == i32::from(want.port)
+                && have.to_port == i32::from(want.port)
+                && match &want.source {
+                    Source::Cidr(c) => have.cidr.as_deref() == Some(c) && have.group_id.is_none(),
+                    Source::Role(r) => {
+                        have.cidr.is_none()
+                            && have.group_id.is_some()
+                            && have.group_id.as_deref() == group_ids.get(r.as_str()).copied()
+                    }
+                }
+        };
+        let missing: Vec<Rule> = g
+            .rules
+            .iter()
+            .filter(|w| !have.iter().any(|h| meets(w, h)))
+            .cloned()
+            .collect();
+        let extra: Vec<ObservedRule> = have
+            .iter()
+            .filter(|h| !g.rules.iter().any(|w| meets(w, h)))
+            .cloned()
+            .collect();
+        if !extra.is_empty() {
+            changes.push(NetChange::Revoke {
+                resource: g.resource.clone(),
+                role: g.role.clone(),
+                group_id: o.aws_id.clone(),
+                rules: extra,
+            });
+        }
+        if !missing.is_empty() {
+            changes.push(NetChange::Authorize {
+                resource: g.resource.clone(),
+                role: g.role.clone(),
+                rules: missing,
+            });
+        }
+    }
+
+    for a in &desired.addresses {
+        let (kept, extra) = take(&a.resource, &|_| true);
+        doomed.extend(extra);
+        let instance_id = instances.get(&a.slot).cloned().flatten();
+        match kept {
+            None => {
+                changes.push(NetChange::Allocate {
+                    resource: a.resource.clone(),
+                    slot: a.slot.clone(),
+                    instance: a.instance.clone(),
+                });
+                changes.push(NetChange::Associate {
+                    resource: a.resource.clone(),
+                    allocation_id: String::new(),
+                    slot: a.slot.clone(),
+                    instance: a.instance.clone(),
+                    instance_id,
+                });
+            }
+            Some(o) => {
+                let current = match &o.detail {
+                    Detail::Address { instance_id, .. } => instance_id.as_ref(),
+                    _ => None,
+                };
+                if instance_id.is_none() || current != instance_id.as_ref() {
+                    changes.push(NetChange::Associate {
+                        resource: a.resource.clone(),
+                        allocation_id: o.aws_id.clone(),
+                        slot: a.slot.clone(),
+                        instance: a.instance.clone(),
+                        instance_id,
+                    });
+                }
+            }
+        }
+    }
+
+    // Whatever is left is heet's and no longer wanted.
+    doomed.extend(by_resource.into_values().flatten());
+    // Groups heet keeps may still admit groups about to go: revoke those rules first, or
+    // EC2 refuses to delete the referenced group.
+    let doomed_groups: BTreeSet<&str> = doomed
+        .iter()
+        .filter(|o| o.kind() == "group")
+        .map(|o| o.aws_id.as_str())
+        .collect();
+    for o in &doomed {
+        if let Detail::Group { rules, .. } = &o.detail {
+            let referencing: Vec<ObservedRule> = rules
+                .iter()
+                .filter(|r| {
+                    r.group_id
+                        .as_deref()
+                        .is_some_and(|g| doomed_groups.contains(g))
+                })
+                .cloned()
+                .collect();
+            if !referencing.is_empty() {
+                changes.push(NetChange::Revoke {
+                    resource: o.resource.clone(),
+                    role: o.resource.trim_start_matches("group/").to_owned(),
+                    group_id: o.aws_id.clone(),
+                    rules: referencing,
+                });
+            }
+        }
+    }
+    let rank = |o: &&ObservedResource| KINDS.iter().rev().position(|k| *k == o.kind());
+    doomed.sort_by_key(|o| (rank(o), o.resource.clone()));
+    for o in doomed {
+        let resource = o.resource.clone();
+        deletes.push(match &o.detail {
+            Detail::Vpc { .. } => NetChange::DeleteVpc {
+                resource,
+                vpc_id: o.aws_id.clone(),
+            },
+            Detail::Gateway { attached } => NetChange::DeleteGateway {
+                resource,
+                gateway_id: o.aws_id.clone(),
+                attached: attached.clone(),
+            },
+            Detail::Subnet { .. } => NetChange::DeleteSubnet {
+                resource,
+                subnet_id: o.aws_id.clone(),
+            },
+            Detail::Group { .. } => NetChange::DeleteGroup {
+                resource,
+                group_id: o.aws_id.clone(),
+            },
+            Detail::Address { association_id, .. } => NetChange::Release {
+                resource,
+                allocation_id: o.aws_id.clone(),
+                association_id: association_id.clone(),
+            },
+        });
+    }
+    changes.extend(deletes);
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn def(network: &str, roles: &str) -> Definition {
+        let src = format!(
+            "[project]\nname = \"shop\"\n{network}\n[defaults]\nami = \"ami-1\"\n{roles}\n[environments.prod]\n"
+        );
+        Definition::parse(Path::new("heet.toml"), &src).unwrap()
+    }
+
+    const ROLES: &str = "[roles.www]\ncount = 2\nports = [80, 443]\nallow_cidr = [\"0.0.0.0/0\"]\n[roles.db]\nports = [5432]\nallow_from = [\"www\"]\n[roles.worker]\n";
+
+    fn observed(resource: &str, aws_id: &str, detail: Detail) -> ObservedResource {
+        ObservedResource {
+            resource: resource.into(),
+            aws_id: aws_id.into(),
+            tags: tags("shop", "prod", resource, "x"),
+            detail,
+        }
+    }
+
+    fn group(role: &str, id: &str, vpc: &str, rules: Vec<ObservedRule>) -> ObservedResource {
+        observed(
+            &group_resource(role),
+            id,
+            Detail::Group {
+                vpc_id: vpc.into(),
+                rules,
+            },
+        )
+    }
+
+    fn tcp(port: i32, cidr: Option<&str>, group: Option<&str>) -> ObservedRule {
+        ObservedRule {
+            protocol: "tcp".into(),
+            from_port: port,
+            to_port: port,
+            cidr: cidr.map(Into::into),
+            group_id: group.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn groups_admit_roles_and_cidrs_and_an_admitted_role_gets_a_group() {
+        let d = def("", ROLES);
+        let net = desired(&d, "prod");
+        let roles: Vec<&str> = net.groups.iter().map(|g| g.role.as_str()).collect();
+        assert_eq!(
+            roles,
+            ["db", "www"],
+            "worker opens nothing and nobody admits it"
+        );
+        let db: Vec<String> = net.groups[0]
+            .rules
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(db, ["5432/tcp from group www"]);
+        assert_eq!(net.groups[1].rules.len(), 2);
+        assert_eq!(net.groups[0].name, "shop-prod-db");
+        assert!(net.vpc.is_none());
+    }
+
+    #[test]
+    fn a_created_vpc_is_carved_into_subnets_and_instances_spread_over_them() {
+        let d = def(
+            "[network]\nvpc = \"create\"\ncidr = \"10.20.0.0/16\"\nsubnets = 3\n",
+            ROLES,
+        );
+        let net = desired(&d, "prod");
+        let vpc = net.vpc.as_ref().unwrap();
+        assert_eq!(vpc.cidr, "10.20.0.0/16");
+        let cidrs: Vec<&str> = vpc.subnets.iter().map(|s| s.cidr.as_str()).collect();
+        assert_eq!(cidrs, ["10.20.0.0/24", "10.20.1.0/24", "10.20.2.0/24"]);
+        let placed: Vec<String> = (1..=4)
+            .map(|i| subnet_for(&d, &net, i).unwrap().spec_part())
+            .collect();
+        assert_eq!(
+            placed,
+            [
+                "subnet=subnet/1@10.20.0.0/24",
+                "subnet=subnet/2@10.20.1.0/24",
+                "subnet=subnet/3@10.20.2.0/24",
+                "subnet=subnet/1@10.20.0.0/24"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_account_gets_everything_in_dependency_order() {
+        let d = def("[network]\nvpc = \"create\"\n", ROLES);
+        let changes = plan("shop", "prod", &desired(&d, "prod"), &[], &BTreeMap::new());
+        let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "+ vpc shop-prod 10.0.0.0/16",
+                "+ internet gateway",
+                "+ subnet/1 10.0.0.0/24",
+                "+ subnet/2 10.0.1.0/24",
+                "+ security group shop-prod-db",
+                "~ group db: allow 5432/tcp from group www",
+                "+ security group shop-prod-www",
+                "~ group www: allow 80/tcp from 0.0.0.0/0, 443/tcp from 0.0.0.0/0",
+            ]
+        );
+        assert!(matches!(
+            &changes[4],
+            NetChange::CreateGroup {
+                vpc: VpcRef::New,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rules_are_diffed_and_foreign_rules_in_heets_groups_are_revoked() {
+        let d = def("", ROLES);
+        let observed = [
+            group(
+                "www",
+                "sg-w",
+                "vpc-d",
+                vec![tcp(80, Some("0.0.0.0/0"), None)],
+            ),
+            group(
+                "db",
+                "sg-d",
+                "vpc-d",
+                vec![
+                    tcp(5432, None, Some("sg-w")),
+                    tcp(22, Some("0.0.0.0/0"), None),
+                ],
+            ),
+        ];
+        let changes = plan(
+            "shop",
+            "prod",
+            &desired(&d, "prod"),
+            &observed,
+            &BTreeMap::new(),
+        );
+        let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "~ group db sg-d: revoke 22/tcp from 0.0.0.0/0",
+                "~ group www: allow 443/tcp from 0.0.0.0/0",
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_changes_when_everything_is_in_place() {
+        let d = def("[network]\nvpc = \"create\"\nsubnets = 1\n", ROLES);
+        let observed = [
+            observed(
+                "vpc/main",
+                "vpc-1",
+                Detail::Vpc {
+                    cidr: "10.0.0.0/16".into(),
+                },
+            ),
+            observed(
+                "igw/main",
+                "igw-1",
+                Detail::Gateway {
+                    attached: vec!["vpc-1".into()],
+                },
+            ),
+            observed(
+                "subnet/1",
+                "subnet-1",
+                Detail::Subnet {
+                    cidr: "10.0.0.0/24".into(),
+                    vpc_id: "vpc-1".into(),
+                },
+            ),
+            group(
+                "www",
+                "sg-w",
+                "vpc-1",
+                vec![
+                    tcp(80, Some("0.0.0.0/0"), None),
+                    tcp(443, Some("0.0.0.0/0"), None),
+                ],
+            ),
+            group("db", "sg-d", "vpc-1", vec![tcp(5432, None, Some("sg-w"))]),
+        ];
+        let changes = plan(
+            "shop",
+            "prod",
+            &desired(&d, "prod"),
+            &observed,
+            &BTreeMap::new(),
+        );
+        assert_eq!(changes, []);
+
+        // Torn down: groups first (after revoking the rule that references one), VPC last;
+        // a look-alike without heet's id is not touched.
+        let mut all = observed.to_vec();
+        let mut fake = group("cache", "sg-fake", "vpc-1", vec![]);
+        fake.tags.insert(TAG_ID.into(), "0000".into());
+        all.push(fake);
+        let down = plan(
+            "shop",
+            "prod",
+            &DesiredNetwork::default(),
+            &all,
+            &BTreeMap::new(),
+        );
+        let lines: Vec<String> = down.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "~ group db sg-d: revoke 5432/tcp from sg-w",
+                "- group/db sg-d",
+                "- group/www sg-w",
+                "- subnet/1 subnet-1",
+                "- igw/main igw-1",
+                "- vpc/main vpc-1",
+            ]
+        );
+    }
+
+    #[test]
+    fn addresses_follow_their_slot_instance() {
+        let net = DesiredNetwork {
+            addresses: vec![DesiredAddress {
+                resource: address_resource("www", 1),
+                slot: "s1".into(),
+                instance: "shop-prod-www-01".into(),
+            }],
+            ..DesiredNetwork::default()
+        };
+        let eip = |instance: Option<&str>| {
+            observed(
+                "eip/www-1",
+                "eipalloc-1",
+                Detail::Address {
+                    public_ip: "198.51.100.7".into(),
+                    association_id: instance.map(|_| "eipassoc-1".into()),
+                    instance_id: instance.map(Into::into),
+                },
+            )
+        };
+        let running = BTreeMap::from([("s1".to_owned(), Some("i-1".to_owned()))]);
+        assert_eq!(
+            plan("shop", "prod", &net, &[eip(Some("i-1"))], &running),
+            []
+        );
+        let moved = plan("shop", "prod", &net, &[eip(Some("i-0"))], &running);
+        assert_eq!(moved.len(), 1);
+        assert_eq!(
+            moved[0].to_string(),
+            "~ eip/www-1: associate with shop-prod-www-01"
+        );
+        let fresh = plan("shop", "prod", &net, &[], &BTreeMap::new());
+        assert!(matches!(&fresh[0], NetChange::Allocate { .. }));
+        assert!(matches!(
+            &fresh[1],
+            NetChange::Associate {
+                instance_id: None,
+                ..
+            }
+        ));
+    }
+}

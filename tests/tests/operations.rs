@@ -1,0 +1,403 @@
+//! Everyday operations against moto: config and secrets in Parameter Store, the Ansible
+//! inventory, the IAM policy (each action proven used), and the customers example: two
+//! customers × dev/prod, fully separate, up and down.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use tests::{Project, Run, moto, plugin_dir, repo_root};
+
+const SECRET: &str = "pg://app:Hunter2-never-printed@db/app";
+
+const APP: &str = r#"
+[project]
+name = "{project}"
+
+[plugins.config.cloud-init]
+config_keys = ["DATABASE_URL", "LOG_LEVEL"]
+
+[defaults]
+ami = "ami-12c6146b"
+
+[roles.www]
+
+[environments.prod]
+"#;
+
+#[test]
+fn a_secret_is_never_printed_logged_or_written_outside_its_parameter() {
+    let p = Project::new(APP, &["cloud-init"]);
+    // The secret comes on stdin, as a user keeps it out of shell history.
+    let set = p.heet_input(
+        &[
+            "config",
+            "set",
+            "DATABASE_URL",
+            "--secret",
+            "--env",
+            "prod",
+            "-vv",
+        ],
+        &format!("{SECRET}\n"),
+    );
+    set.ok();
+    assert_eq!(set.stdout().trim(), "set DATABASE_URL (secret, version 1)");
+    p.heet(&["config", "set", "LOG_LEVEL", "info", "--env", "prod"])
+        .ok();
+    let name = format!("/heet/{}/prod/config/DATABASE_URL", p.name);
+    assert_eq!(
+        moto().ssm_under(&format!("/heet/{}/prod/config/", p.name)),
+        [
+            (name.clone(), SECRET.to_owned()),
+            (
+                format!("/heet/{}/prod/config/LOG_LEVEL", p.name),
+                "info".to_owned()
+            )
+        ],
+        "stored whole, without the newline"
+    );
+
+    let list = p.heet(&["config", "list", "--env", "prod"]);
+    assert_eq!(
+        list.ok().stdout(),
+        "DATABASE_URL (secret, version 1)\nLOG_LEVEL=info\n"
+    );
+    let get = p.heet(&["config", "get", "DATABASE_URL", "--env", "prod"]);
+    assert_eq!(
+        get.ok().stdout(),
+        "DATABASE_URL is a secret (version 1): add --reveal to print it\n"
+    );
+    let json = p
+        .heet(&[
+            "config",
+            "get",
+            "DATABASE_URL",
+            "--env",
+            "prod",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(json["value"], serde_json::Value::Null);
+    assert_eq!(json["secret"], true);
+    let revealed = p.heet(&["config", "get", "DATABASE_URL", "--env", "prod", "--reveal"]);
+    assert_eq!(revealed.ok().stdout(), format!("{SECRET}\n"));
+    let all = p
+        .heet(&[
+            "config", "list", "--env", "prod", "--reveal", "--output", "json",
+        ])
+        .json();
+    assert_eq!(all["keys"][0]["value"], SECRET);
+
+    // A forgotten --secret never turns a secret into plain text.
+    let plain = p.heet(&["config", "set", "DATABASE_URL", "oops", "--env", "prod"]);
+    assert_eq!(plain.code(), 2, "{}", plain.stderr());
+    assert!(
+        plain
+            .stderr()
+            .contains("DATABASE_URL is a secret: pass --secret")
+    );
+    let bad = p.heet(&["config", "set", "DATABASE-URL", "x", "--env", "prod"]);
+    assert_eq!(bad.code(), 2);
+    assert!(
+        bad.stderr().contains("invalid config key \"DATABASE-URL\""),
+        "{}",
+        bad.stderr()
+    );
+
+    // The instance fetches the keys at boot: its user_data names them, never the value.
+    let up = p.heet(&["up", "--env", "prod", "-vv"]);
+    up.ok();
+    let instance = &moto().live_instances("heet:project", &p.name)[0];
+    let user_data = moto().user_data(&instance.id);
+    assert!(
+        user_data.contains("for k in DATABASE_URL LOG_LEVEL; do")
+            && user_data.contains(&format!("/heet/{}/prod/config/$k", p.name)),
+        "{user_data}"
+    );
+    let status = p.heet(&["status", "--env", "prod", "-vv", "--output", "json"]);
+    let down = p.heet(&["down", "--env", "prod", "--yes", "-vv"]);
+    down.ok();
+    for (what, run) in [
+        ("set", &set),
+        ("list", &list),
+        ("get", &get),
+        ("up", &up),
+        ("status", &status),
+        ("down", &down),
+    ] {
+        for text in [run.stdout(), run.stderr()] {
+            assert!(
+                !text.contains("Hunter2"),
+                "{what} printed the secret:\n{text}"
+            );
+        }
+    }
+    assert!(!user_data.contains("Hunter2"));
+    // Nothing else heet keeps for the project holds it either (ledger, lock).
+    for (name, value) in moto().ssm_under(&format!("/heet/{}/", p.name)) {
+        assert!(
+            !value.contains("Hunter2") || name.ends_with("/config/DATABASE_URL"),
+            "{name} holds the secret"
+        );
+    }
+
+    let unset = p.heet(&["config", "unset", "DATABASE_URL", "--env", "prod"]);
+    assert_eq!(unset.ok().stdout(), "unset DATABASE_URL\n");
+    let gone = p.heet(&["config", "get", "DATABASE_URL", "--env", "prod"]);
+    assert_eq!(gone.code(), 2);
+    assert!(
+        gone.stderr().contains("DATABASE_URL is not set"),
+        "{}",
+        gone.stderr()
+    );
+}
+
+const EVERYTHING: &str = r#"
+[project]
+name = "{project}"
+domain = "{project}.heet.test"
+create_zone = true
+
+[plugins.config.cname]
+patterns = ["{role}-{index:02}"]
+
+[network]
+vpc = "create"
+subnets = 2
+
+[defaults]
+ami = "ami-12c6146b"
+
+[roles.www]
+count = 2
+ports = [443]
+allow_cidr = ["0.0.0.0/0"]
+eip = true
+
+[roles.db]
+ports = [5432]
+allow_from = ["www"]
+volume_gb = 10
+instance_profile = "{project}-db"
+
+[environments.prod]
+"#;
+
+/// Every operation a command reported with `--stats`.
+fn operations(runs: &[Run]) -> BTreeSet<String> {
+    runs.iter().flat_map(Run::operations).collect()
+}
+
+#[test]
+fn the_iam_policy_lists_exactly_the_actions_a_lifecycle_calls() {
+    let p = Project::new(EVERYTHING, &["cname"]);
+    moto().instance_profile(&format!("{}-db", p.name));
+    let policy = p.heet(&["iam-policy", "--output", "json"]).json();
+    let allowed: BTreeSet<String> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["Action"].as_array().unwrap().iter())
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        allowed.contains("iam:PassRole"),
+        "db has an instance profile"
+    );
+    let ssm = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "HeetState")
+        .unwrap();
+    assert_eq!(
+        ssm["Resource"],
+        serde_json::json!([format!("arn:aws:ssm:*:*:parameter/heet/{}/*", p.name)])
+    );
+
+    fn with<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [args, &["--env", "prod", "--stats"][..]].concat()
+    }
+    let mut runs = vec![
+        p.heet(&with(&["plan"])),
+        p.heet(&with(&["up"])),
+        p.heet(&with(&["up"])),
+        p.heet(&with(&["status"])),
+        p.heet(&with(&["config", "set", "K", "v"])),
+        p.heet(&with(&["config", "get", "K"])),
+        p.heet(&with(&["config", "list"])),
+        p.heet(&with(&["config", "unset", "K"])),
+        p.heet(&with(&["inventory"])),
+        p.heet(&with(&["hosts"])),
+        p.heet(&with(&["unlock", "--yes"])),
+    ];
+    // New CNAMEs: instances are retagged (heet:dns) and records change.
+    p.write(
+        "heet.toml",
+        &EVERYTHING.replace("{role}-{index:02}", "{env}-{role}-{index:02}"),
+    );
+    runs.push(p.heet(&with(&["up"])));
+    runs.push(p.heet(&with(&["down", "--yes"])));
+    for r in &runs {
+        r.ok();
+    }
+    let called = operations(&runs);
+    let needed: BTreeSet<String> = allowed
+        .iter()
+        .filter(|a| *a != "iam:PassRole")
+        .cloned()
+        .collect();
+    assert_eq!(
+        needed.difference(&called).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "allowed but never called"
+    );
+    assert_eq!(
+        called.difference(&needed).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "called but not allowed"
+    );
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+}
+
+/// Copies `examples/customers` (the definitions, and the built plugins as `plugins/`) into
+/// a temporary folder.
+fn customers() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for p in ["sizing", "naming", "tags", "cname", "cloud-init", "guard"] {
+        std::fs::copy(
+            plugin_dir().join(format!("{p}.wasm")),
+            plugins.join(format!("{p}.wasm")),
+        )
+        .unwrap();
+    }
+    for c in ["acme", "globex"] {
+        std::fs::create_dir(dir.path().join(c)).unwrap();
+        std::fs::copy(
+            repo_root()
+                .join("examples/customers")
+                .join(c)
+                .join("heet.toml"),
+            dir.path().join(c).join("heet.toml"),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn heet_in(dir: &Path, args: &[&str]) -> Run {
+    tests::heet_in(dir, args)
+}
+
+#[test]
+fn customers_come_up_fully_separate_and_go_leaving_nothing() {
+    let root = customers();
+    let (acme, globex) = (root.path().join("acme"), root.path().join("globex"));
+    for c in [&acme, &globex] {
+        heet_in(c, &["plugins", "lock"]).ok();
+        for env in ["dev", "prod"] {
+            heet_in(c, &["up", "--env", env]).ok();
+        }
+    }
+
+    // Each customer and environment has its own VPC, with the CIDR its definition gives.
+    let vpc_of = |project: &str, env: &str| {
+        let ids = moto().ids(
+            ("DescribeVpcs", "vpcSet", "vpcId"),
+            &[("tag:heet:project", project), ("tag:heet:env", env)],
+        );
+        assert_eq!(ids.len(), 1, "{project}/{env}: {ids:?}");
+        ids[0].clone()
+    };
+    let vpcs: BTreeSet<String> = [
+        ("acme", "dev"),
+        ("acme", "prod"),
+        ("globex", "dev"),
+        ("globex", "prod"),
+    ]
+    .iter()
+    .map(|(p, e)| vpc_of(p, e))
+    .collect();
+    assert_eq!(vpcs.len(), 4);
+    let cidr = moto().ids(
+        ("DescribeVpcs", "vpcSet", "cidrBlock"),
+        &[("vpc-id", &vpc_of("globex", "prod"))],
+    );
+    assert_eq!(cidr, ["10.21.0.0/16"]);
+
+    // Every instance is in its customer's VPC and tagged for it.
+    for (project, env) in [("acme", "prod"), ("globex", "dev")] {
+        let subnets = moto().ids(
+            ("DescribeSubnets", "subnetSet", "subnetId"),
+            &[("vpc-id", &vpc_of(project, env))],
+        );
+        for i in moto().live_instances("heet:project", project) {
+            if i.tags["heet:env"] != env {
+                continue;
+            }
+            assert_eq!(i.tags["customer"], project);
+            let (_, subnet, _) = moto().placement(&i.id);
+            assert!(
+                subnets.contains(&subnet),
+                "{} of {project} in {subnet}",
+                i.id
+            );
+        }
+    }
+
+    // The inventory: groups per role and per env--role, hostvars with ids and DNS names.
+    let inv = heet_in(&globex, &["inventory", "--env", "prod", "--output", "json"]).json();
+    assert_eq!(inv["www"]["hosts"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        inv["prod--db"]["hosts"],
+        serde_json::json!(["globex-prod-db-01"])
+    );
+    let www1 = &inv["_meta"]["hostvars"]["globex-prod-www-01"];
+    assert!(www1["instance_id"].as_str().unwrap().starts_with("i-"));
+    assert!(
+        www1["public_dns"]
+            .as_str()
+            .unwrap()
+            .ends_with(".amazonaws.com"),
+        "{www1}"
+    );
+    assert_eq!(www1["heet_role"], "www");
+    assert_eq!(
+        heet_in(&globex, &["inventory", "--env", "prod", "--host", "x"])
+            .ok()
+            .stdout(),
+        "{}\n",
+        "Ansible's per-host call"
+    );
+    let hosts = heet_in(&acme, &["hosts", "--env", "dev", "--role", "db"]);
+    assert_eq!(hosts.ok().stdout().lines().count(), 1);
+
+    // Taking acme's prod down leaves acme's dev and all of globex as they were.
+    let before = moto().leftovers("globex");
+    let acme_dev = moto().ids(
+        ("DescribeSecurityGroups", "securityGroupInfo", "groupId"),
+        &[("tag:heet:project", "acme"), ("tag:heet:env", "dev")],
+    );
+    heet_in(&acme, &["down", "--env", "prod", "--yes"]).ok();
+    assert_eq!(moto().leftovers("globex"), before);
+    assert_eq!(
+        moto().ids(
+            ("DescribeSecurityGroups", "securityGroupInfo", "groupId"),
+            &[("tag:heet:project", "acme")],
+        ),
+        acme_dev
+    );
+
+    for c in [&acme, &globex] {
+        for env in ["dev", "prod"] {
+            heet_in(c, &["down", "--env", env, "--yes"]).ok();
+        }
+    }
+    for project in ["acme", "globex"] {
+        assert_eq!(moto().leftovers(project), Vec::<String>::new());
+        assert_eq!(moto().ssm_under(&format!("/heet/{project}/")), []);
+    }
+}
