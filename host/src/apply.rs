@@ -1,7 +1,8 @@
 //! Executes a [`Plan`]: the only code that changes anything in AWS.
 //!
-//! Order: terminate (deletes and the old half of replacements), retag, launch, then wait for
-//! the new instances to run. Launches run a few at a time; each is tagged atomically with
+//! Order: releases and network creates, record deletes, terminate (deletes and the old half
+//! of replacements), retag, launch, wait for the new instances to run, associate addresses,
+//! record upserts, network deletes. Launches run a few at a time; each is tagged atomically with
 //! its slot, so whatever a crash interrupts, the next run's plan finishes.
 
 use std::collections::BTreeMap;
@@ -99,6 +100,10 @@ pub async fn apply(
         .map(|r| (r.resource.clone(), r.aws_id.clone()))
         .collect();
     network_before(aws, plan, &mut ids, &mut applied).await?;
+    // Records go before their instances: a run killed in between leaves instances that the
+    // next plan sees without the ledger, where the other order would leave records that only
+    // the ledger knows of, and a no-op `up` does not read it.
+    apply_records(aws, plan, &cx, &BTreeMap::new(), Records::Deletes).await?;
 
     let doomed: Vec<String> = plan.terminated_ids().map(str::to_owned).collect();
     if !doomed.is_empty() {
@@ -163,7 +168,7 @@ pub async fn apply(
         .collect();
     let associated = associate(aws, plan, &mut ids, &applied.launched, &mut new_dns).await?;
     applied.network.extend(associated);
-    apply_records(aws, plan, &cx, &new_dns).await?;
+    apply_records(aws, plan, &cx, &new_dns, Records::Upserts).await?;
     let forgotten: Vec<String> = plan
         .foreign_records
         .iter()
@@ -457,18 +462,31 @@ async fn network_after(aws: &Aws, plan: &Plan, applied: &mut Applied) -> anyhow:
 
 /// Writes the plan's record changes as one batch per zone, each written ahead in the ledger
 /// and confirmed after.
+/// Which of the plan's record changes to apply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Records {
+    Deletes,
+    Upserts,
+}
+
 async fn apply_records(
     aws: &Aws,
     plan: &Plan,
     cx: &Context<'_>,
     new_dns: &BTreeMap<String, String>,
+    which: Records,
 ) -> anyhow::Result<()> {
-    if plan.records.is_empty() {
+    let changes: Vec<&RecordChange> = plan
+        .records
+        .iter()
+        .filter(|r| matches!(r, RecordChange::Delete { .. }) == (which == Records::Deletes))
+        .collect();
+    if changes.is_empty() {
         return Ok(());
     }
     let mut ops = Vec::new();
     let mut dropped = Vec::new();
-    for r in &plan.records {
+    for r in changes {
         match r {
             RecordChange::Upsert {
                 name,

@@ -120,9 +120,15 @@ async fn observe_dns(
     let records = match &zone {
         Some(zone) => aws.route53.records(zone).await?,
         None if def.create_zone => Default::default(),
-        None if wanted => anyhow::bail!(
-            "there is no hosted zone for {domain}: create it, or set project.create_zone = true"
-        ),
+        None if wanted => {
+            let message = format!(
+                "project.domain: there is no hosted zone for {domain}: create it, or set project.create_zone = true"
+            );
+            return Err(match def.domain_at {
+                Some(at) => def.error_at(at, message).into(),
+                None => anyhow::anyhow!(message),
+            });
+        }
         None => Default::default(),
     };
     Ok(DnsState {

@@ -199,4 +199,47 @@ mod tests {
         assert!(check_user_data(&"x".repeat(MAX_USER_DATA)).is_ok());
         assert!(check_user_data(&"x".repeat(MAX_USER_DATA + 1)).is_err());
     }
+
+    // Fuzzing by property: whatever a plugin answers, the checks never panic, and what they
+    // accept is what EC2 and Route53 accept. `PROPTEST_CASES=100000 cargo test -p heet
+    // validate::tests::prop` runs longer campaigns (docs/cli.md).
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn an_accepted_dns_name_has_valid_labels(name in "\\PC{0,300}|[a-z0-9.-]{0,300}") {
+                if check_dns_name(&name).is_ok() {
+                    let name = name.strip_suffix('.').unwrap_or(&name);
+                    prop_assert!(!name.is_empty() && name.len() <= 253);
+                    for label in name.split('.') {
+                        prop_assert!((1..=63).contains(&label.len()), "{label}");
+                        prop_assert!(label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+                        prop_assert!(!label.starts_with('-') && !label.ends_with('-'));
+                    }
+                }
+            }
+
+            #[test]
+            fn an_accepted_tag_is_within_ec2s_limits(key in "\\PC{0,140}", value in "\\PC{0,270}") {
+                if check_tag(&key, &value).is_ok() {
+                    prop_assert!((1..=MAX_TAG_KEY).contains(&key.chars().count()));
+                    prop_assert!(value.chars().count() <= MAX_TAG_VALUE);
+                    prop_assert!(!key.to_ascii_lowercase().starts_with("aws:"));
+                    prop_assert!(!key.starts_with(RESERVED_PREFIX));
+                }
+            }
+
+            #[test]
+            fn instance_types_and_amis_never_panic(t in "\\PC{0,40}", ami in "\\PC{0,40}") {
+                if check_instance_type(&t).is_ok() {
+                    prop_assert!(t.contains('.') && !t.contains(char::is_whitespace));
+                }
+                if check_ami(&ami).is_ok() {
+                    prop_assert!(ami.starts_with("ami-"));
+                }
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! Test harness: the `heet` binary, the plugins built from source, and one moto server per
 //! test process on a free loopback port, plus an independent view of what moto holds.
 
+pub mod fault;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -822,4 +824,35 @@ impl Run {
         );
         self
     }
+}
+
+/// A component made from WIT alone (its functions trap if called): for plugins no Rust code
+/// would produce, e.g. one importing WASI or built against another heet WIT. `wit` may use
+/// heet's own package (`heet:plugin@<current>`), which is loaded first.
+pub fn component_from_wit(wit: &str, world: &str) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    resolve
+        .push_str(
+            "heet.wit",
+            &std::fs::read_to_string(repo_root().join("wit/heet.wit")).unwrap(),
+        )
+        .unwrap();
+    let pkg = resolve.push_str("hostile.wit", wit).unwrap();
+    let world = resolve.select_world(&[pkg], Some(world)).unwrap();
+    let mut module =
+        wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+        false,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
 }

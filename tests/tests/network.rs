@@ -222,3 +222,93 @@ fn a_vpc_per_environment_with_elastic_ips_comes_and_goes() {
         None
     );
 }
+
+/// Creates a resource with raw EC2, tagged as heet tags its own but without heet's id;
+/// returns the id found at `id_field` in the answer.
+fn decoy(
+    p: &Project,
+    action: &[(&str, &str)],
+    kind: &str,
+    resource: &str,
+    id_field: &str,
+) -> String {
+    let mut params = action.to_vec();
+    let tags = [
+        ("heet:project", p.name.as_str()),
+        ("heet:env", "staging"),
+        ("heet:resource", resource),
+        ("heet:id", "0000000000000000"),
+    ];
+    let keys: Vec<(String, String)> = tags
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (k, v))| {
+            [
+                (
+                    format!("TagSpecification.1.Tag.{}.Key", i + 1),
+                    (*k).to_owned(),
+                ),
+                (
+                    format!("TagSpecification.1.Tag.{}.Value", i + 1),
+                    (*v).to_owned(),
+                ),
+            ]
+        })
+        .collect();
+    params.push(("TagSpecification.1.ResourceType", kind));
+    params.extend(keys.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let xml = moto().ec2(&params);
+    let start = xml.find(&format!("<{id_field}>")).expect(&xml) + id_field.len() + 2;
+    xml[start..start + xml[start..].find('<').unwrap()].to_owned()
+}
+
+#[test]
+fn look_alike_network_resources_survive_up_and_down() {
+    let p = Project::new(FIREWALL, &[]);
+    let vpc = decoy(
+        &p,
+        &[("Action", "CreateVpc"), ("CidrBlock", "10.99.0.0/16")],
+        "vpc",
+        "vpc/main",
+        "vpcId",
+    );
+    let group_name = format!("{}-staging-www-copy", p.name);
+    let group = decoy(
+        &p,
+        &[
+            ("Action", "CreateSecurityGroup"),
+            ("GroupName", &group_name),
+            ("GroupDescription", "not heet's"),
+        ],
+        "security-group",
+        "group/www",
+        "groupId",
+    );
+    let eip = decoy(
+        &p,
+        &[("Action", "AllocateAddress"), ("Domain", "vpc")],
+        "elastic-ip",
+        "eip/www-1",
+        "allocationId",
+    );
+    let decoys = [vpc, group, eip];
+    let before = moto().leftovers(&p.name);
+    for d in &decoys {
+        assert!(
+            before.contains(d),
+            "{d} not found as tagged for the project"
+        );
+    }
+
+    let plan = p.heet(&["plan", "--env", "staging"]);
+    for d in &decoys {
+        assert!(!plan.ok().stdout().contains(d.as_str()), "{d} in the plan");
+    }
+    p.heet(&["up", "--env", "staging"]).ok();
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    let mut after = moto().leftovers(&p.name);
+    after.sort();
+    let mut expected = decoys.to_vec();
+    expected.sort();
+    assert_eq!(after, expected, "exactly the decoys are left");
+}
