@@ -174,6 +174,13 @@ impl Moto {
         }
     }
 
+    /// Forgets everything moto holds, as if just started.
+    pub fn reset(&self) {
+        ureq::post(format!("{}/moto-api/reset", self.endpoint))
+            .send_empty()
+            .expect("moto reset");
+    }
+
     /// A raw EC2 Query API call, bypassing heet entirely.
     pub fn ec2(&self, params: &[(&str, &str)]) -> String {
         let mut form = vec![("Version", "2016-11-15")];
@@ -541,6 +548,50 @@ impl Moto {
                     .collect(),
             })
             .collect()
+    }
+
+    /// The EBS volumes tagged `tag` = `value`: id, size in GiB, whether they go with their
+    /// instance, and the instance they are attached to.
+    pub fn volumes(&self, tag: &str, value: &str) -> Vec<(String, String, String, String)> {
+        let xml = self.ec2(&[
+            ("Action", "DescribeVolumes"),
+            ("Filter.1.Name", &format!("tag:{tag}")),
+            ("Filter.1.Value.1", value),
+        ]);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let Some(set) = doc.descendants().find(|n| n.has_tag_name("volumeSet")) else {
+            return Vec::new();
+        };
+        set.children()
+            .filter(|c| c.has_tag_name("item"))
+            .map(|v| {
+                let id = child_text(v, "volumeId");
+                let instance = items(v, "attachmentSet")
+                    .into_iter()
+                    .next()
+                    .map_or_else(String::new, |a| child_text(a, "instanceId"));
+                let goes = if instance.is_empty() {
+                    String::new()
+                } else {
+                    self.delete_on_termination(&instance, &id)
+                };
+                (id, child_text(v, "size"), goes, instance)
+            })
+            .collect()
+    }
+
+    /// Whether `instance_id` deletes its volume `volume_id` when it terminates, from its
+    /// block device mapping (moto's DescribeVolumes leaves this out).
+    fn delete_on_termination(&self, instance_id: &str, volume_id: &str) -> String {
+        let xml = self.ec2(&[
+            ("Action", "DescribeInstances"),
+            ("InstanceId.1", instance_id),
+        ]);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        doc.descendants()
+            .filter(|n| n.has_tag_name("ebs"))
+            .find(|e| child_text(*e, "volumeId") == volume_id)
+            .map_or_else(String::new, |e| child_text(e, "deleteOnTermination"))
     }
 
     /// The groups, subnet and public IP of an instance, as moto reports them.

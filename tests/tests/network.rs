@@ -94,8 +94,43 @@ fn db_admits_the_www_group_and_nothing_else() {
         .json();
     assert_eq!(again["aws_calls"]["mutating"], 0, "{}", again["plan"]);
 
+    // db's data volume: 20 GiB, attached to it, tagged with its slot, gone with it.
+    let db_instance = moto()
+        .live_instances("heet:project", &p.name)
+        .into_iter()
+        .find(|i| i.tags["heet:role"] == "db")
+        .unwrap();
+    let volumes = moto().volumes("heet:project", &p.name);
+    assert_eq!(
+        volumes
+            .iter()
+            .map(|(_, size, gone, on)| (size.as_str(), gone.as_str(), on.as_str()))
+            .collect::<Vec<_>>(),
+        [("20", "true", db_instance.id.as_str())],
+        "{volumes:?}"
+    );
+
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
     assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    assert_eq!(moto().volumes("heet:project", &p.name), []);
+}
+
+#[test]
+fn a_kept_volume_outlives_down() {
+    let p = Project::new(
+        &FIREWALL.replace("volume_gb = 20", "volume_gb = 8\nvolume_keep = true"),
+        &[],
+    );
+    p.heet(&["up", "--env", "staging"]).ok();
+    let ours = moto().volumes("heet:project", &p.name);
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!((ours[0].1.as_str(), ours[0].2.as_str()), ("8", "false"));
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    let kept = moto().volumes("heet:project", &p.name);
+    assert_eq!(kept.len(), 1, "kept, tagged, for the user to delete");
+    assert_eq!(kept[0].0, ours[0].0);
+    moto().ec2(&[("Action", "DeleteVolume"), ("VolumeId", &kept[0].0)]);
 }
 
 #[test]

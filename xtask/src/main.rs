@@ -8,6 +8,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+mod bench;
+
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const MOTO_SPEC: &str = "moto[server]>=5.1,<6";
 
@@ -17,9 +19,10 @@ fn main() -> anyhow::Result<()> {
         "setup" => setup().map(drop),
         "demo" => demo(std::env::args().nth(2).as_deref().unwrap_or("simple-demo")),
         "test" => test(),
+        "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup  install the wasm target and moto's server (venv in ~/.cache/heet)\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp,\n                 customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace"
+                "usage: cargo xtask <task>\n\n  setup  install the wasm target and moto's server (venv in ~/.cache/heet)\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp,\n                 customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace\n  bench [N...]  heet vs Terraform, Ansible and boto3 on moto (N instances, default 10 100 300),\n                 into BENCHMARKS.md"
             );
             if task.is_empty() {
                 Ok(())
