@@ -69,7 +69,8 @@ pub struct Applied {
 
 /// What apply needs beyond the plan.
 pub struct Context<'a> {
-    pub ledger: &'a Ledger,
+    /// Read under the lock; kept current as apply writes it.
+    pub ledger: &'a mut Ledger,
     /// The network resources observed when planning: the ids the plan refers to.
     pub resources: &'a [ObservedResource],
     /// The project's zone, when it exists.
@@ -83,6 +84,12 @@ pub async fn apply(
     cx: Context<'_>,
     progress: &Progress,
 ) -> anyhow::Result<Applied> {
+    let Context {
+        ledger,
+        resources,
+        zone,
+        run_id,
+    } = cx;
     let mut applied = Applied::default();
     if !plan.conflicts.is_empty() {
         anyhow::bail!(
@@ -93,17 +100,16 @@ pub async fn apply(
     }
 
     // Network resources heet owns, by `heet:resource`, as they are and as they are created.
-    let mut ids: BTreeMap<String, String> = cx
-        .resources
+    let mut ids: BTreeMap<String, String> = resources
         .iter()
         .filter(|r| r.is_heets(&plan.project, &plan.env))
         .map(|r| (r.resource.clone(), r.aws_id.clone()))
         .collect();
-    network_before(aws, plan, &mut ids, &mut applied).await?;
+    network_before(aws, plan, ledger, &mut ids, &mut applied).await?;
     // Records go before their instances: a run killed in between leaves instances that the
     // next plan sees without the ledger, where the other order would leave records that only
     // the ledger knows of, and a no-op `up` does not read it.
-    apply_records(aws, plan, &cx, &BTreeMap::new(), Records::Deletes).await?;
+    apply_records(aws, plan, ledger, &zone, &BTreeMap::new(), Records::Deletes).await?;
 
     let doomed: Vec<String> = plan.terminated_ids().map(str::to_owned).collect();
     if !doomed.is_empty() {
@@ -113,7 +119,7 @@ pub async fn apply(
         applied.terminated = doomed;
         // Slots no longer in the definition leave the ledger with their instance; a twin's or
         // a replaced instance's slot stays, and its entry is rewritten by the launch.
-        let gone: Vec<String> = plan
+        let gone: Vec<_> = plan
             .changes
             .iter()
             .filter_map(|c| match c {
@@ -122,15 +128,19 @@ pub async fn apply(
                     index,
                     twin: false,
                     ..
-                } => Some(ledger::instance_key(
-                    &plan.project,
-                    &plan.env,
-                    &namespace::slot_id(&plan.project, &plan.env, role, *index),
+                } => Some((
+                    ledger::instance_key(&namespace::slot_id(
+                        &plan.project,
+                        &plan.env,
+                        role,
+                        *index,
+                    )),
+                    None,
                 )),
                 _ => None,
             })
             .collect();
-        aws.ssm.delete_all(&gone).await?;
+        book(aws, ledger, gone).await?;
     }
 
     for change in &plan.changes {
@@ -156,7 +166,7 @@ pub async fn apply(
         })
         .collect();
     if !launches.is_empty() {
-        applied.launched = launch(aws, plan, &launches, &cx, &ids, progress).await?;
+        applied.launched = launch(aws, plan, &launches, ledger, run_id, &ids, progress).await?;
     }
     let mut new_dns: BTreeMap<String, String> = applied
         .launched
@@ -166,44 +176,59 @@ pub async fn apply(
             Some((slot, i.dns_name.clone()?.to_ascii_lowercase()))
         })
         .collect();
-    let associated = associate(aws, plan, &mut ids, &applied.launched, &mut new_dns).await?;
+    let associated =
+        associate(aws, plan, ledger, &mut ids, &applied.launched, &mut new_dns).await?;
     applied.network.extend(associated);
-    apply_records(aws, plan, &cx, &new_dns, Records::Upserts).await?;
-    let forgotten: Vec<String> = plan
+    apply_records(aws, plan, ledger, &zone, &new_dns, Records::Upserts).await?;
+    let forgotten: Vec<_> = plan
         .foreign_records
         .iter()
-        .map(|name| ledger::record_key(&plan.project, &plan.env, name))
+        .map(|name| (ledger::record_key(name), None))
         .collect();
-    aws.ssm.delete_all(&forgotten).await?;
-    network_after(aws, plan, &mut applied).await?;
+    book(aws, ledger, forgotten).await?;
+    network_after(aws, plan, ledger, &mut applied).await?;
     Ok(applied)
 }
 
-/// Writes a network resource's ledger entry.
-async fn put_resource(
+/// Stores `changes` in the ledger: the pages entries move to before the pages they leave.
+async fn book(
     aws: &Aws,
-    plan: &Plan,
+    ledger: &mut Ledger,
+    changes: Vec<(String, Option<ledger::Entry>)>,
+) -> anyhow::Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let write = ledger.stage(changes);
+    for step in [&write.first, &write.then] {
+        let results: Vec<anyhow::Result<()>> = stream::iter(step)
+            .map(|(name, value)| aws.ssm.put(name, value))
+            .buffer_unordered(LAUNCH_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect::<anyhow::Result<()>>()?;
+    }
+    aws.ssm.delete_all(&write.delete).await
+}
+
+/// A network resource's ledger entry.
+fn resource_entry(
     resource: &str,
     aws_id: Option<&str>,
     state: ledger::State,
-) -> anyhow::Result<()> {
+) -> Vec<(String, Option<ledger::Entry>)> {
     let entry = ledger::Entry::Resource {
         resource: resource.to_owned(),
         aws_id: aws_id.map(str::to_owned),
         state,
     };
-    aws.ssm
-        .put(
-            &ledger::resource_key(&plan.project, &plan.env, resource),
-            &serde_json::to_string(&entry)?,
-        )
-        .await
+    vec![(ledger::resource_key(resource), Some(entry))]
 }
 
 /// Creates `resource` with `create`, written ahead in the ledger and confirmed after.
 async fn created<F>(
     aws: &Aws,
-    plan: &Plan,
+    ledger: &mut Ledger,
     resource: &str,
     ids: &mut BTreeMap<String, String>,
     create: F,
@@ -211,9 +236,19 @@ async fn created<F>(
 where
     F: std::future::Future<Output = anyhow::Result<String>>,
 {
-    put_resource(aws, plan, resource, None, ledger::State::Pending).await?;
+    book(
+        aws,
+        ledger,
+        resource_entry(resource, None, ledger::State::Pending),
+    )
+    .await?;
     let id = create.await?;
-    put_resource(aws, plan, resource, Some(&id), ledger::State::Done).await?;
+    book(
+        aws,
+        ledger,
+        resource_entry(resource, Some(&id), ledger::State::Done),
+    )
+    .await?;
     ids.insert(resource.to_owned(), id.clone());
     Ok(id)
 }
@@ -228,6 +263,7 @@ fn resolve<'a>(ids: &'a BTreeMap<String, String>, resource: &str) -> anyhow::Res
 async fn network_before(
     aws: &Aws,
     plan: &Plan,
+    ledger: &mut Ledger,
     ids: &mut BTreeMap<String, String>,
     applied: &mut Applied,
 ) -> anyhow::Result<()> {
@@ -257,9 +293,7 @@ async fn network_before(
                 aws.net
                     .release(allocation_id, association_id.as_deref())
                     .await?;
-                aws.ssm
-                    .delete_all(&[ledger::resource_key(project, env, resource)])
-                    .await?;
+                book(aws, ledger, vec![(ledger::resource_key(resource), None)]).await?;
             }
             NetChange::CreateVpc {
                 resource,
@@ -268,7 +302,7 @@ async fn network_before(
             } => {
                 created(
                     aws,
-                    plan,
+                    ledger,
                     resource,
                     ids,
                     aws.net.create_vpc(cidr, &tags(resource, name)),
@@ -291,7 +325,7 @@ async fn network_before(
                         let t = tags(resource, &name);
                         created(
                             aws,
-                            plan,
+                            ledger,
                             resource,
                             ids,
                             aws.net.attach_gateway(None, &vpc, &t),
@@ -317,7 +351,7 @@ async fn network_before(
                 let t = tags(resource, &name);
                 created(
                     aws,
-                    plan,
+                    ledger,
                     resource,
                     ids,
                     aws.net.create_subnet(&vpc, cidr, zone.as_deref(), &t),
@@ -338,7 +372,7 @@ async fn network_before(
                 let t = tags(resource, name);
                 created(
                     aws,
-                    plan,
+                    ledger,
                     resource,
                     ids,
                     aws.net.create_group(name, vpc_id.as_deref(), &t),
@@ -378,6 +412,7 @@ async fn network_before(
 async fn associate(
     aws: &Aws,
     plan: &Plan,
+    ledger: &mut Ledger,
     ids: &mut BTreeMap<String, String>,
     launched: &[InstanceSummary],
     new_dns: &mut BTreeMap<String, String>,
@@ -401,7 +436,7 @@ async fn associate(
             } => {
                 tracing::info!("network: {c}");
                 let t = network::tags(project, env, resource, instance);
-                created(aws, plan, resource, ids, aws.net.allocate(&t)).await?;
+                created(aws, ledger, resource, ids, aws.net.allocate(&t)).await?;
                 done.push(c.to_string());
             }
             NetChange::Associate {
@@ -437,7 +472,12 @@ async fn associate(
 }
 
 /// The network deletes, once the instances are gone: groups, subnets, gateway, VPC.
-async fn network_after(aws: &Aws, plan: &Plan, applied: &mut Applied) -> anyhow::Result<()> {
+async fn network_after(
+    aws: &Aws,
+    plan: &Plan,
+    ledger: &mut Ledger,
+    applied: &mut Applied,
+) -> anyhow::Result<()> {
     for c in &plan.network {
         let done = match c {
             NetChange::DeleteGroup { group_id, .. } => aws.net.delete_group(group_id).await,
@@ -452,9 +492,12 @@ async fn network_after(aws: &Aws, plan: &Plan, applied: &mut Applied) -> anyhow:
         };
         tracing::info!("network: {c}");
         done?;
-        aws.ssm
-            .delete_all(&[ledger::resource_key(&plan.project, &plan.env, c.resource())])
-            .await?;
+        book(
+            aws,
+            ledger,
+            vec![(ledger::resource_key(c.resource()), None)],
+        )
+        .await?;
         applied.network.push(c.to_string());
     }
     Ok(())
@@ -472,7 +515,8 @@ enum Records {
 async fn apply_records(
     aws: &Aws,
     plan: &Plan,
-    cx: &Context<'_>,
+    ledger: &mut Ledger,
+    zone: &Option<Zone>,
     new_dns: &BTreeMap<String, String>,
     which: Records,
 ) -> anyhow::Result<()> {
@@ -520,7 +564,7 @@ async fn apply_records(
                         ttl: *ttl,
                     });
                 }
-                dropped.push(ledger::record_key(&plan.project, &plan.env, name));
+                dropped.push((ledger::record_key(name), None));
             }
         }
     }
@@ -528,13 +572,13 @@ async fn apply_records(
         ops.iter()
             .filter_map(move |op| match op {
                 RecordOp::Upsert { name, target, ttl } => Some((
-                    ledger::record_key(&plan.project, &plan.env, name),
-                    ledger::Entry::Record {
+                    ledger::record_key(name),
+                    Some(ledger::Entry::Record {
                         name: name.clone(),
                         target: target.clone(),
                         ttl: *ttl,
                         state,
-                    },
+                    }),
                 )),
                 RecordOp::Delete { .. } => None,
             })
@@ -542,7 +586,7 @@ async fn apply_records(
     };
     // Only ledger entries to drop (their records, or the whole zone, gone): no Route53 call.
     if !ops.is_empty() {
-        let zone = match (&cx.zone, &plan.create_zone) {
+        let zone = match (zone, &plan.create_zone) {
             (Some(zone), _) => zone.clone(),
             (None, Some(domain)) => {
                 tracing::info!("creating the hosted zone {domain}");
@@ -550,26 +594,16 @@ async fn apply_records(
             }
             (None, None) => anyhow::bail!("internal: record changes without a zone"),
         };
-        put_entries(aws, &entries(ledger::State::Pending)).await?;
+        book(aws, ledger, entries(ledger::State::Pending)).await?;
         tracing::info!(
             "writing {} DNS record change(s) to {}",
             ops.len(),
             zone.name
         );
         aws.route53.change(&zone, &ops).await?;
-        put_entries(aws, &entries(ledger::State::Done)).await?;
+        book(aws, ledger, entries(ledger::State::Done)).await?;
     }
-    aws.ssm.delete_all(&dropped).await
-}
-
-/// Writes ledger entries, a few at a time.
-async fn put_entries(aws: &Aws, entries: &[(String, ledger::Entry)]) -> anyhow::Result<()> {
-    let results: Vec<anyhow::Result<()>> = stream::iter(entries)
-        .map(|(key, entry)| async move { aws.ssm.put(key, &serde_json::to_string(entry)?).await })
-        .buffer_unordered(LAUNCH_CONCURRENCY)
-        .collect()
-        .await;
-    results.into_iter().collect()
+    book(aws, ledger, dropped).await
 }
 
 /// Terminates `ids` and waits until none of them runs any more (`fully`: until they are
@@ -600,7 +634,8 @@ async fn launch(
     aws: &Aws,
     plan: &Plan,
     launches: &[&DesiredInstance],
-    cx: &Context<'_>,
+    ledger: &mut Ledger,
+    run_id: &str,
     ids: &BTreeMap<String, String>,
     progress: &Progress,
 ) -> anyhow::Result<Vec<InstanceSummary>> {
@@ -632,8 +667,8 @@ async fn launch(
     // run that dies in between retries with the same token.
     let entry = |d: &DesiredInstance, token: &str, instance_id: Option<String>, state| {
         (
-            ledger::instance_key(&plan.project, env, &d.id),
-            ledger::Entry::Instance {
+            ledger::instance_key(&d.id),
+            Some(ledger::Entry::Instance {
                 slot: d.id.clone(),
                 role: d.role.clone(),
                 index: d.index,
@@ -641,14 +676,14 @@ async fn launch(
                 client_token: token.to_owned(),
                 instance_id,
                 state,
-            },
+            }),
         )
     };
     let tokens: Vec<String> = launches
         .iter()
         .map(|d| {
-            cx.ledger.pending_token(&d.id, &d.spec).map_or_else(
-                || namespace::client_token(&d.id, &d.spec, cx.run_id),
+            ledger.pending_token(&d.id, &d.spec).map_or_else(
+                || namespace::client_token(&d.id, &d.spec, run_id),
                 str::to_owned,
             )
         })
@@ -658,7 +693,7 @@ async fn launch(
         .zip(&tokens)
         .map(|(d, t)| entry(d, t, None, ledger::State::Pending))
         .collect();
-    put_entries(aws, &pending).await?;
+    book(aws, ledger, pending).await?;
 
     let results: Vec<(usize, anyhow::Result<String>)> = stream::iter(launches.iter().enumerate())
         .map(|(i, d)| {
@@ -681,7 +716,7 @@ async fn launch(
             ))
         })
         .collect();
-    put_entries(aws, &done).await?;
+    book(aws, ledger, done).await?;
 
     let mut ids = vec![String::new(); launches.len()];
     let mut failures = Vec::new();

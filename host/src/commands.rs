@@ -82,10 +82,11 @@ async fn prepare(global: &Global, env: &str) -> anyhow::Result<(Definition, Aws,
 /// Reads the ledger of `project`/`env`; entries heet cannot read are named in a warning and
 /// otherwise left alone.
 async fn read_ledger(aws: &Aws, project: &str, env: &str) -> anyhow::Result<Ledger> {
-    let (ledger, unreadable) = Ledger::parse(aws.ssm.list(&ledger::prefix(project, env)).await?);
+    let prefix = ledger::prefix(project, env);
+    let (ledger, unreadable) = Ledger::parse(prefix.clone(), aws.ssm.list(&prefix).await?);
     if !unreadable.is_empty() {
         tracing::warn!(
-            "ledger entries heet cannot read, left alone: {}",
+            "ledger pages heet cannot read, left alone: {}",
             unreadable.join(", ")
         );
     }
@@ -160,7 +161,7 @@ async fn survey(
     let ledger = if with_ledger {
         read_ledger(aws, &desired.project, &desired.env).await?
     } else {
-        Ledger::default()
+        Ledger::new(ledger::prefix(&desired.project, &desired.env))
     };
     let observed = aws.ec2.instances(&desired.project, &desired.env).await?;
     // The kinds of network resource the definition uses, and those the ledger says heet
@@ -275,7 +276,7 @@ pub async fn up(
     } else {
         let work = async {
             let now = survey(&aws, &def, &desired, true).await?;
-            let (ledger, dns, resources) = (now.ledger, now.dns, now.resources);
+            let (mut ledger, dns, resources) = (now.ledger, now.dns, now.resources);
             plan = now.plan;
             if plan.is_empty() {
                 return Ok(None);
@@ -292,7 +293,7 @@ pub async fn up(
                 )?;
             }
             let cx = apply::Context {
-                ledger: &ledger,
+                ledger: &mut ledger,
                 resources: &resources,
                 zone: dns.zone.clone(),
                 run_id: &run_id()?,
@@ -702,7 +703,7 @@ pub async fn down(
         locked(&aws, &def.project, env, "down", async {
             // Read again under the lock: another run may have changed things in between.
             let Survey {
-                ledger,
+                mut ledger,
                 observed: now,
                 resources,
                 dns,
@@ -723,15 +724,14 @@ pub async fn down(
                 )?;
             }
             let cx = apply::Context {
-                ledger: &ledger,
+                ledger: &mut ledger,
                 resources: &resources,
                 zone: dns.zone.clone(),
                 run_id: &run_id()?,
             };
             apply::apply(&aws, &plan, cx, progress).await?;
             // Everything the ledger listed is gone or forgotten now.
-            let keys: Vec<String> = ledger.entries.keys().cloned().collect();
-            aws.ssm.delete_all(&keys).await
+            aws.ssm.delete_all(&ledger.page_names()).await
         })
         .await?;
     }

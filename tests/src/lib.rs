@@ -239,6 +239,23 @@ impl Moto {
         assert_eq!(status, 200, "ssm: {body}");
     }
 
+    /// The keys of `project`/`env`'s ledger (`instance/<slot>`, `record/<name>`,
+    /// `resource/<kind>/<name>`), read from its pages as heet stores them.
+    pub fn ledger_keys(&self, project: &str, env: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .ssm_under(&format!("/heet/{project}/{env}/ledger/"))
+            .into_iter()
+            .flat_map(|(name, value)| {
+                let page: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&value).unwrap_or_else(|e| panic!("{name}: {e}: {value}"));
+                page.into_iter().map(|(key, _)| key)
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// Every parameter under `path` (recursively) as (name, value), decrypted: what anyone
     /// with access to the account could read there.
     pub fn ssm_under(&self, path: &str) -> Vec<(String, String)> {

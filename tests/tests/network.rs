@@ -252,10 +252,7 @@ fn a_vpc_per_environment_with_elastic_ips_comes_and_goes() {
     assert_eq!(down["terminated"].as_array().unwrap().len(), 3);
     assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
     assert!(moto().cnames(&zone).keys().all(|n| !n.starts_with("www-")));
-    assert_eq!(
-        moto().ssm_parameter(&format!("/heet/{}/dev/ledger/resource/vpc/main", p.name)),
-        None
-    );
+    assert_eq!(moto().ledger_keys(&p.name, "dev"), Vec::<String>::new());
 }
 
 /// Creates a resource with raw EC2, tagged as heet tags its own but without heet's id;

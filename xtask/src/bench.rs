@@ -2,9 +2,15 @@
 //! the same estate and the same moto server, as ratios, into BENCHMARKS.md.
 //!
 //! Every tool talks to moto through a counting proxy (the test crate's fault proxy at 0 %
-//! faults), so "AWS calls" is measured the same way for all. moto is reset between tools.
-//! Wall time is the median of `HEET_BENCH_REPS` (default 3) repetitions; peak memory is the
-//! tool process's maximum resident set (wait4), children included for the Python tools.
+//! faults), so "AWS calls" is measured the same way for all. moto is reset before each
+//! repetition. Results are kept in `<target>/heet-bench.json`; `HEET_BENCH_MERGE=1` adds a
+//! run's measures to them (replacing those of the same N and tool), so the slow peers can be
+//! measured at a size on their own (`HEET_BENCH_TOOLS=terraform`).
+//! Wall time is the median of `HEET_BENCH_REPS` (default 3) repetitions, or of
+//! `HEET_BENCH_PEER_REPS` for Terraform and Ansible, whose runs take minutes at N = 300; peak
+//! memory is the tool process's maximum resident set (wait4), children included for the
+//! Python tools. Then the plugin microbenchmarks (criterion, `host/benches/plugins.rs`) run,
+//! and their medians go into the same file. `HEET_BENCH_MICRO=0` skips them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,16 +36,20 @@ struct Measure {
 struct Tool {
     name: &'static str,
     dir: PathBuf,
+    /// Repetitions of the whole cycle.
+    reps: usize,
     /// The command of each of [`OPS`].
     commands: Vec<Command>,
 }
 
 fn measure(cmd: &mut Command, counts: &tests::fault::FaultCounts) -> anyhow::Result<Measure> {
     let before = counts.forwarded.load(Ordering::Relaxed);
+    // A file, not a pipe: nobody reads while the tool runs, and a full pipe would stall it.
+    let mut log = tempfile::tempfile()?;
     let started = Instant::now();
     let child = cmd
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(log.try_clone()?)
         .spawn()
         .with_context(|| format!("cannot run {cmd:?}"))?;
     let pid = child.id() as libc::pid_t;
@@ -57,9 +67,8 @@ fn measure(cmd: &mut Command, counts: &tests::fault::FaultCounts) -> anyhow::Res
     let code = libc::WEXITSTATUS(status);
     if !libc::WIFEXITED(status) || code != 0 {
         let mut err = String::new();
-        if let Some(mut e) = child.stderr {
-            std::io::Read::read_to_string(&mut e, &mut err).ok();
-        }
+        std::io::Seek::rewind(&mut log)?;
+        std::io::Read::read_to_string(&mut log, &mut err).ok();
         bail!(
             "{cmd:?} exited {code}: {}",
             err.chars().take(2000).collect::<String>()
@@ -112,6 +121,7 @@ fn heet_tool(base: &Path, heet: &Path, per_role: u32, endpoint: &str) -> anyhow:
     };
     Ok(Tool {
         name: "heet",
+        reps: 1,
         commands: vec![
             cmd(&["up", "--env", "bench", "--yes", "-q"]),
             cmd(&["up", "--env", "bench", "--yes", "-q"]),
@@ -136,6 +146,7 @@ fn boto3_tool(base: &Path, python: &Path, per_role: u32, endpoint: &str) -> Tool
     };
     Tool {
         name: "boto3 (minimal)",
+        reps: 1,
         commands: vec![cmd("up"), cmd("noop"), cmd("noop"), cmd("down")],
         dir,
     }
@@ -186,6 +197,7 @@ fn terraform_tool(base: &Path, per_role: u32, endpoint: &str) -> anyhow::Result<
         .stdout(std::process::Stdio::null()))?;
     Ok(Some(Tool {
         name: "Terraform 1.11 + AWS 5.100",
+        reps: 1,
         commands: vec![
             cmd(&["apply", "-auto-approve", "-input=false", "-no-color"]),
             cmd(&["apply", "-auto-approve", "-input=false", "-no-color"]),
@@ -221,6 +233,7 @@ fn ansible_tool(base: &Path, venv: &Path, per_role: u32, endpoint: &str) -> Opti
     };
     Some(Tool {
         name: "Ansible amazon.aws",
+        reps: 1,
         commands: vec![
             cmd("present", false),
             cmd("present", false),
@@ -231,6 +244,95 @@ fn ansible_tool(base: &Path, venv: &Path, per_role: u32, endpoint: &str) -> Opti
     })
 }
 
+/// Tools in the order the tables list them; "heet" is the baseline of every ratio.
+const TOOLS: [&str; 4] = ["heet", "boto3", "Terraform", "Ansible"];
+
+/// Measures of one or more bench runs: (N, tool, op) → one measure per repetition.
+#[derive(Default)]
+struct Results {
+    measures: BTreeMap<(u32, String, usize), Vec<Measure>>,
+    /// The command line of each run that contributed, in order.
+    runs: Vec<String>,
+    release: bool,
+    /// Plugin microbenchmarks: id and median in ns.
+    micro: Vec<(String, f64)>,
+}
+
+impl Results {
+    fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let measures: Vec<serde_json::Value> = self
+            .measures
+            .iter()
+            .flat_map(|((n, tool, op), ms)| {
+                ms.iter().map(move |m| {
+                    serde_json::json!({"n": n, "tool": tool, "op": op, "secs": m.secs,
+                        "calls": m.calls, "rss_mib": m.rss_mib})
+                })
+            })
+            .collect();
+        let json = serde_json::json!({"runs": self.runs, "release": self.release,
+            "measures": measures, "micro": self.micro});
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+        Ok(())
+    }
+
+    fn load(path: &Path) -> anyhow::Result<Results> {
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(path)
+                .with_context(|| format!("no earlier results at {}", path.display()))?,
+        )?;
+        let mut results = Results {
+            release: json["release"].as_bool().unwrap_or(false),
+            runs: json["runs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect(),
+            micro: json["micro"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| Some((m[0].as_str()?.to_owned(), m[1].as_f64()?)))
+                .collect(),
+            ..Results::default()
+        };
+        for m in json["measures"].as_array().into_iter().flatten() {
+            let key = (
+                m["n"].as_u64().context("n")? as u32,
+                m["tool"].as_str().context("tool")?.to_owned(),
+                m["op"].as_u64().context("op")? as usize,
+            );
+            results.measures.entry(key).or_default().push(Measure {
+                secs: m["secs"].as_f64().context("secs")?,
+                calls: m["calls"].as_u64().context("calls")?,
+                rss_mib: m["rss_mib"].as_u64().context("rss_mib")?,
+            });
+        }
+        Ok(results)
+    }
+
+    /// The tools measured, in table order.
+    fn tools(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.measures.keys().map(|(_, t, _)| t.as_str()).collect();
+        names.sort_by_key(|t| TOOLS.iter().position(|p| t.starts_with(p)));
+        names.dedup();
+        names
+    }
+
+    fn median_secs(&self, n: u32, tool: &str, op: usize) -> Option<f64> {
+        let ms = self.measures.get(&(n, tool.to_owned(), op))?;
+        Some(median(ms.iter().map(|m| m.secs).collect()))
+    }
+}
+
+fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let sizes: Vec<u32> = if args.is_empty() {
         vec![10, 100, 300]
@@ -239,12 +341,33 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             .map(|a| a.parse().with_context(|| format!("not a size: {a}")))
             .collect::<anyhow::Result<_>>()?
     };
-    let reps: usize = std::env::var("HEET_BENCH_REPS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let server = setup()?;
+    let reps = env_or("HEET_BENCH_REPS", 3usize).max(1);
+    let peer_reps = env_or("HEET_BENCH_PEER_REPS", reps).max(1);
+    let peer_max = env_or("HEET_BENCH_PEER_MAX", u32::MAX);
+    // Terraform's destroy takes as long as its apply; skipping it saves half a peer's run.
+    let peer_down = env_or("HEET_BENCH_PEER_DOWN", 1u8) != 0;
+    let wanted: Vec<String> = std::env::var("HEET_BENCH_TOOLS")
+        .unwrap_or_else(|_| "heet,boto3,terraform,ansible".into())
+        .split(',')
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
     let release = std::env::var("HEET_BENCH_PROFILE").as_deref() == Ok("release");
+    let saved = target_dir()?.join("heet-bench.json");
+    let mut results = if std::env::var("HEET_BENCH_MERGE").as_deref() == Ok("1") {
+        Results::load(&saved)?
+    } else {
+        Results::default()
+    };
+    let mut line: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("HEET_BENCH_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    line.sort();
+    line.push(format!("cargo xtask bench {}", args.join(" ")));
+    results.runs.push(line.join(" ").trim_end().to_owned());
+    results.release = release;
+
+    let server = setup()?;
     let mut build = cargo();
     build.args(["build", "-q", "-p", "heet"]);
     if release {
@@ -273,9 +396,6 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let moto = tests::Moto::start(&server);
     let proxy = tests::fault::FaultProxy::start(&moto.endpoint, 0, 0);
 
-    // (size, tool, op) → measures
-    let mut results: BTreeMap<(u32, usize, usize), Vec<Measure>> = BTreeMap::new();
-    let mut names = Vec::new();
     for &n in &sizes {
         let per_role = (n / 3).max(1);
         let base = tempfile_dir()?;
@@ -286,15 +406,39 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             per_role,
             &proxy.endpoint,
         ));
-        tools.extend(terraform_tool(&base, per_role, &proxy.endpoint)?);
-        tools.extend(ansible_tool(&base, &venv, per_role, &proxy.endpoint));
-        for (t, tool) in tools.iter_mut().enumerate() {
-            if names.len() <= t {
-                names.push(tool.name);
+        for tool in &mut tools {
+            tool.reps = reps;
+        }
+        let peers = if n <= peer_max {
+            terraform_tool(&base, per_role, &proxy.endpoint)?
+                .into_iter()
+                .chain(ansible_tool(&base, &venv, per_role, &proxy.endpoint))
+                .collect()
+        } else {
+            eprintln!("N={n}: Terraform and Ansible skipped (HEET_BENCH_PEER_MAX={peer_max})");
+            Vec::new()
+        };
+        tools.extend(peers.into_iter().map(|t| Tool {
+            reps: peer_reps,
+            ..t
+        }));
+        tools.retain(|t| {
+            let name = t.name.to_ascii_lowercase();
+            wanted.iter().any(|w| name.starts_with(w.as_str()))
+        });
+        for tool in &mut tools {
+            let peer = !["heet", "boto3"].iter().any(|p| tool.name.starts_with(p));
+            for o in 0..OPS.len() {
+                results.measures.remove(&(n, tool.name.to_owned(), o));
             }
-            moto.reset();
-            for rep in 0..reps {
+            for rep in 0..tool.reps {
+                // Every repetition starts from an empty account: moto keeps terminated
+                // instances, and describing them would slow each repetition down.
+                moto.reset();
                 for (o, cmd) in tool.commands.iter_mut().enumerate() {
+                    if peer && o == 3 && !peer_down {
+                        continue;
+                    }
                     let m = measure(cmd, &proxy.counts)
                         .with_context(|| format!("{} {} at N={n}", tool.name, OPS[o]))?;
                     eprintln!(
@@ -306,17 +450,69 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
                         m.calls,
                         m.rss_mib
                     );
-                    results.entry((n, t, o)).or_default().push(m);
+                    results
+                        .measures
+                        .entry((n, tool.name.to_owned(), o))
+                        .or_default()
+                        .push(m);
                 }
             }
             let _ = std::fs::remove_dir_all(&tool.dir);
         }
     }
-
-    let report = render(&sizes, &names, &results, reps, release);
+    drop(proxy);
+    drop(moto);
+    if std::env::var("HEET_BENCH_MICRO").as_deref() != Ok("0") {
+        results.micro = micro()?;
+    }
+    results.save(&saved)?;
+    let report = render(&results);
     std::fs::write(root().join("BENCHMARKS.md"), &report)?;
     println!("{report}");
     Ok(())
+}
+
+/// Runs the plugin microbenchmarks; returns each benchmark's id and median time in ns, from
+/// criterion's own estimates of this run.
+fn micro() -> anyhow::Result<Vec<(String, f64)>> {
+    let started = std::time::SystemTime::now();
+    run(cargo().args(["bench", "-q", "-p", "heet", "--bench", "plugins"]))?;
+    let mut found = Vec::new();
+    for group in std::fs::read_dir(target_dir()?.join("criterion"))? {
+        for bench in std::fs::read_dir(group?.path())? {
+            let new = bench?.path().join("new");
+            let estimates = new.join("estimates.json");
+            let fresh = std::fs::metadata(&estimates)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= started);
+            if !fresh {
+                continue;
+            }
+            let json = |file: &Path| -> anyhow::Result<serde_json::Value> {
+                Ok(serde_json::from_slice(&std::fs::read(file)?)?)
+            };
+            let id = json(&new.join("benchmark.json"))?["full_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let median = json(&estimates)?["median"]["point_estimate"]
+                .as_f64()
+                .context("criterion estimates without a median")?;
+            found.push((id, median));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+/// A duration in ns, in the unit that reads best.
+fn human(ns: f64) -> String {
+    match ns {
+        n if n < 1e3 => format!("{n:.0} ns"),
+        n if n < 1e6 => format!("{:.2} µs", n / 1e3),
+        n if n < 1e9 => format!("{:.2} ms", n / 1e6),
+        n => format!("{:.2} s", n / 1e9),
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
@@ -325,13 +521,7 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn render(
-    sizes: &[u32],
-    names: &[&str],
-    results: &BTreeMap<(u32, usize, usize), Vec<Measure>>,
-    reps: usize,
-    release: bool,
-) -> String {
+fn render(results: &Results) -> String {
     let mut out = String::new();
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -344,38 +534,31 @@ fn render(
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let _ = writeln!(
         out,
-        "# Benchmarks\n\nheet against Terraform, Ansible and a minimal boto3 script, on the same estate (N\ninstances over 3 roles, two CNAMEs each, in a zone the tool creates) and the same moto\nserver, reset between tools. Generated by:\n\n```sh\nHEET_BENCH_REPS={reps}{} cargo xtask bench {}\n```\n\nMachine: {machine}, {cores} cores. heet {} build. Wall time is the median of {reps} runs; calls\nare counted by a proxy in front of moto, the same for every tool; memory is the peak\nresident set of the tool's process tree. Ratios are the peer's figure over heet's: above 1,\nheet is faster or makes fewer calls. Terraform and Ansible run from their own state or\ninventory as their users would (`plan` = `terraform plan`, `ansible-playbook --check`;\nthe boto3 script's plan is its read-only pass). The Ansible playbook's `down` terminates the\ninstances only (its records would need one task per record): it does less than the others.\n",
-        if release {
-            " HEET_BENCH_PROFILE=release"
-        } else {
-            ""
-        },
-        sizes
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(" "),
-        if release {
+        "# Benchmarks\n\nheet against Terraform, Ansible and a minimal boto3 script, on the same estate (N\ninstances over 3 roles, two CNAMEs each, in a zone the tool creates) and the same moto\nserver, reset before each repetition. Generated by:\n\n```sh\n{}\n```\n\nMachine: {machine}, {cores} cores. heet {} build. Wall time is the median of the runs the\n`runs` column gives; calls are counted by a proxy in front of moto, the same for every\ntool; memory is the peak resident set of the tool's process tree. Ratios are the peer's\nfigure over heet's: above 1, heet is faster or makes fewer calls. Terraform and Ansible run\nfrom their own state or inventory as their users would (`plan` = `terraform plan`,\n`ansible-playbook --check`; the boto3 script's plan is its read-only pass). The Ansible\nplaybook's `down` terminates the instances only (its records would need one task per\nrecord): it does less than the others. A row missing for a peer was not measured (see the\ncommand: `HEET_BENCH_PEER_DOWN=0` skips the peers' `down`).\n",
+        results.runs.join("\n"),
+        if results.release {
             "release"
         } else {
             "debug (dev profile)"
         },
     );
-    for &n in sizes {
-        let per_role = (n / 3).max(1);
-        let _ = writeln!(out, "\n## N = {} instances\n", per_role * 3);
+    let tools = results.tools();
+    let mut sizes: Vec<u32> = results.measures.keys().map(|(n, _, _)| *n).collect();
+    sizes.dedup();
+    for &n in &sizes {
+        let _ = writeln!(out, "\n## N = {} instances\n", (n / 3).max(1) * 3);
         let _ = writeln!(
             out,
-            "| operation | tool | wall (s) | × heet | AWS calls | × heet | peak MiB |\n|---|---|---:|---:|---:|---:|---:|"
+            "| operation | tool | runs | wall (s) | × heet | AWS calls | × heet | peak MiB |\n|---|---|---:|---:|---:|---:|---:|---:|"
         );
         for (o, op) in OPS.iter().enumerate() {
-            let Some(heet) = results.get(&(n, 0, o)) else {
+            let Some(heet) = results.measures.get(&(n, "heet".to_owned(), o)) else {
                 continue;
             };
             let heet_secs = median(heet.iter().map(|m| m.secs).collect());
             let heet_calls = heet[0].calls.max(1) as f64;
-            for (t, name) in names.iter().enumerate() {
-                let Some(ms) = results.get(&(n, t, o)) else {
+            for name in &tools {
+                let Some(ms) = results.measures.get(&(n, (*name).to_owned(), o)) else {
                     continue;
                 };
                 let secs = median(ms.iter().map(|m| m.secs).collect());
@@ -383,90 +566,107 @@ fn render(
                 let rss = ms.iter().map(|m| m.rss_mib).max().unwrap_or(0);
                 let _ = writeln!(
                     out,
-                    "| {op} | {name} | {secs:.2} | {:.1} | {calls} | {:.1} | {rss} |",
+                    "| {op} | {name} | {} | {secs:.2} | {:.1} | {calls} | {:.1} | {rss} |",
+                    ms.len(),
                     secs / heet_secs,
                     calls as f64 / heet_calls
                 );
             }
         }
     }
-    targets(&mut out, sizes, names, results);
+    if !results.micro.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Plugin microbenchmarks\n\n`cargo bench -p heet --bench plugins` (criterion, release build, median). The warm\ncall is the naming plugin's hook on an instantiated plugin, fuel and deadline set as for\nevery call; the chain is `desired::compute` of 20 roles × 500 instances through naming,\ntags, cname, cloud-init and guard (four hooks per instance, and the guard once over the\nwhole state).\n\n| benchmark | median |\n|---|---:|"
+        );
+        for (id, ns) in &results.micro {
+            let _ = writeln!(out, "| {id} | {} |", human(*ns));
+        }
+    }
+    targets(&mut out, results, &sizes);
     out
 }
 
-/// Where heet stands against the targets of the benchmark issue, at the largest N measured.
-fn targets(
-    out: &mut String,
-    sizes: &[u32],
-    names: &[&str],
-    results: &BTreeMap<(u32, usize, usize), Vec<Measure>>,
-) {
-    let Some(&n) = sizes.iter().max() else {
-        return;
+/// Where heet stands against the targets of the benchmark issue, each at the largest N where
+/// both sides were measured.
+fn targets(out: &mut String, results: &Results, sizes: &[u32]) {
+    // (N, peer's time / heet's time) at the largest N measured for both.
+    let ratio = |peer: &str, op: usize| {
+        let tools = results.tools();
+        let t = tools.iter().find(|t| t.starts_with(peer))?;
+        sizes.iter().rev().find_map(|&n| {
+            Some((
+                n,
+                results.median_secs(n, t, op)? / results.median_secs(n, "heet", op)?,
+            ))
+        })
     };
-    let secs = |tool: usize, op: usize| {
-        results
-            .get(&(n, tool, op))
-            .map(|ms| median(ms.iter().map(|m| m.secs).collect()))
-    };
-    let tool = |prefix: &str| names.iter().position(|t| t.starts_with(prefix));
     let _ = writeln!(
         out,
-        "\n## Targets (N = {})\n\n| target | measured | met |\n|---|---|---|",
-        (n / 3).max(1) * 3
+        "\n## Targets\n\n| target | N | measured | met |\n|---|---:|---|---|"
     );
-    let mut row = |target: &str, measured: Option<f64>, want: f64, unit: &str, above: bool| {
-        let (text, met) = match measured {
-            Some(m) => (
-                format!("{m:.1}{unit}"),
+    let mut row = |target: &str, at: Option<(u32, f64)>, want: f64, unit: &str, above: bool| {
+        let line = match at {
+            Some((n, m)) => format!(
+                "{} | {m:.1}{unit} | {}",
+                (n / 3).max(1) * 3,
                 if (above && m >= want) || (!above && m <= want) {
                     "yes"
                 } else {
                     "no"
-                },
+                }
             ),
-            None => ("not measured".to_owned(), "-"),
+            None => "- | not measured | -".to_owned(),
         };
-        let _ = writeln!(out, "| {target} | {text} | {met} |");
+        let _ = writeln!(out, "| {target} | {line} |");
     };
-    let ratio = |peer: Option<usize>, op: usize| Some(secs(peer?, op)? / secs(0, op)?);
     row(
         "up ≥ 5× faster than Terraform",
-        ratio(tool("Terraform"), 0),
+        ratio("Terraform", 0),
         5.0,
         "×",
         true,
     );
     row(
         "no-op plan ≥ 20× faster than Terraform",
-        ratio(tool("Terraform"), 2),
+        ratio("Terraform", 2),
         20.0,
         "×",
         true,
     );
     row(
         "up ≥ 3× faster than Ansible",
-        ratio(tool("Ansible"), 0),
+        ratio("Ansible", 0),
         3.0,
         "×",
         true,
     );
     row(
         "up within 1.5× of the boto3 script (heet / boto3)",
-        tool("boto3").and_then(|b| Some(secs(0, 0)? / secs(b, 0)?)),
+        ratio("boto3", 0).map(|(n, r)| (n, 1.0 / r)),
         1.5,
         "×",
         false,
     );
+    let largest = sizes.iter().max().copied().unwrap_or_default();
     row(
         "≤ 6 AWS calls for a no-op up",
-        results.get(&(n, 0, 1)).map(|ms| ms[0].calls as f64),
+        results
+            .measures
+            .get(&(largest, "heet".to_owned(), 1))
+            .map(|ms| (largest, ms[0].calls as f64)),
         6.0,
         " calls",
         false,
     );
-    let _ = writeln!(
-        out,
-        "| < 2 µs per warm hook call | not measured here (plugin microbenchmarks) | - |"
-    );
+    let warm = results
+        .micro
+        .iter()
+        .find(|(id, _)| id.contains("warm hook call"))
+        .map(|(_, ns)| ns / 1e3);
+    let line = match warm {
+        Some(us) => format!("- | {us:.2} µs | {}", if us < 2.0 { "yes" } else { "no" }),
+        None => "- | not measured | -".to_owned(),
+    };
+    let _ = writeln!(out, "| < 2 µs per warm hook call | {line} |");
 }

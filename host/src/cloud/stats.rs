@@ -98,13 +98,12 @@ impl Intercept for CallStats {
                 )
             },
         );
-        *self
-            .0
-            .lock()
-            .expect("stats lock")
-            .operations
-            .entry(name)
-            .or_default() += 1;
+        let mut counts = self.0.lock().expect("stats lock");
+        *counts.operations.entry(name.clone()).or_default() += 1;
+        tracing::trace!(
+            "aws call {}: {name}",
+            counts.operations.values().sum::<u32>()
+        );
         Ok(())
     }
 

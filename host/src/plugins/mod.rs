@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::definition::{Definition, DefinitionError};
 use crate::validate;
-pub use runtime::{Runtime, api};
+pub use runtime::{Plugin, Prepared, Runtime, api};
 
 use api::{DesiredState, InstanceContext, RoleContext, RoleSize, Tag, Violation};
 

@@ -191,6 +191,12 @@ impl Runtime {
         limits: Limits,
         pinned: &str,
     ) -> anyhow::Result<Plugin> {
+        self.prepare(file, pinned)?.instantiate(limits)
+    }
+
+    /// Compiles (or takes from the cache), checks and links one plugin, ready to be
+    /// instantiated.
+    pub fn prepare(&self, file: &PluginFile, pinned: &str) -> anyhow::Result<Prepared> {
         let (component, sha) = self.compile(file)?;
         if sha != pinned {
             return Err(LoadError {
@@ -202,7 +208,25 @@ impl Runtime {
             }
             .into());
         }
-        let pre = self.pre(file, &component)?;
+        Ok(Prepared {
+            pre: self.pre(file, &component)?,
+            file: file.clone(),
+            engine: self.engine.clone(),
+        })
+    }
+}
+
+/// A plugin compiled, checked and linked: what instantiating it needs.
+pub struct Prepared {
+    pre: InstancePre<HostState>,
+    file: PluginFile,
+    engine: Engine,
+}
+
+impl Prepared {
+    /// A fresh instance in a store of its own, under `limits`.
+    pub fn instantiate(&self, limits: Limits) -> anyhow::Result<Plugin> {
+        let (file, pre) = (&self.file, &self.pre);
         let state = HostState {
             plugin: file.name.clone(),
             memory_cap: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
@@ -224,12 +248,11 @@ impl Runtime {
                 reason: format!("cannot be instantiated: {}", e.reason),
                 ..e
             })?;
-        plugin.hooks =
-            Exports::load(&pre, &mut plugin.store, &instance).map_err(|e| LoadError {
-                plugin: file.name.clone(),
-                file: file.path.clone(),
-                reason: format!("exports do not match {WIT_PACKAGE}@{WIT_VERSION}: {e:#}"),
-            })?;
+        plugin.hooks = Exports::load(pre, &mut plugin.store, &instance).map_err(|e| LoadError {
+            plugin: file.name.clone(),
+            file: file.path.clone(),
+            reason: format!("exports do not match {WIT_PACKAGE}@{WIT_VERSION}: {e:#}"),
+        })?;
         Ok(plugin)
     }
 }
