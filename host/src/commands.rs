@@ -79,7 +79,7 @@ async fn prepare(global: &Global, env: &str) -> anyhow::Result<(Definition, Aws,
     Ok((def, aws, desired))
 }
 
-/// Reads the ledger of `project`/`env`; entries heet cannot read are named in a warning and
+/// Reads the ledger of `project`/`env`; pages heet cannot read are named in a warning and
 /// otherwise left alone.
 async fn read_ledger(aws: &Aws, project: &str, env: &str) -> anyhow::Result<Ledger> {
     let prefix = ledger::prefix(project, env);

@@ -20,12 +20,14 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
 
 use crate::{cargo, root, run, setup, target_dir};
 
 /// The operations measured, in the order each repetition runs them.
 const OPS: [&str; 4] = ["up from empty", "no-op up", "plan (no changes)", "down"];
 
+#[derive(Clone, Serialize, Deserialize)]
 struct Measure {
     secs: f64,
     calls: u64,
@@ -258,58 +260,65 @@ struct Results {
     micro: Vec<(String, f64)>,
 }
 
+/// The results file: `Results` with each measure beside its key.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    runs: Vec<String>,
+    release: bool,
+    measures: Vec<SavedMeasure>,
+    micro: Vec<(String, f64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedMeasure {
+    n: u32,
+    tool: String,
+    op: usize,
+    #[serde(flatten)]
+    measure: Measure,
+}
+
 impl Results {
     fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let measures: Vec<serde_json::Value> = self
-            .measures
-            .iter()
-            .flat_map(|((n, tool, op), ms)| {
-                ms.iter().map(move |m| {
-                    serde_json::json!({"n": n, "tool": tool, "op": op, "secs": m.secs,
-                        "calls": m.calls, "rss_mib": m.rss_mib})
+        let saved = Saved {
+            runs: self.runs.clone(),
+            release: self.release,
+            micro: self.micro.clone(),
+            measures: self
+                .measures
+                .iter()
+                .flat_map(|((n, tool, op), ms)| {
+                    ms.iter().map(|m| SavedMeasure {
+                        n: *n,
+                        tool: tool.clone(),
+                        op: *op,
+                        measure: m.clone(),
+                    })
                 })
-            })
-            .collect();
-        let json = serde_json::json!({"runs": self.runs, "release": self.release,
-            "measures": measures, "micro": self.micro});
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+                .collect(),
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&saved)?)?;
         Ok(())
     }
 
     fn load(path: &Path) -> anyhow::Result<Results> {
-        let json: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(path)
-                .with_context(|| format!("no earlier results at {}", path.display()))?,
-        )?;
-        let mut results = Results {
-            release: json["release"].as_bool().unwrap_or(false),
-            runs: json["runs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.as_str().map(str::to_owned))
-                .collect(),
-            micro: json["micro"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| Some((m[0].as_str()?.to_owned(), m[1].as_f64()?)))
-                .collect(),
-            ..Results::default()
-        };
-        for m in json["measures"].as_array().into_iter().flatten() {
-            let key = (
-                m["n"].as_u64().context("n")? as u32,
-                m["tool"].as_str().context("tool")?.to_owned(),
-                m["op"].as_u64().context("op")? as usize,
-            );
-            results.measures.entry(key).or_default().push(Measure {
-                secs: m["secs"].as_f64().context("secs")?,
-                calls: m["calls"].as_u64().context("calls")?,
-                rss_mib: m["rss_mib"].as_u64().context("rss_mib")?,
-            });
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("no earlier results at {}", path.display()))?;
+        let saved: Saved = serde_json::from_slice(&bytes)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut measures: BTreeMap<_, Vec<Measure>> = BTreeMap::new();
+        for m in saved.measures {
+            measures
+                .entry((m.n, m.tool, m.op))
+                .or_default()
+                .push(m.measure);
         }
-        Ok(results)
+        Ok(Results {
+            measures,
+            runs: saved.runs,
+            release: saved.release,
+            micro: saved.micro,
+        })
     }
 
     /// The tools measured, in table order.
