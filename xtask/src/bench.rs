@@ -408,33 +408,39 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     for &n in &sizes {
         let per_role = (n / 3).max(1);
         let base = tempfile_dir()?;
-        let mut tools = vec![heet_tool(&base, &heet, per_role, &proxy.endpoint)?];
-        tools.push(boto3_tool(
-            &base,
-            &venv.join("bin/python"),
-            per_role,
-            &proxy.endpoint,
-        ));
+        // Only the tools asked for are set up: heet's builds its plugins, Terraform's its
+        // provider mirror.
+        let want = |tool: &str| wanted.iter().any(|w| tool.starts_with(w.as_str()));
+        let mut tools = Vec::new();
+        if want("heet") {
+            tools.push(heet_tool(&base, &heet, per_role, &proxy.endpoint)?);
+        }
+        if want("boto3") {
+            tools.push(boto3_tool(
+                &base,
+                &venv.join("bin/python"),
+                per_role,
+                &proxy.endpoint,
+            ));
+        }
         for tool in &mut tools {
             tool.reps = reps;
         }
-        let peers = if n <= peer_max {
-            terraform_tool(&base, per_role, &proxy.endpoint)?
-                .into_iter()
-                .chain(ansible_tool(&base, &venv, per_role, &proxy.endpoint))
-                .collect()
-        } else {
+        let mut peers = Vec::new();
+        if n > peer_max {
             eprintln!("N={n}: Terraform and Ansible skipped (HEET_BENCH_PEER_MAX={peer_max})");
-            Vec::new()
-        };
+        } else {
+            if want("terraform") {
+                peers.extend(terraform_tool(&base, per_role, &proxy.endpoint)?);
+            }
+            if want("ansible") {
+                peers.extend(ansible_tool(&base, &venv, per_role, &proxy.endpoint));
+            }
+        }
         tools.extend(peers.into_iter().map(|t| Tool {
             reps: peer_reps,
             ..t
         }));
-        tools.retain(|t| {
-            let name = t.name.to_ascii_lowercase();
-            wanted.iter().any(|w| name.starts_with(w.as_str()))
-        });
         for tool in &mut tools {
             let peer = !["heet", "boto3"].iter().any(|p| tool.name.starts_with(p));
             for o in 0..OPS.len() {

@@ -76,6 +76,20 @@ impl CallStats {
     }
 }
 
+/// `service:Operation` of the call `cfg` belongs to, e.g. `ec2:RunInstances`.
+fn operation(cfg: &ConfigBag) -> String {
+    cfg.load::<Metadata>().map_or_else(
+        || "unknown".to_owned(),
+        |m| {
+            format!(
+                "{}:{}",
+                m.service().to_ascii_lowercase().replace(' ', ""),
+                m.name()
+            )
+        },
+    )
+}
+
 impl Intercept for CallStats {
     fn name(&self) -> &'static str {
         "heet-call-stats"
@@ -88,22 +102,13 @@ impl Intercept for CallStats {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let name = cfg.load::<Metadata>().map_or_else(
-            || "unknown".to_owned(),
-            |m| {
-                format!(
-                    "{}:{}",
-                    m.service().to_ascii_lowercase().replace(' ', ""),
-                    m.name()
-                )
-            },
-        );
-        let mut counts = self.0.lock().expect("stats lock");
-        *counts.operations.entry(name.clone()).or_default() += 1;
-        tracing::trace!(
-            "aws call {}: {name}",
-            counts.operations.values().sum::<u32>()
-        );
+        *self
+            .0
+            .lock()
+            .expect("stats lock")
+            .operations
+            .entry(operation(cfg))
+            .or_default() += 1;
         Ok(())
     }
 
@@ -121,10 +126,12 @@ impl Intercept for CallStats {
         &self,
         _context: &FinalizerInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let mut counts = self.0.lock().expect("stats lock");
         counts.finished += 1;
+        // Numbered as HEET_TEST_ABORT_AFTER_CALLS counts: by completion.
+        tracing::trace!("aws call {} done: {}", counts.finished, operation(cfg));
         if counts.abort_after == Some(counts.finished) {
             eprintln!(
                 "heet: HEET_TEST_ABORT_AFTER_CALLS={}: aborting",
