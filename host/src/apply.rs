@@ -1,9 +1,15 @@
 //! Executes a [`Plan`]: the only code that changes anything in AWS.
 //!
 //! Order: releases and network creates, record deletes, terminate (deletes and the old half
-//! of replacements), retag, launch, wait for the new instances to run, associate addresses,
-//! record upserts, network deletes. Launches run a few at a time; each is tagged atomically with
-//! its slot, so whatever a crash interrupts, the next run's plan finishes.
+//! of replacements), retag, launch, then, while the new instances get their own tags, wait for
+//! them to run, associate addresses and write record upserts; network deletes last.
+//!
+//! Launches go in batches: one RunInstances per role and launch settings, carrying the tags
+//! its instances share and `heet:batch`, written ahead in the ledger with its ClientToken and
+//! slots; each instance's slot is its AmiLaunchIndex in the batch, and its own tags (name,
+//! index, id) follow by CreateTags. A run killed in between leaves instances the next run
+//! places in their slots from the ledger, so whatever a crash interrupts, the next plan
+//! finishes it, with no twin and no orphan.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,16 +17,19 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::cloud::Aws;
+use crate::cloud::{Aws, Launch, LaunchError};
 use crate::desired::DesiredInstance;
 use crate::ledger::{self, Ledger};
 use crate::namespace;
 use crate::network::{self, NetChange, ObservedResource, Source, SubnetRef, VpcRef};
-use crate::plan::{Change, ObservedInstance, Plan, RECORD_TTL, RecordChange, RecordOp, Zone};
+use crate::plan::{
+    Change, ObservedInstance, Plan, RECORD_TTL, RecordAction, RecordChange, RecordOp, Zone,
+};
 use crate::progress::Progress;
 
-/// Launches in flight at once: enough to hide latency, few enough not to trip throttling.
-const LAUNCH_CONCURRENCY: usize = 8;
+/// Calls in flight at once (launches, tags, ledger pages): enough to hide latency; the pacer
+/// keeps them within the account's rates.
+const CONCURRENCY: usize = 16;
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// One instance as a command reports it.
@@ -65,6 +74,8 @@ pub struct Applied {
     pub launched: Vec<InstanceSummary>,
     /// Network changes made, as the plan shows them.
     pub network: Vec<String>,
+    /// Names not written because their instance has no DNS name at all.
+    pub unresolved: Vec<String>,
 }
 
 /// What apply needs beyond the plan.
@@ -111,51 +122,52 @@ pub async fn apply(
     // the ledger knows of, and a no-op `up` does not read it.
     apply_records(aws, plan, ledger, &zone, &BTreeMap::new(), Records::Deletes).await?;
 
+    // Entries of launches from before batch launches say nothing the instances' tags do not.
+    book(
+        aws,
+        ledger,
+        ledger.legacy().into_iter().map(|k| (k, None)).collect(),
+    )
+    .await?;
+
     let doomed: Vec<String> = plan.terminated_ids().map(str::to_owned).collect();
     if !doomed.is_empty() {
         // Groups and subnets can only go once their instances are fully gone.
         let full = plan.network.iter().any(NetChange::is_delete);
         terminate(aws, &doomed, full, progress).await?;
         applied.terminated = doomed;
-        // Slots no longer in the definition leave the ledger with their instance; a twin's or
-        // a replaced instance's slot stays, and its entry is rewritten by the launch.
-        let gone: Vec<_> = plan
-            .changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Delete {
-                    role,
-                    index,
-                    twin: false,
-                    ..
-                } => Some((
-                    ledger::instance_key(&namespace::slot_id(
-                        &plan.project,
-                        &plan.env,
-                        role,
-                        *index,
-                    )),
-                    None,
-                )),
-                _ => None,
-            })
-            .collect();
-        book(aws, ledger, gone).await?;
     }
 
-    for change in &plan.changes {
-        if let Change::UpdateTags {
-            instance_id,
-            name,
-            set,
-            ..
-        } = change
-        {
-            tracing::info!("retagging {instance_id} ({name})");
-            aws.ec2.set_tags(instance_id, set).await?;
-            applied.retagged.push(instance_id.clone());
-        }
-    }
+    let retags: Vec<(&String, &String, &BTreeMap<String, String>)> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::UpdateTags {
+                instance_id,
+                name,
+                set,
+                ..
+            } => Some((instance_id, name, set)),
+            _ => None,
+        })
+        .collect();
+    let results: Vec<anyhow::Result<()>> = stream::iter(&retags)
+        .map(|(id, name, set)| async move {
+            tracing::info!("retagging {id} ({name})");
+            aws.ec2.set_tags(std::slice::from_ref(*id), set).await
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<()>>()?;
+    applied.retagged = retags.iter().map(|(id, _, _)| (*id).clone()).collect();
+    // Batches whose instances all carry their slot tags now are over.
+    book(
+        aws,
+        ledger,
+        plan.settled.iter().map(|k| (k.clone(), None)).collect(),
+    )
+    .await?;
 
     let launches: Vec<&DesiredInstance> = plan
         .changes
@@ -165,27 +177,116 @@ pub async fn apply(
             _ => None,
         })
         .collect();
-    if !launches.is_empty() {
-        applied.launched = launch(aws, plan, &launches, ledger, run_id, &ids, progress).await?;
+    let launched = launch(aws, plan, &launches, ledger, run_id, &ids).await?;
+    // Each instance's own tags go on while the instances boot and their records are written.
+    let tagging = tag_members(aws, &launched.batches);
+    let rest = async {
+        book(aws, ledger, launched.confirmations()).await?;
+        // Kept instances still booting: their records wait for their names too.
+        let booting: Vec<(String, String)> = plan
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                RecordChange::Upsert {
+                    slot,
+                    instance_id: Some(id),
+                    ..
+                } => Some((slot.clone(), id.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut wait: Vec<String> = launched.ids();
+        wait.extend(booting.iter().map(|(_, id)| id.clone()));
+        wait.sort();
+        wait.dedup();
+        let running = if wait.is_empty() {
+            Vec::new()
+        } else {
+            let bar = progress.bar(wait.len(), "booting");
+            let running = aws
+                .ec2
+                .wait_until(
+                    &wait,
+                    "running",
+                    |s| s == "running",
+                    WAIT_TIMEOUT,
+                    |done, _| bar.set_position(done as u64),
+                )
+                .await?;
+            bar.finish_and_clear();
+            running
+        };
+        let by_id: BTreeMap<&str, &ObservedInstance> = running
+            .iter()
+            .map(|o| (o.instance_id.as_str(), o))
+            .collect();
+        tag_volumes(aws, &launched, &by_id).await?;
+        let mut new_dns: BTreeMap<String, String> = BTreeMap::new();
+        let mut summaries = Vec::new();
+        for (slot, d, id) in launched.members() {
+            let Some(o) = by_id.get(id.as_str()) else {
+                continue;
+            };
+            summaries.push(InstanceSummary {
+                role: d.role.clone(),
+                index: d.index,
+                name: d.name.clone(),
+                instance_id: id.clone(),
+                instance_type: o.instance_type.clone(),
+                state: o.state.clone(),
+                dns_name: o.dns_name().map(str::to_owned),
+            });
+            if let Some(dns) = o.dns_name() {
+                new_dns.insert(slot, dns.to_ascii_lowercase());
+            }
+        }
+        for (slot, id) in &booting {
+            if let Some(dns) = by_id.get(id.as_str()).and_then(|o| o.dns_name()) {
+                new_dns.insert(slot.clone(), dns.to_ascii_lowercase());
+            }
+        }
+        sort_by_slot(&mut summaries);
+        for s in &summaries {
+            tracing::info!(
+                "instance ready: {} ({} {})",
+                s.dns_name.as_deref().unwrap_or("no DNS name"),
+                s.name,
+                s.instance_id
+            );
+        }
+        if !launched.failures.is_empty() {
+            // The launched ones get their tags (and the ledger keeps their batches until
+            // then): the next `up` keeps them and retries the rest.
+            return Ok((summaries, Vec::new(), Vec::new()));
+        }
+        let associated = associate(aws, plan, ledger, &mut ids, &summaries, &mut new_dns).await?;
+        let unresolved =
+            apply_records(aws, plan, ledger, &zone, &new_dns, Records::Upserts).await?;
+        let forgotten: Vec<_> = plan
+            .foreign_records
+            .iter()
+            .map(|name| (ledger::record_key(name), None))
+            .collect();
+        book(aws, ledger, forgotten).await?;
+        anyhow::Ok((summaries, associated, unresolved))
+    };
+    let (tagged, rest) = tokio::join!(tagging, rest);
+    let (summaries, associated, unresolved) = rest?;
+    tagged?;
+    // Every instance of these batches carries its own tags: the batches are over.
+    book(aws, ledger, launched.settled()).await?;
+    if !launched.failures.is_empty() {
+        anyhow::bail!(
+            "{} of {} launch(es) failed; {} instance(s) launched and kept for the next run: {}",
+            launched.failures.len(),
+            launched.batches.len() + launched.failures.len(),
+            launched.ids().len(),
+            launched.failures.join("; ")
+        );
     }
-    let mut new_dns: BTreeMap<String, String> = applied
-        .launched
-        .iter()
-        .filter_map(|i| {
-            let slot = namespace::slot_id(&plan.project, &plan.env, &i.role, i.index);
-            Some((slot, i.dns_name.clone()?.to_ascii_lowercase()))
-        })
-        .collect();
-    let associated =
-        associate(aws, plan, ledger, &mut ids, &applied.launched, &mut new_dns).await?;
+    applied.launched = summaries;
     applied.network.extend(associated);
-    apply_records(aws, plan, ledger, &zone, &new_dns, Records::Upserts).await?;
-    let forgotten: Vec<_> = plan
-        .foreign_records
-        .iter()
-        .map(|name| (ledger::record_key(name), None))
-        .collect();
-    book(aws, ledger, forgotten).await?;
+    applied.unresolved = unresolved;
     network_after(aws, plan, ledger, &mut applied).await?;
     Ok(applied)
 }
@@ -200,10 +301,10 @@ async fn book(
         return Ok(());
     }
     let write = ledger.stage(changes);
-    for step in [&write.first, &write.then] {
+    for step in write.steps() {
         let results: Vec<anyhow::Result<()>> = stream::iter(step)
             .map(|(name, value)| aws.ssm.put(name, value))
-            .buffer_unordered(LAUNCH_CONCURRENCY)
+            .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
         results.into_iter().collect::<anyhow::Result<()>>()?;
@@ -519,14 +620,15 @@ async fn apply_records(
     zone: &Option<Zone>,
     new_dns: &BTreeMap<String, String>,
     which: Records,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let changes: Vec<&RecordChange> = plan
         .records
         .iter()
         .filter(|r| matches!(r, RecordChange::Delete { .. }) == (which == Records::Deletes))
         .collect();
+    let mut unresolved = Vec::new();
     if changes.is_empty() {
-        return Ok(());
+        return Ok(unresolved);
     }
     let mut ops = Vec::new();
     let mut dropped = Vec::new();
@@ -537,15 +639,22 @@ async fn apply_records(
                 slot,
                 target,
                 instance,
+                was,
                 ..
             } => {
-                let target = target
-                    .clone()
-                    .or_else(|| new_dns.get(slot).cloned())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("{instance} has no DNS name for the CNAME {name}")
-                    })?;
-                ops.push(RecordOp::Upsert {
+                let Some(target) = target.clone().or_else(|| new_dns.get(slot).cloned()) else {
+                    // Never a CNAME to an empty name: said, and left for when it has one.
+                    let why = format!("{name}: {instance} has no DNS name (public or private)");
+                    tracing::warn!("record not written: {why}");
+                    unresolved.push(why);
+                    continue;
+                };
+                ops.push(RecordOp {
+                    action: if was.is_none() {
+                        RecordAction::Create
+                    } else {
+                        RecordAction::Upsert
+                    },
                     name: name.clone(),
                     target,
                     ttl: RECORD_TTL,
@@ -558,7 +667,8 @@ async fn apply_records(
                 present,
             } => {
                 if *present {
-                    ops.push(RecordOp::Delete {
+                    ops.push(RecordOp {
+                        action: RecordAction::Delete,
                         name: name.clone(),
                         target: target.clone(),
                         ttl: *ttl,
@@ -570,17 +680,17 @@ async fn apply_records(
     }
     let entries = |state| {
         ops.iter()
-            .filter_map(move |op| match op {
-                RecordOp::Upsert { name, target, ttl } => Some((
-                    ledger::record_key(name),
+            .filter(|op| op.action != RecordAction::Delete)
+            .map(move |op| {
+                (
+                    ledger::record_key(&op.name),
                     Some(ledger::Entry::Record {
-                        name: name.clone(),
-                        target: target.clone(),
-                        ttl: *ttl,
+                        name: op.name.clone(),
+                        target: op.target.clone(),
+                        ttl: op.ttl,
                         state,
                     }),
-                )),
-                RecordOp::Delete { .. } => None,
+                )
             })
             .collect::<Vec<_>>()
     };
@@ -603,7 +713,8 @@ async fn apply_records(
         aws.route53.change(&zone, &ops).await?;
         book(aws, ledger, entries(ledger::State::Done)).await?;
     }
-    book(aws, ledger, dropped).await
+    book(aws, ledger, dropped).await?;
+    Ok(unresolved)
 }
 
 /// Terminates `ids` and waits until none of them runs any more (`fully`: until they are
@@ -630,135 +741,363 @@ pub async fn terminate(
     Ok(())
 }
 
-async fn launch(
+/// A batch as launched: its ledger entry and members, by AmiLaunchIndex.
+struct LaunchedBatch<'a> {
+    batch: ledger::Batch,
+    members: Vec<&'a DesiredInstance>,
+    /// The tags its members got at launch.
+    shared: BTreeMap<String, String>,
+}
+
+impl LaunchedBatch<'_> {
+    /// The batch's shared tags without `heet:batch`: what a member launched with of its own.
+    fn untagged_view(&self) -> BTreeMap<String, String> {
+        let mut tags = self.shared.clone();
+        tags.remove(namespace::TAG_BATCH);
+        tags
+    }
+}
+
+/// What [`launch`] did.
+#[derive(Default)]
+struct Launched<'a> {
+    batches: Vec<LaunchedBatch<'a>>,
+    failures: Vec<String>,
+}
+
+impl<'a> Launched<'a> {
+    /// (slot, desired, instance id) of every instance launched.
+    fn members(&self) -> Vec<(String, &'a DesiredInstance, String)> {
+        self.batches
+            .iter()
+            .flat_map(|b| {
+                b.members
+                    .iter()
+                    .zip(&b.batch.instances)
+                    .map(|(d, id)| (d.id.clone(), *d, id.clone()))
+            })
+            .collect()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.batches
+            .iter()
+            .flat_map(|b| b.batch.instances.iter().cloned())
+            .collect()
+    }
+
+    /// The ledger entries saying which instances each batch launched, for the batches whose
+    /// instances still need tags of their own (the others are over already).
+    fn confirmations(&self) -> Vec<(String, Option<ledger::Entry>)> {
+        self.batches
+            .iter()
+            .filter(|b| b.members.iter().any(|d| d.tags != b.untagged_view()))
+            .map(|b| (ledger::batch_key(&b.batch.batch), Some(b.batch.entry())))
+            .collect()
+    }
+
+    fn settled(&self) -> Vec<(String, Option<ledger::Entry>)> {
+        self.batches
+            .iter()
+            .map(|b| (ledger::batch_key(&b.batch.batch), None))
+            .collect()
+    }
+}
+
+/// The tags every one of `members` has, with the same value.
+fn shared_tags(members: &[&DesiredInstance]) -> BTreeMap<String, String> {
+    let mut shared = members[0].tags.clone();
+    for d in &members[1..] {
+        shared.retain(|k, v| d.tags.get(k) == Some(v));
+    }
+    shared
+}
+
+/// The launches grouped into batches: one per role and launch settings, in slot order.
+fn batches<'a>(launches: &[&'a DesiredInstance]) -> Vec<Vec<&'a DesiredInstance>> {
+    let mut groups: BTreeMap<(&str, &str), Vec<&DesiredInstance>> = BTreeMap::new();
+    for d in launches {
+        groups.entry((&d.role, &d.spec)).or_default().push(d);
+    }
+    groups
+        .into_values()
+        .map(|mut g| {
+            g.sort_by_key(|d| d.index);
+            g
+        })
+        .collect()
+}
+
+/// Launches `launches` in batches, each written ahead in the ledger with its token; returns
+/// the batches that launched (not yet confirmed in the ledger) and why the others did not.
+async fn launch<'a>(
     aws: &Aws,
     plan: &Plan,
-    launches: &[&DesiredInstance],
+    launches: &[&'a DesiredInstance],
     ledger: &mut Ledger,
     run_id: &str,
     ids: &BTreeMap<String, String>,
-    progress: &Progress,
-) -> anyhow::Result<Vec<InstanceSummary>> {
-    // Subnets and groups, resolved to AWS ids before anything is launched.
-    let mut placement = Vec::new();
-    for d in launches {
-        let subnet = match &d.subnet {
-            None => None,
-            Some(SubnetRef::Id(id)) => Some(id.clone()),
-            Some(SubnetRef::Heet { resource, .. }) => Some(resolve(ids, resource)?.to_owned()),
-        };
-        let mut groups = Vec::new();
-        for role in &d.groups {
-            groups.push(resolve(ids, &network::group_resource(role))?.to_owned());
+) -> anyhow::Result<Launched<'a>> {
+    if launches.is_empty() {
+        return Ok(Launched::default());
+    }
+    let (project, env) = (plan.project.as_str(), plan.env.as_str());
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let known = ledger.batches();
+    let mut planned = Vec::new();
+    for members in batches(launches) {
+        let first = members[0];
+        let slots: Vec<u32> = members.iter().map(|d| d.index).collect();
+        // A launch written ahead by a run that died: the same token gets its instances if
+        // EC2 did launch them (they may not be visible yet), instead of twins.
+        let batch = known
+            .values()
+            .find(|b| {
+                b.state == ledger::State::Pending
+                    && b.instances.is_empty()
+                    && b.role == first.role
+                    && b.spec == first.spec
+                    && b.slots == slots
+            })
+            .cloned()
+            .unwrap_or_else(|| {
+                let id =
+                    namespace::batch_id(project, env, &first.role, &first.spec, &slots, run_id);
+                ledger::Batch {
+                    client_token: namespace::batch_token(&id),
+                    batch: id,
+                    role: first.role.clone(),
+                    spec: first.spec.clone(),
+                    slots,
+                    instances: Vec::new(),
+                    since,
+                    state: ledger::State::Pending,
+                }
+            });
+        let mut shared = shared_tags(&members);
+        shared.insert(namespace::TAG_BATCH.to_owned(), batch.batch.clone());
+        planned.push(LaunchedBatch {
+            batch,
+            members,
+            shared,
+        });
+    }
+    let env_name = &plan.env;
+    for b in &planned {
+        tracing::info!(
+            "provisioning {} × {} for role={} env={env_name}",
+            b.members.len(),
+            b.members[0].instance_type,
+            b.members[0].role
+        );
+    }
+    let mut out = Launched::default();
+    let mut spent = Vec::new();
+    for round in 0..2 {
+        // Write-ahead: each batch and its token are in the ledger before RunInstances.
+        let mut ahead: Vec<_> = planned
+            .iter()
+            .map(|b| (ledger::batch_key(&b.batch.batch), Some(b.batch.entry())))
+            .collect();
+        ahead.append(&mut spent);
+        book(aws, ledger, ahead).await?;
+        let results: Vec<(LaunchedBatch, Result<Vec<String>, LaunchError>)> =
+            stream::iter(std::mem::take(&mut planned))
+                .map(|b| async move {
+                    let result = run_batch(aws, &b, ids).await;
+                    (b, result)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        for (mut b, result) in results {
+            match result {
+                Ok(instances) => {
+                    b.batch.instances = instances;
+                    b.batch.state = ledger::State::Done;
+                    out.batches.push(b);
+                }
+                // EC2 will not honour the token any more (used with other settings, or its
+                // instances terminated): once more under a new one. The old entry stays
+                // until its instances, if any, are seen and placed, or its grace runs out.
+                Err(LaunchError::TokenSpent { why, terminated }) if round == 0 => {
+                    if terminated {
+                        // Its instances are gone: so is the batch.
+                        spent.push((ledger::batch_key(&b.batch.batch), None));
+                    }
+                    let id = namespace::batch_id(
+                        project,
+                        env,
+                        &b.batch.role,
+                        &b.batch.spec,
+                        &b.batch.slots,
+                        &format!("{run_id}/again"),
+                    );
+                    tracing::warn!(
+                        "{why}: launching {} × {} again under a new token",
+                        b.members.len(),
+                        b.batch.role
+                    );
+                    b.shared.insert(namespace::TAG_BATCH.to_owned(), id.clone());
+                    b.batch.client_token = namespace::batch_token(&id);
+                    b.batch.batch = id;
+                    b.batch.since = since;
+                    planned.push(b);
+                }
+                Err(e) => out.failures.push(format!("{e:#}")),
+            }
         }
-        groups.extend(d.security_group_ids.iter().cloned());
-        placement.push((subnet, groups));
+        if planned.is_empty() {
+            break;
+        }
     }
-    let env = &plan.env;
-    let mut groups: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for d in launches {
-        *groups.entry((&d.role, &d.instance_type)).or_default() += 1;
-    }
-    for ((role, instance_type), n) in groups {
-        tracing::info!("provisioning {n} × {instance_type} for role={role} env={env}");
-    }
+    book(aws, ledger, spent).await?;
+    Ok(out)
+}
 
-    // Write-ahead: each launch's token is in the ledger before RunInstances is called, so a
-    // run that dies in between retries with the same token.
-    let entry = |d: &DesiredInstance, token: &str, instance_id: Option<String>, state| {
-        (
-            ledger::instance_key(&d.id),
-            Some(ledger::Entry::Instance {
-                slot: d.id.clone(),
-                role: d.role.clone(),
-                index: d.index,
-                spec: d.spec.clone(),
-                client_token: token.to_owned(),
-                instance_id,
-                state,
-            }),
-        )
+/// One batch's RunInstances, with its subnet and groups resolved to AWS ids.
+async fn run_batch(
+    aws: &Aws,
+    b: &LaunchedBatch<'_>,
+    ids: &BTreeMap<String, String>,
+) -> Result<Vec<String>, LaunchError> {
+    let d = b.members[0];
+    let subnet = match &d.subnet {
+        None => None,
+        Some(SubnetRef::Id(id)) => Some(id.clone()),
+        Some(SubnetRef::Heet { resource, .. }) => Some(resolve(ids, resource)?.to_owned()),
     };
-    let tokens: Vec<String> = launches
-        .iter()
-        .map(|d| {
-            ledger.pending_token(&d.id, &d.spec).map_or_else(
-                || namespace::client_token(&d.id, &d.spec, run_id),
-                str::to_owned,
-            )
+    let mut groups = Vec::new();
+    for role in &d.groups {
+        groups.push(resolve(ids, &network::group_resource(role))?.to_owned());
+    }
+    groups.extend(d.security_group_ids.iter().cloned());
+    aws.ec2
+        .launch(&Launch {
+            instance: d,
+            count: b.members.len() as u32,
+            tags: &b.shared,
+            volume_tags: &volume_tags(&b.shared),
+            client_token: &b.batch.client_token,
+            subnet_id: subnet.as_deref(),
+            group_ids: &groups,
         })
-        .collect();
-    let pending: Vec<_> = launches
-        .iter()
-        .zip(&tokens)
-        .map(|(d, t)| entry(d, t, None, ledger::State::Pending))
-        .collect();
-    book(aws, ledger, pending).await?;
+        .await
+}
 
-    let results: Vec<(usize, anyhow::Result<String>)> = stream::iter(launches.iter().enumerate())
-        .map(|(i, d)| {
-            let token = &tokens[i];
-            let (subnet, groups) = &placement[i];
-            async move { (i, aws.ec2.launch(d, token, subnet.as_deref(), groups).await) }
-        })
-        .buffer_unordered(LAUNCH_CONCURRENCY)
+/// The tags of an instance its data volume carries too: heet's own and its name, so a kept
+/// volume is found again.
+fn volume_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter(|(k, _)| k.starts_with(namespace::RESERVED_PREFIX) || *k == namespace::TAG_NAME)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Gives the data volume of each launched instance the slot tags its batch did not share,
+/// once the volume is attached (an instance's volume id is known when it runs).
+async fn tag_volumes(
+    aws: &Aws,
+    launched: &Launched<'_>,
+    running: &BTreeMap<&str, &ObservedInstance>,
+) -> anyhow::Result<()> {
+    let mut work = Vec::new();
+    for b in &launched.batches {
+        for (d, id) in b.members.iter().zip(&b.batch.instances) {
+            let Some(volume) = running.get(id.as_str()).and_then(|o| o.data_volume.clone()) else {
+                continue;
+            };
+            let own: BTreeMap<String, String> = volume_tags(&d.tags)
+                .into_iter()
+                .filter(|(k, v)| b.shared.get(k) != Some(v))
+                .collect();
+            if !own.is_empty() {
+                work.push((volume, own));
+            }
+        }
+    }
+    let results: Vec<anyhow::Result<()>> = stream::iter(&work)
+        .map(|(volume, tags)| aws.ec2.set_tags(std::slice::from_ref(volume), tags))
+        .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
-    let done: Vec<_> = results
+    results.into_iter().collect()
+}
+
+/// Gives every instance of `batches` the tags its batch did not share: its name, index and
+/// slot id (and its data volume's, once known).
+async fn tag_members(aws: &Aws, batches: &[LaunchedBatch<'_>]) -> anyhow::Result<()> {
+    let work: Vec<(String, BTreeMap<String, String>)> = batches
         .iter()
-        .filter_map(|(i, r)| {
-            let id = r.as_ref().ok()?;
-            Some(entry(
-                launches[*i],
-                &tokens[*i],
-                Some(id.clone()),
-                ledger::State::Done,
-            ))
+        .flat_map(|b| {
+            b.members
+                .iter()
+                .zip(&b.batch.instances)
+                .filter_map(|(d, id)| {
+                    let own: BTreeMap<String, String> = d
+                        .tags
+                        .iter()
+                        .filter(|(k, v)| b.shared.get(*k) != Some(v))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    (!own.is_empty()).then(|| (id.clone(), own))
+                })
         })
         .collect();
-    book(aws, ledger, done).await?;
-
-    let mut ids = vec![String::new(); launches.len()];
-    let mut failures = Vec::new();
-    for (i, result) in results {
-        match result {
-            Ok(id) => ids[i] = id,
-            Err(e) => failures.push(format!("{e:#}")),
-        }
+    if work.is_empty() {
+        return Ok(());
     }
-    let launched: Vec<String> = ids.into_iter().filter(|id| !id.is_empty()).collect();
-    if !failures.is_empty() {
-        // The launched ones carry their slot tags: the next `up` keeps them and retries the rest.
-        anyhow::bail!(
-            "{} of {} launch(es) failed; {} launched and kept for the next run: {}",
-            failures.len(),
-            launches.len(),
-            launched.len(),
-            failures.join("; ")
-        );
-    }
-
-    let bar = progress.bar(launched.len(), "booting");
-    let running = aws
-        .ec2
-        .wait_until(
-            &launched,
-            "running",
-            |s| s == "running",
-            WAIT_TIMEOUT,
-            |done, _| bar.set_position(done as u64),
-        )
+    // Right after RunInstances EC2 may not know the ids yet, and a CreateTags refused for
+    // that spends a token of its bucket all the same: tag once a describe shows them.
+    let ids: Vec<String> = work.iter().map(|(id, _)| id.clone()).collect();
+    aws.ec2
+        .wait_until(&ids, "visible", |_| true, WAIT_TIMEOUT, |_, _| {})
         .await?;
-    bar.finish_and_clear();
-    let mut summaries: Vec<InstanceSummary> = running.iter().map(InstanceSummary::of).collect();
-    sort_by_slot(&mut summaries);
-    for s in &summaries {
-        tracing::info!(
-            "instance ready: {} ({} {})",
-            s.dns_name.as_deref().unwrap_or("no DNS name"),
-            s.name,
-            s.instance_id
+    let results: Vec<anyhow::Result<()>> = stream::iter(&work)
+        .map(|(id, tags)| aws.ec2.set_tags(std::slice::from_ref(id), tags))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{
+        compute,
+        tests::{NoPlugins, definition},
+    };
+
+    #[test]
+    fn launches_go_in_one_batch_per_role_and_settings_sharing_their_common_tags() {
+        let def = definition(
+            "[project]\nname = \"shop\"\n[defaults]\nami = \"ami-12c6146b\"\n[roles.www]\ncount = 3\n[roles.db]\ncount = 2\ninstance_type = \"m5.large\"\n[environments.prod]\n",
         );
+        let d = compute(&def, "prod", "us-east-1", &mut NoPlugins).unwrap();
+        let mut launches: Vec<&DesiredInstance> = d.instances.iter().collect();
+        launches.reverse();
+        let groups = batches(&launches);
+        let shape: Vec<(&str, Vec<u32>)> = groups
+            .iter()
+            .map(|g| (g[0].role.as_str(), g.iter().map(|d| d.index).collect()))
+            .collect();
+        assert_eq!(shape, [("db", vec![1, 2]), ("www", vec![1, 2, 3])]);
+        let shared = shared_tags(&groups[1]);
+        for key in [
+            namespace::TAG_PROJECT,
+            namespace::TAG_ENV,
+            namespace::TAG_ROLE,
+            namespace::TAG_SPEC,
+        ] {
+            assert!(shared.contains_key(key), "{key}: {shared:?}");
+        }
+        for key in [namespace::TAG_INDEX, namespace::TAG_ID, namespace::TAG_NAME] {
+            assert!(!shared.contains_key(key), "{key} is each instance's own");
+        }
+        // A batch of one shares everything: it is tagged whole at launch.
+        assert_eq!(shared_tags(&groups[1][..1]), groups[1][0].tags);
     }
-    Ok(summaries)
 }

@@ -59,11 +59,13 @@ pub(crate) fn emit_stats(global: &Global, stats: &CallSummary) {
     }
 }
 
-pub(crate) fn connection(global: &Global) -> Connection {
+pub(crate) fn connection(global: &Global, def: &Definition) -> Connection {
     Connection {
         region: global.region.clone(),
         profile: global.profile.clone(),
         endpoint_url: global.endpoint_url.clone(),
+        default_region: def.region.clone(),
+        pace: def.aws.pace,
     }
 }
 
@@ -74,7 +76,7 @@ async fn prepare(global: &Global, env: &str) -> anyhow::Result<(Definition, Aws,
     def.environment(env)?;
     let runtime = Runtime::new()?;
     let mut plugins = PluginSet::load(&runtime, &def)?;
-    let aws = Aws::connect(&connection(global), def.region.as_deref()).await?;
+    let aws = Aws::connect(&connection(global, &def)).await?;
     let desired = desired::compute(&def, env, &aws.region, &mut plugins)?;
     Ok((def, aws, desired))
 }
@@ -158,12 +160,17 @@ async fn survey(
     desired: &Desired,
     with_ledger: bool,
 ) -> anyhow::Result<Survey> {
-    let ledger = if with_ledger {
-        read_ledger(aws, &desired.project, &desired.env).await?
-    } else {
-        Ledger::new(ledger::prefix(&desired.project, &desired.env))
+    // The ledger and the instances at once, then the network and DNS (which depend on what
+    // the ledger lists) at once: a survey takes two round trips, not five.
+    let read = async {
+        if with_ledger {
+            read_ledger(aws, &desired.project, &desired.env).await
+        } else {
+            Ok(Ledger::new(ledger::prefix(&desired.project, &desired.env)))
+        }
     };
-    let observed = aws.ec2.instances(&desired.project, &desired.env).await?;
+    let (ledger, observed) =
+        tokio::try_join!(read, aws.ec2.instances(&desired.project, &desired.env))?;
     // The kinds of network resource the definition uses, and those the ledger says heet
     // made (which a changed definition may no longer use).
     let mut kinds = desired.network.kinds();
@@ -173,12 +180,19 @@ async fn survey(
             .into_iter()
             .filter_map(|k| network::KINDS.iter().copied().find(|known| *known == k)),
     );
-    let resources = aws
-        .net
-        .observe(&desired.project, &desired.env, &kinds)
-        .await?;
-    let dns = observe_dns(aws, def, desired, with_ledger.then_some(&ledger)).await?;
-    let plan = plan::plan(desired, &observed, &resources, &dns);
+    let (resources, dns) = tokio::try_join!(
+        aws.net.observe(&desired.project, &desired.env, &kinds),
+        observe_dns(aws, def, desired, with_ledger.then_some(&ledger)),
+    )?;
+    let batches = ledger.batches();
+    let plan = plan::plan(
+        desired,
+        &observed,
+        &resources,
+        &dns,
+        with_ledger.then_some(&batches),
+        now_secs(),
+    );
     Ok(Survey {
         ledger,
         observed,
@@ -186,6 +200,12 @@ async fn survey(
         dns,
         plan,
     })
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn run_id() -> anyhow::Result<String> {
@@ -253,6 +273,9 @@ impl fmt::Display for UpReport {
                     i.state,
                     i.dns_name.as_deref().unwrap_or("-")
                 )?;
+            }
+            for u in &a.unresolved {
+                write!(f, "\n  record not written: {u}")?;
             }
         }
         Ok(())
@@ -651,7 +674,7 @@ impl fmt::Display for UnlockReport {
 pub async fn unlock(global: &Global, env: &str, yes: bool) -> anyhow::Result<Outcome> {
     let def = Definition::load(&global.file)?;
     def.environment(env)?;
-    let aws = Aws::connect(&connection(global), def.region.as_deref()).await?;
+    let aws = Aws::connect(&connection(global, &def)).await?;
     let name = crate::namespace::lock_parameter(&def.project, env);
     let broken = aws.ssm.holder(&name).await?;
     if let Some(h) = &broken {
@@ -690,7 +713,7 @@ pub async fn down(
     // plan of an empty definition, applied: every instance and record heet made goes.
     let def = Definition::load(&global.file)?;
     let environment = def.environment(env)?.clone();
-    let aws = Aws::connect(&connection(global), def.region.as_deref()).await?;
+    let aws = Aws::connect(&connection(global, &def)).await?;
     let nothing = Desired::nothing(&def.project, env, &aws.region);
     let Survey {
         ledger,
@@ -750,13 +773,29 @@ pub async fn down(
     Ok(Outcome::Done)
 }
 
-/// The instances `plan` terminates, as reported.
+/// The instances `plan` terminates, as reported: in the slots the plan placed them in (an
+/// adopted instance has no slot tags yet).
 fn terminated_by(plan: &Plan, observed: &[plan::ObservedInstance]) -> Vec<InstanceSummary> {
     let ids: std::collections::BTreeSet<&str> = plan.terminated_ids().collect();
     let mut out: Vec<InstanceSummary> = observed
         .iter()
         .filter(|o| ids.contains(o.instance_id.as_str()))
-        .map(InstanceSummary::of)
+        .map(|o| {
+            let mut s = InstanceSummary::of(o);
+            for c in &plan.changes {
+                if let plan::Change::Delete {
+                    instance_id,
+                    role,
+                    index,
+                    ..
+                } = c
+                    && *instance_id == o.instance_id
+                {
+                    (s.role, s.index) = (role.clone(), *index);
+                }
+            }
+            s
+        })
         .collect();
     apply::sort_by_slot(&mut out);
     out

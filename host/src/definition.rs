@@ -79,6 +79,8 @@ pub struct Definition {
     pub create_zone: bool,
     pub plugins: PluginSettings,
     pub network: Network,
+    /// `[aws]`: how heet uses the account.
+    pub aws: AwsSettings,
     /// Sorted by name.
     pub roles: Vec<Role>,
     pub environments: BTreeMap<String, Environment>,
@@ -95,6 +97,16 @@ pub struct PluginSettings {
     /// Per-plugin config as JSON, with where it was written.
     pub config: BTreeMap<String, (String, Location)>,
 }
+
+/// `[aws]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsSettings {
+    /// heet paces its calls to AWS's default request rates times this (see `cloud::pace`).
+    pub pace: f64,
+}
+
+/// The range `aws.pace` may take: a twentieth of AWS's default rates to a hundred times them.
+pub const PACE_RANGE: std::ops::RangeInclusive<f64> = 0.05..=100.0;
 
 /// Where instances run: `[network]`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -189,6 +201,7 @@ struct RawDefinition {
     #[serde(default)]
     plugins: RawPlugins,
     network: Option<RawNetwork>,
+    aws: Option<RawAws>,
     #[serde(default)]
     defaults: RawRole,
     #[serde(default)]
@@ -225,6 +238,12 @@ struct RawNetwork {
     cidr: Option<Spanned<String>>,
     subnets: Option<Spanned<u32>>,
     subnet_ids: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    pace: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -384,6 +403,20 @@ impl Cx<'_> {
         }
 
         let network = self.network(raw.network)?;
+        let pace = match raw.aws.as_ref().and_then(|a| a.pace.as_ref()) {
+            Some(p) if PACE_RANGE.contains(p.get_ref()) => *p.get_ref(),
+            Some(p) => {
+                return Err(self.at(
+                    p,
+                    format!(
+                        "aws.pace must be between {} and {} (a scale of AWS's default request rates)",
+                        PACE_RANGE.start(),
+                        PACE_RANGE.end()
+                    ),
+                ));
+            }
+            None => 1.0,
+        };
         let mut environments = BTreeMap::new();
         for (env_name, env) in raw.environments {
             check_name("env", env_name.get_ref()).map_err(|m| self.at(&env_name, m))?;
@@ -419,6 +452,7 @@ impl Cx<'_> {
             create_zone: raw.project.create_zone,
             plugins,
             network,
+            aws: AwsSettings { pace },
             roles,
             environments,
         })

@@ -18,9 +18,12 @@ pub const TAG_SPEC: &str = "heet:spec";
 pub const TAG_DNS: &str = "heet:dns";
 /// `kind/name` of a network resource, e.g. `group/www` (see `network`).
 pub const TAG_RESOURCE: &str = "heet:resource";
+/// The batch launch an instance came from: set at launch with the tags its batch shares, so
+/// a run killed before the instance got its slot's own tags can adopt it from the ledger.
+pub const TAG_BATCH: &str = "heet:batch";
 pub const TAG_NAME: &str = "Name";
 /// Tags heet writes on every instance, `Name` included.
-pub const OWN_TAGS: usize = 8;
+pub const OWN_TAGS: usize = 9;
 /// Prefix of the tags heet owns; plugins may not set them.
 pub const RESERVED_PREFIX: &str = "heet:";
 
@@ -79,10 +82,28 @@ pub fn spec_hash(parts: &[&str]) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-/// The idempotency token for RunInstances: the same slot, settings and run give the same
-/// token, so the SDK's own retries of a launch whose answer was lost never make a twin.
-pub fn client_token(slot_id: &str, spec: &str, run_id: &str) -> String {
-    let digest = Sha256::digest(format!("{slot_id}/{spec}/{run_id}"));
+/// The id of a batch launch (`heet:batch`): the role, settings and slots it launches, and
+/// `nonce` (the run, and how often it had to start over), so that no two launches share one.
+pub fn batch_id(
+    project: &str,
+    env: &str,
+    role: &str,
+    spec: &str,
+    slots: &[u32],
+    nonce: &str,
+) -> String {
+    let slots: Vec<String> = slots.iter().map(u32::to_string).collect();
+    let digest = Sha256::digest(format!(
+        "heet/v1/{project}/{env}/{role}/{spec}/{}/{nonce}",
+        slots.join(",")
+    ));
+    hex::encode(&digest[..8])
+}
+
+/// The RunInstances idempotency token of a batch: the SDK's retries of a launch whose answer
+/// was lost, and the next run after a crash, get the instances already launched, not twins.
+pub fn batch_token(batch_id: &str) -> String {
+    let digest = Sha256::digest(format!("heet/v1/token/{batch_id}"));
     // RunInstances accepts up to 64 ASCII characters.
     format!("heet-{}", hex::encode(&digest[..16]))
 }
@@ -151,12 +172,23 @@ mod tests {
     }
 
     #[test]
-    fn client_token_fits_ec2_limit() {
-        let t = client_token(&slot_id("p", "e", "r", 1), "abc", "run");
+    fn batch_ids_and_tokens_are_distinct_per_launch_and_fit_ec2() {
+        let a = batch_id("p", "e", "www", "spec", &[1, 2, 3], "run-1");
+        assert_eq!(a, batch_id("p", "e", "www", "spec", &[1, 2, 3], "run-1"));
+        for other in [
+            batch_id("p", "e", "www", "spec", &[1, 2, 3], "run-2"),
+            batch_id("p", "e", "www", "spec", &[1, 2], "run-1"),
+            batch_id("p", "e", "www", "spec", &[12, 3], "run-1"),
+            batch_id("p", "e", "db", "spec", &[1, 2, 3], "run-1"),
+            batch_id("p", "e", "www", "spec2", &[1, 2, 3], "run-1"),
+        ] {
+            assert_ne!(a, other);
+        }
+        let t = batch_token(&a);
         assert!(t.len() <= 64 && t.is_ascii(), "{t}");
         assert_ne!(
             t,
-            client_token(&slot_id("p", "e", "r", 1), "abc", "other-run")
+            batch_token(&batch_id("p", "e", "www", "spec", &[1, 2, 3], "run-2"))
         );
     }
 

@@ -36,7 +36,7 @@ pub fn check_key(key: &str) -> Result<(), UsageError> {
 async fn connect(global: &Global, env: &str) -> anyhow::Result<(Definition, Aws)> {
     let def = Definition::load(&global.file)?;
     def.environment(env)?;
-    let aws = Aws::connect(&connection(global), def.region.as_deref()).await?;
+    let aws = Aws::connect(&connection(global, &def)).await?;
     Ok((def, aws))
 }
 

@@ -8,8 +8,15 @@ use serde::Serialize;
 
 use crate::desired::{Desired, DesiredInstance};
 use crate::ledger;
-use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC};
+use crate::namespace::{
+    self, TAG_BATCH, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
+};
 use crate::network::{self, NetChange, ObservedResource};
+
+/// How long a batch launch written ahead may show no instance before its ledger entry is
+/// dropped: far beyond any eventual-consistency window, so a launch that did happen is never
+/// forgotten while its instances are still invisible.
+pub const BATCH_GRACE_SECS: i64 = 600;
 
 /// An instance as AWS reports it, in heet's terms (no SDK types past `cloud`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -24,6 +31,10 @@ pub struct ObservedInstance {
     pub private_dns: Option<String>,
     pub public_ip: Option<String>,
     pub private_ip: Option<String>,
+    /// Its place in the RunInstances call that launched it (AmiLaunchIndex).
+    pub launch_index: Option<u32>,
+    /// The data volume's id, once attached.
+    pub data_volume: Option<String>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -46,6 +57,30 @@ impl ObservedInstance {
         self.tags
             .get(namespace::TAG_NAME)
             .map_or("", String::as_str)
+    }
+
+    /// The batch launch this instance came from, when it is tagged for `project`/`env` but
+    /// not (yet) with a slot of its own: a run was killed between its launch and its tags.
+    fn unadopted_batch(&self, project: &str, env: &str) -> Option<&str> {
+        let tag = |k: &str| self.tags.get(k).map(String::as_str);
+        (tag(TAG_PROJECT)? == project
+            && tag(TAG_ENV)? == env
+            && self.slot_id(project, env).is_none())
+        .then(|| tag(TAG_BATCH))
+        .flatten()
+    }
+
+    /// The slot the ledger's `batch` puts this instance in: its role and settings must be
+    /// the batch's, its launch index one of the batch's, and, once the launch was confirmed,
+    /// its id the one confirmed.
+    fn adopted_index(&self, batch: &ledger::Batch) -> Option<u32> {
+        let k = self.launch_index? as usize;
+        let tag = |key: &str| self.tags.get(key).map(String::as_str);
+        let confirmed =
+            batch.instances.is_empty() || batch.instances.get(k) == Some(&self.instance_id);
+        (tag(TAG_ROLE)? == batch.role && tag(TAG_SPEC)? == batch.spec && confirmed)
+            .then(|| batch.slots.get(k).copied())
+            .flatten()
     }
 
     pub fn dns_name(&self) -> Option<&str> {
@@ -121,11 +156,14 @@ pub const RECORD_TTL: i64 = 300;
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum RecordChange {
     /// Point `name` at the instance of `slot`: its DNS name, known now when that instance
-    /// already runs and stays, or after it is launched.
+    /// runs and stays, or once it runs (`instance_id` when it stays but is still pending, or
+    /// none when it is launched).
     Upsert {
         name: String,
         slot: String,
         instance: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        instance_id: Option<String>,
         target: Option<String>,
         was: Option<String>,
     },
@@ -141,17 +179,21 @@ pub enum RecordChange {
 
 /// A record operation with its target resolved, as applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordOp {
-    Upsert {
-        name: String,
-        target: String,
-        ttl: i64,
-    },
-    Delete {
-        name: String,
-        target: String,
-        ttl: i64,
-    },
+pub struct RecordOp {
+    pub action: RecordAction,
+    pub name: String,
+    pub target: String,
+    pub ttl: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordAction {
+    /// A name that holds nothing: Route53 counts it once against a batch's limit, and refuses
+    /// it if the name was taken meanwhile.
+    Create,
+    /// A name heet's record holds: counts twice.
+    Upsert,
+    Delete,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -173,6 +215,14 @@ pub struct Plan {
     pub unchanged: usize,
     /// Instances tagged for this project/env that heet did not create: never touched.
     pub foreign: Vec<String>,
+    /// Instances of a batch launch that have no slot tags yet, seen without the ledger: the
+    /// ledger, read under the lock, says which slot each is in (or that it is not heet's).
+    pub unadopted: Vec<String>,
+    /// Names whose instance runs without any DNS name to point them at: not written.
+    pub unresolved: Vec<String>,
+    /// Ledger entries of batch launches that are over (their instances carry their slot tags,
+    /// or never came), dropped once this plan's retags are made. Bookkeeping, not a change.
+    pub settled: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -216,6 +266,7 @@ impl Plan {
             && self.create_zone.is_none()
             && self.foreign_records.is_empty()
             && self.conflicts.is_empty()
+            && self.unadopted.is_empty()
     }
 
     /// The instances applying the plan terminates: deletes, and the old half of replacements.
@@ -233,69 +284,110 @@ impl Plan {
     }
 }
 
+/// Whose an observed instance is: the slot it is in.
+struct Owner<'a> {
+    slot: String,
+    role: String,
+    index: u32,
+    o: &'a ObservedInstance,
+}
+
 /// Computes the changes that turn `observed` (instances, network resources and DNS) into
-/// `desired`.
+/// `desired`. `batches` are the ledger's batch launches, when the ledger was read; `now` is
+/// the time in seconds since the epoch, for ledger entries that are over.
 pub fn plan(
     desired: &Desired,
     observed: &[ObservedInstance],
     resources: &[ObservedResource],
     dns: &DnsState,
+    batches: Option<&BTreeMap<String, ledger::Batch>>,
+    now: i64,
 ) -> Plan {
     let (project, env) = (desired.project.as_str(), desired.env.as_str());
-    let mut slots: BTreeMap<&str, Vec<&ObservedInstance>> = BTreeMap::new();
+    let mut slots: BTreeMap<String, Vec<Owner>> = BTreeMap::new();
     let mut foreign = Vec::new();
+    let mut unadopted = Vec::new();
     for o in observed {
-        match o.slot_id(project, env) {
-            Some(id) => slots.entry(id).or_default().push(o),
+        let owner = match (o.slot_id(project, env), o.unadopted_batch(project, env)) {
+            (Some(id), _) => Some(Owner {
+                slot: id.to_owned(),
+                role: o.tags.get(TAG_ROLE).cloned().unwrap_or_default(),
+                index: o
+                    .tags
+                    .get(TAG_INDEX)
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(0),
+                o,
+            }),
+            (None, Some(batch)) => match batches {
+                None => {
+                    unadopted.push(o.instance_id.clone());
+                    continue;
+                }
+                Some(batches) => batches.get(batch).and_then(|b| {
+                    let index = o.adopted_index(b)?;
+                    Some(Owner {
+                        slot: namespace::slot_id(project, env, &b.role, index),
+                        role: b.role.clone(),
+                        index,
+                        o,
+                    })
+                }),
+            },
+            (None, None) => None,
+        };
+        match owner {
+            Some(owner) => slots.entry(owner.slot.clone()).or_default().push(owner),
             None => foreign.push(o.instance_id.clone()),
         }
     }
 
     let mut changes = Vec::new();
-    let delete = |o: &ObservedInstance, reason: String, twin: bool| Change::Delete {
-        instance_id: o.instance_id.clone(),
-        role: o.tags.get(TAG_ROLE).cloned().unwrap_or_default(),
-        index: o
-            .tags
-            .get(TAG_INDEX)
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(0),
-        name: o.name().to_owned(),
+    let delete = |w: &Owner, reason: String, twin: bool| Change::Delete {
+        instance_id: w.o.instance_id.clone(),
+        role: w.role.clone(),
+        index: w.index,
+        name: w.o.name().to_owned(),
         reason,
         twin,
     };
 
     // Twins (two live instances in one slot, e.g. after a crash mid-launch): keep one.
-    let mut kept: BTreeMap<&str, &ObservedInstance> = BTreeMap::new();
+    let mut kept: BTreeMap<String, Owner> = BTreeMap::new();
     for (id, mut group) in std::mem::take(&mut slots) {
-        group.sort_by(|a, b| a.keep_rank().cmp(&b.keep_rank()));
-        for twin in &group[1..] {
+        group.sort_by(|a, b| a.o.keep_rank().cmp(&b.o.keep_rank()));
+        let first = group.remove(0);
+        for twin in &group {
             changes.push(delete(
                 twin,
-                format!("twin of {}", group[0].instance_id),
+                format!("twin of {}", first.o.instance_id),
                 true,
             ));
         }
-        kept.insert(id, group[0]);
+        kept.insert(id, first);
     }
 
     let mut unchanged = 0;
-    // The DNS name each desired slot will have, where it is known before applying.
+    // The DNS name each desired slot will have, where it is known before applying, and the
+    // instance that stays in it while still booting.
     let mut targets: BTreeMap<&str, Option<String>> = BTreeMap::new();
+    let mut booting: BTreeMap<&str, String> = BTreeMap::new();
+    let mut unresolved = Vec::new();
     // The instance that stays in each slot (none when one is launched), for Elastic IPs.
     let mut staying: BTreeMap<String, Option<String>> = BTreeMap::new();
     for d in &desired.instances {
         let kept_here = kept
             .get(d.id.as_str())
-            .filter(|o| o.tags.get(TAG_SPEC) == Some(&d.spec));
-        staying.insert(d.id.clone(), kept_here.map(|o| o.instance_id.clone()));
-        let Some(o) = kept.remove(d.id.as_str()) else {
+            .filter(|w| w.o.tags.get(TAG_SPEC) == Some(&d.spec));
+        staying.insert(d.id.clone(), kept_here.map(|w| w.o.instance_id.clone()));
+        let Some(w) = kept.remove(d.id.as_str()) else {
             targets.insert(&d.id, None);
             changes.push(Change::Create {
                 instance: d.clone(),
             });
             continue;
         };
+        let o = w.o;
         if o.tags.get(TAG_SPEC) != Some(&d.spec) {
             targets.insert(&d.id, None);
             changes.push(Change::Replace {
@@ -305,7 +397,24 @@ pub fn plan(
             });
             continue;
         }
-        targets.insert(&d.id, o.dns_name().map(str::to_ascii_lowercase));
+        // A booting instance has no public name yet: its records wait until it runs, rather
+        // than point at the private name it has meanwhile. (A stopped one keeps the names it
+        // has: heet does not start it.)
+        if o.state != "pending" {
+            let name = o.dns_name().map(str::to_ascii_lowercase);
+            if name.is_none() && !d.cnames.is_empty() {
+                unresolved.push(format!(
+                    "{} {}: the instance has no DNS name (public or private) for {}",
+                    d.name,
+                    o.instance_id,
+                    d.cnames.join(", ")
+                ));
+            }
+            targets.insert(&d.id, name);
+        } else {
+            targets.insert(&d.id, None);
+            booting.insert(&d.id, o.instance_id.clone());
+        }
         let set: BTreeMap<String, String> = d
             .tags
             .iter()
@@ -324,8 +433,8 @@ pub fn plan(
             });
         }
     }
-    for o in kept.into_values() {
-        changes.push(delete(o, "no longer in the definition".into(), false));
+    for w in kept.into_values() {
+        changes.push(delete(&w, "no longer in the definition".into(), false));
     }
 
     let network = network::plan(project, env, &desired.network, resources, &staying);
@@ -337,7 +446,20 @@ pub fn plan(
         }
     }
 
-    let dns_plan = plan_records(desired, &targets, dns);
+    let mut dns_plan = plan_records(desired, &targets, &booting, dns);
+    // Names of instances without any DNS name are not written (and said so).
+    dns_plan.records.retain(|r| match r {
+        RecordChange::Upsert {
+            slot,
+            target: None,
+            instance_id: None,
+            ..
+        } => !unresolved_slot(desired, slot, &unresolved),
+        _ => true,
+    });
+    let settled = batches
+        .map(|b| settled_batches(project, env, b, observed, &changes, now))
+        .unwrap_or_default();
     Plan {
         project: project.to_owned(),
         env: env.to_owned(),
@@ -349,7 +471,74 @@ pub fn plan(
         foreign_records: dns_plan.foreign_records,
         unchanged,
         foreign,
+        unadopted,
+        unresolved,
+        settled,
     }
+}
+
+/// Whether `slot`'s instance was found to have no DNS name at all.
+fn unresolved_slot(desired: &Desired, slot: &str, unresolved: &[String]) -> bool {
+    desired
+        .instances
+        .iter()
+        .find(|d| d.id == slot)
+        .is_some_and(|d| {
+            unresolved
+                .iter()
+                .any(|u| u.starts_with(&format!("{} ", d.name)))
+        })
+}
+
+/// The ledger keys of batch launches that are over once `changes` are applied: every
+/// instance they launched carries its slot's tags (or gets them in `changes`), or none came
+/// within [`BATCH_GRACE_SECS`].
+fn settled_batches(
+    project: &str,
+    env: &str,
+    batches: &BTreeMap<String, ledger::Batch>,
+    observed: &[ObservedInstance],
+    changes: &[Change],
+    now: i64,
+) -> Vec<String> {
+    let retagged: std::collections::BTreeSet<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::UpdateTags {
+                instance_id, set, ..
+            } if set.contains_key(TAG_ID) => Some(instance_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut settled = Vec::new();
+    for b in batches.values() {
+        let members: Vec<&ObservedInstance> = observed
+            .iter()
+            .filter(|o| {
+                o.tags.get(TAG_PROJECT).map(String::as_str) == Some(project)
+                    && o.tags.get(TAG_ENV).map(String::as_str) == Some(env)
+                    && o.tags.get(TAG_BATCH) == Some(&b.batch)
+            })
+            .collect();
+        let placed = |o: &&ObservedInstance| {
+            o.slot_id(project, env).is_some() || retagged.contains(o.instance_id.as_str())
+        };
+        let expected = if b.instances.is_empty() {
+            b.slots.len()
+        } else {
+            b.instances.len()
+        };
+        let over = if members.len() >= expected {
+            members.iter().all(placed)
+        } else {
+            // Some not seen: gone, or not visible yet; only time tells them apart.
+            now - b.since > BATCH_GRACE_SECS && members.iter().all(placed)
+        };
+        if over {
+            settled.push(ledger::batch_key(&b.batch));
+        }
+    }
+    settled
 }
 
 #[derive(Default)]
@@ -363,6 +552,7 @@ struct DnsPlan {
 fn plan_records(
     desired: &Desired,
     targets: &BTreeMap<&str, Option<String>>,
+    booting: &BTreeMap<&str, String>,
     dns: &DnsState,
 ) -> DnsPlan {
     let mut out = DnsPlan::default();
@@ -394,6 +584,7 @@ fn plan_records(
                 name,
                 slot: d.id.clone(),
                 instance: d.name.clone(),
+                instance_id: booting.get(d.id.as_str()).cloned(),
                 target,
                 was: current.map(|r| r.values.join(",")),
             });
@@ -521,6 +712,17 @@ impl fmt::Display for Plan {
         for c in &self.conflicts {
             write!(f, "\n  conflict: {c}")?;
         }
+        if !self.unadopted.is_empty() {
+            write!(
+                f,
+                "\n  adopt: {} instance(s) of an interrupted batch launch, placed from the ledger: {}",
+                self.unadopted.len(),
+                self.unadopted.join(", ")
+            )?;
+        }
+        for u in &self.unresolved {
+            write!(f, "\n  no record: {u}")?;
+        }
         if !self.foreign.is_empty() {
             write!(
                 f,
@@ -642,6 +844,8 @@ count = 2
             private_dns: None,
             public_ip: None,
             private_ip: None,
+            launch_index: Some(0),
+            data_volume: None,
             tags: d.tags.clone(),
         }
     }
@@ -657,7 +861,7 @@ count = 2
 
     #[test]
     fn empty_account_means_create_everything() {
-        let p = plan(&desired("staging"), &[], &[], &DnsState::default());
+        let p = plan(&desired("staging"), &[], &[], &DnsState::default(), None, 0);
         assert_eq!(p.changes.len(), 2);
         assert!(p.changes.iter().all(|c| matches!(c, Change::Create { .. })));
         assert!(!p.is_destructive());
@@ -673,7 +877,7 @@ count = 2
     fn matching_state_means_no_changes() {
         let d = desired("staging");
         let observed = all_running(&d);
-        let p = plan(&d, &observed, &[], &DnsState::default());
+        let p = plan(&d, &observed, &[], &DnsState::default(), None, 0);
         assert!(p.is_empty());
         assert_eq!(p.unchanged, 2);
         assert_eq!(
@@ -688,7 +892,7 @@ count = 2
         let observed = all_running(&d);
         let mut fewer = d.clone();
         fewer.instances.pop();
-        let p = plan(&fewer, &observed, &[], &DnsState::default());
+        let p = plan(&fewer, &observed, &[], &DnsState::default(), None, 0);
         assert_eq!(p.changes.len(), 1);
         assert!(
             matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-1" && reason == "no longer in the definition")
@@ -701,7 +905,7 @@ count = 2
         let a = running(&d.instances[0], "i-young", 20);
         let b = running(&d.instances[0], "i-old", 10);
         let c = running(&d.instances[1], "i-c", 10);
-        let p = plan(&d, &[a, b, c], &[], &DnsState::default());
+        let p = plan(&d, &[a, b, c], &[], &DnsState::default(), None, 0);
         assert_eq!(p.changes.len(), 1, "{p}");
         assert!(
             matches!(&p.changes[0], Change::Delete { instance_id, reason, .. } if instance_id == "i-young" && reason == "twin of i-old")
@@ -716,7 +920,7 @@ count = 2
         old_type.instance_type = "t2.nano".into();
         let mut renamed = running(&d.instances[1], "i-b", 1);
         renamed.tags.insert("Name".into(), "old-name".into());
-        let p = plan(&d, &[old_type, renamed], &[], &DnsState::default());
+        let p = plan(&d, &[old_type, renamed], &[], &DnsState::default(), None, 0);
         assert!(
             matches!(&p.changes[0], Change::Replace { instance_id, reasons, .. } if instance_id == "i-a" && reasons == &["instance type t2.nano → t3.micro"])
         );
@@ -735,17 +939,142 @@ count = 2
         look_alike
             .tags
             .insert(TAG_ID.into(), "0000000000000000".into());
-        let p = plan(&staging, &[theirs, look_alike], &[], &DnsState::default());
+        let p = plan(
+            &staging,
+            &[theirs, look_alike],
+            &[],
+            &DnsState::default(),
+            None,
+            0,
+        );
         assert_eq!(p.foreign, ["i-prod", "i-fake"]);
         assert!(!p.is_destructive());
         assert_eq!(p.count(|c| matches!(c, Change::Create { .. })), 2);
+    }
+
+    /// `d`'s instance as a batch launch leaves it before its own tags: only the tags its
+    /// batch shares, and `heet:batch`.
+    fn untagged(d: &DesiredInstance, id: &str, batch: &str, launch_index: u32) -> ObservedInstance {
+        let mut o = running(d, id, 1);
+        o.tags
+            .retain(|k, _| [TAG_PROJECT, TAG_ENV, TAG_ROLE, TAG_SPEC].contains(&k.as_str()));
+        o.tags.insert(TAG_BATCH.into(), batch.into());
+        o.launch_index = Some(launch_index);
+        o
+    }
+
+    fn batch(
+        d: &Desired,
+        id: &str,
+        instances: &[&str],
+        since: i64,
+    ) -> BTreeMap<String, ledger::Batch> {
+        BTreeMap::from([(
+            id.to_owned(),
+            ledger::Batch {
+                batch: id.into(),
+                role: "www".into(),
+                spec: d.instances[0].spec.clone(),
+                slots: vec![1, 2],
+                client_token: "heet-t".into(),
+                instances: instances.iter().map(|s| (*s).to_owned()).collect(),
+                since,
+                state: if instances.is_empty() {
+                    ledger::State::Pending
+                } else {
+                    ledger::State::Done
+                },
+            },
+        )])
+    }
+
+    #[test]
+    fn instances_of_an_interrupted_batch_are_placed_by_the_ledger_and_only_by_it() {
+        let d = desired("staging");
+        // A kill after RunInstances, before the instances got their own tags; the second
+        // launched first in the answer's order, which is AmiLaunchIndex's to decide.
+        let observed = [
+            untagged(&d.instances[1], "i-b", "b1", 1),
+            untagged(&d.instances[0], "i-a", "b1", 0),
+        ];
+        // Without the ledger: not converged, and nothing is touched yet.
+        let first = plan(&d, &observed, &[], &DnsState::default(), None, 0);
+        assert_eq!(first.unadopted, ["i-b", "i-a"]);
+        assert!(!first.is_empty());
+        assert!(
+            first
+                .changes
+                .iter()
+                .all(|c| matches!(c, Change::Create { .. }))
+        );
+
+        let ledger = batch(&d, "b1", &[], 100);
+        let p = plan(&d, &observed, &[], &DnsState::default(), Some(&ledger), 100);
+        assert!(p.unadopted.is_empty() && p.foreign.is_empty(), "{p:?}");
+        let retags: Vec<(&str, &str)> = p
+            .changes
+            .iter()
+            .map(|c| match c {
+                Change::UpdateTags {
+                    instance_id, set, ..
+                } => (instance_id.as_str(), set[TAG_INDEX].as_str()),
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(retags, [("i-a", "1"), ("i-b", "2")], "no launch, no twin");
+        assert_eq!(p.settled, ["batch/b1"], "over once they are retagged");
+
+        // Once confirmed, only the instances the ledger names are the batch's.
+        let confirmed = batch(&d, "b1", &["i-a", "i-other"], 100);
+        let p = plan(
+            &d,
+            &observed,
+            &[],
+            &DnsState::default(),
+            Some(&confirmed),
+            100,
+        );
+        assert_eq!(p.foreign, ["i-b"], "a look-alike copying the batch tag");
+        assert!(p.settled.is_empty(), "i-other is not seen yet");
+
+        // A batch the ledger does not list is nobody heet knows.
+        let p = plan(
+            &d,
+            &observed,
+            &[],
+            &DnsState::default(),
+            Some(&BTreeMap::new()),
+            100,
+        );
+        assert_eq!(p.foreign, ["i-b", "i-a"]);
+        assert_eq!(p.count(|c| matches!(c, Change::Create { .. })), 2);
+    }
+
+    #[test]
+    fn a_batch_written_ahead_that_never_launched_is_dropped_only_after_its_grace() {
+        let d = desired("staging");
+        let ledger = batch(&d, "b1", &[], 1_000);
+        let soon = plan(&d, &[], &[], &DnsState::default(), Some(&ledger), 1_010);
+        assert!(
+            soon.settled.is_empty(),
+            "its instances may not be visible yet"
+        );
+        let later = plan(
+            &d,
+            &[],
+            &[],
+            &DnsState::default(),
+            Some(&ledger),
+            1_000 + BATCH_GRACE_SECS + 1,
+        );
+        assert_eq!(later.settled, ["batch/b1"]);
     }
 
     #[test]
     fn json_never_contains_user_data() {
         let mut d = desired("staging");
         d.instances[0].user_data = "password=hunter2".into();
-        let p = plan(&d, &[], &[], &DnsState::default());
+        let p = plan(&d, &[], &[], &DnsState::default(), None, 0);
         let json = serde_json::to_string(&p).unwrap();
         assert!(!json.contains("hunter2"), "{json}");
         assert!(json.contains(r#""action":"create""#), "{json}");
@@ -807,7 +1136,7 @@ mod record_tests {
     #[test]
     fn missing_records_point_at_running_instances() {
         let (d, observed) = setup();
-        let p = plan(&d, &observed, &[], &dns(&[], Some(&[])));
+        let p = plan(&d, &observed, &[], &dns(&[], Some(&[])), None, 0);
         let targets: Vec<(&str, Option<&str>)> = p
             .records
             .iter()
@@ -832,13 +1161,13 @@ mod record_tests {
             ("www-01.example.com", cname("i-0.compute.example")),
             ("www-02.example.com", cname("i-1.compute.example")),
         ];
-        assert!(plan(&d, &observed, &[], &dns(&records, None)).is_empty());
+        assert!(plan(&d, &observed, &[], &dns(&records, None), None, 0).is_empty());
     }
 
     #[test]
     fn a_new_instance_gets_its_record_after_launch() {
         let (d, observed) = setup();
-        let p = plan(&d, &observed[..1], &[], &dns(&[], Some(&[])));
+        let p = plan(&d, &observed[..1], &[], &dns(&[], Some(&[])), None, 0);
         assert!(matches!(
             &p.records[1],
             RecordChange::Upsert { name, target: None, .. } if name == "www-02.example.com"
@@ -860,6 +1189,8 @@ mod record_tests {
                 &records,
                 Some(&[("www-01.example.com", "i-0.compute.example")]),
             ),
+            None,
+            0,
         );
         assert!(p.records.is_empty(), "{:?}", p.records);
         assert_eq!(p.conflicts.len(), 1);
@@ -885,7 +1216,7 @@ mod record_tests {
             ("www-02.example.com", "i-1.compute.example"),
             ("www-09.example.com", "i-9.compute.example"),
         ];
-        let p = plan(&d, &observed, &[], &dns(&records, Some(&owned)));
+        let p = plan(&d, &observed, &[], &dns(&records, Some(&owned)), None, 0);
         let deletes: Vec<(&str, bool)> = p
             .records
             .iter()
@@ -919,10 +1250,42 @@ mod record_tests {
         };
         // The optimistic plan (no ledger) must not call this converged: the instances' tags
         // say their records changed, so `up` goes on to read the ledger and delete them.
-        let p = plan(&d, &observed, &[], &dns(&records, None));
+        let p = plan(&d, &observed, &[], &dns(&records, None), None, 0);
         assert_eq!(
             p.count(|c| matches!(c, Change::UpdateTags { .. })),
             2,
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn a_booting_instance_gets_its_records_once_it_runs_not_its_private_name_now() {
+        let (d, mut observed) = setup();
+        observed[1].state = "pending".into();
+        observed[1].public_dns = None;
+        observed[1].private_dns = Some("ip-10-0-0-9.ec2.internal".into());
+        let p = plan(&d, &observed, &[], &dns(&[], Some(&[])), None, 0);
+        assert!(
+            matches!(
+                &p.records[1],
+                RecordChange::Upsert { target: None, instance_id: Some(id), .. } if id == "i-1"
+            ),
+            "{:?}",
+            p.records
+        );
+    }
+
+    #[test]
+    fn a_running_instance_without_any_dns_name_gets_no_record_and_the_plan_says_so() {
+        let (d, mut observed) = setup();
+        observed[0].public_dns = None;
+        observed[0].private_dns = None;
+        let p = plan(&d, &observed, &[], &dns(&[], Some(&[])), None, 0);
+        assert_eq!(p.records.len(), 1, "{:?}", p.records);
+        assert_eq!(p.unresolved.len(), 1);
+        assert!(
+            p.to_string()
+                .contains("no record: shop-staging-www-01 i-0: the instance has no DNS name"),
             "{p}"
         );
     }
@@ -932,7 +1295,7 @@ mod record_tests {
         let (d, observed) = setup();
         let mut state = dns(&[], Some(&[]));
         state.zone = None;
-        let p = plan(&d, &observed, &[], &state);
+        let p = plan(&d, &observed, &[], &state, None, 0);
         assert_eq!(p.create_zone.as_deref(), Some("example.com"));
         assert!(p.to_string().contains("+ zone     example.com"), "{p}");
     }

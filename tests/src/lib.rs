@@ -1,7 +1,7 @@
 //! Test harness: the `heet` binary, the plugins built from source, and one moto server per
 //! test process on a free loopback port, plus an independent view of what moto holds.
 
-pub mod fault;
+pub mod model;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -106,6 +106,68 @@ pub fn plugin_dir() -> &'static Path {
     })
 }
 
+/// A ledger page's entries, decoded as docs/cli.md describes pages: `z:` and the base64 of
+/// the deflated JSON object (or, as heet wrote them before, the JSON itself).
+pub fn ledger_page(value: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let json = match value.strip_prefix("z:") {
+        Some(packed) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(packed)
+                .map_err(|e| e.to_string())?;
+            let mut json = String::new();
+            flate2::read::DeflateDecoder::new(bytes.as_slice())
+                .read_to_string(&mut json)
+                .map_err(|e| e.to_string())?;
+            json
+        }
+        None => value.to_owned(),
+    };
+    serde_json::from_str(&json).map_err(|e| e.to_string())
+}
+
+/// A raw Query API call (EC2, IAM, ...) to `endpoint`: the status and the body, whatever
+/// they are. A dropped connection is status 0.
+pub fn call(endpoint: &str, service: &str, params: &[(&str, &str)]) -> (u16, String) {
+    let mut form = vec![(
+        "Version",
+        match service {
+            "iam" => "2010-05-08",
+            _ => "2016-11-15",
+        },
+    )];
+    form.extend_from_slice(params);
+    let response = ureq::post(format!("{endpoint}/"))
+        .header("Authorization", auth(service))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_form(form);
+    let Ok(mut response) = response else {
+        return (0, String::new());
+    };
+    let mut body = String::new();
+    response
+        .body_mut()
+        .as_reader()
+        .read_to_string(&mut body)
+        .unwrap();
+    (response.status().as_u16(), body)
+}
+
+/// The text of the first element named `tag` in `xml`, or "".
+pub fn xml_text(xml: &str, tag: &str) -> String {
+    roxmltree::Document::parse(xml)
+        .ok()
+        .and_then(|d| {
+            d.descendants()
+                .find(|n| n.has_tag_name(tag))
+                .and_then(|n| n.text().map(str::to_owned))
+        })
+        .unwrap_or_default()
+}
+
 /// The moto server of this test process.
 pub struct Moto {
     pub endpoint: String,
@@ -183,18 +245,8 @@ impl Moto {
 
     /// A raw EC2 Query API call, bypassing heet entirely.
     pub fn ec2(&self, params: &[(&str, &str)]) -> String {
-        let mut form = vec![("Version", "2016-11-15")];
-        form.extend_from_slice(params);
-        let mut response = ureq::post(format!("{}/", self.endpoint))
-            .header("Authorization", auth("ec2"))
-            .send_form(form)
-            .unwrap();
-        let mut body = String::new();
-        response
-            .body_mut()
-            .as_reader()
-            .read_to_string(&mut body)
-            .unwrap();
+        let (status, body) = call(&self.endpoint, "ec2", params);
+        assert!(status < 500, "ec2 {params:?}: {status} {body}");
         body
     }
 
@@ -246,8 +298,7 @@ impl Moto {
             .ssm_under(&format!("/heet/{project}/{env}/ledger/"))
             .into_iter()
             .flat_map(|(name, value)| {
-                let page: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(&value).unwrap_or_else(|e| panic!("{name}: {e}: {value}"));
+                let page = ledger_page(&value).unwrap_or_else(|e| panic!("{name}: {e}: {value}"));
                 page.into_iter().map(|(key, _)| key)
             })
             .collect();
@@ -658,7 +709,7 @@ pub struct MotoInstance {
 }
 
 /// An Authorization header moto accepts and routes to `service` (moto checks no signature).
-fn auth(service: &str) -> String {
+pub(crate) fn auth(service: &str) -> String {
     format!(
         "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=x"
     )
@@ -713,10 +764,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// A heet project in a temporary folder, with a unique project name.
+/// A heet project in a temporary folder, with a unique project name, and the AWS model its
+/// runs go through: an account of its own (its own token buckets) in front of the shared moto.
 pub struct Project {
     pub dir: tempfile::TempDir,
     pub name: String,
+    pub aws: model::AwsModel,
+}
+
+/// The model every suite runs heet through: [`model::Model::quick`], or moto as it is with
+/// `HEET_TEST_MODEL=raw` (to tell a model effect from a heet bug).
+pub fn suite_model() -> model::Model {
+    match std::env::var("HEET_TEST_MODEL").as_deref() {
+        Ok("raw") => model::Model::raw(),
+        Ok("aws") => model::Model::aws(),
+        _ => model::Model::quick(),
+    }
 }
 
 impl Project {
@@ -732,7 +795,11 @@ impl Project {
             heet_toml.replace("{project}", &name),
         )
         .unwrap();
-        let project = Project { dir, name };
+        let project = Project {
+            dir,
+            name,
+            aws: suite_model().start(&moto().endpoint),
+        };
         for p in plugins {
             project.add_plugin(p, p);
         }
@@ -816,16 +883,22 @@ impl Project {
     }
 
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        command_in(self.dir.path(), args, env)
+        command_in(self.dir.path(), &self.aws.endpoint, args, env)
+    }
+
+    /// Runs this project's heet through another model from now on (a fresh account's
+    /// buckets and windows).
+    pub fn use_model(&mut self, model: model::Model) {
+        self.aws = model.start(&moto().endpoint);
     }
 }
 
 /// heet in `dir` against this process's moto server, with extra environment variables.
-fn command_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+fn command_in(dir: &Path, endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(heet_bin());
     cmd.args(args)
         .current_dir(dir)
-        .env("AWS_ENDPOINT_URL", &moto().endpoint)
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
@@ -844,7 +917,9 @@ fn command_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
 
 /// Runs heet in `dir` (a definition folder that is not a [`Project`]).
 pub fn heet_in(dir: &Path, args: &[&str]) -> Run {
-    Run(command_in(dir, args, &[]).output().unwrap())
+    static MODEL: OnceLock<model::AwsModel> = OnceLock::new();
+    let aws = MODEL.get_or_init(|| suite_model().start(&moto().endpoint));
+    Run(command_in(dir, &aws.endpoint, args, &[]).output().unwrap())
 }
 
 /// The outcome of one heet run.

@@ -1,10 +1,11 @@
-//! Faults between heet and AWS, and runs killed at random: heet converges exactly afterwards,
-//! makes no twins, and leaves nothing behind after `down`. Each test prints its figures.
+//! Faults between heet and AWS, and runs killed at random, on top of the AWS model's own
+//! behaviour (throttling, pending instances, eventual consistency): heet converges exactly
+//! afterwards, makes no twins, and leaves nothing behind after `down`. Each test prints its
+//! figures.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tests::fault::FaultProxy;
 use tests::{Project, Run, moto};
 
 const DEF: &str = r#"
@@ -63,7 +64,7 @@ fn attempts(run: &Run) -> (u64, u64) {
 #[test]
 fn with_30_percent_faults_up_and_down_converge_exactly() {
     let p = Project::new(&def(3), &["cname"]);
-    let proxy = FaultProxy::start(&moto().endpoint, 30, 7);
+    let proxy = tests::suite_model().faults(30, 7).start(&moto().endpoint);
     let env = [
         ("AWS_ENDPOINT_URL", proxy.endpoint.as_str()),
         ("AWS_MAX_ATTEMPTS", "10"),
@@ -82,11 +83,11 @@ fn with_30_percent_faults_up_and_down_converge_exactly() {
     assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
     eprintln!(
         "30% faults: up {calls} calls in {tries} attempts, down {down_calls} calls in {down_tries} attempts; proxy: {}; {:.1} s in all",
-        proxy.counts.summary(),
+        proxy.stats().summary(),
         started.elapsed().as_secs_f64()
     );
     assert!(
-        proxy.counts.faults() > 0 && tries > calls,
+        proxy.stats().total(|s| s.faults) > 0 && tries > calls,
         "faults were injected and retried"
     );
 }
@@ -94,7 +95,7 @@ fn with_30_percent_faults_up_and_down_converge_exactly() {
 #[test]
 fn with_every_call_failing_heet_stops_clearly_and_the_next_clean_up_converges() {
     let p = Project::new(&def(2), &["cname"]);
-    let proxy = FaultProxy::start(&moto().endpoint, 100, 11);
+    let proxy = tests::suite_model().faults(100, 11).start(&moto().endpoint);
     let started = Instant::now();
     let run = p.heet_with(
         &["up", "--env", "staging"],
@@ -111,7 +112,7 @@ fn with_every_call_failing_heet_stops_clearly_and_the_next_clean_up_converges() 
     eprintln!(
         "100% faults: stopped after {:.1} s with {line:?}; proxy: {}",
         took.as_secs_f64(),
-        proxy.counts.summary()
+        proxy.stats().summary()
     );
     assert!(took < Duration::from_secs(120), "bounded: {took:?}");
     assert!(moto().live_instances("heet:project", &p.name).is_empty());
@@ -134,12 +135,38 @@ fn twenty_runs_killed_at_random_moments_each_converge_on_the_next_up() {
     let span = started.elapsed().as_millis() as u64;
     let mut converged = 0;
     let mut killed_mid_run = 0;
+    let mut killed_after_launch = 0;
     for i in 0..RUNS {
         // A different size each time, so every killed run has work to do.
         let www = 1 + ((i + 1) % 4) as usize;
         p.write("heet.toml", &def(www as u32));
-        // A quarter of the kills land anywhere in a run; the rest once it holds the lock,
-        // i.e. while it mutates, which is where a kill can hurt.
+        // Every fourth run dies right after a batch launch, before its instances get their
+        // own tags; of the others, a quarter die anywhere in a run, the rest once it holds the
+        // lock, i.e. while it mutates, which is where a kill can hurt.
+        if i % 4 == 3 {
+            // Another AMI: every slot is replaced, so there is a launch to die after.
+            p.write(
+                "heet.toml",
+                &def(www as u32).replace("ami-12c6146b", "ami-0fe11e5d"),
+            );
+            let killed = p.heet_with(
+                &["up", "--env", "staging", "--yes"],
+                &[("HEET_TEST_ABORT_AFTER_OP", "ec2:RunInstances")],
+            );
+            assert!(killed.stderr().contains("aborting"), "{}", killed.stderr());
+            killed_after_launch += 1;
+            killed_mid_run += 1;
+            let next = p.heet(&["up", "--env", "staging", "--yes"]);
+            assert_eq!(
+                next.code(),
+                0,
+                "run {i} (killed after its launch):\n{}",
+                next.stderr()
+            );
+            assert_converged(&p, www);
+            converged += 1;
+            continue;
+        }
         let anywhere = rng.u8(0..4) == 0;
         let delay = Duration::from_millis(if anywhere {
             rng.u64(0..span.max(1))
@@ -178,7 +205,7 @@ fn twenty_runs_killed_at_random_moments_each_converge_on_the_next_up() {
     let orphans = moto().leftovers(&p.name);
     let ledger = moto().ssm_under(&format!("/heet/{}/", p.name));
     eprintln!(
-        "kill -9 campaign (seed {seed}, kills within {span} ms): {converged}/{RUNS} converged, {killed_mid_run} killed mid-run, 0 twins, {} orphans and {} ledger entries after down",
+        "kill -9 campaign (seed {seed}, kills within {span} ms): {converged}/{RUNS} converged, {killed_mid_run} killed mid-run ({killed_after_launch} right after a batch launch), 0 twins, {} orphans and {} ledger entries after down",
         orphans.len(),
         ledger.len()
     );

@@ -52,7 +52,8 @@ fn plan_up_up_plan_down_converges_and_cleans_up() {
         .heet(&["up", "--env", "staging", "--output", "json"])
         .json();
     assert_eq!(up["applied"]["launched"].as_array().unwrap().len(), 3);
-    assert_eq!(up["aws_calls"]["operations"]["ec2:RunInstances"], 3);
+    // One RunInstances per role and launch settings: demo × 1 and www × 2.
+    assert_eq!(up["aws_calls"]["operations"]["ec2:RunInstances"], 2);
 
     // Moto's own view: three live instances, named by the naming plugin, fully tagged.
     let live = moto().live_instances("heet:project", &p.name);

@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -44,8 +43,8 @@ struct Tool {
     commands: Vec<Command>,
 }
 
-fn measure(cmd: &mut Command, counts: &tests::fault::FaultCounts) -> anyhow::Result<Measure> {
-    let before = counts.forwarded.load(Ordering::Relaxed);
+fn measure(cmd: &mut Command, model: &tests::model::AwsModel) -> anyhow::Result<Measure> {
+    let before = model.stats().total(|s| s.calls);
     // A file, not a pipe: nobody reads while the tool runs, and a full pipe would stall it.
     let mut log = tempfile::tempfile()?;
     let started = Instant::now();
@@ -78,7 +77,7 @@ fn measure(cmd: &mut Command, counts: &tests::fault::FaultCounts) -> anyhow::Res
     }
     Ok(Measure {
         secs,
-        calls: counts.forwarded.load(Ordering::Relaxed) - before,
+        calls: model.stats().total(|s| s.calls) - before,
         rss_mib: (usage.ru_maxrss / 1024) as u64,
     })
 }
@@ -403,7 +402,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         ]))?;
     }
     let moto = tests::Moto::start(&server);
-    let proxy = tests::fault::FaultProxy::start(&moto.endpoint, 0, 0);
+    let proxy = tests::model::Model::raw().start(&moto.endpoint);
 
     for &n in &sizes {
         let per_role = (n / 3).max(1);
@@ -454,7 +453,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
                     if peer && o == 3 && !peer_down {
                         continue;
                     }
-                    let m = measure(cmd, &proxy.counts)
+                    let m = measure(cmd, &proxy)
                         .with_context(|| format!("{} {} at N={n}", tool.name, OPS[o]))?;
                     eprintln!(
                         "N={:<4} {:<28} {:<18} rep {rep}: {:>7.2} s {:>6} calls {:>5} MiB",

@@ -117,7 +117,13 @@ fn demo(name: &str) -> anyhow::Result<()> {
     run(&mut build)?;
 
     let moto = tests::Moto::start(&server);
-    eprintln!("xtask: moto server on {}", moto.endpoint);
+    // In front of moto, AWS as it behaves: throttling, pending instances, eventual
+    // consistency (tests/src/model.rs).
+    let aws = tests::model::Model::aws().start(&moto.endpoint);
+    eprintln!(
+        "xtask: moto server on {}, the AWS model in front of it on {}",
+        moto.endpoint, aws.endpoint
+    );
     let heet_in = |dir: &Path, args: &[&str]| {
         eprintln!(
             "\n{}$ heet {}",
@@ -127,7 +133,7 @@ fn demo(name: &str) -> anyhow::Result<()> {
         let mut cmd = Command::new(&heet);
         cmd.args(args)
             .current_dir(dir)
-            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ENDPOINT_URL", &aws.endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")

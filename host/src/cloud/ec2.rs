@@ -1,18 +1,59 @@
-//! EC2: find heet's instances by tag, launch, retag, terminate, wait.
+//! EC2: find heet's instances by tag, launch a batch of them in one call, tag, terminate,
+//! wait. Calls naming an instance, group or subnet heet just made are retried while EC2 does
+//! not know it yet, and a launch while its instance profile propagates.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::Client;
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, Instance,
     InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
 };
 
-use super::sdk_error;
+use super::{FRESH_ID_WAIT, PROFILE_WAIT, not_known_yet, retry_raw, retry_while, sdk_error};
 use crate::desired::{DATA_DEVICE, DesiredInstance};
 use crate::namespace::{TAG_ENV, TAG_PROJECT};
 use crate::plan::ObservedInstance;
+
+/// One RunInstances: `count` instances with `instance`'s launch settings (the batch's first
+/// member), the batch's shared tags at launch.
+pub struct Launch<'a> {
+    pub instance: &'a DesiredInstance,
+    pub count: u32,
+    pub tags: &'a BTreeMap<String, String>,
+    /// The tags its data volumes carry from launch.
+    pub volume_tags: &'a BTreeMap<String, String>,
+    pub client_token: &'a str,
+    pub subnet_id: Option<&'a str>,
+    pub group_ids: &'a [String],
+}
+
+/// Why a launch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The token was used before with other parameters, or (`terminated`) for instances since
+    /// terminated: a new token is needed (EC2's `IdempotentParameterMismatch`,
+    /// `IdempotentInstanceTerminated`).
+    #[error("{why}")]
+    TokenSpent { why: String, terminated: bool },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+fn tags_of(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// Whether RunInstances refused an instance profile that is still propagating.
+fn profile_propagating<E: ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("InvalidParameterValue")
+        && e.message()
+            .is_some_and(|m| m.contains("IAM Instance Profile"))
+}
 
 /// States of an instance that still exists for heet's purposes.
 const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
@@ -75,46 +116,27 @@ impl Ec2 {
         Ok(found)
     }
 
-    /// Launches one instance, tagged atomically with the launch so a crash right after it
-    /// still leaves an instance the next run recognises. `subnet_id` and `group_ids` are the
-    /// instance's subnet and groups, resolved to AWS ids.
-    pub async fn launch(
-        &self,
-        d: &DesiredInstance,
-        client_token: &str,
-        subnet_id: Option<&str>,
-        group_ids: &[String],
-    ) -> anyhow::Result<String> {
-        let tags: Vec<Tag> = d
-            .tags
-            .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect();
-        // The data volume carries the instance's slot tags, so a kept one is found again.
-        let volume_tags: Vec<Tag> = d
-            .tags
-            .iter()
-            .filter(|(k, _)| k.starts_with(crate::namespace::RESERVED_PREFIX) || *k == "Name")
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect();
+    /// Launches a batch; returns its instance ids by AmiLaunchIndex.
+    pub async fn launch(&self, l: &Launch<'_>) -> Result<Vec<String>, LaunchError> {
+        let d = l.instance;
         let mut req = self
             .client
             .run_instances()
             .image_id(&d.ami)
             .instance_type(InstanceType::from(d.instance_type.as_str()))
-            .min_count(1)
-            .max_count(1)
-            .client_token(client_token)
+            .min_count(l.count as i32)
+            .max_count(l.count as i32)
+            .client_token(l.client_token)
             .set_key_name(d.key_name.clone())
-            .set_subnet_id(subnet_id.map(str::to_owned))
+            .set_subnet_id(l.subnet_id.map(str::to_owned))
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::Instance)
-                    .set_tags(Some(tags))
+                    .set_tags(Some(tags_of(l.tags)))
                     .build(),
             );
-        if !group_ids.is_empty() {
-            req = req.set_security_group_ids(Some(group_ids.to_vec()));
+        if !l.group_ids.is_empty() {
+            req = req.set_security_group_ids(Some(l.group_ids.to_vec()));
         }
         if let Some(profile) = &d.instance_profile {
             req = req.iam_instance_profile(
@@ -141,46 +163,66 @@ impl Ec2 {
                 .tag_specifications(
                     TagSpecification::builder()
                         .resource_type(ResourceType::Volume)
-                        .set_tags(Some(volume_tags))
+                        .set_tags(Some(tags_of(l.volume_tags)))
                         .build(),
                 );
         }
         if !d.user_data.is_empty() {
             req = req.user_data(aws_smithy_types::base64::encode(d.user_data.as_bytes()));
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("ec2:RunInstances for {}[{}]", d.role, d.index), e))?;
-        out.instances()
-            .first()
-            .and_then(|i| i.instance_id())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "ec2:RunInstances for {}[{}]: no instance in the answer",
-                    d.role,
-                    d.index
-                )
-            })
+        let label = format!("ec2:RunInstances for {} × {}", l.count, d.role);
+        let out = retry_raw(
+            &label,
+            PROFILE_WAIT,
+            |e| not_known_yet(e) || profile_propagating(e),
+            || req.clone().send(),
+        )
+        .await
+        .map_err(|e| match e.code() {
+            Some(code @ ("IdempotentParameterMismatch" | "IdempotentInstanceTerminated")) => {
+                LaunchError::TokenSpent {
+                    terminated: code == "IdempotentInstanceTerminated",
+                    why: format!("{}", sdk_error(&label, e)),
+                }
+            }
+            _ => LaunchError::Other(sdk_error(&label, e)),
+        })?;
+        let mut launched: Vec<(i32, String)> = out
+            .instances()
+            .iter()
+            .filter_map(|i| Some((i.ami_launch_index()?, i.instance_id()?.to_owned())))
+            .collect();
+        launched.sort();
+        if launched.len() != l.count as usize {
+            return Err(anyhow::anyhow!(
+                "{label}: {} instance(s) in the answer, {} asked for",
+                launched.len(),
+                l.count
+            )
+            .into());
+        }
+        Ok(launched.into_iter().map(|(_, id)| id).collect())
     }
 
+    /// Sets `tags` on `resources`, which may be so new that EC2 does not know them yet.
     pub async fn set_tags(
         &self,
-        instance_id: &str,
+        resources: &[String],
         tags: &BTreeMap<String, String>,
     ) -> anyhow::Result<()> {
-        self.client
-            .create_tags()
-            .resources(instance_id)
-            .set_tags(Some(
-                tags.iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ))
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("ec2:CreateTags on {instance_id}"), e))?;
+        retry_while(
+            &format!("ec2:CreateTags on {}", resources.join(",")),
+            FRESH_ID_WAIT,
+            not_known_yet,
+            || {
+                self.client
+                    .create_tags()
+                    .set_resources(Some(resources.to_vec()))
+                    .set_tags(Some(tags_of(tags)))
+                    .send()
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -207,7 +249,9 @@ impl Ec2 {
         mut on_round: impl FnMut(usize, usize),
     ) -> anyhow::Result<Vec<ObservedInstance>> {
         let start = Instant::now();
-        let mut delay = Duration::from_millis(200);
+        // Instances take seconds to change state: a steady look each second sees a change
+        // within a second, for one paced describe a second.
+        let mut delay = Duration::from_millis(500);
         let mut last = Vec::new();
         for batch in ids.chunks(ID_BATCH) {
             loop {
@@ -239,7 +283,7 @@ impl Ec2 {
                     );
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = Duration::from_secs(1);
             }
         }
         Ok(last)
@@ -270,6 +314,12 @@ fn observed(i: &Instance) -> ObservedInstance {
         private_dns: i.private_dns_name().map(str::to_owned),
         public_ip: i.public_ip_address().map(str::to_owned),
         private_ip: i.private_ip_address().map(str::to_owned),
+        launch_index: i.ami_launch_index().and_then(|n| u32::try_from(n).ok()),
+        data_volume: i
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == Some(DATA_DEVICE))
+            .and_then(|m| m.ebs()?.volume_id().map(str::to_owned)),
         tags: i
             .tags()
             .iter()

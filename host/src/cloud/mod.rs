@@ -5,13 +5,14 @@
 
 mod ec2;
 mod net;
+mod pace;
 mod route53;
 mod ssm;
 mod stats;
 
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 
-pub use ec2::Ec2;
+pub use ec2::{Ec2, Launch, LaunchError};
 pub use net::Net;
 pub use route53::Route53;
 pub use ssm::{ConfigValue, EnvLocked, LockHolder, Ssm};
@@ -21,11 +22,16 @@ pub use stats::{CallStats, CallSummary};
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
 
 /// How to reach AWS: the standard chain (env, profile, IMDS) with these overrides.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Connection {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+    /// The region when neither the command line nor the AWS config chain names one
+    /// (`project.region`).
+    pub default_region: Option<String>,
+    /// A scale of AWS's default request rates (`[aws] pace`).
+    pub pace: f64,
 }
 
 /// The AWS clients of one heet process.
@@ -39,9 +45,7 @@ pub struct Aws {
 }
 
 impl Aws {
-    /// `default_region` (from heet.toml) applies when neither the command line nor the AWS
-    /// config chain names one.
-    pub async fn connect(conn: &Connection, default_region: Option<&str>) -> anyhow::Result<Aws> {
+    pub async fn connect(conn: &Connection) -> anyhow::Result<Aws> {
         // The standard AWS_MAX_ATTEMPTS still applies: an explicit retry config would
         // otherwise override it.
         let attempts = std::env::var("AWS_MAX_ATTEMPTS")
@@ -50,8 +54,9 @@ impl Aws {
             .filter(|n| *n >= 1)
             .unwrap_or(DEFAULT_MAX_ATTEMPTS);
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // Adaptive: back off client-side when AWS throttles, as a large `up` will.
-            .retry_config(RetryConfig::adaptive().with_max_attempts(attempts));
+            // Standard, not adaptive: heet paces itself (`pace`), and adaptive mode's own
+            // limiter waits seconds after a single throttle.
+            .retry_config(RetryConfig::standard().with_max_attempts(attempts));
         if let Some(region) = &conn.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -63,31 +68,39 @@ impl Aws {
         }
         let mut config = loader.load().await;
         if config.region().is_none() {
-            let Some(region) = default_region else {
+            let Some(region) = &conn.default_region else {
                 anyhow::bail!(
                     "no AWS region: pass --region, set AWS_REGION, or set project.region in heet.toml"
                 );
             };
             config = config
                 .into_builder()
-                .region(Region::new(region.to_owned()))
+                .region(Region::new(region.clone()))
                 .build();
         }
+        let pacer = pace::Pacer::new(conn.pace);
+        config = config
+            .into_builder()
+            .http_client(pacer.wrap(pace::default_http_client()))
+            .build();
         let region = config.region().map(ToString::to_string).unwrap_or_default();
         let stats = CallStats::from_env();
         let ec2 = aws_sdk_ec2::Client::from_conf(
             aws_sdk_ec2::config::Builder::from(&config)
                 .interceptor(stats.clone())
+                .interceptor(pacer.interceptor())
                 .build(),
         );
         let ssm = aws_sdk_ssm::Client::from_conf(
             aws_sdk_ssm::config::Builder::from(&config)
                 .interceptor(stats.clone())
+                .interceptor(pacer.interceptor())
                 .build(),
         );
         let route53 = aws_sdk_route53::Client::from_conf(
             aws_sdk_route53::config::Builder::from(&config)
                 .interceptor(stats.clone())
+                .interceptor(pacer.interceptor())
                 .build(),
         );
         Ok(Aws {
@@ -119,6 +132,66 @@ where
             }
             chain.dedup();
             anyhow::anyhow!("{op}: {}", chain.join(": "))
+        }
+    }
+}
+
+/// How long a call naming an id heet just created is retried while EC2 does not know the id
+/// yet (eventual consistency: `InvalidGroup.NotFound` right after CreateSecurityGroup, ...).
+pub const FRESH_ID_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long RunInstances is retried while a new instance profile propagates (Terraform waits
+/// as long).
+pub const PROFILE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Whether EC2 refused a call because an id it names is not known yet.
+pub(crate) fn not_known_yet<E: aws_sdk_ec2::error::ProvideErrorMetadata>(e: &E) -> bool {
+    e.code().is_some_and(|c| c.ends_with(".NotFound"))
+}
+
+/// Retries `call` while `transient` says its error will pass (beyond the SDK's own retries,
+/// which only cover throttling and transport), for up to `window`, backing off from 250 ms to
+/// 5 s; the last error is returned as [`sdk_error`] names it.
+pub(crate) async fn retry_while<T, E, Fut>(
+    label: &str,
+    window: std::time::Duration,
+    transient: impl Fn(&E) -> bool,
+    call: impl Fn() -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata,
+{
+    retry_raw(label, window, transient, call)
+        .await
+        .map_err(|e| sdk_error(label, e))
+}
+
+/// [`retry_while`], returning the last error as the SDK gave it.
+pub(crate) async fn retry_raw<T, E, Fut>(
+    label: &str,
+    window: std::time::Duration,
+    transient: impl Fn(&E) -> bool,
+    call: impl Fn() -> Fut,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata,
+{
+    let start = std::time::Instant::now();
+    let mut delay = std::time::Duration::from_millis(250);
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && start.elapsed() < window => {
+                tracing::debug!(
+                    "{label}: {}: retrying in {} ms",
+                    e.code().unwrap_or("?"),
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! a resource the next run recognises.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
     TagSpecification, UserIdGroupPair,
 };
 
-use super::sdk_error;
+use super::{FRESH_ID_WAIT, not_known_yet, retry_while, sdk_error};
 use crate::namespace::{TAG_ENV, TAG_PROJECT, TAG_RESOURCE};
 use crate::network::{Detail, ObservedResource, ObservedRule};
 
@@ -208,13 +208,19 @@ impl Net {
             .and_then(|v| v.vpc_id())
             .ok_or_else(|| anyhow::anyhow!("ec2:CreateVpc: no VPC in the answer"))?
             .to_owned();
-        self.client
-            .modify_vpc_attribute()
-            .vpc_id(&id)
-            .enable_dns_hostnames(yes())
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("ec2:ModifyVpcAttribute on {id}"), e))?;
+        retry_while(
+            &format!("ec2:ModifyVpcAttribute on {id}"),
+            FRESH_ID_WAIT,
+            not_known_yet,
+            || {
+                self.client
+                    .modify_vpc_attribute()
+                    .vpc_id(&id)
+                    .enable_dns_hostnames(yes())
+                    .send()
+            },
+        )
+        .await?;
         Ok(id)
     }
 
@@ -240,13 +246,25 @@ impl Net {
                 .ok_or_else(|| anyhow::anyhow!("ec2:CreateInternetGateway: no gateway"))?
                 .to_owned(),
         };
-        self.client
-            .attach_internet_gateway()
-            .internet_gateway_id(&id)
-            .vpc_id(vpc_id)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("ec2:AttachInternetGateway {id}"), e))?;
+        let attached = retry_while(
+            &format!("ec2:AttachInternetGateway {id}"),
+            FRESH_ID_WAIT,
+            not_known_yet,
+            || {
+                self.client
+                    .attach_internet_gateway()
+                    .internet_gateway_id(&id)
+                    .vpc_id(vpc_id)
+                    .send()
+            },
+        )
+        .await;
+        match attached {
+            Ok(_) => {}
+            // A run that died after this call left it attached: it is what we want.
+            Err(e) if format!("{e}").contains("Resource.AlreadyAssociated") => {}
+            Err(e) => return Err(e),
+        }
         let tables = self
             .client
             .describe_route_tables()
@@ -265,19 +283,25 @@ impl Net {
             .first()
             .and_then(|t| t.route_table_id())
             .ok_or_else(|| anyhow::anyhow!("{vpc_id} has no main route table"))?;
-        let routed = self
-            .client
-            .create_route()
-            .route_table_id(table)
-            .destination_cidr_block("0.0.0.0/0")
-            .gateway_id(&id)
-            .send()
-            .await;
+        let routed = retry_while(
+            &format!("ec2:CreateRoute in {table}"),
+            FRESH_ID_WAIT,
+            not_known_yet,
+            || {
+                self.client
+                    .create_route()
+                    .route_table_id(table)
+                    .destination_cidr_block("0.0.0.0/0")
+                    .gateway_id(&id)
+                    .send()
+            },
+        )
+        .await;
         match routed {
             Ok(_) => {}
             // A run that died after this call left the route: it is what we want.
-            Err(e) if e.code() == Some("RouteAlreadyExists") => {}
-            Err(e) => return Err(sdk_error(&format!("ec2:CreateRoute in {table}"), e)),
+            Err(e) if format!("{e}").contains("RouteAlreadyExists") => {}
+            Err(e) => return Err(e),
         }
         Ok(id)
     }
@@ -308,28 +332,39 @@ impl Net {
         zone: Option<&str>,
         tags: &BTreeMap<String, String>,
     ) -> anyhow::Result<String> {
-        let out = self
-            .client
-            .create_subnet()
-            .vpc_id(vpc_id)
-            .cidr_block(cidr)
-            .set_availability_zone(zone.map(str::to_owned))
-            .tag_specifications(spec(ResourceType::Subnet, tags))
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("ec2:CreateSubnet {cidr}"), e))?;
+        let out = retry_while(
+            &format!("ec2:CreateSubnet {cidr}"),
+            FRESH_ID_WAIT,
+            not_known_yet,
+            || {
+                self.client
+                    .create_subnet()
+                    .vpc_id(vpc_id)
+                    .cidr_block(cidr)
+                    .set_availability_zone(zone.map(str::to_owned))
+                    .tag_specifications(spec(ResourceType::Subnet, tags))
+                    .send()
+            },
+        )
+        .await?;
         let id = out
             .subnet()
             .and_then(|s| s.subnet_id())
             .ok_or_else(|| anyhow::anyhow!("ec2:CreateSubnet: no subnet in the answer"))?
             .to_owned();
-        self.client
-            .modify_subnet_attribute()
-            .subnet_id(&id)
-            .map_public_ip_on_launch(yes())
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("ec2:ModifySubnetAttribute on {id}"), e))?;
+        retry_while(
+            &format!("ec2:ModifySubnetAttribute on {id}"),
+            FRESH_ID_WAIT,
+            not_known_yet,
+            || {
+                self.client
+                    .modify_subnet_attribute()
+                    .subnet_id(&id)
+                    .map_public_ip_on_launch(yes())
+                    .send()
+            },
+        )
+        .await?;
         Ok(id)
     }
 
@@ -339,16 +374,21 @@ impl Net {
         vpc_id: Option<&str>,
         tags: &BTreeMap<String, String>,
     ) -> anyhow::Result<String> {
-        let out = self
-            .client
-            .create_security_group()
-            .group_name(name)
-            .description(format!("heet: {name}"))
-            .set_vpc_id(vpc_id.map(str::to_owned))
-            .tag_specifications(spec(ResourceType::SecurityGroup, tags))
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("ec2:CreateSecurityGroup {name}"), e))?;
+        let out = retry_while(
+            &format!("ec2:CreateSecurityGroup {name}"),
+            FRESH_ID_WAIT,
+            not_known_yet,
+            || {
+                self.client
+                    .create_security_group()
+                    .group_name(name)
+                    .description(format!("heet: {name}"))
+                    .set_vpc_id(vpc_id.map(str::to_owned))
+                    .tag_specifications(spec(ResourceType::SecurityGroup, tags))
+                    .send()
+            },
+        )
+        .await?;
         out.group_id()
             .map(str::to_owned)
             .ok_or_else(|| anyhow::anyhow!("ec2:CreateSecurityGroup: no group id"))
@@ -360,7 +400,7 @@ impl Net {
         group_id: &str,
         rules: &[(u16, Result<String, String>)],
     ) -> anyhow::Result<()> {
-        let permissions = rules
+        let permissions: Vec<IpPermission> = rules
             .iter()
             .map(|(port, source)| {
                 let p = IpPermission::builder()
@@ -376,14 +416,24 @@ impl Net {
                 .build()
             })
             .collect();
-        self.client
-            .authorize_security_group_ingress()
-            .group_id(group_id)
-            .set_ip_permissions(Some(permissions))
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("ec2:AuthorizeSecurityGroupIngress {group_id}"), e))?;
-        Ok(())
+        let authorized = retry_while(
+            &format!("ec2:AuthorizeSecurityGroupIngress {group_id}"),
+            FRESH_ID_WAIT,
+            not_known_yet,
+            || {
+                self.client
+                    .authorize_security_group_ingress()
+                    .group_id(group_id)
+                    .set_ip_permissions(Some(permissions.clone()))
+                    .send()
+            },
+        )
+        .await;
+        match authorized {
+            // A retry of a call whose answer was lost: the rules are there.
+            Err(e) if format!("{e}").contains("InvalidPermission.Duplicate") => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     pub async fn revoke(&self, group_id: &str, rules: &[ObservedRule]) -> anyhow::Result<()> {
@@ -430,19 +480,20 @@ impl Net {
     }
 
     pub async fn associate(&self, allocation_id: &str, instance_id: &str) -> anyhow::Result<()> {
-        self.client
-            .associate_address()
-            .allocation_id(allocation_id)
-            .instance_id(instance_id)
-            .allow_reassociation(true)
-            .send()
-            .await
-            .map_err(|e| {
-                sdk_error(
-                    &format!("ec2:AssociateAddress {allocation_id} with {instance_id}"),
-                    e,
-                )
-            })?;
+        retry_while(
+            &format!("ec2:AssociateAddress {allocation_id} with {instance_id}"),
+            FRESH_ID_WAIT,
+            not_known_yet,
+            || {
+                self.client
+                    .associate_address()
+                    .allocation_id(allocation_id)
+                    .instance_id(instance_id)
+                    .allow_reassociation(true)
+                    .send()
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -544,21 +595,13 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::error::Error + ProvideErrorMetadata,
 {
-    let start = Instant::now();
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match call().await {
-            Ok(()) => return Ok(()),
-            Err(e)
-                if e.code() == Some("DependencyViolation") && start.elapsed() < DEPENDENCY_WAIT =>
-            {
-                tracing::debug!("{label}: still in use, retrying in {}s", delay.as_secs());
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(15));
-            }
-            Err(e) => return Err(sdk_error(label, e)),
-        }
-    }
+    retry_while(
+        label,
+        DEPENDENCY_WAIT,
+        |e: &E| e.code() == Some("DependencyViolation"),
+        call,
+    )
+    .await
 }
 
 fn observed_rules(permissions: &[IpPermission]) -> Vec<ObservedRule> {

@@ -1,23 +1,89 @@
-//! Route53: find (or create) the project's zone, list its CNAMEs, apply record changes in
-//! one batch per zone.
+//! Route53: find (or create) the project's zone, list its CNAMEs, apply record changes in as
+//! few batches as Route53's limits allow, one change to a zone at a time.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_route53::Client;
 use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
 };
 
 use super::sdk_error;
-use crate::plan::{ObservedRecord, RecordOp, Zone};
+use crate::plan::{ObservedRecord, RecordAction, RecordOp, Zone};
 
-/// Route53 takes at most 1,000 records per ChangeResourceRecordSets; each change here holds
-/// one record, and a margin keeps the request under its 32,000-character limit too.
-const CHANGES_PER_BATCH: usize = 500;
+/// Route53's limits per ChangeResourceRecordSets: 1,000 records (an UPSERT counts twice)
+/// and 32,000 characters of record values.
+const BATCH_RECORDS: usize = 1000;
+const BATCH_CHARS: usize = 32_000;
+/// How long a zone's last change may stay PENDING before the next is sent anyway (AWS says
+/// changes are INSYNC within 60 s; the SDK retries PriorRequestNotComplete after that).
+const INSYNC_WAIT: Duration = Duration::from_secs(120);
+/// How often a batch Route53 refused as invalid is looked at again and resent.
+const RECONCILE_ROUNDS: usize = 3;
 
 #[derive(Clone)]
 pub struct Route53 {
     client: Client,
+    /// The last change sent to each zone, by zone id: the next waits until it is INSYNC.
+    last_change: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+/// `ops` in batches that fit Route53's limits, in order.
+fn batches(ops: &[RecordOp]) -> Vec<&[RecordOp]> {
+    let mut out = Vec::new();
+    let (mut start, mut records, mut chars) = (0, 0, 0);
+    for (i, op) in ops.iter().enumerate() {
+        let weight = if op.action == RecordAction::Upsert {
+            2
+        } else {
+            1
+        };
+        if i > start && (records + weight > BATCH_RECORDS || chars + op.target.len() > BATCH_CHARS)
+        {
+            out.push(&ops[start..i]);
+            (start, records, chars) = (i, 0, 0);
+        }
+        records += weight;
+        chars += op.target.len();
+    }
+    if start < ops.len() {
+        out.push(&ops[start..]);
+    }
+    out
+}
+
+/// What is left of a refused batch once the zone is read again: a lost answer's retry finds
+/// its own changes made. A name taken meanwhile by someone else is an error.
+fn remaining(
+    ops: &[RecordOp],
+    records: &BTreeMap<String, ObservedRecord>,
+) -> anyhow::Result<Vec<RecordOp>> {
+    let mut left = Vec::new();
+    for op in ops {
+        let current = records.get(&op.name);
+        let done = current.and_then(ObservedRecord::cname) == Some(op.target.as_str());
+        match op.action {
+            RecordAction::Create | RecordAction::Upsert if done => {}
+            RecordAction::Create if current.is_some() => anyhow::bail!(
+                "route53: {} was created by someone else meanwhile ({}): nothing of this batch was applied",
+                op.name,
+                current.map(|r| r.values.join(",")).unwrap_or_default()
+            ),
+            RecordAction::Create | RecordAction::Upsert => left.push(op.clone()),
+            RecordAction::Delete if done => left.push(op.clone()),
+            RecordAction::Delete => {
+                if current.is_some() {
+                    tracing::warn!(
+                        "route53: {} was changed by someone else meanwhile: left alone",
+                        op.name
+                    );
+                }
+            }
+        }
+    }
+    Ok(left)
 }
 
 /// `name` with exactly one trailing dot, as Route53 spells names.
@@ -33,7 +99,10 @@ fn relative(name: &str) -> String {
 
 impl Route53 {
     pub(super) fn new(client: Client) -> Route53 {
-        Route53 { client }
+        Route53 {
+            client,
+            last_change: Arc::default(),
+        }
     }
 
     /// The public zone named exactly `domain`, if there is one.
@@ -57,16 +126,30 @@ impl Route53 {
     }
 
     /// Creates the zone. The caller reference is derived from the project and domain, so a
-    /// retried or crashed create cannot make a second zone.
+    /// retried or crashed create cannot make a second zone: Route53 refuses the reference
+    /// again, and the zone it made is found.
     pub async fn create_zone(&self, domain: &str, project: &str) -> anyhow::Result<Zone> {
-        let out = self
+        let created = self
             .client
             .create_hosted_zone()
             .name(absolute(domain))
             .caller_reference(format!("heet-{project}-{}", relative(domain)))
             .send()
-            .await
-            .map_err(|e| sdk_error("route53:CreateHostedZone", e))?;
+            .await;
+        let out = match created {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_hosted_zone_already_exists()) =>
+            {
+                return self.find_zone(domain).await?.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "route53:CreateHostedZone: a zone was created for {domain} with heet's caller reference, but none is named {domain}"
+                    )
+                });
+            }
+            Err(e) => return Err(sdk_error("route53:CreateHostedZone", e)),
+        };
         let zone = out
             .hosted_zone()
             .ok_or_else(|| anyhow::anyhow!("route53:CreateHostedZone returned no zone"))?;
@@ -120,46 +203,198 @@ impl Route53 {
         Ok(found)
     }
 
-    /// Applies `ops` to the zone, in as few ChangeResourceRecordSets calls as the limits allow
-    /// (one for up to 500 records).
+    /// Applies `ops` to the zone in as few ChangeResourceRecordSets as Route53's limits allow,
+    /// each after the zone's previous change is INSYNC. A batch refused as invalid (a retry
+    /// whose first answer was lost, a record changed meanwhile) is resent with what is left
+    /// of it after reading the zone again.
     pub async fn change(&self, zone: &Zone, ops: &[RecordOp]) -> anyhow::Result<()> {
-        for chunk in ops.chunks(CHANGES_PER_BATCH) {
-            let changes = chunk
-                .iter()
-                .map(|op| {
-                    let (action, name, target, ttl) = match op {
-                        RecordOp::Upsert { name, target, ttl } => {
-                            (ChangeAction::Upsert, name, target, *ttl)
-                        }
-                        RecordOp::Delete { name, target, ttl } => {
-                            (ChangeAction::Delete, name, target, *ttl)
-                        }
-                    };
-                    let set = ResourceRecordSet::builder()
-                        .name(absolute(name))
-                        .r#type(RrType::Cname)
-                        .ttl(ttl)
-                        .resource_records(ResourceRecord::builder().value(target).build()?)
-                        .build()?;
-                    Change::builder()
-                        .action(action)
-                        .resource_record_set(set)
-                        .build()
-                })
-                .collect::<Result<Vec<_>, aws_sdk_route53::error::BuildError>>()?;
-            self.client
-                .change_resource_record_sets()
-                .hosted_zone_id(&zone.id)
-                .change_batch(
-                    ChangeBatch::builder()
-                        .comment("heet")
-                        .set_changes(Some(changes))
-                        .build()?,
-                )
-                .send()
-                .await
-                .map_err(|e| sdk_error("route53:ChangeResourceRecordSets", e))?;
+        for batch in batches(ops) {
+            let mut batch = batch.to_vec();
+            for round in 1.. {
+                if batch.is_empty() {
+                    break;
+                }
+                self.wait_insync(zone).await?;
+                match self.send(zone, &batch).await {
+                    Ok(change) => {
+                        self.last_change
+                            .lock()
+                            .expect("route53 lock")
+                            .insert(zone.id.clone(), change);
+                        break;
+                    }
+                    Err(e)
+                        if round <= RECONCILE_ROUNDS
+                            && e.as_service_error()
+                                .is_some_and(|e| e.is_invalid_change_batch()) =>
+                    {
+                        tracing::debug!(
+                            "route53: {}: reading the zone again",
+                            sdk_error("route53:ChangeResourceRecordSets", e)
+                        );
+                        batch = remaining(&batch, &self.records(zone).await?)?;
+                    }
+                    Err(e) => return Err(sdk_error("route53:ChangeResourceRecordSets", e)),
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Sends one batch; returns its change id.
+    async fn send(
+        &self,
+        zone: &Zone,
+        ops: &[RecordOp],
+    ) -> Result<
+        String,
+        aws_sdk_route53::error::SdkError<
+            aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError,
+        >,
+    > {
+        let changes = ops
+            .iter()
+            .map(|op| {
+                let action = match op.action {
+                    RecordAction::Create => ChangeAction::Create,
+                    RecordAction::Upsert => ChangeAction::Upsert,
+                    RecordAction::Delete => ChangeAction::Delete,
+                };
+                let set = ResourceRecordSet::builder()
+                    .name(absolute(&op.name))
+                    .r#type(RrType::Cname)
+                    .ttl(op.ttl)
+                    .resource_records(ResourceRecord::builder().value(&op.target).build()?)
+                    .build()?;
+                Change::builder()
+                    .action(action)
+                    .resource_record_set(set)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, aws_sdk_route53::error::BuildError>>()
+            .map_err(aws_sdk_route53::error::SdkError::construction_failure)?;
+        let batch = ChangeBatch::builder()
+            .comment("heet")
+            .set_changes(Some(changes))
+            .build()
+            .map_err(aws_sdk_route53::error::SdkError::construction_failure)?;
+        let out = self
+            .client
+            .change_resource_record_sets()
+            .hosted_zone_id(&zone.id)
+            .change_batch(batch)
+            .send()
+            .await?;
+        Ok(out
+            .change_info()
+            .map(|c| c.id().trim_start_matches("/change/").to_owned())
+            .unwrap_or_default())
+    }
+
+    /// Waits until the zone's last change (from this process) is INSYNC, so the next is not
+    /// refused with PriorRequestNotComplete.
+    async fn wait_insync(&self, zone: &Zone) -> anyhow::Result<()> {
+        let Some(change) = self
+            .last_change
+            .lock()
+            .expect("route53 lock")
+            .get(&zone.id)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let start = Instant::now();
+        loop {
+            let out = self
+                .client
+                .get_change()
+                .id(&change)
+                .send()
+                .await
+                .map_err(|e| sdk_error("route53:GetChange", e))?;
+            if out.change_info().map(|c| c.status()) != Some(&ChangeStatus::Pending) {
+                return Ok(());
+            }
+            if start.elapsed() > INSYNC_WAIT {
+                tracing::warn!(
+                    "route53: change {change} to {} still pending after {} s",
+                    zone.name,
+                    INSYNC_WAIT.as_secs()
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(action: RecordAction, name: &str, target: &str) -> RecordOp {
+        RecordOp {
+            action,
+            name: name.into(),
+            target: target.into(),
+            ttl: 300,
+        }
+    }
+
+    #[test]
+    fn batches_respect_record_and_character_limits() {
+        let creates: Vec<RecordOp> = (0..1500)
+            .map(|i| op(RecordAction::Create, &format!("r{i}.x"), "t.example"))
+            .collect();
+        let sizes: Vec<usize> = batches(&creates).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [1000, 500]);
+        let upserts: Vec<RecordOp> = (0..1200)
+            .map(|i| op(RecordAction::Upsert, &format!("r{i}.x"), "t.example"))
+            .collect();
+        let sizes: Vec<usize> = batches(&upserts).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [500, 500, 200], "an UPSERT counts twice");
+        let long = "ec2-54-214-153-61.compute-1.amazonaws.com"; // 41 characters
+        let long_ones: Vec<RecordOp> = (0..900)
+            .map(|i| op(RecordAction::Create, &format!("r{i}.x"), long))
+            .collect();
+        let sizes: Vec<usize> = batches(&long_ones).iter().map(|b| b.len()).collect();
+        assert_eq!(
+            sizes,
+            [32_000 / 41, 900 - 32_000 / 41],
+            "32,000 value characters"
+        );
+        assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_refused_batch_keeps_only_what_is_not_done_yet() {
+        let cname = |t: &str| ObservedRecord {
+            kind: "CNAME".into(),
+            values: vec![t.into()],
+            ttl: Some(300),
+        };
+        let records: BTreeMap<String, ObservedRecord> = [
+            ("made.x".to_owned(), cname("a")),
+            ("kept.x".to_owned(), cname("b")),
+            ("changed.x".to_owned(), cname("someone")),
+        ]
+        .into();
+        let ops = [
+            op(RecordAction::Create, "made.x", "a"),
+            op(RecordAction::Create, "new.x", "n"),
+            op(RecordAction::Delete, "gone.x", "g"),
+            op(RecordAction::Delete, "kept.x", "b"),
+            op(RecordAction::Delete, "changed.x", "c"),
+        ];
+        let left = remaining(&ops, &records).unwrap();
+        assert_eq!(
+            left,
+            [
+                op(RecordAction::Create, "new.x", "n"),
+                op(RecordAction::Delete, "kept.x", "b")
+            ]
+        );
+        let taken = remaining(&[op(RecordAction::Create, "changed.x", "c")], &records);
+        assert!(taken.unwrap_err().to_string().contains("someone else"));
     }
 }

@@ -244,7 +244,12 @@ impl Ssm {
                     .as_service_error()
                     .is_some_and(|e| e.is_parameter_already_exists()) =>
             {
-                let holder = self.holder(name).await?.unwrap_or_else(|| LockHolder {
+                let holder = self.holder(name).await?;
+                // Our own put, retried after its answer was lost: the lock is ours.
+                if holder.as_ref().is_some_and(|h| h.token == me.token) {
+                    return Ok(());
+                }
+                let holder = holder.unwrap_or_else(|| LockHolder {
                     // Released between our put and our read: report it as held by nobody
                     // known rather than retrying behind the user's back.
                     holder: "a run that just finished".into(),

@@ -24,6 +24,10 @@ struct Counts {
     finished: u32,
     /// `HEET_TEST_ABORT_AFTER_CALLS`: the process aborts once this many calls have finished.
     abort_after: Option<u32>,
+    /// `HEET_TEST_ABORT_AFTER_OP=service:Operation[:n]`: the process aborts once the nth call
+    /// of that operation (the first by default) has finished.
+    abort_after_op: Option<(String, u32)>,
+    finished_by_op: BTreeMap<String, u32>,
 }
 
 /// What a command reports of its AWS calls.
@@ -47,14 +51,24 @@ pub fn is_read_only(operation: &str) -> bool {
 }
 
 impl CallStats {
-    /// Counts as usual, and honours `HEET_TEST_ABORT_AFTER_CALLS=N`: crash tests kill the
-    /// process right after its Nth AWS call, as a kill -9 at that point would.
+    /// Counts as usual, and honours `HEET_TEST_ABORT_AFTER_CALLS=N` and
+    /// `HEET_TEST_ABORT_AFTER_OP=ec2:RunInstances[:n]`: crash tests kill the process right
+    /// after its Nth AWS call, or the nth call of an operation, as a kill -9 there would.
     pub fn from_env() -> CallStats {
         let stats = CallStats::default();
-        stats.0.lock().expect("stats lock").abort_after =
-            std::env::var("HEET_TEST_ABORT_AFTER_CALLS")
+        {
+            let mut counts = stats.0.lock().expect("stats lock");
+            counts.abort_after = std::env::var("HEET_TEST_ABORT_AFTER_CALLS")
                 .ok()
                 .and_then(|n| n.parse().ok());
+            counts.abort_after_op =
+                std::env::var("HEET_TEST_ABORT_AFTER_OP").ok().map(|v| {
+                    match v.rsplit_once(':').map(|(op, n)| (op, n.parse::<u32>())) {
+                        Some((op, Ok(n))) => (op.to_owned(), n),
+                        _ => (v, 1),
+                    }
+                });
+        }
         stats
     }
 
@@ -77,7 +91,7 @@ impl CallStats {
 }
 
 /// `service:Operation` of the call `cfg` belongs to, e.g. `ec2:RunInstances`.
-fn operation(cfg: &ConfigBag) -> String {
+pub(super) fn operation(cfg: &ConfigBag) -> String {
     cfg.load::<Metadata>().map_or_else(
         || "unknown".to_owned(),
         |m| {
@@ -130,13 +144,23 @@ impl Intercept for CallStats {
     ) -> Result<(), BoxError> {
         let mut counts = self.0.lock().expect("stats lock");
         counts.finished += 1;
+        let op = operation(cfg);
         // Numbered as HEET_TEST_ABORT_AFTER_CALLS counts: by completion.
-        tracing::trace!("aws call {} done: {}", counts.finished, operation(cfg));
+        tracing::trace!("aws call {} done: {op}", counts.finished);
         if counts.abort_after == Some(counts.finished) {
             eprintln!(
                 "heet: HEET_TEST_ABORT_AFTER_CALLS={}: aborting",
                 counts.finished
             );
+            std::process::abort();
+        }
+        let nth = {
+            let n = counts.finished_by_op.entry(op.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if counts.abort_after_op.as_ref() == Some(&(op.clone(), nth)) {
+            eprintln!("heet: HEET_TEST_ABORT_AFTER_OP={op}:{nth}: aborting");
             std::process::abort();
         }
         Ok(())

@@ -1,0 +1,391 @@
+//! heet under the AWS model (`tests/src/model.rs`): what a real account does that moto does
+//! not — throttling, pending instances, ClientToken, eventual consistency, dependency
+//! windows, instance-profile propagation, lost answers, Route53's pending changes, instances
+//! without a public name — and heet converging exactly through each. Every test prints its
+//! figures (`cargo xtask test -- --nocapture`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tests::model::{LOSABLE, Model};
+use tests::{Project, call, moto, xml_text};
+
+const DNS: &str = r#"
+[project]
+name = "{project}"
+domain = "{project}.heet.test"
+create_zone = true
+
+[plugins.config.cname]
+patterns = ["{role}-{index:02}", "{env}-{role}-{index:02}"]
+
+[defaults]
+ami = "ami-12c6146b"
+
+[roles.www]
+count = 2
+
+[environments.staging]
+"#;
+
+/// One live instance per slot of `p`, `n` in all; returns them by (role, index).
+fn one_per_slot(p: &Project, n: usize) -> BTreeMap<(String, String), String> {
+    let live = moto().live_instances("heet:project", &p.name);
+    let mut slots = BTreeMap::new();
+    for i in &live {
+        let slot = (i.tags["heet:role"].clone(), i.tags["heet:index"].clone());
+        assert!(
+            slots.insert(slot.clone(), i.id.clone()).is_none(),
+            "twins in {slot:?}"
+        );
+        assert!(i.tags.contains_key("heet:batch"), "launched in a batch");
+    }
+    assert_eq!(live.len(), n, "{slots:?}");
+    slots
+}
+
+/// Every CNAME of `p`'s zone points at a live instance of `p`'s; returns how many there are.
+fn records_on_live_instances(p: &Project) -> usize {
+    let zone = moto().zone_id(&format!("{}.heet.test", p.name)).unwrap();
+    let live: Vec<String> = moto()
+        .live_instances("heet:project", &p.name)
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let names = public_names(&live);
+    let cnames = moto().cnames(&zone);
+    for (name, target) in &cnames {
+        assert!(
+            names.contains(target),
+            "{name} → {target}: not a live instance's name"
+        );
+    }
+    cnames.len()
+}
+
+/// The public DNS names of `ids`, as moto has them.
+fn public_names(ids: &[String]) -> Vec<String> {
+    ids.iter()
+        .map(|id| {
+            let xml = moto().ec2(&[("Action", "DescribeInstances"), ("InstanceId.1", id)]);
+            xml_text(&xml, "dnsName")
+        })
+        .collect()
+}
+
+#[test]
+fn sixty_instances_come_up_paced_under_aws_limits_with_almost_nothing_throttled() {
+    let def = DNS.replace(
+        "[roles.www]\ncount = 2\n",
+        "[roles.web]\ncount = 20\n[roles.api]\ncount = 20\n[roles.db]\ncount = 20\n",
+    );
+    let mut p = Project::new(&def, &["cname"]);
+    p.use_model(Model::aws());
+    let started = Instant::now();
+    let up = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    let up_secs = started.elapsed().as_secs_f64();
+    let after_up = p.aws.stats();
+    assert_eq!(
+        up["aws_calls"]["operations"]["ec2:RunInstances"], 3,
+        "a batch per role"
+    );
+    one_per_slot(&p, 60);
+    assert_eq!(records_on_live_instances(&p), 120);
+    let calls = after_up.total(|s| s.calls);
+    let throttled = after_up.total(|s| s.throttled);
+    assert!(
+        throttled * 50 <= calls,
+        "{throttled} of {calls} calls throttled: {}",
+        after_up.summary()
+    );
+
+    let again = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(again["aws_calls"]["mutating"], 0);
+    assert!(
+        again["aws_calls"]["calls"].as_u64().unwrap() <= 6,
+        "{}",
+        again["aws_calls"]
+    );
+
+    let started = Instant::now();
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    let down_secs = started.elapsed().as_secs_f64();
+    let down = p.aws.stats().since(&after_up);
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    assert_eq!(moto().ledger_keys(&p.name, "staging"), Vec::<String>::new());
+    eprintln!(
+        "aws model, 60 instances: up {up_secs:.1} s ({}); down {down_secs:.1} s ({})",
+        after_up.summary(),
+        down.summary()
+    );
+}
+
+#[test]
+fn the_first_answer_of_every_launch_tag_ledger_write_and_record_batch_is_lost_and_up_converges() {
+    let mut p = Project::new(DNS, &["cname"]);
+    p.use_model(Model::quick().lose_first(&LOSABLE));
+    let up = p.heet_with(&["up", "--env", "staging"], &[("AWS_MAX_ATTEMPTS", "10")]);
+    assert_eq!(up.code(), 0, "{}", up.stderr());
+    let stats = p.aws.stats();
+    for op in LOSABLE {
+        assert!(stats.op(op).lost >= 1, "{op}: {}", stats.summary());
+    }
+    assert_eq!(
+        stats.op("ec2:RunInstances").forwarded,
+        1,
+        "launched once: no twin"
+    );
+    one_per_slot(&p, 2);
+    assert_eq!(records_on_live_instances(&p), 4);
+    let keys = moto().ledger_keys(&p.name, "staging");
+    assert_eq!(
+        keys.len(),
+        4,
+        "every record in the ledger, no batch left: {keys:?}"
+    );
+    assert!(keys.iter().all(|k| k.starts_with("record/")), "{keys:?}");
+    assert!(
+        moto()
+            .ssm_parameter(&format!("/heet/{}/staging/lock", p.name))
+            .is_none(),
+        "its own lock, taken by a put whose answer was lost, is released"
+    );
+    let again = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(again["aws_calls"]["mutating"], 0);
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    eprintln!("lost answers: {}", stats.summary());
+}
+
+const VPC: &str = r#"
+[project]
+name = "{project}"
+
+[network]
+vpc = "create"
+subnets = 2
+
+[defaults]
+ami = "ami-12c6146b"
+
+[roles.www]
+count = 2
+ports = [443]
+allow_cidr = ["0.0.0.0/0"]
+eip = true
+
+[roles.db]
+ports = [5432]
+allow_from = ["www"]
+
+[environments.dev]
+cidr = "10.40.0.0/16"
+"#;
+
+#[test]
+fn a_vpc_comes_and_goes_through_aws_eventual_consistency_and_dependency_windows() {
+    let mut p = Project::new(VPC, &[]);
+    p.use_model(Model::aws());
+    let started = Instant::now();
+    p.heet(&["up", "--env", "dev"]).ok();
+    let up_secs = started.elapsed().as_secs_f64();
+    let after_up = p.aws.stats();
+    // The model refused calls naming what heet had just made, and heet waited them out.
+    let not_yet: u64 = after_up
+        .0
+        .iter()
+        .filter(|(op, _)| !op.starts_with("ec2:Describe") && *op != "ec2:RunInstances")
+        .map(|(_, s)| s.modelled)
+        .sum();
+    assert!(not_yet > 0, "{}", after_up.summary());
+    assert_eq!(moto().groups("heet:project", &p.name).len(), 2);
+    one_per_slot(&p, 3);
+
+    let started = Instant::now();
+    p.heet(&["down", "--env", "dev", "--yes"]).ok();
+    let down_secs = started.elapsed().as_secs_f64();
+    let down = p.aws.stats().since(&after_up);
+    let refused =
+        down.op("ec2:DeleteSecurityGroup").modelled + down.op("ec2:DeleteSubnet").modelled;
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    eprintln!(
+        "vpc under the aws model: up {up_secs:.1} s ({} answered by the model), down {down_secs:.1} s ({refused} deletes refused while instances were leaving)",
+        after_up.total(|s| s.modelled)
+    );
+}
+
+#[test]
+fn a_new_instance_profile_is_waited_for() {
+    let mut quick = Model::quick();
+    quick.profile_propagation = Duration::from_secs(3);
+    let mut p = Project::new(
+        &DNS.replace(
+            "count = 2\n",
+            "count = 2\ninstance_profile = \"{project}-app\"\n",
+        ),
+        &["cname"],
+    );
+    p.use_model(quick);
+    let profile = format!("{}-app", p.name);
+    // Made through the model, as a moment ago in a real account.
+    let (status, body) = call(
+        &p.aws.endpoint,
+        "iam",
+        &[
+            ("Action", "CreateInstanceProfile"),
+            ("InstanceProfileName", &profile),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    p.heet(&["up", "--env", "staging"]).ok();
+    let refused = p.aws.stats().op("ec2:RunInstances").modelled;
+    assert!(refused >= 1, "refused while propagating");
+    one_per_slot(&p, 2);
+    eprintln!(
+        "instance profile: RunInstances refused {refused} time(s), up took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+}
+
+#[test]
+fn a_token_ec2_no_longer_honours_is_replaced_and_logged() {
+    for (what, code) in [
+        ("terminated", "IdempotentInstanceTerminated"),
+        ("other parameters", "IdempotentParameterMismatch"),
+    ] {
+        let p = Project::new(DNS, &["cname", "tags"]);
+        // Killed right after RunInstances: the batch is written ahead, its instances have
+        // only the batch's tags.
+        let killed = p.heet_with(
+            &["up", "--env", "staging"],
+            &[("HEET_TEST_ABORT_AFTER_OP", "ec2:RunInstances")],
+        );
+        assert!(killed.stderr().contains("aborting"), "{}", killed.stderr());
+        let launched = moto().live_instances("heet:project", &p.name);
+        assert_eq!(launched.len(), 2);
+        assert!(launched.iter().all(|i| !i.tags.contains_key("heet:id")));
+        // Someone terminates them; for the mismatch, the batch's shared tags change too.
+        for i in &launched {
+            moto().terminate(&i.id);
+        }
+        if code == "IdempotentParameterMismatch" {
+            p.write(
+                "heet.toml",
+                &format!("{DNS}\n[plugins.config.tags.all]\ncost-center = \"moved\"\n"),
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let next = p.heet(&["up", "--env", "staging"]);
+        assert_eq!(next.code(), 0, "{what}: {}", next.stderr());
+        assert!(
+            next.stderr().contains(code) && next.stderr().contains("again under a new token"),
+            "{what}: {}",
+            next.stderr()
+        );
+        one_per_slot(&p, 2);
+        assert_eq!(records_on_live_instances(&p), 4);
+        p.heet(&["down", "--env", "staging", "--yes"]).ok();
+        assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+        assert_eq!(moto().ledger_keys(&p.name, "staging"), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn an_instance_without_a_public_name_gets_a_cname_to_its_private_name() {
+    let p = Project::new(DNS, &["cname"]);
+    // A VPC of the user's, DNS hostnames off (as new VPCs are), public addresses on.
+    let ec2 = |params: &[(&str, &str)]| {
+        let (status, xml) = call(&p.aws.endpoint, "ec2", params);
+        assert_eq!(status, 200, "{params:?}: {xml}");
+        xml
+    };
+    let vpc = xml_text(
+        &ec2(&[("Action", "CreateVpc"), ("CidrBlock", "10.77.0.0/16")]),
+        "vpcId",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let subnet = xml_text(
+        &ec2(&[
+            ("Action", "CreateSubnet"),
+            ("VpcId", &vpc),
+            ("CidrBlock", "10.77.1.0/24"),
+        ]),
+        "subnetId",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    ec2(&[
+        ("Action", "ModifySubnetAttribute"),
+        ("SubnetId", &subnet),
+        ("MapPublicIpOnLaunch.Value", "true"),
+    ]);
+    p.write(
+        "heet.toml",
+        &DNS.replace(
+            "[defaults]",
+            &format!("[network]\nvpc = \"{vpc}\"\nsubnet_ids = [\"{subnet}\"]\n\n[defaults]"),
+        ),
+    );
+    p.heet(&["up", "--env", "staging"]).ok();
+    let zone = moto().zone_id(&format!("{}.heet.test", p.name)).unwrap();
+    let cnames = moto().cnames(&zone);
+    assert_eq!(cnames.len(), 4, "{cnames:?}");
+    for (name, target) in &cnames {
+        assert!(target.ends_with(".ec2.internal"), "{name} → {target}");
+    }
+    let again = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(again["aws_calls"]["mutating"], 0);
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert!(moto().cnames(&zone).is_empty());
+}
+
+#[test]
+fn a_second_change_to_a_zone_waits_until_the_first_is_insync() {
+    let mut quick = Model::quick();
+    quick.insync = Duration::from_secs(2);
+    let mut p = Project::new(DNS, &["cname"]);
+    p.use_model(quick);
+    p.heet(&["up", "--env", "staging"]).ok();
+    // That run's change is INSYNC by now (a new run cannot know of it: the SDK retries the
+    // PriorRequestNotComplete it would get).
+    std::thread::sleep(Duration::from_millis(2100));
+    // New names: the old records go before the instances are touched, the new ones after,
+    // two changes to one zone in one run.
+    p.write(
+        "heet.toml",
+        &DNS.replace("[\"{role}-{index:02}\", ", "[\"new-{role}-{index:02}\", "),
+    );
+    let before = p.aws.stats();
+    let started = Instant::now();
+    let up = p.heet(&["up", "--env", "staging", "--yes", "--stats"]);
+    up.ok();
+    let run = p.aws.stats().since(&before);
+    assert!(run.op("route53:GetChange").calls >= 1, "{}", run.summary());
+    assert_eq!(
+        run.op("route53:ChangeResourceRecordSets").modelled,
+        0,
+        "never refused with PriorRequestNotComplete"
+    );
+    let zone = moto().zone_id(&format!("{}.heet.test", p.name)).unwrap();
+    let names: Vec<String> = moto().cnames(&zone).into_keys().collect();
+    assert_eq!(names.len(), 4);
+    assert!(
+        names.iter().filter(|n| n.starts_with("new-")).count() == 2,
+        "{names:?}"
+    );
+    eprintln!(
+        "route53: {} GetChange while the first change was pending, {:.1} s",
+        run.op("route53:GetChange").calls,
+        started.elapsed().as_secs_f64()
+    );
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+}

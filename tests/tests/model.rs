@@ -1,0 +1,424 @@
+//! The AWS model itself (`tests/src/model.rs`), driven by raw API calls through it: each
+//! behaviour it claims to add to moto is observed here, so the suites that run heet through
+//! it test what they say they test.
+
+use std::time::{Duration, Instant};
+
+use tests::model::Model;
+use tests::{call, moto, xml_text};
+
+/// A model with short windows, fresh buckets, in front of this process's moto.
+fn model(m: Model) -> tests::model::AwsModel {
+    m.start(&moto().endpoint)
+}
+
+fn run(endpoint: &str, extra: &[(&str, &str)]) -> (u16, String) {
+    let mut params = vec![
+        ("Action", "RunInstances"),
+        ("ImageId", "ami-12c6146b"),
+        ("MinCount", "1"),
+        ("MaxCount", "1"),
+    ];
+    params.extend_from_slice(extra);
+    call(endpoint, "ec2", &params)
+}
+
+fn state_of(endpoint: &str, id: &str) -> (String, String) {
+    let (status, xml) = call(
+        endpoint,
+        "ec2",
+        &[
+            ("Action", "DescribeInstances"),
+            ("Filter.1.Name", "instance-id"),
+            ("Filter.1.Value.1", id),
+        ],
+    );
+    assert_eq!(status, 200, "{xml}");
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let Some(item) = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("instancesSet"))
+        .flat_map(|s| s.children().filter(|c| c.has_tag_name("item")))
+        .next()
+    else {
+        return ("missing".into(), String::new());
+    };
+    let state = item
+        .descendants()
+        .find(|n| n.has_tag_name("instanceState"))
+        .map(|s| xml_text(&tests_node_xml(&xml, s.range()), "name"))
+        .unwrap_or_default();
+    let dns = item
+        .children()
+        .find(|c| c.has_tag_name("dnsName"))
+        .and_then(|n| n.text())
+        .unwrap_or_default()
+        .to_owned();
+    (state, dns)
+}
+
+fn tests_node_xml(xml: &str, range: std::ops::Range<usize>) -> String {
+    xml[range].to_owned()
+}
+
+#[test]
+fn run_instances_is_throttled_at_a_burst_of_5_in_ec2s_own_words() {
+    let m = model(Model::quick());
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let (status, body) = run(&m.endpoint, &[]);
+        codes.push((status, xml_text(&body, "Code")));
+    }
+    assert!(codes[..5].iter().all(|(s, _)| *s == 200), "{codes:?}");
+    assert_eq!(codes[5], (503, "RequestLimitExceeded".to_owned()));
+    let stats = m.stats().op("ec2:RunInstances");
+    assert_eq!((stats.calls, stats.forwarded, stats.throttled), (6, 5, 1));
+    // The bucket refills at 2 per second.
+    std::thread::sleep(Duration::from_millis(550));
+    assert_eq!(run(&m.endpoint, &[]).0, 200);
+}
+
+#[test]
+fn a_client_token_replays_its_first_answer_and_refuses_other_parameters() {
+    let m = model(Model::quick());
+    let token = format!("model-test-{}", std::process::id());
+    let tokens = [("ClientToken", token.as_str())];
+    let (_, first) = run(&m.endpoint, &tokens);
+    let (status, again) = run(&m.endpoint, &tokens);
+    assert_eq!(status, 200);
+    let id = xml_text(&first, "instanceId");
+    assert_eq!(xml_text(&again, "instanceId"), id, "the same instance");
+    assert_eq!(
+        m.stats().op("ec2:RunInstances").forwarded,
+        1,
+        "moto launched once"
+    );
+
+    let (status, other) = run(
+        &m.endpoint,
+        &[
+            ("ClientToken", token.as_str()),
+            ("InstanceType", "m5.large"),
+        ],
+    );
+    assert_eq!(
+        (status, xml_text(&other, "Code").as_str()),
+        (400, "IdempotentParameterMismatch")
+    );
+
+    moto().terminate(&id);
+    let (status, gone) = run(&m.endpoint, &tokens);
+    assert_eq!(
+        (status, xml_text(&gone, "Code").as_str()),
+        (400, "IdempotentInstanceTerminated")
+    );
+}
+
+#[test]
+fn new_instances_are_invisible_then_pending_without_a_public_name_then_running() {
+    let mut quick = Model::quick();
+    quick.consistency = Duration::from_millis(300);
+    quick.pending = Duration::from_millis(1200);
+    let m = model(quick);
+    let (_, answer) = run(&m.endpoint, &[]);
+    let id = xml_text(&answer, "instanceId");
+    assert_eq!(
+        xml_text(&answer, "dnsName"),
+        "",
+        "no public name in the answer"
+    );
+    assert_eq!(state_of(&m.endpoint, &id).0, "missing", "not visible yet");
+    let (status, body) = call(
+        &m.endpoint,
+        "ec2",
+        &[
+            ("Action", "CreateTags"),
+            ("ResourceId.1", &id),
+            ("Tag.1.Key", "a"),
+            ("Tag.1.Value", "b"),
+        ],
+    );
+    assert_eq!(
+        (status, xml_text(&body, "Code").as_str()),
+        (400, "InvalidInstanceID.NotFound")
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        state_of(&m.endpoint, &id),
+        ("pending".into(), String::new())
+    );
+    // A state filter is the model's, not moto's: a pending instance is not `running`.
+    let (_, xml) = call(
+        &m.endpoint,
+        "ec2",
+        &[
+            ("Action", "DescribeInstances"),
+            ("Filter.1.Name", "instance-id"),
+            ("Filter.1.Value.1", &id),
+            ("Filter.2.Name", "instance-state-name"),
+            ("Filter.2.Value.1", "running"),
+        ],
+    );
+    assert_eq!(xml_text(&xml, "instanceId"), "", "{xml}");
+    let started = Instant::now();
+    while state_of(&m.endpoint, &id).0 != "running" {
+        assert!(started.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, dns) = state_of(&m.endpoint, &id);
+    assert!(dns.ends_with(".amazonaws.com"), "{dns}");
+
+    // Terminated: shutting-down first, as EC2 shows it.
+    call(
+        &m.endpoint,
+        "ec2",
+        &[("Action", "TerminateInstances"), ("InstanceId.1", &id)],
+    );
+    assert_eq!(state_of(&m.endpoint, &id).0, "shutting-down");
+}
+
+#[test]
+fn a_new_group_is_not_found_at_first_and_cannot_be_deleted_while_an_instance_just_left_it() {
+    let mut quick = Model::quick();
+    quick.consistency = Duration::from_millis(300);
+    quick.dependency = Duration::from_millis(800);
+    let m = model(quick);
+    let name = format!("model-group-{}", std::process::id());
+    let (_, created) = call(
+        &m.endpoint,
+        "ec2",
+        &[
+            ("Action", "CreateSecurityGroup"),
+            ("GroupName", &name),
+            ("GroupDescription", "model test"),
+        ],
+    );
+    let group = xml_text(&created, "groupId");
+    let (status, body) = call(
+        &m.endpoint,
+        "ec2",
+        &[
+            ("Action", "AuthorizeSecurityGroupIngress"),
+            ("GroupId", &group),
+            ("IpPermissions.1.IpProtocol", "tcp"),
+            ("IpPermissions.1.FromPort", "80"),
+            ("IpPermissions.1.ToPort", "80"),
+            ("IpPermissions.1.IpRanges.1.CidrIp", "10.0.0.0/8"),
+        ],
+    );
+    assert_eq!(
+        (status, xml_text(&body, "Code").as_str()),
+        (400, "InvalidGroup.NotFound")
+    );
+    let (_, listed) = call(
+        &m.endpoint,
+        "ec2",
+        &[
+            ("Action", "DescribeSecurityGroups"),
+            ("Filter.1.Name", "group-name"),
+            ("Filter.1.Value.1", &name),
+        ],
+    );
+    assert_eq!(xml_text(&listed, "groupId"), "", "hidden from describes");
+    std::thread::sleep(Duration::from_millis(350));
+
+    let (status, launched) = run(&m.endpoint, &[("SecurityGroupId.1", &group)]);
+    assert_eq!(status, 200, "{launched}");
+    let id = xml_text(&launched, "instanceId");
+    std::thread::sleep(Duration::from_millis(350));
+    call(
+        &m.endpoint,
+        "ec2",
+        &[("Action", "TerminateInstances"), ("InstanceId.1", &id)],
+    );
+    let delete = || {
+        let (status, body) = call(
+            &m.endpoint,
+            "ec2",
+            &[("Action", "DeleteSecurityGroup"), ("GroupId", &group)],
+        );
+        (status, xml_text(&body, "Code"))
+    };
+    assert_eq!(delete(), (400, "DependencyViolation".to_owned()));
+    std::thread::sleep(Duration::from_millis(850));
+    assert_eq!(delete().0, 200);
+}
+
+#[test]
+fn a_new_instance_profile_is_refused_by_run_instances_for_a_while() {
+    let mut quick = Model::quick();
+    quick.profile_propagation = Duration::from_millis(600);
+    let m = model(quick);
+    let name = format!("model-profile-{}", std::process::id());
+    let (status, _) = call(
+        &m.endpoint,
+        "iam",
+        &[
+            ("Action", "CreateInstanceProfile"),
+            ("InstanceProfileName", &name),
+        ],
+    );
+    assert_eq!(status, 200);
+    let (status, body) = run(&m.endpoint, &[("IamInstanceProfile.Name", &name)]);
+    assert_eq!(status, 400);
+    assert!(
+        xml_text(&body, "Message").contains("Invalid IAM Instance Profile name"),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_millis(650));
+    assert_eq!(
+        run(&m.endpoint, &[("IamInstanceProfile.Name", &name)]).0,
+        200
+    );
+}
+
+#[test]
+fn a_lost_answer_was_carried_out_and_its_token_returns_the_same_instance() {
+    let m = model(Model::quick().lose(100, &["ec2:RunInstances"]));
+    let token = format!("lost-{}", std::process::id());
+    let tagged = [
+        ("ClientToken", token.as_str()),
+        ("TagSpecification.1.ResourceType", "instance"),
+        ("TagSpecification.1.Tag.1.Key", "model-test"),
+        ("TagSpecification.1.Tag.1.Value", token.as_str()),
+    ];
+    assert_eq!(run(&m.endpoint, &tagged).0, 0, "the connection was dropped");
+    // The client retries with its token: answered from the token (and lost again).
+    assert_eq!(run(&m.endpoint, &tagged).0, 0);
+    let stats = m.stats().op("ec2:RunInstances");
+    assert_eq!((stats.lost, stats.forwarded, stats.modelled), (2, 1, 1));
+    assert_eq!(
+        moto().live_instances("model-test", &token).len(),
+        1,
+        "one launch"
+    );
+}
+
+#[test]
+fn route53_batches_are_checked_and_stay_pending_for_a_while() {
+    let mut quick = Model::quick();
+    quick.insync = Duration::from_millis(700);
+    let m = model(quick);
+    let domain = format!("model{}.heet.test", std::process::id());
+    let post = |path: &str, body: String| {
+        let mut r = ureq::post(format!("{}/2013-04-01/{path}", m.endpoint))
+            .header("Authorization", tests_auth("route53"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body)
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap())
+    };
+    let zone_request = format!(
+        r#"<?xml version="1.0"?><CreateHostedZoneRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Name>{domain}.</Name><CallerReference>ref-{domain}</CallerReference></CreateHostedZoneRequest>"#
+    );
+    let (status, zone) = post("hostedzone", zone_request.clone());
+    assert_eq!(status, 201, "{zone}");
+    let zone = xml_text(&zone, "Id")
+        .trim_start_matches("/hostedzone/")
+        .to_owned();
+    let (status, again) = post("hostedzone", zone_request);
+    assert_eq!(
+        (status, xml_text(&again, "Code").as_str()),
+        (409, "HostedZoneAlreadyExists")
+    );
+
+    let batch = |action: &str| {
+        format!(
+            r#"<?xml version="1.0"?><ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes><Change><Action>{action}</Action><ResourceRecordSet><Name>a.{domain}.</Name><Type>CNAME</Type><TTL>300</TTL><ResourceRecords><ResourceRecord><Value>x.example</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change></Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"#
+        )
+    };
+    let rrset = format!("hostedzone/{zone}/rrset");
+    let (status, missing) = post(&rrset, batch("DELETE"));
+    assert_eq!(
+        (status, xml_text(&missing, "Code").as_str()),
+        (400, "InvalidChangeBatch")
+    );
+    let (status, created) = post(&rrset, batch("CREATE"));
+    assert_eq!(status, 200, "{created}");
+    let change = xml_text(&created, "Id")
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, busy) = post(&rrset, batch("UPSERT"));
+    assert_eq!(
+        (status, xml_text(&busy, "Code").as_str()),
+        (400, "PriorRequestNotComplete")
+    );
+    let status_of = || {
+        let mut r = ureq::get(format!("{}/2013-04-01/change/{change}", m.endpoint))
+            .header("Authorization", tests_auth("route53"))
+            .call()
+            .unwrap();
+        xml_text(&r.body_mut().read_to_string().unwrap(), "Status")
+    };
+    assert_eq!(status_of(), "PENDING");
+    std::thread::sleep(Duration::from_millis(750));
+    assert_eq!(status_of(), "INSYNC");
+    let (status, exists) = post(&rrset, batch("CREATE"));
+    assert_eq!(
+        (status, xml_text(&exists, "Code").as_str()),
+        (400, "InvalidChangeBatch"),
+        "{exists}"
+    );
+    assert_eq!(post(&rrset, batch("DELETE")).0, 200);
+}
+
+fn tests_auth(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=x"
+    )
+}
+
+#[test]
+fn instances_in_a_vpc_without_dns_hostnames_have_no_public_name() {
+    let m = model(Model::quick());
+    let (_, vpc) = call(
+        &m.endpoint,
+        "ec2",
+        &[("Action", "CreateVpc"), ("CidrBlock", "10.201.0.0/16")],
+    );
+    let vpc = xml_text(&vpc, "vpcId");
+    std::thread::sleep(Duration::from_millis(550));
+    let (_, subnet) = call(
+        &m.endpoint,
+        "ec2",
+        &[
+            ("Action", "CreateSubnet"),
+            ("VpcId", &vpc),
+            ("CidrBlock", "10.201.1.0/24"),
+        ],
+    );
+    let subnet = xml_text(&subnet, "subnetId");
+    std::thread::sleep(Duration::from_millis(550));
+    // A public address, which moto would give a public DNS name in any VPC.
+    let (status, launched) = run(
+        &m.endpoint,
+        &[
+            ("NetworkInterface.1.DeviceIndex", "0"),
+            ("NetworkInterface.1.SubnetId", &subnet),
+            ("NetworkInterface.1.AssociatePublicIpAddress", "true"),
+        ],
+    );
+    assert_eq!(status, 200, "{launched}");
+    let id = xml_text(&launched, "instanceId");
+    let started = Instant::now();
+    loop {
+        let (state, dns) = state_of(&m.endpoint, &id);
+        if state == "running" {
+            assert_eq!(dns, "", "enableDnsHostnames is off in {vpc}");
+            // moto itself gives it one: the model is what takes it away.
+            let raw = moto().ec2(&[("Action", "DescribeInstances"), ("InstanceId.1", &id)]);
+            assert!(
+                xml_text(&raw, "dnsName").ends_with(".amazonaws.com"),
+                "{raw}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
