@@ -117,11 +117,6 @@ pub async fn apply(
         .map(|r| (r.resource.clone(), r.aws_id.clone()))
         .collect();
     network_before(aws, plan, ledger, &mut ids, &mut applied).await?;
-    // Records go before their instances: a run killed in between leaves instances that the
-    // next plan sees without the ledger, where the other order would leave records that only
-    // the ledger knows of, and a no-op `up` does not read it.
-    apply_records(aws, plan, ledger, &zone, &BTreeMap::new(), Records::Deletes).await?;
-
     // Entries of launches from before batch launches say nothing the instances' tags do not.
     book(
         aws,
@@ -131,12 +126,29 @@ pub async fn apply(
     .await?;
 
     let doomed: Vec<String> = plan.terminated_ids().map(str::to_owned).collect();
-    if !doomed.is_empty() {
-        // Groups and subnets can only go once their instances are fully gone.
-        let full = plan.network.iter().any(NetChange::is_delete);
-        terminate(aws, &doomed, full, progress).await?;
-        applied.terminated = doomed;
+    // Groups and subnets can only go once their instances are fully gone.
+    let full = plan.network.iter().any(NetChange::is_delete);
+    let terminated = async {
+        if !doomed.is_empty() {
+            terminate(aws, &doomed, full, progress).await?;
+        }
+        anyhow::Ok(())
+    };
+    let no_new_names = BTreeMap::new();
+    if plan.teardown {
+        // Nothing stays: records and instances go together.
+        let deletes = apply_records(aws, plan, ledger, &zone, &no_new_names, Records::Deletes);
+        let (deleted, terminated) = tokio::join!(deletes, terminated);
+        deleted?;
+        terminated?;
+    } else {
+        // Records go before their instances: a run killed in between leaves instances that
+        // the next plan sees without the ledger, where the other order would leave records
+        // that only the ledger knows of, and a no-op `up` does not read it.
+        apply_records(aws, plan, ledger, &zone, &no_new_names, Records::Deletes).await?;
+        terminated.await?;
     }
+    applied.terminated = doomed.clone();
 
     let retags: Vec<(&String, &String, &BTreeMap<String, String>)> = plan
         .changes
@@ -717,8 +729,9 @@ async fn apply_records(
     Ok(unresolved)
 }
 
-/// Terminates `ids` and waits until none of them runs any more (`fully`: until they are
-/// gone, network interfaces included).
+/// Terminates `ids`; with `fully`, waits until they are gone, network interfaces included
+/// (groups and subnets can only be deleted then). Otherwise TerminateInstances' own answer
+/// (every instance `shutting-down`) is all there is to wait for.
 pub async fn terminate(
     aws: &Aws,
     ids: &[String],
@@ -727,12 +740,15 @@ pub async fn terminate(
 ) -> anyhow::Result<()> {
     tracing::info!("terminating {} instance(s): {}", ids.len(), ids.join(", "));
     aws.ec2.terminate(ids).await?;
+    if !fully {
+        return Ok(());
+    }
     let bar = progress.bar(ids.len(), "terminating");
     aws.ec2
         .wait_until(
             ids,
             "terminated",
-            |s| s == "terminated" || (!fully && s == "shutting-down"),
+            |s| s == "terminated",
             WAIT_TIMEOUT,
             |done, _| bar.set_position(done as u64),
         )

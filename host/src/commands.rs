@@ -160,30 +160,32 @@ async fn survey(
     desired: &Desired,
     with_ledger: bool,
 ) -> anyhow::Result<Survey> {
-    // The ledger and the instances at once, then the network and DNS (which depend on what
-    // the ledger lists) at once: a survey takes two round trips, not five.
-    let read = async {
-        if with_ledger {
-            read_ledger(aws, &desired.project, &desired.env).await
+    // The instances at once; beside them the ledger, then the network and DNS (which depend
+    // on what the ledger lists): a survey takes as long as its longest read, the describe of
+    // every instance.
+    let rest = async {
+        let ledger = if with_ledger {
+            read_ledger(aws, &desired.project, &desired.env).await?
         } else {
-            Ok(Ledger::new(ledger::prefix(&desired.project, &desired.env)))
-        }
+            Ledger::new(ledger::prefix(&desired.project, &desired.env))
+        };
+        // The kinds of network resource the definition uses, and those the ledger says heet
+        // made (which a changed definition may no longer use).
+        let mut kinds = desired.network.kinds();
+        kinds.extend(
+            ledger
+                .resource_kinds()
+                .into_iter()
+                .filter_map(|k| network::KINDS.iter().copied().find(|known| *known == k)),
+        );
+        let (resources, dns) = tokio::try_join!(
+            aws.net.observe(&desired.project, &desired.env, &kinds),
+            observe_dns(aws, def, desired, with_ledger.then_some(&ledger)),
+        )?;
+        anyhow::Ok((ledger, resources, dns))
     };
-    let (ledger, observed) =
-        tokio::try_join!(read, aws.ec2.instances(&desired.project, &desired.env))?;
-    // The kinds of network resource the definition uses, and those the ledger says heet
-    // made (which a changed definition may no longer use).
-    let mut kinds = desired.network.kinds();
-    kinds.extend(
-        ledger
-            .resource_kinds()
-            .into_iter()
-            .filter_map(|k| network::KINDS.iter().copied().find(|known| *known == k)),
-    );
-    let (resources, dns) = tokio::try_join!(
-        aws.net.observe(&desired.project, &desired.env, &kinds),
-        observe_dns(aws, def, desired, with_ledger.then_some(&ledger)),
-    )?;
+    let (observed, (ledger, resources, dns)) =
+        tokio::try_join!(aws.ec2.instances(&desired.project, &desired.env), rest)?;
     let batches = ledger.batches();
     let plan = plan::plan(
         desired,
@@ -715,14 +717,20 @@ pub async fn down(
     let environment = def.environment(env)?.clone();
     let aws = Aws::connect(&connection(global, &def)).await?;
     let nothing = Desired::nothing(&def.project, env, &aws.region);
-    let Survey {
-        ledger,
-        mut observed,
-        mut plan,
-        ..
-    } = survey(&aws, &def, &nothing, true).await?;
-
-    if !plan.is_empty() || !ledger.entries.is_empty() {
+    // A first look: anything heet made is in the ledger (records, network resources,
+    // batches) or tagged for the env (instances); only an empty ledger needs the describe.
+    let ledger = read_ledger(&aws, &def.project, env).await?;
+    let any = !ledger.entries.is_empty() || aws.ec2.any(&def.project, env).await?;
+    let mut observed = Vec::new();
+    let mut plan = plan::plan(
+        &nothing,
+        &[],
+        &[],
+        &DnsState::default(),
+        Some(&ledger.batches()),
+        now_secs(),
+    );
+    if any || !ledger.entries.is_empty() {
         locked(&aws, &def.project, env, "down", async {
             // Read again under the lock: another run may have changed things in between.
             let Survey {

@@ -220,6 +220,9 @@ pub struct Plan {
     pub unadopted: Vec<String>,
     /// Names whose instance runs without any DNS name to point them at: not written.
     pub unresolved: Vec<String>,
+    /// Nothing is desired (`down`): what goes may go in any order, as no instance is kept
+    /// whose records a later no-op `up` could miss.
+    pub teardown: bool,
     /// Ledger entries of batch launches that are over (their instances carry their slot tags,
     /// or never came), dropped once this plan's retags are made. Bookkeeping, not a change.
     pub settled: Vec<String>,
@@ -474,6 +477,7 @@ pub fn plan(
         unadopted,
         unresolved,
         settled,
+        teardown: desired.instances.is_empty(),
     }
 }
 

@@ -421,23 +421,41 @@ impl Moto {
 
     /// The CNAMEs of a zone: name (no trailing dot) → target.
     pub fn cnames(&self, zone: &str) -> std::collections::BTreeMap<String, String> {
-        let xml = self.route53("GET", &format!("hostedzone/{zone}/rrset"), None);
-        let doc = roxmltree::Document::parse(&xml).unwrap();
-        doc.descendants()
-            .filter(|n| n.has_tag_name("ResourceRecordSet"))
-            .filter(|r| child_text(*r, "Type") == "CNAME")
-            .map(|r| {
+        let mut found = std::collections::BTreeMap::new();
+        let mut next = String::new();
+        loop {
+            let xml = self.route53(
+                "GET",
+                &format!("hostedzone/{zone}/rrset?maxitems=300{next}"),
+                None,
+            );
+            let doc = roxmltree::Document::parse(&xml).unwrap();
+            for r in doc
+                .descendants()
+                .filter(|n| n.has_tag_name("ResourceRecordSet"))
+                .filter(|r| child_text(*r, "Type") == "CNAME")
+            {
                 let value = r
                     .descendants()
                     .find(|n| n.has_tag_name("Value"))
                     .and_then(|n| n.text())
                     .unwrap_or_default();
-                (
+                found.insert(
                     child_text(r, "Name").trim_end_matches('.').to_owned(),
                     value.trim_end_matches('.').to_owned(),
-                )
-            })
-            .collect()
+                );
+            }
+            // Every page: moto, like Route53, answers 300 records at most at a time.
+            let root = doc.root_element();
+            if child_text(root, "IsTruncated") != "true" {
+                return found;
+            }
+            next = format!(
+                "&name={}&type={}",
+                child_text(root, "NextRecordName"),
+                child_text(root, "NextRecordType")
+            );
+        }
     }
 
     /// Terminates an instance behind heet's back.
@@ -724,7 +742,7 @@ fn items<'a, 'i>(n: roxmltree::Node<'a, 'i>, set: &str) -> Vec<roxmltree::Node<'
 }
 
 /// The text of `n`'s first child element named `name`, or "".
-fn child_text(n: roxmltree::Node, name: &str) -> String {
+pub(crate) fn child_text(n: roxmltree::Node, name: &str) -> String {
     n.children()
         .find(|c| c.has_tag_name(name))
         .and_then(|c| c.text())

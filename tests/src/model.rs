@@ -34,6 +34,8 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::child_text;
+
 /// A token bucket's size and refill rate (tokens per second).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
@@ -1273,14 +1275,6 @@ fn instance_items<'a, 'i>(
         .flat_map(|s| s.children().filter(|c| c.has_tag_name("item")))
 }
 
-fn child_text(n: roxmltree::Node, name: &str) -> String {
-    n.children()
-        .find(|c| c.has_tag_name(name))
-        .and_then(|c| c.text())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// The range of the text inside `n`'s child `name`, or where it would go when empty.
 fn text_range(n: roxmltree::Node, name: &str) -> Option<Range<usize>> {
     let child = n.children().find(|c| c.has_tag_name(name))?;
@@ -1585,7 +1579,7 @@ fn record_changes(body: &str) -> Vec<RecordChange> {
         .collect()
 }
 
-/// The (name, type) of every record of `zone`, as moto holds them.
+/// The (name, type) of every record of `zone`, as moto holds them, every page.
 fn zone_records(
     shared: &Shared,
     agent: &ureq::Agent,
@@ -1593,24 +1587,34 @@ fn zone_records(
     zone: &str,
 ) -> BTreeSet<(String, String)> {
     let mut found = BTreeSet::new();
-    let url = format!("{}/2013-04-01/hostedzone/{zone}/rrset", shared.upstream);
-    let mut call = agent.get(&url);
-    if let Some(auth) = req.header("authorization") {
-        call = call.header("Authorization", auth);
-    }
-    let Ok(mut response) = call.call() else {
-        return found;
-    };
-    let mut xml = String::new();
-    if response
-        .body_mut()
-        .as_reader()
-        .read_to_string(&mut xml)
-        .is_err()
-    {
-        return found;
-    }
-    if let Ok(doc) = roxmltree::Document::parse(&xml) {
+    let mut start: Option<(String, String)> = None;
+    loop {
+        let mut url = format!(
+            "{}/2013-04-01/hostedzone/{zone}/rrset?maxitems=300",
+            shared.upstream
+        );
+        if let Some((name, kind)) = &start {
+            url.push_str(&format!("&name={name}&type={kind}"));
+        }
+        let mut call = agent.get(&url);
+        if let Some(auth) = req.header("authorization") {
+            call = call.header("Authorization", auth);
+        }
+        let Ok(mut response) = call.call() else {
+            return found;
+        };
+        let mut xml = String::new();
+        if response
+            .body_mut()
+            .as_reader()
+            .read_to_string(&mut xml)
+            .is_err()
+        {
+            return found;
+        }
+        let Ok(doc) = roxmltree::Document::parse(&xml) else {
+            return found;
+        };
         for set in doc
             .descendants()
             .filter(|n| n.has_tag_name("ResourceRecordSet"))
@@ -1622,8 +1626,15 @@ fn zone_records(
                 child_text(set, "Type"),
             ));
         }
+        let root = doc.root_element();
+        if child_text(root, "IsTruncated") != "true" {
+            return found;
+        }
+        start = Some((
+            child_text(root, "NextRecordName"),
+            child_text(root, "NextRecordType"),
+        ));
     }
-    found
 }
 
 #[cfg(test)]

@@ -223,16 +223,23 @@ fn a_vpc_comes_and_goes_through_aws_eventual_consistency_and_dependency_windows(
 #[test]
 fn a_new_instance_profile_is_waited_for() {
     let mut quick = Model::quick();
-    quick.profile_propagation = Duration::from_secs(3);
+    // Longer than a loaded CI machine takes from the profile's creation to RunInstances (the
+    // zone exists by then), shorter than heet's patience.
+    quick.profile_propagation = Duration::from_secs(8);
+    let with_profile = DNS.replace(
+        "count = 2\n",
+        "count = 2\ninstance_profile = \"{project}-app\"\n",
+    );
     let mut p = Project::new(
-        &DNS.replace(
-            "count = 2\n",
-            "count = 2\ninstance_profile = \"{project}-app\"\n",
-        ),
+        &with_profile.replace("count = 2\n", "count = 0\n"),
         &["cname"],
     );
     p.use_model(quick);
+    // The zone first, so that what follows the profile's creation is only the launch.
+    p.heet(&["up", "--env", "staging"]).ok();
+    p.write("heet.toml", &with_profile);
     let profile = format!("{}-app", p.name);
+    let before = p.aws.stats().op("ec2:RunInstances").modelled;
     // Made through the model, as a moment ago in a real account.
     let (status, body) = call(
         &p.aws.endpoint,
@@ -245,8 +252,15 @@ fn a_new_instance_profile_is_waited_for() {
     assert_eq!(status, 200, "{body}");
     let started = Instant::now();
     p.heet(&["up", "--env", "staging"]).ok();
-    let refused = p.aws.stats().op("ec2:RunInstances").modelled;
-    assert!(refused >= 1, "refused while propagating");
+    let refused = p.aws.stats().op("ec2:RunInstances").modelled - before;
+    assert!(
+        refused >= 1,
+        "RunInstances was not refused while the profile propagated"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(8) - Duration::from_millis(500),
+        "up finished before the profile could be used"
+    );
     one_per_slot(&p, 2);
     eprintln!(
         "instance profile: RunInstances refused {refused} time(s), up took {:.1} s",

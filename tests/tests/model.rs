@@ -422,3 +422,32 @@ fn instances_in_a_vpc_without_dns_hostnames_have_no_public_name() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn route53_checks_see_every_page_of_a_large_zone() {
+    let m = model(Model::quick());
+    let domain = format!("big{}.heet.test", std::process::id());
+    let zone = moto().create_zone(&domain);
+    let change = |action: &str, names: std::ops::Range<u32>| {
+        let changes: String = names
+            .map(|i| format!(r#"<Change><Action>{action}</Action><ResourceRecordSet><Name>r{i:03}.{domain}.</Name><Type>CNAME</Type><TTL>300</TTL><ResourceRecords><ResourceRecord><Value>t{i}.example</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change>"#))
+            .collect();
+        let body = format!(
+            r#"<?xml version="1.0"?><ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes>{changes}</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"#
+        );
+        let mut r = ureq::post(format!("{}/2013-04-01/hostedzone/{zone}/rrset", m.endpoint))
+            .header("Authorization", tests_auth("route53"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body)
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    assert_eq!(change("CREATE", 0..350).0, 200);
+    assert_eq!(moto().cnames(&zone).len(), 350);
+    std::thread::sleep(Duration::from_millis(500));
+    // Past moto's first page of 300: still found, so the delete is valid.
+    let (status, body) = change("DELETE", 340..350);
+    assert_eq!(status, 200, "{body}");
+}

@@ -7,13 +7,17 @@ usage: minimal.py ENDPOINT PER_ROLE DOMAIN up|noop|down
 import sys
 
 import boto3
+from botocore.config import Config
 
 ROLES = ["app", "db", "www"]
 
 
 def clients(endpoint):
+    # Standard retries, as AWS advises: under real limits the one CreateTags per instance
+    # below is throttled past CreateTags' burst, and legacy retries give up too soon.
     kw = dict(endpoint_url=endpoint, region_name="us-east-1",
-              aws_access_key_id="testing", aws_secret_access_key="testing")
+              aws_access_key_id="testing", aws_secret_access_key="testing",
+              config=Config(retries={"mode": "standard", "max_attempts": 10}))
     return boto3.client("ec2", **kw), boto3.client("route53", **kw)
 
 
@@ -68,6 +72,7 @@ def up(ec2, r53, per_role, domain):
     if have:
         return noop(ec2, r53, domain)
     ids = []
+    slots = []
     for role in ROLES:
         # One call per role; the slot tag is set per instance after, as RunInstances tags
         # every instance of a call alike.
@@ -78,9 +83,14 @@ def up(ec2, r53, per_role, domain):
                                              {"Key": "role", "Value": role}]}])
         for n, i in enumerate(out["Instances"], 1):
             ids.append(i["InstanceId"])
-            ec2.create_tags(Resources=[i["InstanceId"]], Tags=[
-                {"Key": "slot", "Value": f"{role}-{n:02d}"},
-                {"Key": "Name", "Value": f"bench-bench-{role}-{n:02d}"}])
+            slots.append((i["InstanceId"], role, n))
+    # EC2 is eventually consistent: CreateTags right after RunInstances may not find the
+    # instances yet (AWS's advice: wait until they exist).
+    ec2.get_waiter("instance_exists").wait(InstanceIds=ids, WaiterConfig={"Delay": 1})
+    for instance, role, n in slots:
+        ec2.create_tags(Resources=[instance], Tags=[
+            {"Key": "slot", "Value": f"{role}-{n:02d}"},
+            {"Key": "Name", "Value": f"bench-bench-{role}-{n:02d}"}])
     ec2.get_waiter("instance_running").wait(InstanceIds=ids, WaiterConfig={"Delay": 1})
     change(r53, zone, [{"Action": "UPSERT", "ResourceRecordSet": {
         "Name": name, "Type": "CNAME", "TTL": 300, "ResourceRecords": [{"Value": target}]}}

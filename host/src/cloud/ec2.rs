@@ -83,6 +83,24 @@ impl Ec2 {
         .await
     }
 
+    /// Whether any live instance is tagged for `project`/`env` (heet's or not): one describe
+    /// of a handful, however large the estate.
+    pub async fn any(&self, project: &str, env: &str) -> anyhow::Result<bool> {
+        let out = self
+            .client
+            .describe_instances()
+            .set_filters(Some(vec![
+                filter(&format!("tag:{TAG_PROJECT}"), [project]),
+                filter(&format!("tag:{TAG_ENV}"), [env]),
+                filter("instance-state-name", LIVE_STATES),
+            ]))
+            .max_results(5)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ec2:DescribeInstances", e))?;
+        Ok(out.reservations().iter().any(|r| !r.instances().is_empty()))
+    }
+
     /// The instances with these ids, as they are now.
     pub async fn by_ids(&self, ids: &[String]) -> anyhow::Result<Vec<ObservedInstance>> {
         let mut found = Vec::new();
