@@ -21,7 +21,7 @@ use crate::cloud::{Aws, Launch, LaunchError};
 use crate::desired::DesiredInstance;
 use crate::ledger::{self, Ledger};
 use crate::namespace;
-use crate::network::{self, NetChange, ObservedResource, Source, SubnetRef, VpcRef};
+use crate::network::{self, NetChange, ObservedResource, Source, Stage, SubnetRef, VpcRef};
 use crate::plan::{
     Change, ObservedInstance, Plan, RECORD_TTL, RecordAction, RecordChange, RecordOp, Zone,
 };
@@ -110,13 +110,21 @@ pub async fn apply(
         );
     }
 
-    // Network resources heet owns, by `heet:resource`, as they are and as they are created.
-    let mut ids: BTreeMap<String, String> = resources
-        .iter()
-        .filter(|r| r.is_heets(&plan.project, &plan.env))
-        .map(|r| (r.resource.clone(), r.aws_id.clone()))
-        .collect();
-    network_before(aws, plan, ledger, &mut ids, &mut applied).await?;
+    let mut net = NetApply {
+        aws,
+        project: &plan.project,
+        env: &plan.env,
+        ids: resources
+            .iter()
+            .filter(|r| r.is_heets(&plan.project, &plan.env))
+            .map(|r| (r.resource.clone(), r.aws_id.clone()))
+            .collect(),
+        zones: None,
+        launched: BTreeMap::new(),
+        moved: BTreeMap::new(),
+        new_dns: BTreeMap::new(),
+    };
+    applied.network = network_stage(Stage::Before, &mut net, ledger, plan).await?;
     // Entries of launches from before batch launches say nothing the instances' tags do not.
     book(
         aws,
@@ -189,7 +197,7 @@ pub async fn apply(
             _ => None,
         })
         .collect();
-    let launched = launch(aws, plan, &launches, ledger, run_id, &ids).await?;
+    let launched = launch(aws, plan, &launches, ledger, run_id, &net.ids).await?;
     // Each instance's own tags go on while the instances boot and their records are written.
     let tagging = tag_members(aws, &launched.batches);
     let rest = async {
@@ -271,7 +279,17 @@ pub async fn apply(
             // then): the next `up` keeps them and retries the rest.
             return Ok((summaries, Vec::new(), Vec::new()));
         }
-        let associated = associate(aws, plan, ledger, &mut ids, &summaries, &mut new_dns).await?;
+        net.launched = summaries
+            .iter()
+            .map(|i| {
+                (
+                    namespace::slot_id(&plan.project, &plan.env, &i.role, i.index),
+                    i.instance_id.clone(),
+                )
+            })
+            .collect();
+        let associated = network_stage(Stage::Running, &mut net, ledger, plan).await?;
+        new_dns.extend(std::mem::take(&mut net.new_dns));
         let unresolved =
             apply_records(aws, plan, ledger, &zone, &new_dns, Records::Upserts).await?;
         let forgotten: Vec<_> = plan
@@ -299,7 +317,8 @@ pub async fn apply(
     applied.launched = summaries;
     applied.network.extend(associated);
     applied.unresolved = unresolved;
-    network_after(aws, plan, ledger, &mut applied).await?;
+    let deleted = network_stage(Stage::After, &mut net, ledger, plan).await?;
+    applied.network.extend(deleted);
     Ok(applied)
 }
 
@@ -372,53 +391,79 @@ fn resolve<'a>(ids: &'a BTreeMap<String, String>, resource: &str) -> anyhow::Res
         .ok_or_else(|| anyhow::anyhow!("internal: {resource} is neither observed nor created"))
 }
 
-/// The network changes that come before the instances: releases, creates, rule changes.
-async fn network_before(
-    aws: &Aws,
-    plan: &Plan,
+/// Makes the plan's network changes of one stage, in the order [`NetChange::stage`] gives.
+/// Returns them as the plan shows them.
+async fn network_stage(
+    stage: Stage,
+    net: &mut NetApply<'_>,
     ledger: &mut Ledger,
-    ids: &mut BTreeMap<String, String>,
-    applied: &mut Applied,
-) -> anyhow::Result<()> {
-    let (project, env) = (plan.project.as_str(), plan.env.as_str());
-    let tags = |resource: &str, name: &str| network::tags(project, env, resource, name);
-    let phase = |c: &NetChange| match c {
-        NetChange::Release { .. } => 0,
-        NetChange::CreateVpc { .. } => 1,
-        NetChange::AttachGateway { .. } => 2,
-        NetChange::CreateSubnet { .. } => 3,
-        NetChange::CreateGroup { .. } => 4,
-        NetChange::Revoke { .. } => 5,
-        NetChange::Authorize { .. } => 6,
-        _ => 99,
-    };
-    let mut changes: Vec<&NetChange> = plan.network.iter().filter(|c| phase(c) < 99).collect();
-    changes.sort_by_key(|c| phase(c));
-    let mut zones = None;
+    plan: &Plan,
+) -> anyhow::Result<Vec<String>> {
+    let mut changes: Vec<&NetChange> = plan
+        .network
+        .iter()
+        .filter(|c| c.stage().0 == stage)
+        .collect();
+    changes.sort_by_key(|c| c.stage().1);
+    let mut done = Vec::new();
     for c in changes {
         tracing::info!("network: {c}");
-        match c {
-            NetChange::Release {
-                resource,
-                allocation_id,
-                association_id,
-            } => {
-                aws.net
-                    .release(allocation_id, association_id.as_deref())
-                    .await?;
-                book(aws, ledger, vec![(ledger::resource_key(resource), None)]).await?;
+        net.run(ledger, c).await?;
+        done.push(c.to_string());
+    }
+    if !net.moved.is_empty() {
+        // Instances that got an address have a new public DNS name for their records.
+        let moved = std::mem::take(&mut net.moved);
+        let ids: Vec<String> = moved.keys().cloned().collect();
+        for o in net.aws.ec2.by_ids(&ids).await? {
+            if let (Some(slot), Some(dns)) = (moved.get(&o.instance_id), o.dns_name()) {
+                net.new_dns.insert(slot.clone(), dns.to_ascii_lowercase());
             }
+        }
+    }
+    Ok(done)
+}
+
+/// What network changes need beyond themselves.
+struct NetApply<'a> {
+    aws: &'a Aws,
+    project: &'a str,
+    env: &'a str,
+    /// Network resources heet owns, by `heet:resource`, as they are and as they are created.
+    ids: BTreeMap<String, String>,
+    /// The region's availability zones, once a subnet needs them.
+    zones: Option<Vec<String>>,
+    /// The instance launched into each slot, once the launches are made.
+    launched: BTreeMap<String, String>,
+    /// Instances an address moved to (instance id → slot).
+    moved: BTreeMap<String, String>,
+    /// The DNS names of those instances, after the move (slot → name).
+    new_dns: BTreeMap<String, String>,
+}
+
+impl NetApply<'_> {
+    fn tags(&self, resource: &str, name: &str) -> BTreeMap<String, String> {
+        network::tags(self.project, self.env, resource, name)
+    }
+
+    /// Makes one change; creates are written ahead in the ledger and confirmed after, deletes
+    /// leave it once they are done.
+    async fn run(&mut self, ledger: &mut Ledger, c: &NetChange) -> anyhow::Result<()> {
+        let aws = self.aws;
+        let (project, env) = (self.project, self.env);
+        match c {
             NetChange::CreateVpc {
                 resource,
                 name,
                 cidr,
             } => {
+                let t = self.tags(resource, name);
                 created(
                     aws,
                     ledger,
                     resource,
-                    ids,
-                    aws.net.create_vpc(cidr, &tags(resource, name)),
+                    &mut self.ids,
+                    aws.net.create_vpc(cidr, &t),
                 )
                 .await?;
             }
@@ -426,21 +471,18 @@ async fn network_before(
                 resource,
                 gateway_id,
             } => {
-                let vpc = resolve(ids, "vpc/main")?.to_owned();
-                let name = format!("{project}-{env}");
+                let vpc = resolve(&self.ids, "vpc/main")?.to_owned();
+                let t = self.tags(resource, &format!("{project}-{env}"));
                 match gateway_id {
                     Some(id) => {
-                        aws.net
-                            .attach_gateway(Some(id), &vpc, &tags(resource, &name))
-                            .await?;
+                        aws.net.attach_gateway(Some(id), &vpc, &t).await?;
                     }
                     None => {
-                        let t = tags(resource, &name);
                         created(
                             aws,
                             ledger,
                             resource,
-                            ids,
+                            &mut self.ids,
                             aws.net.attach_gateway(None, &vpc, &t),
                         )
                         .await?;
@@ -452,21 +494,22 @@ async fn network_before(
                 cidr,
                 index,
             } => {
-                if zones.is_none() {
-                    zones = Some(aws.net.zones().await?);
+                if self.zones.is_none() {
+                    self.zones = Some(aws.net.zones().await?);
                 }
-                let zone = zones
+                let zone = self
+                    .zones
                     .as_ref()
                     .filter(|z| !z.is_empty())
                     .map(|z| z[index % z.len()].clone());
-                let vpc = resolve(ids, "vpc/main")?.to_owned();
+                let vpc = resolve(&self.ids, "vpc/main")?.to_owned();
                 let name = format!("{project}-{env}-{}", resource.replace('/', "-"));
-                let t = tags(resource, &name);
+                let t = self.tags(resource, &name);
                 created(
                     aws,
                     ledger,
                     resource,
-                    ids,
+                    &mut self.ids,
                     aws.net.create_subnet(&vpc, cidr, zone.as_deref(), &t),
                 )
                 .await?;
@@ -480,14 +523,14 @@ async fn network_before(
                 let vpc_id = match vpc {
                     VpcRef::Default => None,
                     VpcRef::Id(id) => Some(id.clone()),
-                    VpcRef::New => Some(resolve(ids, "vpc/main")?.to_owned()),
+                    VpcRef::New => Some(resolve(&self.ids, "vpc/main")?.to_owned()),
                 };
-                let t = tags(resource, name);
+                let t = self.tags(resource, name);
                 created(
                     aws,
                     ledger,
                     resource,
-                    ids,
+                    &mut self.ids,
                     aws.net.create_group(name, vpc_id.as_deref(), &t),
                 )
                 .await?;
@@ -498,7 +541,7 @@ async fn network_before(
             NetChange::Authorize {
                 resource, rules, ..
             } => {
-                let group = resolve(ids, resource)?.to_owned();
+                let group = resolve(&self.ids, resource)?.to_owned();
                 let mut resolved = Vec::new();
                 for r in rules {
                     resolved.push((
@@ -506,51 +549,18 @@ async fn network_before(
                         match &r.source {
                             Source::Cidr(c) => Ok(c.clone()),
                             Source::Role(role) => {
-                                Err(resolve(ids, &network::group_resource(role))?.to_owned())
+                                Err(resolve(&self.ids, &network::group_resource(role))?.to_owned())
                             }
                         },
                     ));
                 }
                 aws.net.authorize(&group, &resolved).await?;
             }
-            _ => unreachable!("filtered by phase"),
-        }
-        applied.network.push(c.to_string());
-    }
-    Ok(())
-}
-
-/// Allocates and associates Elastic IPs, once the instances run; the DNS names of the
-/// instances that got one are read again for their records.
-async fn associate(
-    aws: &Aws,
-    plan: &Plan,
-    ledger: &mut Ledger,
-    ids: &mut BTreeMap<String, String>,
-    launched: &[InstanceSummary],
-    new_dns: &mut BTreeMap<String, String>,
-) -> anyhow::Result<Vec<String>> {
-    let mut done = Vec::new();
-    let (project, env) = (plan.project.as_str(), plan.env.as_str());
-    let launched_ids: BTreeMap<String, &str> = launched
-        .iter()
-        .map(|i| {
-            (
-                namespace::slot_id(project, env, &i.role, i.index),
-                i.instance_id.as_str(),
-            )
-        })
-        .collect();
-    let mut moved: BTreeMap<String, String> = BTreeMap::new();
-    for c in &plan.network {
-        match c {
             NetChange::Allocate {
                 resource, instance, ..
             } => {
-                tracing::info!("network: {c}");
-                let t = network::tags(project, env, resource, instance);
-                created(aws, ledger, resource, ids, aws.net.allocate(&t)).await?;
-                done.push(c.to_string());
+                let t = self.tags(resource, instance);
+                created(aws, ledger, resource, &mut self.ids, aws.net.allocate(&t)).await?;
             }
             NetChange::Associate {
                 resource,
@@ -560,60 +570,63 @@ async fn associate(
                 ..
             } => {
                 let target = instance_id
-                    .as_deref()
-                    .or_else(|| launched_ids.get(slot).copied())
+                    .clone()
+                    .or_else(|| self.launched.get(slot).cloned())
                     .ok_or_else(|| {
                         anyhow::anyhow!("{instance} did not launch: no instance for {resource}")
                     })?;
-                tracing::info!("network: {c}");
-                aws.net.associate(resolve(ids, resource)?, target).await?;
-                moved.insert(target.to_owned(), slot.clone());
-                done.push(c.to_string());
+                aws.net
+                    .associate(resolve(&self.ids, resource)?, &target)
+                    .await?;
+                self.moved.insert(target, slot.clone());
             }
-            _ => {}
-        }
-    }
-    if !moved.is_empty() {
-        let ids: Vec<String> = moved.keys().cloned().collect();
-        for o in aws.ec2.by_ids(&ids).await? {
-            if let (Some(slot), Some(dns)) = (moved.get(&o.instance_id), o.dns_name()) {
-                new_dns.insert(slot.clone(), dns.to_ascii_lowercase());
+            NetChange::Release {
+                resource,
+                allocation_id,
+                association_id,
+            } => {
+                aws.net
+                    .release(allocation_id, association_id.as_deref())
+                    .await?;
+                self.forget(ledger, resource).await?;
             }
-        }
-    }
-    Ok(done)
-}
-
-/// The network deletes, once the instances are gone: groups, subnets, gateway, VPC.
-async fn network_after(
-    aws: &Aws,
-    plan: &Plan,
-    ledger: &mut Ledger,
-    applied: &mut Applied,
-) -> anyhow::Result<()> {
-    for c in &plan.network {
-        let done = match c {
-            NetChange::DeleteGroup { group_id, .. } => aws.net.delete_group(group_id).await,
-            NetChange::DeleteSubnet { subnet_id, .. } => aws.net.delete_subnet(subnet_id).await,
+            NetChange::DeleteGroup { resource, group_id } => {
+                aws.net.delete_group(group_id).await?;
+                self.forget(ledger, resource).await?;
+            }
+            NetChange::DeleteSubnet {
+                resource,
+                subnet_id,
+            } => {
+                aws.net.delete_subnet(subnet_id).await?;
+                self.forget(ledger, resource).await?;
+            }
             NetChange::DeleteGateway {
+                resource,
                 gateway_id,
                 attached,
-                ..
-            } => aws.net.delete_gateway(gateway_id, attached).await,
-            NetChange::DeleteVpc { vpc_id, .. } => aws.net.delete_vpc(vpc_id).await,
-            _ => continue,
-        };
-        tracing::info!("network: {c}");
-        done?;
-        book(
-            aws,
-            ledger,
-            vec![(ledger::resource_key(c.resource()), None)],
-        )
-        .await?;
-        applied.network.push(c.to_string());
+            } => {
+                aws.net.delete_gateway(gateway_id, attached).await?;
+                self.forget(ledger, resource).await?;
+            }
+            NetChange::DeleteVpc { resource, vpc_id } => {
+                aws.net.delete_vpc(vpc_id).await?;
+                self.forget(ledger, resource).await?;
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Drops a deleted resource's ledger entry.
+    async fn forget(&mut self, ledger: &mut Ledger, resource: &str) -> anyhow::Result<()> {
+        self.ids.remove(resource);
+        book(
+            self.aws,
+            ledger,
+            vec![(ledger::resource_key(resource), None)],
+        )
+        .await
+    }
 }
 
 /// Writes the plan's record changes as one batch per zone, each written ahead in the ledger

@@ -176,7 +176,7 @@ async fn survey(
             ledger
                 .resource_kinds()
                 .into_iter()
-                .filter_map(|k| network::KINDS.iter().copied().find(|known| *known == k)),
+                .filter_map(network::Kind::of_resource),
         );
         let (resources, dns) = tokio::try_join!(
             aws.net.observe(&desired.project, &desired.env, &kinds),
@@ -221,6 +221,7 @@ fn run_id() -> anyhow::Result<String> {
 
 #[derive(Debug, Serialize)]
 pub struct PlanReport {
+    #[serde(serialize_with = "crate::report::plan")]
     pub plan: Plan,
     pub aws_calls: CallSummary,
 }
@@ -250,6 +251,7 @@ pub async fn plan(global: &Global, env: &str, detailed_exitcode: bool) -> anyhow
 
 #[derive(Debug, Serialize)]
 pub struct UpReport {
+    #[serde(serialize_with = "crate::report::plan")]
     pub plan: Plan,
     pub applied: Option<Applied>,
     pub aws_calls: CallSummary,

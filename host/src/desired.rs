@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
-
 use crate::definition::Definition;
 use crate::namespace::{
     self, TAG_DNS, TAG_ENV, TAG_ID, TAG_INDEX, TAG_NAME, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
@@ -13,7 +11,7 @@ use crate::namespace::{
 use crate::network::{self, DesiredNetwork, SubnetRef};
 use crate::plugins::{Hooks, PluginError, api};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
     pub project: String,
     pub env: String,
@@ -36,7 +34,7 @@ impl Desired {
 }
 
 /// An instance's data volume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Volume {
     pub gb: u32,
     /// Not deleted with the instance.
@@ -47,7 +45,7 @@ pub struct Volume {
 pub const DATA_DEVICE: &str = "/dev/sdf";
 
 /// One instance slot as it should be.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DesiredInstance {
     pub role: String,
     pub index: u32,
@@ -57,7 +55,6 @@ pub struct DesiredInstance {
     pub instance_type: String,
     pub ami: String,
     /// Never printed: it may carry configuration. Plans show its size and hash.
-    #[serde(serialize_with = "user_data_digest")]
     pub user_data: String,
     pub key_name: Option<String>,
     pub instance_profile: Option<String>,
@@ -74,14 +71,6 @@ pub struct DesiredInstance {
     pub cnames: Vec<String>,
     /// Hash of the launch settings (`heet:spec`).
     pub spec: String,
-}
-
-fn user_data_digest<S: serde::Serializer>(data: &str, s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeStruct;
-    let mut digest = s.serialize_struct("UserData", 2)?;
-    digest.serialize_field("bytes", &data.len())?;
-    digest.serialize_field("sha256", &crate::plugins::sha256_hex(data.as_bytes()))?;
-    digest.end()
 }
 
 /// Two instances answered the same CNAME: a CNAME points at exactly one instance.
@@ -550,18 +539,6 @@ user_data = "role=www"
             err.to_string(),
             "CNAME \"WWW\" is answered for both www[1] and www[2]: a CNAME points at one instance"
         );
-    }
-
-    #[test]
-    fn plans_show_user_data_only_as_size_and_hash() {
-        let d = compute(&definition(DEF), "staging", "us-east-1", &mut NoPlugins).unwrap();
-        let json = serde_json::to_value(&d.instances[0]).unwrap();
-        assert_eq!(json["user_data"]["bytes"], 8);
-        assert_eq!(
-            json["user_data"]["sha256"],
-            crate::plugins::sha256_hex(b"role=www")
-        );
-        assert!(!json.to_string().contains("role=www"));
     }
 
     #[test]

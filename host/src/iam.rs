@@ -10,8 +10,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::definition::{Definition, Vpc};
+use crate::definition::Definition;
 use crate::namespace::TAG_PROJECT;
+use crate::network;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -52,73 +53,28 @@ fn statement(
 
 /// The policy for `def`.
 pub fn policy(def: &Definition) -> Policy {
-    let vpc = def.network.vpc == Vpc::Create;
-    let groups = def.roles.iter().any(|r| r.has_group(def));
-    let eips = def.roles.iter().any(|r| r.eip);
     let profiles = def.roles.iter().any(|r| r.instance_profile.is_some());
     let all = || vec!["*".to_owned()];
     let pick = |on: bool, actions: &[&'static str]| if on { actions.to_vec() } else { Vec::new() };
 
-    // EC2's Describe calls cannot be limited to resources.
+    // Each kind of network resource says what it needs (`network::Kind::actions`); EC2's
+    // Describe calls cannot be limited to resources, creates make new resources (tagged in
+    // the same call), everything else touches a resource that exists: only the project's.
+    let kinds = network::kinds_of(def);
+    let per_kind = |f: fn(network::KindActions) -> &'static [&'static str]| {
+        kinds
+            .iter()
+            .flat_map(move |k| f(k.actions()).iter().copied())
+            .collect::<Vec<_>>()
+    };
     let mut observe = vec!["ec2:DescribeInstances"];
-    observe.extend(pick(
-        vpc,
-        &[
-            "ec2:DescribeVpcs",
-            "ec2:DescribeInternetGateways",
-            "ec2:DescribeSubnets",
-            "ec2:DescribeRouteTables",
-            "ec2:DescribeAvailabilityZones",
-        ],
-    ));
-    observe.extend(pick(groups, &["ec2:DescribeSecurityGroups"]));
-    observe.extend(pick(eips, &["ec2:DescribeAddresses"]));
-
-    // Creates make new resources, tagged in the same call; the route goes into the VPC's
-    // main route table, which EC2 creates untagged.
+    observe.extend(per_kind(|a| a.observe));
     let mut create = vec!["ec2:RunInstances"];
-    create.extend(pick(
-        vpc,
-        &[
-            "ec2:CreateVpc",
-            "ec2:CreateInternetGateway",
-            "ec2:CreateSubnet",
-            "ec2:CreateRoute",
-        ],
-    ));
-    create.extend(pick(groups, &["ec2:CreateSecurityGroup"]));
-    create.extend(pick(eips, &["ec2:AllocateAddress"]));
-
-    // Everything else touches a resource that exists: only heet's project's.
+    create.extend(per_kind(|a| a.create));
+    let mut tag_on_create = vec!["RunInstances"];
+    tag_on_create.extend(per_kind(|a| a.tag_on_create));
     let mut own = vec!["ec2:CreateTags", "ec2:TerminateInstances"];
-    own.extend(pick(
-        vpc,
-        &[
-            "ec2:ModifyVpcAttribute",
-            "ec2:AttachInternetGateway",
-            "ec2:DetachInternetGateway",
-            "ec2:DeleteInternetGateway",
-            "ec2:ModifySubnetAttribute",
-            "ec2:DeleteSubnet",
-            "ec2:DeleteVpc",
-        ],
-    ));
-    own.extend(pick(
-        groups,
-        &[
-            "ec2:AuthorizeSecurityGroupIngress",
-            "ec2:RevokeSecurityGroupIngress",
-            "ec2:DeleteSecurityGroup",
-        ],
-    ));
-    own.extend(pick(
-        eips,
-        &[
-            "ec2:AssociateAddress",
-            "ec2:DisassociateAddress",
-            "ec2:ReleaseAddress",
-        ],
-    ));
+    own.extend(per_kind(|a| a.own));
 
     let mut statements = vec![
         statement("HeetObserve", observe, all(), None),
@@ -128,7 +84,7 @@ pub fn policy(def: &Definition) -> Policy {
             vec!["ec2:CreateTags"],
             all(),
             Some(serde_json::json!({
-                "StringEquals": { "ec2:CreateAction": tag_on_create(vpc, groups, eips) }
+                "StringEquals": { "ec2:CreateAction": tag_on_create }
             })),
         ),
         statement(
@@ -191,20 +147,6 @@ pub fn policy(def: &Definition) -> Policy {
         version: "2012-10-17",
         statement: statements,
     }
-}
-
-fn tag_on_create(vpc: bool, groups: bool, eips: bool) -> Vec<&'static str> {
-    let mut actions = vec!["RunInstances"];
-    if vpc {
-        actions.extend(["CreateVpc", "CreateInternetGateway", "CreateSubnet"]);
-    }
-    if groups {
-        actions.push("CreateSecurityGroup");
-    }
-    if eips {
-        actions.push("AllocateAddress");
-    }
-    actions
 }
 
 impl Policy {

@@ -15,6 +15,7 @@ pub mod ops;
 pub mod plan;
 pub mod plugins;
 pub mod progress;
+pub mod report;
 pub mod validate;
 
 use std::process::ExitCode;

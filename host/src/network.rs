@@ -9,16 +9,134 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::Serialize;
-
 use crate::definition::{Definition, Vpc};
 use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_PROJECT, TAG_RESOURCE};
 
-/// The kinds of network resource, in creation order.
-pub const KINDS: [&str; 5] = ["vpc", "igw", "subnet", "group", "eip"];
+/// The kinds of network resource, in creation order (deletes go in reverse). Every match
+/// over a kind is exhaustive: a new kind does not compile until each of them says what it
+/// does with it (how it is observed, created, deleted, and which IAM actions it needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Vpc,
+    Gateway,
+    Subnet,
+    Group,
+    Address,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Vpc,
+        Kind::Gateway,
+        Kind::Subnet,
+        Kind::Group,
+        Kind::Address,
+    ];
+
+    /// The first part of a `heet:resource` tag (`group/www`) and of a ledger key.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Vpc => "vpc",
+            Kind::Gateway => "igw",
+            Kind::Subnet => "subnet",
+            Kind::Group => "group",
+            Kind::Address => "eip",
+        }
+    }
+
+    /// The kind of a `heet:resource` value, if it names one.
+    pub fn of_resource(resource: &str) -> Option<Kind> {
+        let prefix = resource.split('/').next()?;
+        Kind::ALL.into_iter().find(|k| k.prefix() == prefix)
+    }
+
+    /// The IAM actions heet needs for resources of this kind, by the policy statement that
+    /// grants them: describes (which EC2 cannot limit to resources), creates (tagged in the
+    /// same call, with the create action named for `ec2:CreateAction`), and changes to
+    /// resources that exist (limited to the project's by tag). `iam.rs` assembles them;
+    /// `tests/tests/operations.rs` proves them equal to the calls made.
+    pub fn actions(self) -> KindActions {
+        match self {
+            Kind::Vpc => KindActions {
+                observe: &["ec2:DescribeVpcs"],
+                create: &["ec2:CreateVpc"],
+                tag_on_create: &["CreateVpc"],
+                own: &["ec2:ModifyVpcAttribute", "ec2:DeleteVpc"],
+            },
+            // The route goes into the VPC's main route table, which EC2 creates untagged.
+            Kind::Gateway => KindActions {
+                observe: &["ec2:DescribeInternetGateways", "ec2:DescribeRouteTables"],
+                create: &["ec2:CreateInternetGateway", "ec2:CreateRoute"],
+                tag_on_create: &["CreateInternetGateway"],
+                own: &[
+                    "ec2:AttachInternetGateway",
+                    "ec2:DetachInternetGateway",
+                    "ec2:DeleteInternetGateway",
+                ],
+            },
+            Kind::Subnet => KindActions {
+                observe: &["ec2:DescribeSubnets", "ec2:DescribeAvailabilityZones"],
+                create: &["ec2:CreateSubnet"],
+                tag_on_create: &["CreateSubnet"],
+                own: &["ec2:ModifySubnetAttribute", "ec2:DeleteSubnet"],
+            },
+            Kind::Group => KindActions {
+                observe: &["ec2:DescribeSecurityGroups"],
+                create: &["ec2:CreateSecurityGroup"],
+                tag_on_create: &["CreateSecurityGroup"],
+                own: &[
+                    "ec2:AuthorizeSecurityGroupIngress",
+                    "ec2:RevokeSecurityGroupIngress",
+                    "ec2:DeleteSecurityGroup",
+                ],
+            },
+            Kind::Address => KindActions {
+                observe: &["ec2:DescribeAddresses"],
+                create: &["ec2:AllocateAddress"],
+                tag_on_create: &["AllocateAddress"],
+                own: &[
+                    "ec2:AssociateAddress",
+                    "ec2:DisassociateAddress",
+                    "ec2:ReleaseAddress",
+                ],
+            },
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.prefix())
+    }
+}
+
+/// What [`Kind::actions`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindActions {
+    pub observe: &'static [&'static str],
+    pub create: &'static [&'static str],
+    /// The create actions, as the `ec2:CreateAction` condition key names them.
+    pub tag_on_create: &'static [&'static str],
+    pub own: &'static [&'static str],
+}
+
+/// The kinds of network resource `def` uses in any environment.
+pub fn kinds_of(def: &Definition) -> BTreeSet<Kind> {
+    let mut kinds = BTreeSet::new();
+    if def.network.vpc == Vpc::Create {
+        kinds.extend([Kind::Vpc, Kind::Gateway, Kind::Subnet]);
+    }
+    if def.roles.iter().any(|r| r.has_group(def)) {
+        kinds.insert(Kind::Group);
+    }
+    if def.roles.iter().any(|r| r.eip) {
+        kinds.insert(Kind::Address);
+    }
+    kinds
+}
 
 /// What the network of one environment should be.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DesiredNetwork {
     /// The VPC heet creates, when `network.vpc = "create"`.
     pub vpc: Option<DesiredVpc>,
@@ -28,21 +146,21 @@ pub struct DesiredNetwork {
     pub addresses: Vec<DesiredAddress>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DesiredVpc {
     pub name: String,
     pub cidr: String,
     pub subnets: Vec<DesiredSubnet>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DesiredSubnet {
     /// `subnet/<n>`, 1-based.
     pub resource: String,
     pub cidr: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DesiredGroup {
     pub role: String,
     /// `group/<role>`.
@@ -53,15 +171,13 @@ pub struct DesiredGroup {
 }
 
 /// One opening of a group: a TCP port, from a CIDR or from a role's group.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rule {
     pub port: u16,
-    #[serde(flatten)]
     pub source: Source,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Source {
     Cidr(String),
     Role(String),
@@ -77,7 +193,7 @@ impl fmt::Display for Rule {
 }
 
 /// An Elastic IP for one instance slot.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DesiredAddress {
     /// `eip/<role>-<index>`.
     pub resource: String,
@@ -87,8 +203,7 @@ pub struct DesiredAddress {
 }
 
 /// Where an instance is launched, as the plan knows it before anything is created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubnetRef {
     /// A subnet given in the definition.
     Id(String),
@@ -199,16 +314,16 @@ pub fn subnet_for(def: &Definition, network: &DesiredNetwork, index: u32) -> Opt
 
 impl DesiredNetwork {
     /// The kinds of resource this network has.
-    pub fn kinds(&self) -> BTreeSet<&'static str> {
+    pub fn kinds(&self) -> BTreeSet<Kind> {
         let mut kinds = BTreeSet::new();
         if self.vpc.is_some() {
-            kinds.extend(["vpc", "igw", "subnet"]);
+            kinds.extend([Kind::Vpc, Kind::Gateway, Kind::Subnet]);
         }
         if !self.groups.is_empty() {
-            kinds.insert("group");
+            kinds.insert(Kind::Group);
         }
         if !self.addresses.is_empty() {
-            kinds.insert("eip");
+            kinds.insert(Kind::Address);
         }
         kinds
     }
@@ -223,7 +338,7 @@ impl DesiredNetwork {
 }
 
 /// A network resource as AWS reports it, in heet's terms.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ObservedResource {
     /// The `heet:resource` tag.
     pub resource: String,
@@ -232,8 +347,7 @@ pub struct ObservedResource {
     pub detail: Detail,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Detail {
     Vpc {
         cidr: String,
@@ -256,8 +370,20 @@ pub enum Detail {
     },
 }
 
+impl Detail {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Detail::Vpc { .. } => Kind::Vpc,
+            Detail::Gateway { .. } => Kind::Gateway,
+            Detail::Subnet { .. } => Kind::Subnet,
+            Detail::Group { .. } => Kind::Group,
+            Detail::Address { .. } => Kind::Address,
+        }
+    }
+}
+
 /// One ingress permission of a group, as EC2 lists it: one source, one port range.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObservedRule {
     pub protocol: String,
     pub from_port: i32,
@@ -291,8 +417,8 @@ impl ObservedResource {
             && tag(TAG_ID) == Some(&namespace::resource_id(project, env, &self.resource))
     }
 
-    pub fn kind(&self) -> &str {
-        self.resource.split('/').next().unwrap_or("")
+    pub fn kind(&self) -> Kind {
+        self.detail.kind()
     }
 
     fn vpc_id(&self) -> Option<&str> {
@@ -318,8 +444,7 @@ pub fn tags(project: &str, env: &str, resource: &str, name: &str) -> BTreeMap<St
 }
 
 /// The VPC a group, subnet or gateway lives in, as the plan knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VpcRef {
     /// The account's default VPC.
     Default,
@@ -330,8 +455,7 @@ pub enum VpcRef {
 
 /// One network change. Applied in this order: creates, rule changes and releases before the
 /// instances; associations after them; deletes last.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NetChange {
     CreateVpc {
         resource: String,
@@ -404,7 +528,40 @@ pub enum NetChange {
     },
 }
 
+/// When apply makes a network change, relative to the instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Before any instance is terminated or launched.
+    Before,
+    /// Once the instances launched by the plan run.
+    Running,
+    /// Once the instances terminated by the plan are gone.
+    After,
+}
+
 impl NetChange {
+    /// When apply makes this change, and its place among the changes of that stage (the
+    /// one table of the apply order; ties keep the plan's order).
+    pub fn stage(&self) -> (Stage, u8) {
+        match self {
+            NetChange::Release { .. } => (Stage::Before, 0),
+            NetChange::CreateVpc { .. } => (Stage::Before, 1),
+            NetChange::AttachGateway { .. } => (Stage::Before, 2),
+            NetChange::CreateSubnet { .. } => (Stage::Before, 3),
+            NetChange::CreateGroup { .. } => (Stage::Before, 4),
+            // Rules that admit a group about to go come off before it goes; a rule naming a
+            // group comes after that group is made.
+            NetChange::Revoke { .. } => (Stage::Before, 5),
+            NetChange::Authorize { .. } => (Stage::Before, 6),
+            NetChange::Allocate { .. } => (Stage::Running, 0),
+            NetChange::Associate { .. } => (Stage::Running, 1),
+            NetChange::DeleteGroup { .. } => (Stage::After, 0),
+            NetChange::DeleteSubnet { .. } => (Stage::After, 1),
+            NetChange::DeleteGateway { .. } => (Stage::After, 2),
+            NetChange::DeleteVpc { .. } => (Stage::After, 3),
+        }
+    }
+
     pub fn resource(&self) -> &str {
         match self {
             NetChange::CreateVpc { resource, .. }
@@ -717,7 +874,7 @@ pub fn plan(
     // EC2 refuses to delete the referenced group.
     let doomed_groups: BTreeSet<&str> = doomed
         .iter()
-        .filter(|o| o.kind() == "group")
+        .filter(|o| o.kind() == Kind::Group)
         .map(|o| o.aws_id.as_str())
         .collect();
     for o in &doomed {
@@ -741,8 +898,7 @@ pub fn plan(
             }
         }
     }
-    let rank = |o: &&ObservedResource| KINDS.iter().rev().position(|k| *k == o.kind());
-    doomed.sort_by_key(|o| (rank(o), o.resource.clone()));
+    doomed.sort_by_key(|o| (std::cmp::Reverse(o.kind()), o.resource.clone()));
     for o in doomed {
         let resource = o.resource.clone();
         deletes.push(match &o.detail {
@@ -778,6 +934,90 @@ pub fn plan(
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn every_kind_is_found_again_from_its_resource_names_and_nothing_else_is() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::of_resource(&format!("{}/x", k.prefix())), Some(k));
+        }
+        assert_eq!(Kind::of_resource("stack/x"), None);
+        assert_eq!(Kind::of_resource(""), None);
+    }
+
+    #[test]
+    fn each_kind_tags_on_create_exactly_what_it_creates_with_tags() {
+        for k in Kind::ALL {
+            let a = k.actions();
+            for t in a.tag_on_create {
+                assert!(a.create.contains(&format!("ec2:{t}").as_str()), "{k}: {t}");
+            }
+            assert!(
+                a.observe.iter().all(|o| o.starts_with("ec2:Describe")),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn apply_stages_put_rule_changes_after_creates_and_deletes_in_reverse_kind_order() {
+        let d = def(
+            "[network]\nvpc = \"create\"",
+            "[roles.www]\nports = [80]\nallow_cidr = [\"0.0.0.0/0\"]\n",
+        );
+        let mut changes = plan("shop", "prod", &desired(&d, "prod"), &[], &BTreeMap::new());
+        changes.sort_by_key(NetChange::stage);
+        let order: Vec<&str> = changes.iter().map(|c| c.resource()).collect();
+        assert_eq!(
+            order,
+            [
+                "vpc/main",
+                "igw/main",
+                "subnet/1",
+                "subnet/2",
+                "group/www",
+                "group/www"
+            ]
+        );
+        assert!(matches!(changes.last(), Some(NetChange::Authorize { .. })));
+
+        let observed = [
+            observed(
+                "vpc/main",
+                "vpc-1",
+                Detail::Vpc {
+                    cidr: "10.0.0.0/16".into(),
+                },
+            ),
+            observed(
+                "subnet/1",
+                "subnet-1",
+                Detail::Subnet {
+                    cidr: "10.0.0.0/24".into(),
+                    vpc_id: "vpc-1".into(),
+                },
+            ),
+            group("www", "sg-1", "vpc-1", vec![]),
+            observed(
+                "igw/main",
+                "igw-1",
+                Detail::Gateway {
+                    attached: vec!["vpc-1".into()],
+                },
+            ),
+        ];
+        let gone = def("", "[roles.www]\n");
+        let mut deletes = plan(
+            "shop",
+            "prod",
+            &desired(&gone, "prod"),
+            &observed,
+            &BTreeMap::new(),
+        );
+        deletes.sort_by_key(NetChange::stage);
+        let order: Vec<&str> = deletes.iter().map(|c| c.resource()).collect();
+        assert_eq!(order, ["group/www", "subnet/1", "igw/main", "vpc/main"]);
+        assert!(deletes.iter().all(|c| c.stage().0 == Stage::After));
+    }
 
     fn def(network: &str, roles: &str) -> Definition {
         let src = format!(

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
-
 use crate::desired::{Desired, DesiredInstance};
 use crate::ledger;
 use crate::namespace::{
@@ -19,7 +17,7 @@ use crate::network::{self, NetChange, ObservedResource};
 pub const BATCH_GRACE_SECS: i64 = 600;
 
 /// An instance as AWS reports it, in heet's terms (no SDK types past `cloud`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ObservedInstance {
     pub instance_id: String,
     pub state: String,
@@ -108,7 +106,7 @@ impl ObservedInstance {
 }
 
 /// The project's hosted zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
     pub id: String,
     /// Lower case, no trailing dot.
@@ -116,7 +114,7 @@ pub struct Zone {
 }
 
 /// What a zone holds at one name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedRecord {
     /// `CNAME`, `A`, ...; `A+TXT` when a name holds several types.
     pub kind: String,
@@ -152,8 +150,7 @@ pub struct DnsState {
 pub const RECORD_TTL: i64 = 300;
 
 /// One record change in Route53, as planned.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RecordChange {
     /// Point `name` at the instance of `slot`: its DNS name, known now when that instance
     /// runs and stays, or once it runs (`instance_id` when it stays but is still pending, or
@@ -162,7 +159,6 @@ pub enum RecordChange {
         name: String,
         slot: String,
         instance: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
         instance_id: Option<String>,
         target: Option<String>,
         was: Option<String>,
@@ -196,7 +192,7 @@ pub enum RecordAction {
     Delete,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub project: String,
     pub env: String,
@@ -228,18 +224,15 @@ pub struct Plan {
     pub settled: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Create {
-        #[serde(flatten)]
         instance: DesiredInstance,
     },
     /// Launch settings changed: terminate, then launch anew.
     Replace {
         instance_id: String,
         reasons: Vec<String>,
-        #[serde(flatten)]
         instance: DesiredInstance,
     },
     UpdateTags {
@@ -1079,7 +1072,9 @@ count = 2
         let mut d = desired("staging");
         d.instances[0].user_data = "password=hunter2".into();
         let p = plan(&d, &[], &[], &DnsState::default(), None, 0);
-        let json = serde_json::to_string(&p).unwrap();
+        let mut out = Vec::new();
+        crate::report::plan(&p, &mut serde_json::Serializer::new(&mut out)).unwrap();
+        let json = String::from_utf8(out).unwrap();
         assert!(!json.contains("hunter2"), "{json}");
         assert!(json.contains(r#""action":"create""#), "{json}");
     }

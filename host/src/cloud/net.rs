@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::{
 
 use super::{FRESH_ID_WAIT, not_known_yet, retry_while, sdk_error};
 use crate::namespace::{TAG_ENV, TAG_PROJECT, TAG_RESOURCE};
-use crate::network::{Detail, ObservedResource, ObservedRule};
+use crate::network::{Detail, Kind, ObservedResource, ObservedRule};
 
 /// How long a delete that EC2 refuses with DependencyViolation is retried: a terminated
 /// instance's network interface takes a while to go.
@@ -72,118 +72,136 @@ impl Net {
         Net { client }
     }
 
-    /// heet's network resources of `project`/`env` of the given kinds, one describe per kind.
+    /// heet's network resources of `project`/`env` of the given kinds, one describe per kind,
+    /// all at once.
     pub async fn observe(
         &self,
         project: &str,
         env: &str,
-        kinds: &std::collections::BTreeSet<&str>,
+        kinds: &std::collections::BTreeSet<Kind>,
+    ) -> anyhow::Result<Vec<ObservedResource>> {
+        let found = futures::future::try_join_all(
+            kinds
+                .iter()
+                .map(|&kind| self.observe_kind(project, env, kind)),
+        )
+        .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn observe_kind(
+        &self,
+        project: &str,
+        env: &str,
+        kind: Kind,
     ) -> anyhow::Result<Vec<ObservedResource>> {
         let mut found = Vec::new();
-        if kinds.contains("vpc") {
-            let mut pages = self
-                .client
-                .describe_vpcs()
-                .set_filters(Some(filters(project, env)))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| sdk_error("ec2:DescribeVpcs", e))?;
-                for v in page.vpcs() {
+        match kind {
+            Kind::Vpc => {
+                let mut pages = self
+                    .client
+                    .describe_vpcs()
+                    .set_filters(Some(filters(project, env)))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| sdk_error("ec2:DescribeVpcs", e))?;
+                    for v in page.vpcs() {
+                        found.push(resource(
+                            tag_map(v.tags()),
+                            v.vpc_id().unwrap_or_default(),
+                            Detail::Vpc {
+                                cidr: v.cidr_block().unwrap_or_default().to_owned(),
+                            },
+                        ));
+                    }
+                }
+            }
+            Kind::Gateway => {
+                let mut pages = self
+                    .client
+                    .describe_internet_gateways()
+                    .set_filters(Some(filters(project, env)))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| sdk_error("ec2:DescribeInternetGateways", e))?;
+                    for g in page.internet_gateways() {
+                        found.push(resource(
+                            tag_map(g.tags()),
+                            g.internet_gateway_id().unwrap_or_default(),
+                            Detail::Gateway {
+                                attached: g
+                                    .attachments()
+                                    .iter()
+                                    .filter_map(|a| a.vpc_id().map(str::to_owned))
+                                    .collect(),
+                            },
+                        ));
+                    }
+                }
+            }
+            Kind::Subnet => {
+                let mut pages = self
+                    .client
+                    .describe_subnets()
+                    .set_filters(Some(filters(project, env)))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| sdk_error("ec2:DescribeSubnets", e))?;
+                    for s in page.subnets() {
+                        found.push(resource(
+                            tag_map(s.tags()),
+                            s.subnet_id().unwrap_or_default(),
+                            Detail::Subnet {
+                                cidr: s.cidr_block().unwrap_or_default().to_owned(),
+                                vpc_id: s.vpc_id().unwrap_or_default().to_owned(),
+                            },
+                        ));
+                    }
+                }
+            }
+            Kind::Group => {
+                let mut pages = self
+                    .client
+                    .describe_security_groups()
+                    .set_filters(Some(filters(project, env)))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| sdk_error("ec2:DescribeSecurityGroups", e))?;
+                    for g in page.security_groups() {
+                        found.push(resource(
+                            tag_map(g.tags()),
+                            g.group_id().unwrap_or_default(),
+                            Detail::Group {
+                                vpc_id: g.vpc_id().unwrap_or_default().to_owned(),
+                                rules: observed_rules(g.ip_permissions()),
+                            },
+                        ));
+                    }
+                }
+            }
+            Kind::Address => {
+                let out = self
+                    .client
+                    .describe_addresses()
+                    .set_filters(Some(filters(project, env)))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("ec2:DescribeAddresses", e))?;
+                for a in out.addresses() {
                     found.push(resource(
-                        tag_map(v.tags()),
-                        v.vpc_id().unwrap_or_default(),
-                        Detail::Vpc {
-                            cidr: v.cidr_block().unwrap_or_default().to_owned(),
+                        tag_map(a.tags()),
+                        a.allocation_id().unwrap_or_default(),
+                        Detail::Address {
+                            public_ip: a.public_ip().unwrap_or_default().to_owned(),
+                            association_id: a.association_id().map(str::to_owned),
+                            instance_id: a.instance_id().map(str::to_owned),
                         },
                     ));
                 }
-            }
-        }
-        if kinds.contains("igw") {
-            let mut pages = self
-                .client
-                .describe_internet_gateways()
-                .set_filters(Some(filters(project, env)))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| sdk_error("ec2:DescribeInternetGateways", e))?;
-                for g in page.internet_gateways() {
-                    found.push(resource(
-                        tag_map(g.tags()),
-                        g.internet_gateway_id().unwrap_or_default(),
-                        Detail::Gateway {
-                            attached: g
-                                .attachments()
-                                .iter()
-                                .filter_map(|a| a.vpc_id().map(str::to_owned))
-                                .collect(),
-                        },
-                    ));
-                }
-            }
-        }
-        if kinds.contains("subnet") {
-            let mut pages = self
-                .client
-                .describe_subnets()
-                .set_filters(Some(filters(project, env)))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| sdk_error("ec2:DescribeSubnets", e))?;
-                for s in page.subnets() {
-                    found.push(resource(
-                        tag_map(s.tags()),
-                        s.subnet_id().unwrap_or_default(),
-                        Detail::Subnet {
-                            cidr: s.cidr_block().unwrap_or_default().to_owned(),
-                            vpc_id: s.vpc_id().unwrap_or_default().to_owned(),
-                        },
-                    ));
-                }
-            }
-        }
-        if kinds.contains("group") {
-            let mut pages = self
-                .client
-                .describe_security_groups()
-                .set_filters(Some(filters(project, env)))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| sdk_error("ec2:DescribeSecurityGroups", e))?;
-                for g in page.security_groups() {
-                    found.push(resource(
-                        tag_map(g.tags()),
-                        g.group_id().unwrap_or_default(),
-                        Detail::Group {
-                            vpc_id: g.vpc_id().unwrap_or_default().to_owned(),
-                            rules: observed_rules(g.ip_permissions()),
-                        },
-                    ));
-                }
-            }
-        }
-        if kinds.contains("eip") {
-            let out = self
-                .client
-                .describe_addresses()
-                .set_filters(Some(filters(project, env)))
-                .send()
-                .await
-                .map_err(|e| sdk_error("ec2:DescribeAddresses", e))?;
-            for a in out.addresses() {
-                found.push(resource(
-                    tag_map(a.tags()),
-                    a.allocation_id().unwrap_or_default(),
-                    Detail::Address {
-                        public_ip: a.public_ip().unwrap_or_default().to_owned(),
-                        association_id: a.association_id().map(str::to_owned),
-                        instance_id: a.instance_id().map(str::to_owned),
-                    },
-                ));
             }
         }
         Ok(found)

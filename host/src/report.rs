@@ -1,0 +1,561 @@
+//! The JSON of `--output json` for plans: report types at the command boundary, so that
+//! renaming or reshaping an internal type never changes what scripts read. docs/cli.md
+//! documents the shape; the snapshot tests below pin it.
+//!
+//! The internal plan types (`Plan`, `Change`, `NetChange`, `RecordChange`, `DesiredInstance`)
+//! do not implement `Serialize`: the only way to JSON is through here.
+
+use std::collections::BTreeMap;
+
+use serde::{Serialize, Serializer};
+
+use crate::desired::DesiredInstance;
+use crate::network::{NetChange, ObservedRule, Rule, Source, SubnetRef, VpcRef};
+use crate::plan::{Change, Plan, RecordChange};
+
+/// `serialize_with` for a report's `plan` field.
+pub fn plan<S: Serializer>(plan: &Plan, s: S) -> Result<S::Ok, S::Error> {
+    PlanJson::of(plan).serialize(s)
+}
+
+#[derive(Debug, Serialize)]
+struct PlanJson<'a> {
+    project: &'a str,
+    env: &'a str,
+    changes: Vec<ChangeJson<'a>>,
+    network: Vec<NetJson<'a>>,
+    records: Vec<RecordJson<'a>>,
+    create_zone: Option<&'a str>,
+    conflicts: &'a [String],
+    foreign_records: &'a [String],
+    unchanged: usize,
+    foreign: &'a [String],
+    unadopted: &'a [String],
+    unresolved: &'a [String],
+    teardown: bool,
+    settled: &'a [String],
+}
+
+impl<'a> PlanJson<'a> {
+    fn of(p: &'a Plan) -> PlanJson<'a> {
+        PlanJson {
+            project: &p.project,
+            env: &p.env,
+            changes: p.changes.iter().map(ChangeJson::of).collect(),
+            network: p.network.iter().map(NetJson::of).collect(),
+            records: p.records.iter().map(RecordJson::of).collect(),
+            create_zone: p.create_zone.as_deref(),
+            conflicts: &p.conflicts,
+            foreign_records: &p.foreign_records,
+            unchanged: p.unchanged,
+            foreign: &p.foreign,
+            unadopted: &p.unadopted,
+            unresolved: &p.unresolved,
+            teardown: p.teardown,
+            settled: &p.settled,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+enum ChangeJson<'a> {
+    Create {
+        #[serde(flatten)]
+        instance: InstanceJson<'a>,
+    },
+    Replace {
+        instance_id: &'a str,
+        reasons: &'a [String],
+        #[serde(flatten)]
+        instance: InstanceJson<'a>,
+    },
+    UpdateTags {
+        instance_id: &'a str,
+        role: &'a str,
+        index: u32,
+        name: &'a str,
+        set: &'a BTreeMap<String, String>,
+    },
+    Delete {
+        instance_id: &'a str,
+        role: &'a str,
+        index: u32,
+        name: &'a str,
+        reason: &'a str,
+        twin: bool,
+    },
+}
+
+impl<'a> ChangeJson<'a> {
+    fn of(c: &'a Change) -> ChangeJson<'a> {
+        match c {
+            Change::Create { instance } => ChangeJson::Create {
+                instance: InstanceJson::of(instance),
+            },
+            Change::Replace {
+                instance_id,
+                reasons,
+                instance,
+            } => ChangeJson::Replace {
+                instance_id,
+                reasons,
+                instance: InstanceJson::of(instance),
+            },
+            Change::UpdateTags {
+                instance_id,
+                role,
+                index,
+                name,
+                set,
+            } => ChangeJson::UpdateTags {
+                instance_id,
+                role,
+                index: *index,
+                name,
+                set,
+            },
+            Change::Delete {
+                instance_id,
+                role,
+                index,
+                name,
+                reason,
+                twin,
+            } => ChangeJson::Delete {
+                instance_id,
+                role,
+                index: *index,
+                name,
+                reason,
+                twin: *twin,
+            },
+        }
+    }
+}
+
+/// An instance as a plan shows it: user_data only as its size and hash, since it may carry
+/// configuration.
+#[derive(Debug, Serialize)]
+struct InstanceJson<'a> {
+    role: &'a str,
+    index: u32,
+    id: &'a str,
+    name: &'a str,
+    instance_type: &'a str,
+    ami: &'a str,
+    user_data: UserDataJson,
+    key_name: Option<&'a str>,
+    instance_profile: Option<&'a str>,
+    subnet: Option<SubnetJson<'a>>,
+    groups: &'a [String],
+    security_group_ids: &'a [String],
+    volume: Option<VolumeJson>,
+    eip: bool,
+    tags: &'a BTreeMap<String, String>,
+    cnames: &'a [String],
+    spec: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct UserDataJson {
+    bytes: usize,
+    sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+struct VolumeJson {
+    gb: u32,
+    keep: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum SubnetJson<'a> {
+    Id(&'a str),
+    Heet { resource: &'a str, cidr: &'a str },
+}
+
+impl<'a> InstanceJson<'a> {
+    fn of(d: &'a DesiredInstance) -> InstanceJson<'a> {
+        InstanceJson {
+            role: &d.role,
+            index: d.index,
+            id: &d.id,
+            name: &d.name,
+            instance_type: &d.instance_type,
+            ami: &d.ami,
+            user_data: UserDataJson {
+                bytes: d.user_data.len(),
+                sha256: crate::plugins::sha256_hex(d.user_data.as_bytes()),
+            },
+            key_name: d.key_name.as_deref(),
+            instance_profile: d.instance_profile.as_deref(),
+            subnet: d.subnet.as_ref().map(|s| match s {
+                SubnetRef::Id(id) => SubnetJson::Id(id),
+                SubnetRef::Heet { resource, cidr } => SubnetJson::Heet { resource, cidr },
+            }),
+            groups: &d.groups,
+            security_group_ids: &d.security_group_ids,
+            volume: d.volume.as_ref().map(|v| VolumeJson {
+                gb: v.gb,
+                keep: v.keep,
+            }),
+            eip: d.eip,
+            tags: &d.tags,
+            cnames: &d.cnames,
+            spec: &d.spec,
+        }
+    }
+}
+
+/// A rule heet wants: a TCP port from a CIDR or from a role's group.
+#[derive(Debug, Serialize)]
+struct RuleJson<'a> {
+    port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cidr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+}
+
+impl<'a> RuleJson<'a> {
+    fn of(r: &'a Rule) -> RuleJson<'a> {
+        let (cidr, role) = match &r.source {
+            Source::Cidr(c) => (Some(c.as_str()), None),
+            Source::Role(role) => (None, Some(role.as_str())),
+        };
+        RuleJson {
+            port: r.port,
+            cidr,
+            role,
+        }
+    }
+}
+
+/// A rule as EC2 lists it.
+#[derive(Debug, Serialize)]
+struct ObservedRuleJson<'a> {
+    protocol: &'a str,
+    from_port: i32,
+    to_port: i32,
+    cidr: Option<&'a str>,
+    group_id: Option<&'a str>,
+}
+
+impl<'a> ObservedRuleJson<'a> {
+    fn of(r: &'a ObservedRule) -> ObservedRuleJson<'a> {
+        ObservedRuleJson {
+            protocol: &r.protocol,
+            from_port: r.from_port,
+            to_port: r.to_port,
+            cidr: r.cidr.as_deref(),
+            group_id: r.group_id.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum VpcJson<'a> {
+    Default,
+    Id(&'a str),
+    New,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+enum NetJson<'a> {
+    CreateVpc {
+        resource: &'a str,
+        name: &'a str,
+        cidr: &'a str,
+    },
+    AttachGateway {
+        resource: &'a str,
+        gateway_id: Option<&'a str>,
+    },
+    CreateSubnet {
+        resource: &'a str,
+        cidr: &'a str,
+        index: usize,
+    },
+    CreateGroup {
+        resource: &'a str,
+        role: &'a str,
+        name: &'a str,
+        vpc: VpcJson<'a>,
+    },
+    Authorize {
+        resource: &'a str,
+        role: &'a str,
+        rules: Vec<RuleJson<'a>>,
+    },
+    Revoke {
+        resource: &'a str,
+        role: &'a str,
+        group_id: &'a str,
+        rules: Vec<ObservedRuleJson<'a>>,
+    },
+    Allocate {
+        resource: &'a str,
+        slot: &'a str,
+        instance: &'a str,
+    },
+    Associate {
+        resource: &'a str,
+        allocation_id: &'a str,
+        slot: &'a str,
+        instance: &'a str,
+        instance_id: Option<&'a str>,
+    },
+    Release {
+        resource: &'a str,
+        allocation_id: &'a str,
+        association_id: Option<&'a str>,
+    },
+    DeleteGroup {
+        resource: &'a str,
+        group_id: &'a str,
+    },
+    DeleteSubnet {
+        resource: &'a str,
+        subnet_id: &'a str,
+    },
+    DeleteGateway {
+        resource: &'a str,
+        gateway_id: &'a str,
+        attached: &'a [String],
+    },
+    DeleteVpc {
+        resource: &'a str,
+        vpc_id: &'a str,
+    },
+}
+
+impl<'a> NetJson<'a> {
+    fn of(c: &'a NetChange) -> NetJson<'a> {
+        match c {
+            NetChange::CreateVpc {
+                resource,
+                name,
+                cidr,
+            } => NetJson::CreateVpc {
+                resource,
+                name,
+                cidr,
+            },
+            NetChange::AttachGateway {
+                resource,
+                gateway_id,
+            } => NetJson::AttachGateway {
+                resource,
+                gateway_id: gateway_id.as_deref(),
+            },
+            NetChange::CreateSubnet {
+                resource,
+                cidr,
+                index,
+            } => NetJson::CreateSubnet {
+                resource,
+                cidr,
+                index: *index,
+            },
+            NetChange::CreateGroup {
+                resource,
+                role,
+                name,
+                vpc,
+            } => NetJson::CreateGroup {
+                resource,
+                role,
+                name,
+                vpc: match vpc {
+                    VpcRef::Default => VpcJson::Default,
+                    VpcRef::Id(id) => VpcJson::Id(id),
+                    VpcRef::New => VpcJson::New,
+                },
+            },
+            NetChange::Authorize {
+                resource,
+                role,
+                rules,
+            } => NetJson::Authorize {
+                resource,
+                role,
+                rules: rules.iter().map(RuleJson::of).collect(),
+            },
+            NetChange::Revoke {
+                resource,
+                role,
+                group_id,
+                rules,
+            } => NetJson::Revoke {
+                resource,
+                role,
+                group_id,
+                rules: rules.iter().map(ObservedRuleJson::of).collect(),
+            },
+            NetChange::Allocate {
+                resource,
+                slot,
+                instance,
+            } => NetJson::Allocate {
+                resource,
+                slot,
+                instance,
+            },
+            NetChange::Associate {
+                resource,
+                allocation_id,
+                slot,
+                instance,
+                instance_id,
+            } => NetJson::Associate {
+                resource,
+                allocation_id,
+                slot,
+                instance,
+                instance_id: instance_id.as_deref(),
+            },
+            NetChange::Release {
+                resource,
+                allocation_id,
+                association_id,
+            } => NetJson::Release {
+                resource,
+                allocation_id,
+                association_id: association_id.as_deref(),
+            },
+            NetChange::DeleteGroup { resource, group_id } => {
+                NetJson::DeleteGroup { resource, group_id }
+            }
+            NetChange::DeleteSubnet {
+                resource,
+                subnet_id,
+            } => NetJson::DeleteSubnet {
+                resource,
+                subnet_id,
+            },
+            NetChange::DeleteGateway {
+                resource,
+                gateway_id,
+                attached,
+            } => NetJson::DeleteGateway {
+                resource,
+                gateway_id,
+                attached,
+            },
+            NetChange::DeleteVpc { resource, vpc_id } => NetJson::DeleteVpc { resource, vpc_id },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+enum RecordJson<'a> {
+    Upsert {
+        name: &'a str,
+        slot: &'a str,
+        instance: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        instance_id: Option<&'a str>,
+        target: Option<&'a str>,
+        was: Option<&'a str>,
+    },
+    Delete {
+        name: &'a str,
+        target: &'a str,
+        ttl: i64,
+        present: bool,
+    },
+}
+
+impl<'a> RecordJson<'a> {
+    fn of(r: &'a RecordChange) -> RecordJson<'a> {
+        match r {
+            RecordChange::Upsert {
+                name,
+                slot,
+                instance,
+                instance_id,
+                target,
+                was,
+            } => RecordJson::Upsert {
+                name,
+                slot,
+                instance,
+                instance_id: instance_id.as_deref(),
+                target: target.as_deref(),
+                was: was.as_deref(),
+            },
+            RecordChange::Delete {
+                name,
+                target,
+                ttl,
+                present,
+            } => RecordJson::Delete {
+                name,
+                target,
+                ttl: *ttl,
+                present: *present,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::Definition;
+    use crate::plan::DnsState;
+    use std::path::Path;
+
+    /// A plan with every kind of change there is, made by the real planner.
+    fn every_change() -> Plan {
+        let def = Definition::parse(
+            Path::new("heet.toml"),
+            "[project]\nname = \"shop\"\ndomain = \"shop.example\"\n[network]\nvpc = \"create\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = 1\nports = [80]\nallow_cidr = [\"0.0.0.0/0\"]\neip = true\nvolume_gb = 20\n[roles.db]\nports = [5432]\nallow_from = [\"www\"]\n[environments.prod]\n",
+        )
+        .unwrap();
+        let desired = crate::desired::compute(
+            &def,
+            "prod",
+            "eu-west-1",
+            &mut crate::desired::tests::NoPlugins,
+        )
+        .unwrap();
+        let dns = DnsState {
+            domain: Some("shop.example".into()),
+            ..DnsState::default()
+        };
+        crate::plan::plan(&desired, &[], &[], &dns, Some(&BTreeMap::new()), 0)
+    }
+
+    fn json(p: &Plan) -> serde_json::Value {
+        let mut out = Vec::new();
+        plan(p, &mut serde_json::Serializer::new(&mut out)).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn the_plan_json_is_pinned() {
+        insta::assert_snapshot!(serde_json::to_string_pretty(&json(&every_change())).unwrap());
+    }
+
+    #[test]
+    fn plans_show_user_data_only_as_size_and_hash() {
+        let mut p = every_change();
+        let Change::Create { instance } = &mut p.changes[0] else {
+            panic!("a create first")
+        };
+        instance.user_data = "secret=hunter2".into();
+        let json = json(&p);
+        assert_eq!(json["changes"][0]["user_data"]["bytes"], 14);
+        assert_eq!(
+            json["changes"][0]["user_data"]["sha256"],
+            crate::plugins::sha256_hex(b"secret=hunter2")
+        );
+        assert!(!json.to_string().contains("hunter2"));
+    }
+}
