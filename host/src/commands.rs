@@ -732,7 +732,7 @@ pub async fn down(
         Some(&ledger.batches()),
         now_secs(),
     );
-    if any || !ledger.entries.is_empty() {
+    if any {
         locked(&aws, &def.project, env, "down", async {
             // Read again under the lock: another run may have changed things in between.
             let Survey {

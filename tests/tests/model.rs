@@ -300,17 +300,7 @@ fn route53_batches_are_checked_and_stay_pending_for_a_while() {
     quick.insync = Duration::from_millis(700);
     let m = model(quick);
     let domain = format!("model{}.heet.test", std::process::id());
-    let post = |path: &str, body: String| {
-        let mut r = ureq::post(format!("{}/2013-04-01/{path}", m.endpoint))
-            .header("Authorization", tests_auth("route53"))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .send(body)
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.body_mut().read_to_string().unwrap())
-    };
+    let post = |path: &str, body: String| route53_post(&m.endpoint, path, body);
     let zone_request = format!(
         r#"<?xml version="1.0"?><CreateHostedZoneRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Name>{domain}.</Name><CallerReference>ref-{domain}</CallerReference></CreateHostedZoneRequest>"#
     );
@@ -365,6 +355,18 @@ fn route53_batches_are_checked_and_stay_pending_for_a_while() {
         "{exists}"
     );
     assert_eq!(post(&rrset, batch("DELETE")).0, 200);
+}
+
+/// POSTs `body` to Route53's `path` through `endpoint`: (status, body).
+fn route53_post(endpoint: &str, path: &str, body: String) -> (u16, String) {
+    let mut r = ureq::post(format!("{endpoint}/2013-04-01/{path}"))
+        .header("Authorization", tests_auth("route53"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(body)
+        .unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
 }
 
 fn tests_auth(service: &str) -> String {
@@ -435,14 +437,7 @@ fn route53_checks_see_every_page_of_a_large_zone() {
         let body = format!(
             r#"<?xml version="1.0"?><ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes>{changes}</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"#
         );
-        let mut r = ureq::post(format!("{}/2013-04-01/hostedzone/{zone}/rrset", m.endpoint))
-            .header("Authorization", tests_auth("route53"))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .send(body)
-            .unwrap();
-        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+        route53_post(&m.endpoint, &format!("hostedzone/{zone}/rrset"), body)
     };
     assert_eq!(change("CREATE", 0..350).0, 200);
     assert_eq!(moto().cnames(&zone).len(), 350);

@@ -57,6 +57,15 @@ fn profile_propagating<E: ProvideErrorMetadata>(e: &E) -> bool {
 
 /// States of an instance that still exists for heet's purposes.
 const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+/// The filters of live instances tagged for `project`/`env`.
+fn live_in(project: &str, env: &str) -> Vec<Filter> {
+    vec![
+        filter(&format!("tag:{TAG_PROJECT}"), [project]),
+        filter(&format!("tag:{TAG_ENV}"), [env]),
+        filter("instance-state-name", LIVE_STATES),
+    ]
+}
+
 /// EC2 accepts at most 1,000 ids per TerminateInstances / filter value list.
 const ID_BATCH: usize = 1000;
 
@@ -75,12 +84,7 @@ impl Ec2 {
         project: &str,
         env: &str,
     ) -> anyhow::Result<Vec<ObservedInstance>> {
-        self.describe(vec![
-            filter(&format!("tag:{TAG_PROJECT}"), [project]),
-            filter(&format!("tag:{TAG_ENV}"), [env]),
-            filter("instance-state-name", LIVE_STATES),
-        ])
-        .await
+        self.describe(live_in(project, env)).await
     }
 
     /// Whether any live instance is tagged for `project`/`env` (heet's or not): one describe
@@ -89,11 +93,7 @@ impl Ec2 {
         let out = self
             .client
             .describe_instances()
-            .set_filters(Some(vec![
-                filter(&format!("tag:{TAG_PROJECT}"), [project]),
-                filter(&format!("tag:{TAG_ENV}"), [env]),
-                filter("instance-state-name", LIVE_STATES),
-            ]))
+            .set_filters(Some(live_in(project, env)))
             .max_results(5)
             .send()
             .await
