@@ -613,6 +613,35 @@ impl NetApply<'_> {
                 aws.net.delete_vpc(vpc_id).await?;
                 self.forget(ledger, resource).await?;
             }
+            NetChange::CreateKey {
+                resource,
+                role,
+                name,
+                public_key,
+            } => {
+                let t = self.tags(resource, name);
+                let parameter = network::key_parameter(project, env, role);
+                let make = async {
+                    match public_key {
+                        None => aws.net.create_key(name, &parameter, &t).await,
+                        Some(key) => aws.net.import_key(name, key, &t).await,
+                    }
+                };
+                created(aws, ledger, resource, &mut self.ids, make).await?;
+            }
+            NetChange::DeleteKey {
+                resource,
+                role,
+                name,
+                stored,
+                ..
+            } => {
+                let parameter = network::key_parameter(project, env, role);
+                aws.net
+                    .delete_key(name.as_deref(), stored.then_some(parameter.as_str()))
+                    .await?;
+                self.forget(ledger, resource).await?;
+            }
         }
         Ok(())
     }

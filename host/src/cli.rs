@@ -106,6 +106,9 @@ pub enum Command {
     /// Environment variables and secrets of the app, in SSM Parameter Store
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The key pairs heet makes per role (`key_pair = "create"`)
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Ansible dynamic inventory of an environment: groups per role and per env--role
     Inventory {
         #[arg(short, long)]
@@ -167,6 +170,19 @@ pub enum ConfigCommand {
         key: String,
         #[arg(short, long)]
         env: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Say where a role's private key is kept; print it (for ssh) only with --reveal
+    Get {
+        role: String,
+        #[arg(short, long)]
+        env: String,
+        /// Print the private key itself
+        #[arg(long)]
+        reveal: bool,
     },
 }
 

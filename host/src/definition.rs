@@ -134,6 +134,27 @@ pub enum Vpc {
 
 pub const DEFAULT_CIDR: &str = "10.0.0.0/16";
 
+/// A key pair heet makes per project, env and role, named `<project>-<env>-<role>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPair {
+    /// `key_pair = "create"`: EC2 makes an ed25519 key; its private key goes to a
+    /// SecureString, `/heet/<project>/<env>/keys/<role>`.
+    Create,
+    /// `key_pair = { public_key = "ssh-ed25519 …" }`: the operator's own key, imported.
+    Import { public_key: String },
+}
+
+impl Role {
+    /// The key pair the role's instances launch with: the one heet makes for it, or the
+    /// one `key_name` names.
+    pub fn launch_key(&self, project: &str, env: &str) -> Option<String> {
+        match &self.key_pair {
+            Some(_) => Some(format!("{project}-{env}-{}", self.name)),
+            None => self.key_name.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Role {
     pub name: String,
@@ -141,7 +162,10 @@ pub struct Role {
     pub instance_type: String,
     pub ami: String,
     pub user_data: String,
+    /// A key pair that exists, by name.
     pub key_name: Option<String>,
+    /// A key pair heet makes for the role (`key_pair`); the role then launches with it.
+    pub key_pair: Option<KeyPair>,
     /// Passed through to RunInstances (an instance profile that exists).
     pub instance_profile: Option<String>,
     pub subnet_id: Option<String>,
@@ -263,6 +287,7 @@ struct RawRole {
     ami: Option<Spanned<String>>,
     user_data: Option<Spanned<String>>,
     key_name: Option<Spanned<String>>,
+    key_pair: Option<Spanned<toml::Value>>,
     instance_profile: Option<Spanned<String>>,
     subnet_id: Option<Spanned<String>>,
     security_group_ids: Option<Vec<String>>,
@@ -614,6 +639,27 @@ impl Cx<'_> {
         })
     }
 
+    fn key_pair(&self, k: &Spanned<toml::Value>) -> Result<KeyPair, DefinitionError> {
+        const EXPECTED: &str = "key_pair is \"create\" or { public_key = \"ssh-ed25519 AAAA…\" }";
+        match k.get_ref() {
+            toml::Value::String(s) if s == "create" => Ok(KeyPair::Create),
+            toml::Value::Table(t) => {
+                if let Some(other) = t.keys().find(|k| *k != "public_key") {
+                    return Err(
+                        self.at(k, format!("unknown key {other:?} in key_pair: {EXPECTED}"))
+                    );
+                }
+                let Some(toml::Value::String(public_key)) = t.get("public_key") else {
+                    return Err(self.at(k, EXPECTED));
+                };
+                let public_key =
+                    validate::check_public_key(public_key).map_err(|m| self.at(k, m))?;
+                Ok(KeyPair::Import { public_key })
+            }
+            _ => Err(self.at(k, EXPECTED)),
+        }
+    }
+
     fn role(
         &self,
         name: &str,
@@ -691,6 +737,21 @@ impl Cx<'_> {
                 format!("roles.{name}: allow_from and allow_cidr open the role's ports: set roles.{name}.ports"),
             ));
         }
+        // A role's own key setting, either one, wins over the defaults' (a role may name a
+        // key that exists where the defaults make one, and the other way round).
+        let (key_name, key_pair) = if r.key_name.is_some() || r.key_pair.is_some() {
+            (&r.key_name, &r.key_pair)
+        } else {
+            (&defaults.key_name, &defaults.key_pair)
+        };
+        if let (Some(_), Some(k)) = (key_name, key_pair) {
+            return Err(self.at(
+                k,
+                "key_name names a key pair that exists and key_pair makes one: set only one",
+            ));
+        }
+        let key_name = key_name.clone().map(Spanned::into_inner);
+        let key_pair = key_pair.as_ref().map(|k| self.key_pair(k)).transpose()?;
         let volume_gb = r.volume_gb.as_ref().or(defaults.volume_gb.as_ref());
         if let Some(v) = volume_gb
             && !(1..=MAX_VOLUME_GB).contains(v.get_ref())
@@ -708,7 +769,8 @@ impl Cx<'_> {
                 .map_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned(), Spanned::into_inner),
             ami: ami.into_inner(),
             user_data: user_data.map(Spanned::into_inner).unwrap_or_default(),
-            key_name: pick(&r.key_name, &defaults.key_name).map(Spanned::into_inner),
+            key_name,
+            key_pair,
             instance_profile: pick(&r.instance_profile, &defaults.instance_profile)
                 .map(Spanned::into_inner),
             subnet_id: pick(&r.subnet_id, &defaults.subnet_id).map(Spanned::into_inner),
@@ -820,6 +882,46 @@ protected = true
         let err = parse("[project]\nname = \"x\"\n[roles.www]\ncount = 1\n").unwrap_err();
         assert!(err.contains("role \"www\" has no ami"), "{err}");
         assert!(err.starts_with("examples/heet.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn key_pairs_come_from_the_role_or_else_the_defaults_and_bad_ones_point_at_the_value() {
+        let head = "[project]\nname = \"x\"\n[defaults]\nami = \"ami-1\"\nkey_pair = \"create\"\n";
+        let d = parse(&format!(
+            "{head}[roles.www]\n[roles.db]\nkey_name = \"ops\"\n[environments.e]\n"
+        ))
+        .unwrap();
+        assert_eq!(d.roles[1].name, "www");
+        assert_eq!(d.roles[1].key_pair, Some(KeyPair::Create));
+        assert_eq!(d.roles[1].launch_key("x", "e").as_deref(), Some("x-e-www"));
+        // A role's own key_name wins over the defaults' key_pair.
+        assert_eq!(d.roles[0].key_pair, None);
+        assert_eq!(d.roles[0].launch_key("x", "e").as_deref(), Some("ops"));
+
+        for (role, at, says) in [
+            (
+                "key_name = \"ops\"\nkey_pair = \"create\"",
+                "8:12",
+                "set only one",
+            ),
+            ("key_pair = \"make\"", "7:12", "key_pair is \"create\" or"),
+            (
+                "key_pair = { public = \"ssh-ed25519 AAAA\" }",
+                "7:12",
+                "unknown key \"public\" in key_pair",
+            ),
+            (
+                "key_pair = { public_key = \"ssh-dss AAAA\" }",
+                "7:12",
+                "EC2 imports ssh-ed25519 and ssh-rsa keys",
+            ),
+        ] {
+            let err = parse(&format!("{head}[roles.www]\n{role}\n")).unwrap_err();
+            assert!(
+                err.starts_with(&format!("examples/heet.toml:{at}: ")) && err.contains(says),
+                "{role}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -180,7 +180,7 @@ pub fn compute(
                 role.ami.clone(),
                 size.instance_type.clone(),
                 user_data.clone(),
-                role.key_name.clone().unwrap_or_default(),
+                role.launch_key(project, env).unwrap_or_default(),
                 role.subnet_id.clone().unwrap_or_default(),
                 role.security_group_ids.join(","),
             ];
@@ -226,7 +226,7 @@ pub fn compute(
                 instance_type: size.instance_type.clone(),
                 ami: role.ami.clone(),
                 user_data,
-                key_name: role.key_name.clone(),
+                key_name: role.launch_key(project, env),
                 instance_profile: role.instance_profile.clone(),
                 subnet,
                 groups: groups.clone(),

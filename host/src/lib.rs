@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, ConfigCommand, PluginsCommand};
+use cli::{Cli, Command, ConfigCommand, KeysCommand, PluginsCommand};
 use commands::Outcome;
 
 /// Exit codes, documented in `heet --help` and docs/cli.md.
@@ -112,6 +112,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }) => runtime()?.block_on(ops::config_set(global, env, key, value.as_deref(), *secret)),
         Command::Config(ConfigCommand::Unset { key, env }) => {
             runtime()?.block_on(ops::config_unset(global, env, key))
+        }
+        Command::Keys(KeysCommand::Get { role, env, reveal }) => {
+            runtime()?.block_on(ops::key_get(global, env, role, *reveal))
         }
         Command::Inventory { env, host, .. } => {
             runtime()?.block_on(ops::inventory(global, env, host.as_deref()))

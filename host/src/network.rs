@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::definition::{Definition, Vpc};
+use crate::definition::{Definition, KeyPair, Vpc};
 use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_PROJECT, TAG_RESOURCE};
 
 /// The kinds of network resource, in creation order (deletes go in reverse). Every match
@@ -22,15 +22,17 @@ pub enum Kind {
     Subnet,
     Group,
     Address,
+    KeyPair,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Vpc,
         Kind::Gateway,
         Kind::Subnet,
         Kind::Group,
         Kind::Address,
+        Kind::KeyPair,
     ];
 
     /// The first part of a `heet:resource` tag (`group/www`) and of a ledger key.
@@ -41,6 +43,7 @@ impl Kind {
             Kind::Subnet => "subnet",
             Kind::Group => "group",
             Kind::Address => "eip",
+            Kind::KeyPair => "key",
         }
     }
 
@@ -100,6 +103,14 @@ impl Kind {
                     "ec2:ReleaseAddress",
                 ],
             },
+            // The private key of a key pair EC2 makes goes to the project's parameters, which
+            // the SSM statement already grants.
+            Kind::KeyPair => KindActions {
+                observe: &["ec2:DescribeKeyPairs"],
+                create: &["ec2:CreateKeyPair", "ec2:ImportKeyPair"],
+                tag_on_create: &["CreateKeyPair", "ImportKeyPair"],
+                own: &["ec2:DeleteKeyPair"],
+            },
         }
     }
 }
@@ -132,6 +143,9 @@ pub fn kinds_of(def: &Definition) -> BTreeSet<Kind> {
     if def.roles.iter().any(|r| r.eip) {
         kinds.insert(Kind::Address);
     }
+    if def.roles.iter().any(|r| r.key_pair.is_some()) {
+        kinds.insert(Kind::KeyPair);
+    }
     kinds
 }
 
@@ -144,6 +158,29 @@ pub struct DesiredNetwork {
     pub existing_vpc: Option<String>,
     pub groups: Vec<DesiredGroup>,
     pub addresses: Vec<DesiredAddress>,
+    pub keys: Vec<DesiredKey>,
+}
+
+/// A key pair heet makes for a role.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredKey {
+    pub role: String,
+    /// `key/<role>`.
+    pub resource: String,
+    /// The KeyName: `<project>-<env>-<role>`.
+    pub name: String,
+    /// The key to import (`type base64`); `None` when EC2 makes one.
+    pub public_key: Option<String>,
+}
+
+/// Where the private key of a key pair EC2 made for `role` is kept, a SecureString.
+pub fn key_parameter(project: &str, env: &str, role: &str) -> String {
+    format!("{}{role}", key_path(project, env))
+}
+
+/// The folder of an environment's private keys.
+pub fn key_path(project: &str, env: &str) -> String {
+    format!("/heet/{project}/{env}/keys/")
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,6 +263,10 @@ pub fn group_resource(role: &str) -> String {
     format!("group/{role}")
 }
 
+pub fn key_resource(role: &str) -> String {
+    format!("key/{role}")
+}
+
 pub fn address_resource(role: &str, index: u32) -> String {
     format!("eip/{role}-{index}")
 }
@@ -286,11 +327,28 @@ pub fn desired(def: &Definition, env: &str) -> DesiredNetwork {
             }
         })
         .collect();
+    let keys = def
+        .roles
+        .iter()
+        .filter_map(|r| {
+            let k = r.key_pair.as_ref()?;
+            Some(DesiredKey {
+                role: r.name.clone(),
+                resource: key_resource(&r.name),
+                name: r.launch_key(project, env)?,
+                public_key: match k {
+                    KeyPair::Create => None,
+                    KeyPair::Import { public_key } => Some(public_key.clone()),
+                },
+            })
+        })
+        .collect();
     DesiredNetwork {
         vpc,
         existing_vpc,
         groups,
         addresses: Vec::new(),
+        keys,
     }
 }
 
@@ -324,6 +382,9 @@ impl DesiredNetwork {
         }
         if !self.addresses.is_empty() {
             kinds.insert(Kind::Address);
+        }
+        if !self.keys.is_empty() {
+            kinds.insert(Kind::KeyPair);
         }
         kinds
     }
@@ -368,6 +429,14 @@ pub enum Detail {
         association_id: Option<String>,
         instance_id: Option<String>,
     },
+    /// A key pair, or only the private key heet stored for it (a key pair deleted by hand):
+    /// `aws_id` is the KeyName, empty when there is no key pair.
+    KeyPair {
+        /// `type base64`, as EC2 shows it.
+        public_key: Option<String>,
+        /// Whether its private key is in the environment's keys folder.
+        stored: bool,
+    },
 }
 
 impl Detail {
@@ -378,6 +447,7 @@ impl Detail {
             Detail::Subnet { .. } => Kind::Subnet,
             Detail::Group { .. } => Kind::Group,
             Detail::Address { .. } => Kind::Address,
+            Detail::KeyPair { .. } => Kind::KeyPair,
         }
     }
 }
@@ -419,6 +489,17 @@ impl ObservedResource {
 
     pub fn kind(&self) -> Kind {
         self.detail.kind()
+    }
+
+    /// The change that deletes this key pair (and what is kept of it).
+    fn delete_key(&self, replaced: bool) -> NetChange {
+        NetChange::DeleteKey {
+            resource: self.resource.clone(),
+            role: self.resource.trim_start_matches("key/").to_owned(),
+            name: (!self.aws_id.is_empty()).then(|| self.aws_id.clone()),
+            stored: matches!(self.detail, Detail::KeyPair { stored: true, .. }),
+            replaced,
+        }
     }
 
     fn vpc_id(&self) -> Option<&str> {
@@ -526,6 +607,25 @@ pub enum NetChange {
         resource: String,
         vpc_id: String,
     },
+    /// Make a key pair: EC2 makes the key (its private key goes to the role's parameter) or
+    /// imports `public_key`.
+    CreateKey {
+        resource: String,
+        role: String,
+        name: String,
+        public_key: Option<String>,
+    },
+    /// Delete the role's stored private key and its key pair (`name`, none when only the
+    /// stored key is left). `replaced`: a key pair of the same name is made next, so this goes
+    /// first.
+    DeleteKey {
+        resource: String,
+        role: String,
+        name: Option<String>,
+        /// Whether a private key is kept for it.
+        stored: bool,
+        replaced: bool,
+    },
 }
 
 /// When apply makes a network change, relative to the instances.
@@ -553,12 +653,18 @@ impl NetChange {
             // group comes after that group is made.
             NetChange::Revoke { .. } => (Stage::Before, 5),
             NetChange::Authorize { .. } => (Stage::Before, 6),
+            // A key pair is replaced under its name: the old one goes right before.
+            NetChange::DeleteKey { replaced: true, .. } => (Stage::Before, 7),
+            NetChange::CreateKey { .. } => (Stage::Before, 8),
             NetChange::Allocate { .. } => (Stage::Running, 0),
             NetChange::Associate { .. } => (Stage::Running, 1),
             NetChange::DeleteGroup { .. } => (Stage::After, 0),
             NetChange::DeleteSubnet { .. } => (Stage::After, 1),
             NetChange::DeleteGateway { .. } => (Stage::After, 2),
             NetChange::DeleteVpc { .. } => (Stage::After, 3),
+            NetChange::DeleteKey {
+                replaced: false, ..
+            } => (Stage::After, 4),
         }
     }
 
@@ -576,7 +682,9 @@ impl NetChange {
             | NetChange::DeleteGroup { resource, .. }
             | NetChange::DeleteSubnet { resource, .. }
             | NetChange::DeleteGateway { resource, .. }
-            | NetChange::DeleteVpc { resource, .. } => resource,
+            | NetChange::DeleteVpc { resource, .. }
+            | NetChange::CreateKey { resource, .. }
+            | NetChange::DeleteKey { resource, .. } => resource,
         }
     }
 
@@ -588,6 +696,7 @@ impl NetChange {
                 | NetChange::DeleteSubnet { .. }
                 | NetChange::DeleteGateway { .. }
                 | NetChange::DeleteVpc { .. }
+                | NetChange::DeleteKey { .. }
         )
     }
 
@@ -599,6 +708,7 @@ impl NetChange {
                 | NetChange::CreateSubnet { .. }
                 | NetChange::CreateGroup { .. }
                 | NetChange::Allocate { .. }
+                | NetChange::CreateKey { .. }
         ) || matches!(
             self,
             NetChange::AttachGateway {
@@ -657,6 +767,37 @@ impl fmt::Display for NetChange {
                 ..
             } => write!(f, "- {resource} {gateway_id}"),
             NetChange::DeleteVpc { resource, vpc_id } => write!(f, "- {resource} {vpc_id}"),
+            NetChange::CreateKey {
+                name,
+                public_key: None,
+                ..
+            } => write!(
+                f,
+                "+ key pair {name} (ed25519, private key kept as a secret)"
+            ),
+            NetChange::CreateKey {
+                name,
+                public_key: Some(key),
+                ..
+            } => {
+                let kind = key.split(' ').next().unwrap_or_default();
+                write!(f, "+ key pair {name} (imports the {kind} key given)")
+            }
+            NetChange::DeleteKey {
+                resource,
+                name,
+                replaced,
+                ..
+            } => {
+                match name {
+                    Some(name) => write!(f, "- {resource} {name}")?,
+                    None => write!(f, "- {resource}: the private key kept for a key pair gone")?,
+                }
+                if *replaced {
+                    write!(f, " (to be replaced)")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -868,6 +1009,30 @@ pub fn plan(
         }
     }
 
+    for k in &desired.keys {
+        // A made key is only of use with its private key; an imported one is the one given.
+        let (kept, extra) = take(&k.resource, &|o| {
+            matches!(&o.detail, Detail::KeyPair { public_key, stored }
+            if !o.aws_id.is_empty()
+                && match &k.public_key {
+                    None => *stored,
+                    Some(want) => public_key.as_ref() == Some(want),
+                })
+        });
+        // The key pair's name is taken until the one that does not fit is gone.
+        for o in extra {
+            changes.push(o.delete_key(true));
+        }
+        if kept.is_none() {
+            changes.push(NetChange::CreateKey {
+                resource: k.resource.clone(),
+                role: k.role.clone(),
+                name: k.name.clone(),
+                public_key: k.public_key.clone(),
+            });
+        }
+    }
+
     // Whatever is left is heet's and no longer wanted.
     doomed.extend(by_resource.into_values().flatten());
     // Groups heet keeps may still admit groups about to go: revoke those rules first, or
@@ -924,6 +1089,7 @@ pub fn plan(
                 allocation_id: o.aws_id.clone(),
                 association_id: association_id.clone(),
             },
+            Detail::KeyPair { .. } => o.delete_key(false),
         });
     }
     changes.extend(deletes);
@@ -1056,6 +1222,105 @@ mod tests {
             cidr: cidr.map(Into::into),
             group_id: group.map(Into::into),
         }
+    }
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHe21njEm5jyACCSs2x886LlE5CtVJDr3kiT8Yx3kmbo";
+
+    fn key(role: &str, name: &str, public_key: Option<&str>, stored: bool) -> ObservedResource {
+        observed(
+            &key_resource(role),
+            name,
+            Detail::KeyPair {
+                public_key: public_key.map(Into::into),
+                stored,
+            },
+        )
+    }
+
+    #[test]
+    fn key_pairs_are_made_kept_replaced_under_their_name_and_deleted_last() {
+        let d = def(
+            "",
+            &format!(
+                "[roles.www]\nkey_pair = \"create\"\n[roles.db]\nkey_pair = {{ public_key = \"{KEY} me@laptop\" }}\n[roles.worker]\nkey_name = \"mine\"\n"
+            ),
+        );
+        let want = desired(&d, "prod");
+        assert_eq!(
+            want.keys
+                .iter()
+                .map(|k| (k.name.as_str(), k.public_key.as_deref()))
+                .collect::<Vec<_>>(),
+            [("shop-prod-db", Some(KEY)), ("shop-prod-www", None)]
+        );
+        let none = BTreeMap::new();
+        let made = plan("shop", "prod", &want, &[], &none);
+        assert_eq!(
+            made.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "+ key pair shop-prod-db (imports the ssh-ed25519 key given)",
+                "+ key pair shop-prod-www (ed25519, private key kept as a secret)",
+            ]
+        );
+
+        // Both as wanted: nothing to do, whatever EC2 adds after the key (a comment).
+        let fine = [
+            key("www", "shop-prod-www", Some("ssh-ed25519 AAAAother"), true),
+            key("db", "shop-prod-db", Some(KEY), false),
+        ];
+        assert_eq!(plan("shop", "prod", &want, &fine, &none), []);
+
+        // A made key whose private key is gone, an imported key that is not the one given:
+        // each is deleted before the new one of the same name is made.
+        let drifted = [
+            key("www", "shop-prod-www", Some("ssh-ed25519 AAAAother"), false),
+            key("db", "shop-prod-db", Some("ssh-ed25519 AAAAold"), false),
+        ];
+        let mut changes = plan("shop", "prod", &want, &drifted, &none);
+        changes.sort_by_key(NetChange::stage);
+        let shown: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "- key/db shop-prod-db (to be replaced)",
+                "- key/www shop-prod-www (to be replaced)",
+                "+ key pair shop-prod-db (imports the ssh-ed25519 key given)",
+                "+ key pair shop-prod-www (ed25519, private key kept as a secret)",
+            ]
+        );
+        assert!(changes.iter().all(|c| c.stage().0 == Stage::Before));
+
+        // Nothing wanted: the key pairs go, and a private key kept for a key pair deleted by
+        // hand goes too, after the instances; a look-alike is not heet's.
+        let mut foreign = key("web", "shop-prod-web", None, false);
+        foreign.tags.insert(TAG_ID.into(), "someone-else".into());
+        let left = [
+            key("www", "shop-prod-www", Some(KEY), true),
+            key("db", "", None, true),
+            foreign,
+        ];
+        let gone = plan("shop", "prod", &DesiredNetwork::default(), &left, &none);
+        assert_eq!(
+            gone,
+            [
+                NetChange::DeleteKey {
+                    resource: "key/db".into(),
+                    role: "db".into(),
+                    name: None,
+                    stored: true,
+                    replaced: false,
+                },
+                NetChange::DeleteKey {
+                    resource: "key/www".into(),
+                    role: "www".into(),
+                    name: Some("shop-prod-www".into()),
+                    stored: true,
+                    replaced: false,
+                },
+            ]
+        );
+        assert!(gone.iter().all(|c| c.stage() == (Stage::After, 4)));
     }
 
     #[test]

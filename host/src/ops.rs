@@ -135,6 +135,72 @@ pub async fn config_get(
     Ok(Outcome::Done)
 }
 
+/// `keys get`: the private key alone when revealed, so `heet keys get www -e prod --reveal >
+/// key` gives a file for `ssh -i`; otherwise where it is.
+#[derive(Debug, Serialize)]
+pub struct KeyGot {
+    pub role: String,
+    pub key_name: String,
+    pub parameter: String,
+    pub version: i64,
+    pub private_key: Option<String>,
+}
+
+impl fmt::Display for KeyGot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.private_key {
+            Some(k) => write!(f, "{}", k.trim_end()),
+            None => write!(
+                f,
+                "{}: key pair {}, private key kept at {} (version {}): add --reveal to print it",
+                self.role, self.key_name, self.parameter, self.version
+            ),
+        }
+    }
+}
+
+pub async fn key_get(
+    global: &Global,
+    env: &str,
+    role: &str,
+    reveal: bool,
+) -> anyhow::Result<Outcome> {
+    let (def, aws) = connect(global, env).await?;
+    let Some(r) = def.roles.iter().find(|r| r.name == role) else {
+        let roles: Vec<&str> = def.roles.iter().map(|r| r.name.as_str()).collect();
+        return Err(UsageError(format!(
+            "no role {role:?} in {}: the roles are {}",
+            global.file.display(),
+            roles.join(", ")
+        ))
+        .into());
+    };
+    if r.key_pair != Some(crate::definition::KeyPair::Create) {
+        return Err(UsageError(format!(
+            "heet keeps no private key for role {role}: only a key pair it makes has one (roles.{role}.key_pair = \"create\")"
+        ))
+        .into());
+    }
+    let parameter = crate::network::key_parameter(&def.project, env, role);
+    let Some(v) = aws.ssm.config_get(&parameter, reveal).await? else {
+        return Err(UsageError(format!(
+            "no private key for role {role} in {}/{env} yet: `heet up --env {env}` makes it",
+            def.project
+        ))
+        .into());
+    };
+    let got = KeyGot {
+        role: role.to_owned(),
+        key_name: r.launch_key(&def.project, env).unwrap_or_default(),
+        parameter,
+        version: v.version,
+        private_key: v.value,
+    };
+    emit(global, &got)?;
+    emit_stats(global, &aws.stats.summary());
+    Ok(Outcome::Done)
+}
+
 #[derive(Debug, Serialize)]
 pub struct ConfigSet {
     pub key: String,

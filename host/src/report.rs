@@ -331,6 +331,20 @@ enum NetJson<'a> {
         resource: &'a str,
         vpc_id: &'a str,
     },
+    /// `public_key` is the key imported (a public key); none when EC2 makes the key.
+    CreateKey {
+        resource: &'a str,
+        role: &'a str,
+        name: &'a str,
+        public_key: Option<&'a str>,
+    },
+    DeleteKey {
+        resource: &'a str,
+        role: &'a str,
+        name: Option<&'a str>,
+        stored: bool,
+        replaced: bool,
+    },
 }
 
 impl<'a> NetJson<'a> {
@@ -447,6 +461,30 @@ impl<'a> NetJson<'a> {
                 attached,
             },
             NetChange::DeleteVpc { resource, vpc_id } => NetJson::DeleteVpc { resource, vpc_id },
+            NetChange::CreateKey {
+                resource,
+                role,
+                name,
+                public_key,
+            } => NetJson::CreateKey {
+                resource,
+                role,
+                name,
+                public_key: public_key.as_deref(),
+            },
+            NetChange::DeleteKey {
+                resource,
+                role,
+                name,
+                stored,
+                replaced,
+            } => NetJson::DeleteKey {
+                resource,
+                role,
+                name: name.as_deref(),
+                stored: *stored,
+                replaced: *replaced,
+            },
         }
     }
 }
@@ -515,7 +553,7 @@ mod tests {
     fn every_change() -> Plan {
         let def = Definition::parse(
             Path::new("heet.toml"),
-            "[project]\nname = \"shop\"\ndomain = \"shop.example\"\n[network]\nvpc = \"create\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = 1\nports = [80]\nallow_cidr = [\"0.0.0.0/0\"]\neip = true\nvolume_gb = 20\n[roles.db]\nports = [5432]\nallow_from = [\"www\"]\n[environments.prod]\n",
+            "[project]\nname = \"shop\"\ndomain = \"shop.example\"\n[network]\nvpc = \"create\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = 1\nports = [80]\nallow_cidr = [\"0.0.0.0/0\"]\neip = true\nvolume_gb = 20\nkey_pair = \"create\"\n[roles.db]\nports = [5432]\nallow_from = [\"www\"]\nkey_pair = { public_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHe21njEm5jyACCSs2x886LlE5CtVJDr3kiT8Yx3kmbo\" }\n[environments.prod]\n",
         )
         .unwrap();
         let desired = crate::desired::compute(

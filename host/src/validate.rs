@@ -58,6 +58,39 @@ pub fn check_ami(ami: &str) -> Result<(), String> {
     }
 }
 
+/// An OpenSSH public key line EC2 can import (ed25519 or RSA), as `type base64`: the
+/// comment is dropped, so the same key written twice is the same key.
+pub fn check_public_key(line: &str) -> Result<String, String> {
+    use base64::Engine;
+    let mut parts = line.split_whitespace();
+    let (Some(kind), Some(body)) = (parts.next(), parts.next()) else {
+        return Err(
+            "invalid public_key: expected an OpenSSH public key, `ssh-ed25519 AAAA… comment`"
+                .into(),
+        );
+    };
+    if !["ssh-ed25519", "ssh-rsa"].contains(&kind) {
+        return Err(format!(
+            "invalid public_key: EC2 imports ssh-ed25519 and ssh-rsa keys, not {kind:?}"
+        ));
+    }
+    // The key blob starts with its own type, length-prefixed: a body from another key type
+    // or a truncated paste is caught here, not by EC2 halfway through `up`.
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|e| format!("invalid public_key: the key is not base64 ({e})"))?;
+    let named = blob
+        .get(..4)
+        .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
+        .and_then(|n| blob.get(4..4 + n));
+    if named != Some(kind.as_bytes()) {
+        return Err(format!(
+            "invalid public_key: the key's data is not a {kind} key"
+        ));
+    }
+    Ok(format!("{kind} {body}"))
+}
+
 /// A DNS name: labels of 1..=63 letters, digits and inner hyphens, 253 characters in all.
 pub fn check_dns_name(name: &str) -> Result<(), String> {
     let name = name.strip_suffix('.').unwrap_or(name);
@@ -121,6 +154,32 @@ pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_keys_are_checked_and_lose_their_comment() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHe21njEm5jyACCSs2x886LlE5CtVJDr3kiT8Yx3kmbo";
+        assert_eq!(
+            check_public_key(&format!("{key} ops@example")),
+            Ok(key.into())
+        );
+        assert_eq!(check_public_key(&format!("  {key}\n")), Ok(key.into()));
+        let body = key.split(' ').nth(1).unwrap();
+        for (bad, says) in [
+            ("", "expected an OpenSSH public key"),
+            ("ssh-ed25519", "expected an OpenSSH public key"),
+            (
+                &*format!("ecdsa-sha2-nistp256 {body}"),
+                "not \"ecdsa-sha2-nistp256\"",
+            ),
+            (&*format!("ssh-rsa {body}"), "not a ssh-rsa key"),
+            ("ssh-ed25519 AAAA!!", "not base64"),
+            ("ssh-ed25519 AAAAC3NzaC1lZDI1", "not a ssh-ed25519 key"),
+        ] {
+            let err = check_public_key(bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
 
     #[test]
     fn instance_types() {

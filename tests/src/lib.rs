@@ -291,6 +291,12 @@ impl Moto {
         assert_eq!(status, 200, "ssm: {body}");
     }
 
+    /// Deletes an SSM parameter by hand, as an operator might.
+    pub fn ssm_delete(&self, name: &str) {
+        let (status, body) = self.ssm("DeleteParameter", serde_json::json!({ "Name": name }));
+        assert_eq!(status, 200, "ssm: {body}");
+    }
+
     /// The keys of `project`/`env`'s ledger (`instance/<slot>`, `record/<name>`,
     /// `resource/<kind>/<name>`), read from its pages as heet stores them.
     pub fn ledger_keys(&self, project: &str, env: &str) -> Vec<String> {
@@ -583,15 +589,72 @@ impl Moto {
             ),
             ("DescribeSecurityGroups", "securityGroupInfo", "groupId"),
             ("DescribeAddresses", "addressesSet", "allocationId"),
+            ("DescribeKeyPairs", "keySet", "keyName"),
         ] {
             left.extend(self.ids(what, &tag));
         }
+        // Private keys heet keeps, in any environment of the project.
+        left.extend(
+            self.ssm_under(&format!("/heet/{project}/"))
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| name.split('/').nth(4) == Some("keys")),
+        );
         left.extend(
             self.live_instances("heet:project", project)
                 .into_iter()
                 .map(|i| i.id),
         );
         left
+    }
+
+    /// Every key pair in the region, whoever made it.
+    pub fn key_pairs(&self) -> Vec<MotoKey> {
+        let xml = self.ec2(&[("Action", "DescribeKeyPairs"), ("IncludePublicKey", "true")]);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        doc.descendants()
+            .filter(|n| n.has_tag_name("keySet"))
+            .flat_map(|s| s.children().filter(|c| c.has_tag_name("item")))
+            .map(|item| MotoKey {
+                name: child_text(item, "keyName"),
+                key_type: child_text(item, "keyType"),
+                public_key: child_text(item, "publicKey"),
+                tags: items(item, "tagSet")
+                    .into_iter()
+                    .map(|t| (child_text(t, "key"), child_text(t, "value")))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Makes a key pair with `tags`, as someone other than heet would.
+    pub fn create_key_pair(&self, name: &str, tags: &[(&str, &str)]) {
+        let mut params = vec![
+            ("Action".to_owned(), "CreateKeyPair".to_owned()),
+            ("KeyName".to_owned(), name.to_owned()),
+            ("KeyType".to_owned(), "ed25519".to_owned()),
+        ];
+        if !tags.is_empty() {
+            params.push((
+                "TagSpecification.1.ResourceType".to_owned(),
+                "key-pair".to_owned(),
+            ));
+        }
+        for (i, (k, v)) in tags.iter().enumerate() {
+            params.push((
+                format!("TagSpecification.1.Tag.{}.Key", i + 1),
+                (*k).to_owned(),
+            ));
+            params.push((
+                format!("TagSpecification.1.Tag.{}.Value", i + 1),
+                (*v).to_owned(),
+            ));
+        }
+        let borrowed: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.ec2(&borrowed);
     }
 
     /// Security groups tagged `tag` = `value`, with their ingress rules.
@@ -723,6 +786,17 @@ pub struct MotoInstance {
     pub id: String,
     pub state: String,
     pub instance_type: String,
+    pub key_name: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// A key pair as moto holds it.
+#[derive(Debug, Clone)]
+pub struct MotoKey {
+    pub name: String,
+    pub key_type: String,
+    /// The OpenSSH public key line.
+    pub public_key: String,
     pub tags: std::collections::BTreeMap<String, String>,
 }
 
@@ -763,6 +837,7 @@ fn parse_instances(xml: &str) -> Vec<MotoInstance> {
                 .map(|s| child_text(s, "name"))
                 .unwrap_or_default(),
             instance_type: child_text(item, "instanceType"),
+            key_name: child_text(item, "keyName"),
             tags: item
                 .children()
                 .find(|c| c.has_tag_name("tagSet"))

@@ -174,12 +174,14 @@ count = 2
 ports = [443]
 allow_cidr = ["0.0.0.0/0"]
 eip = true
+key_pair = "create"
 
 [roles.db]
 ports = [5432]
 allow_from = ["www"]
 volume_gb = 10
 instance_profile = "{project}-db"
+key_pair = { public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHe21njEm5jyACCSs2x886LlE5CtVJDr3kiT8Yx3kmbo" }
 
 [environments.prod]
 "#;
@@ -228,6 +230,7 @@ fn the_iam_policy_lists_exactly_the_actions_a_lifecycle_calls() {
         p.heet(&with(&["config", "get", "K"])),
         p.heet(&with(&["config", "list"])),
         p.heet(&with(&["config", "unset", "K"])),
+        p.heet(&with(&["keys", "get", "www", "--reveal"])),
         p.heet(&with(&["inventory"])),
         p.heet(&with(&["hosts"])),
         p.heet(&with(&["unlock", "--yes"])),

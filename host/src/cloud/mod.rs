@@ -4,6 +4,7 @@
 //! which AWS operations it made (a no-op `up` must make no mutating call).
 
 mod ec2;
+mod keys;
 mod net;
 mod pace;
 mod route53;
@@ -103,11 +104,12 @@ impl Aws {
                 .interceptor(pacer.interceptor())
                 .build(),
         );
+        let ssm = Ssm::new(ssm);
         Ok(Aws {
-            net: Net::new(ec2.clone()),
+            net: Net::new(ec2.clone(), ssm.clone()),
             ec2: Ec2::new(ec2),
             route53: Route53::new(route53),
-            ssm: Ssm::new(ssm),
+            ssm,
             stats,
             region,
         })

@@ -21,10 +21,12 @@ use crate::network::{Detail, Kind, ObservedResource, ObservedRule};
 const DEPENDENCY_WAIT: Duration = Duration::from_secs(180);
 
 pub struct Net {
-    client: Client,
+    pub(super) client: Client,
+    /// Where the private keys of key pairs go (`cloud::keys`).
+    pub(super) ssm: super::Ssm,
 }
 
-fn filters(project: &str, env: &str) -> Vec<Filter> {
+pub(super) fn filters(project: &str, env: &str) -> Vec<Filter> {
     let f = |name: String, value: &str| Filter::builder().name(name).values(value).build();
     vec![
         f(format!("tag:{TAG_PROJECT}"), project),
@@ -32,7 +34,7 @@ fn filters(project: &str, env: &str) -> Vec<Filter> {
     ]
 }
 
-fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+pub(super) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|t| {
             Some((
@@ -43,7 +45,7 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn spec(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
+pub(super) fn spec(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(kind)
         .set_tags(Some(
@@ -54,7 +56,11 @@ fn spec(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification
         .build()
 }
 
-fn resource(tags: BTreeMap<String, String>, aws_id: &str, detail: Detail) -> ObservedResource {
+pub(super) fn resource(
+    tags: BTreeMap<String, String>,
+    aws_id: &str,
+    detail: Detail,
+) -> ObservedResource {
     ObservedResource {
         resource: tags.get(TAG_RESOURCE).cloned().unwrap_or_default(),
         aws_id: aws_id.to_owned(),
@@ -68,8 +74,8 @@ fn yes() -> AttributeBooleanValue {
 }
 
 impl Net {
-    pub(super) fn new(client: Client) -> Net {
-        Net { client }
+    pub(super) fn new(client: Client, ssm: super::Ssm) -> Net {
+        Net { client, ssm }
     }
 
     /// heet's network resources of `project`/`env` of the given kinds, one describe per kind,
@@ -203,6 +209,7 @@ impl Net {
                     ));
                 }
             }
+            Kind::KeyPair => found = self.observe_keys(project, env).await?,
         }
         Ok(found)
     }

@@ -344,6 +344,12 @@ impl Ssm {
         Ok(found)
     }
 
+    /// The names of the parameters under `path`, recursively; their values (secrets still
+    /// encrypted) are dropped as they come.
+    pub async fn names(&self, path: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self.list(path).await?.into_iter().map(|(n, _)| n).collect())
+    }
+
     /// Writes `value` at `name`, replacing what is there.
     pub async fn put(&self, name: &str, value: &str) -> anyhow::Result<()> {
         self.client
