@@ -389,14 +389,14 @@ impl fmt::Display for DownReport {
             write!(
                 f,
                 "\nleft alone (tagged for {target} but not created by heet): {}",
-                self.foreign.join(", ")
+                crate::text::shown_all(&self.foreign)
             )?;
         }
         if !self.foreign_records.is_empty() {
             write!(
                 f,
                 "\nleft alone (records heet made but someone changed since): {}",
-                self.foreign_records.join(", ")
+                crate::text::shown_all(&self.foreign_records)
             )?;
         }
         Ok(())
@@ -517,7 +517,7 @@ impl fmt::Display for StatusReport {
             ),
         ] {
             for item in items {
-                write!(f, "\n  {label}: {item}")?;
+                write!(f, "\n  {label}: {}", crate::text::shown(item))?;
             }
         }
         Ok(())

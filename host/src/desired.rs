@@ -10,6 +10,7 @@ use crate::namespace::{
 };
 use crate::network::{self, DesiredNetwork, SubnetRef};
 use crate::plugins::{Hooks, PluginError, api};
+use crate::text;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
@@ -97,11 +98,21 @@ impl fmt::Display for PolicyDenied {
             "policy denied the plan ({} violation(s))",
             self.violations.len()
         )?;
-        for (plugin, v) in &self.violations {
-            write!(f, "\n  plugin {plugin}: {}: {}", v.rule, v.message)?;
+        for (plugin, v) in self.violations.iter().take(text::MAX_VIOLATIONS) {
+            write!(
+                f,
+                "\n  plugin {plugin}: {}: {}",
+                text::shown(&v.rule),
+                text::shown(&v.message)
+            )?;
             if let Some(role) = &v.role {
-                write!(f, " (role {role})")?;
+                write!(f, " (role {})", text::shown(role))?;
             }
+        }
+        if let Some(more) = self.violations.len().checked_sub(text::MAX_VIOLATIONS)
+            && more > 0
+        {
+            write!(f, "\n  and {more} more")?;
         }
         Ok(())
     }

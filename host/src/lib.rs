@@ -16,6 +16,7 @@ pub mod plan;
 pub mod plugins;
 pub mod progress;
 pub mod report;
+pub mod text;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.is::<definition::DefinitionError>()
             || cause.is::<commands::UsageError>()
             || cause.is::<plugins::lock::LockError>()
+            || cause.is::<cloud::SetupError>()
         {
             return exit::USAGE;
         }
@@ -152,9 +154,11 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
+    // aws-config's warnings about each credential source it tried (IMDS, mostly) say nothing
+    // a missing-credentials error does not, in one line: they show from -v on.
     let default = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "warn,heet=info",
+        (true, _) => "warn,aws_config=error",
+        (false, 0) => "warn,heet=info,aws_config=error",
         (false, 1) => "info,heet=debug",
         (false, _) => "debug,heet=trace",
     };

@@ -10,6 +10,7 @@ use crate::namespace::{
     self, TAG_BATCH, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
 };
 use crate::network::{self, NetChange, ObservedResource};
+use crate::text;
 
 /// How long a batch launch written ahead may show no instance before its ledger entry is
 /// dropped: far beyond any eventual-consistency window, so a launch that did happen is never
@@ -684,7 +685,7 @@ impl fmt::Display for Plan {
                             .unwrap_or_else(|| format!("(new instance {instance})"))
                     )?;
                     if let Some(was) = was {
-                        write!(f, " (was {was})")?;
+                        write!(f, " (was {})", text::shown(was))?;
                     }
                 }
                 RecordChange::Delete {
@@ -693,7 +694,7 @@ impl fmt::Display for Plan {
                     present,
                     ..
                 } => {
-                    write!(f, "\n  - record   {name} → {target}")?;
+                    write!(f, "\n  - record   {name} → {}", text::shown(target))?;
                     if !present {
                         write!(f, " (already gone: forget it)")?;
                     }
@@ -703,7 +704,8 @@ impl fmt::Display for Plan {
         for name in &self.foreign_records {
             write!(
                 f,
-                "\n  record {name}: changed by someone else since heet made it; forgotten, left alone"
+                "\n  record {}: changed by someone else since heet made it; forgotten, left alone",
+                text::shown(name)
             )?;
         }
         for c in &self.conflicts {
@@ -724,7 +726,7 @@ impl fmt::Display for Plan {
             write!(
                 f,
                 "\nleft alone (tagged for {target} but not created by heet): {}",
-                self.foreign.join(", ")
+                text::shown_all(&self.foreign)
             )?;
         }
         Ok(())

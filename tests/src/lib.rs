@@ -70,7 +70,7 @@ fn newest_source(dirs: &[PathBuf]) -> Option<std::time::SystemTime> {
 }
 
 /// Every reference plugin and test fixture, by crate name.
-pub const PLUGINS: [&str; 9] = [
+pub const PLUGINS: [&str; 10] = [
     "naming",
     "guard",
     "sizing",
@@ -80,6 +80,7 @@ pub const PLUGINS: [&str; 9] = [
     "trap",
     "chain",
     "liar",
+    "loud",
 ];
 
 /// The plugins and fixtures, built from source with `heet plugins build` once per process.

@@ -477,17 +477,13 @@ fn compiled_plugins_are_cached_by_hash_and_a_corrupt_entry_is_recompiled() {
 #[test]
 fn endpoint_url_flag_wins_over_the_environment() {
     let p = Project::new(DEMO, &["naming"]);
-    // One attempt: connection-refused is otherwise retried with backoff for ~20 s.
-    let dead = [
-        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
-        ("AWS_MAX_ATTEMPTS", "1"),
-    ];
+    let dead = [("AWS_ENDPOINT_URL", "http://127.0.0.1:9")];
     let refused = p.heet_with(&["plan", "--env", "staging"], &dead);
-    assert_eq!(refused.code(), 1);
+    assert_eq!(refused.code(), 2);
     assert!(
         refused
             .stderr()
-            .contains(": dispatch failure: io error: client error (Connect)"),
+            .contains("error: cannot reach AWS at http://127.0.0.1:9: "),
         "{}",
         refused.stderr()
     );
@@ -584,5 +580,71 @@ fn guard_violations_exit_3_all_printed_nothing_created() {
         plan.ok().stdout().contains("3 to create"),
         "{}",
         plan.stdout()
+    );
+}
+
+/// `heet plan` in a clean environment: an empty HOME and only what is given in `env`.
+fn plan_bare(env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    std::fs::write(
+        dir.path().join("heet.toml"),
+        "[project]\nname = \"shop\"\nregion = \"eu-west-1\"\n[defaults]\nami = \"ami-12c6146b\"\n[roles.www]\n[environments.staging]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(tests::heet_bin())
+        .args(["plan", "--env", "staging"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", dir.path().join("home"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_aws_set_up_is_one_line_saying_what_to_do() {
+    let (code, err) = plan_bare(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.lines().count() <= 3, "{err}");
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
+    assert!(
+        line.contains("no AWS credentials")
+            && line.contains("AWS_PROFILE")
+            && line.contains("AWS_ACCESS_KEY_ID")
+            && line.contains("--endpoint-url"),
+        "{err}"
+    );
+
+    // An endpoint nothing listens on: a port just taken and given back.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let (code, err) = plan_bare(&[
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_ENDPOINT_URL", &endpoint),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("error: cannot reach AWS at {endpoint}: "))
+            && err.contains("connection refused"),
+        "{err}"
+    );
+    // Not retried: a refused connection does not come back within a backoff.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
     );
 }

@@ -288,3 +288,104 @@ fn every_hostile_plugin_is_stopped_named_and_changes_nothing() {
     assert!(rss < 1024, "a child used {rss} MiB");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// What a hostile plugin writes must reach neither terminal raw: no ESC, CR or BEL byte, no
+/// bidi override or zero-width character, from the plugin, on stdout or stderr.
+fn raw_control(out: &str) -> Vec<char> {
+    out.chars()
+        .filter(|c| {
+            matches!(
+                c,
+                '\x1b' | '\r' | '\x07' | '\u{9b}' | '\u{202e}' | '\u{200b}'
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn what_a_plugin_says_reaches_the_terminal_escaped_and_bounded() {
+    // (mode, exit, what stderr must say, its most bytes)
+    let cases: [(&str, i32, &[&str], usize); 5] = [
+        (
+            "escapes",
+            3,
+            &[
+                "plugin loud: rule\\x1b[2K\\r\\x1b[32mno changes\\x1b[0m \\x1b]8;;https://evil.example/\\x07click",
+                "\\u{202e}txt.exe\\u{202c} zero\\u{200b}width",
+                "log line \\x1b[2K\\r",
+            ],
+            4_000,
+        ),
+        (
+            "configure",
+            2,
+            &["rejected its config: bad config \\x1b[2K\\r"],
+            4_000,
+        ),
+        (
+            "panic",
+            1,
+            &["plugin loud: hook guard: ", "guard gave up \\x1b[2K\\r"],
+            4_000,
+        ),
+        (
+            "many",
+            3,
+            &[
+                "policy denied the plan (10000 violation(s))",
+                "\n  and 9950 more",
+            ],
+            16_000,
+        ),
+        ("huge", 3, &["more bytes cut]"], 4_000),
+    ];
+    let mut failures = Vec::new();
+    for (mode, exit, says, bound) in cases {
+        let def = DEF.replace(
+            "{plugins}",
+            &format!("[plugins.config.loud]\nmode = \"{mode}\"\n"),
+        );
+        let p = Project::new(&def, &["loud"]);
+        let run = p.heet(&["up", "--env", "staging", "--yes", "--stats"]);
+        let (out, err) = (run.stdout(), run.stderr());
+        let mutating: Vec<String> = run
+            .operations()
+            .into_iter()
+            .filter(|op| !op.contains(":Describe") && !op.contains(":List") && !op.contains(":Get"))
+            .collect();
+        eprintln!(
+            "{mode:<10} exit {} stderr {:>6} bytes, stdout {:>4}",
+            run.code(),
+            err.len(),
+            out.len()
+        );
+        let checks = [
+            (
+                run.code() == exit,
+                format!("exit {} (want {exit})", run.code()),
+            ),
+            (
+                says.iter().all(|s| err.contains(s)),
+                format!("stderr lacks one of {says:?}"),
+            ),
+            (
+                raw_control(&out).is_empty() && raw_control(&err).is_empty(),
+                format!(
+                    "raw control characters: {:?}",
+                    [raw_control(&out), raw_control(&err)].concat()
+                ),
+            ),
+            (
+                err.len() + out.len() <= bound,
+                format!("{} bytes of output", err.len() + out.len()),
+            ),
+            (mutating.is_empty(), format!("mutating calls {mutating:?}")),
+        ];
+        for (ok, what) in checks {
+            if !ok {
+                failures.push(format!("{mode}: {what}\n{err}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

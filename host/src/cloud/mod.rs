@@ -12,12 +12,33 @@ mod ssm;
 mod stats;
 
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 
 pub use ec2::{Ec2, Launch, LaunchError};
 pub use net::Net;
 pub use route53::Route53;
 pub use ssm::{ConfigValue, EnvLocked, LockHolder, Ssm};
 pub use stats::{CallStats, CallSummary};
+
+/// AWS cannot be used as set up: no credentials, no region, or an endpoint that refuses
+/// connections. One line each, saying what to do; exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "no AWS credentials found: use a profile (--profile or AWS_PROFILE, from ~/.aws/config), set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or, for an emulator such as moto, --endpoint-url with any test keys"
+    )]
+    NoCredentials,
+    #[error("no AWS region: pass --region, set AWS_REGION, or set project.region in heet.toml")]
+    NoRegion,
+    #[error(
+        "cannot reach AWS at {endpoint}: {op}: connection refused (is the endpoint right and its server up? --endpoint-url, AWS_ENDPOINT_URL)"
+    )]
+    Unreachable { endpoint: String, op: String },
+}
+
+/// Where this process sends its AWS calls, for [`SetupError::Unreachable`].
+static ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Attempts per AWS call, first try included, unless `AWS_MAX_ATTEMPTS` says otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
@@ -70,9 +91,7 @@ impl Aws {
         let mut config = loader.load().await;
         if config.region().is_none() {
             let Some(region) = &conn.default_region else {
-                anyhow::bail!(
-                    "no AWS region: pass --region, set AWS_REGION, or set project.region in heet.toml"
-                );
+                return Err(SetupError::NoRegion.into());
             };
             config = config
                 .into_builder()
@@ -85,21 +104,28 @@ impl Aws {
             .http_client(pacer.wrap(pace::default_http_client()))
             .build();
         let region = config.region().map(ToString::to_string).unwrap_or_default();
+        let _ = ENDPOINT.set(match &conn.endpoint_url {
+            Some(url) => url.clone(),
+            None => format!("its {region} endpoints"),
+        });
         let stats = CallStats::from_env();
         let ec2 = aws_sdk_ec2::Client::from_conf(
             aws_sdk_ec2::config::Builder::from(&config)
+                .retry_classifier(RefusedIsFinal)
                 .interceptor(stats.clone())
                 .interceptor(pacer.interceptor())
                 .build(),
         );
         let ssm = aws_sdk_ssm::Client::from_conf(
             aws_sdk_ssm::config::Builder::from(&config)
+                .retry_classifier(RefusedIsFinal)
                 .interceptor(stats.clone())
                 .interceptor(pacer.interceptor())
                 .build(),
         );
         let route53 = aws_sdk_route53::Client::from_conf(
             aws_sdk_route53::config::Builder::from(&config)
+                .retry_classifier(RefusedIsFinal)
                 .interceptor(stats.clone())
                 .interceptor(pacer.interceptor())
                 .build(),
@@ -129,6 +155,9 @@ where
             let mut chain = vec![err.to_string()];
             let mut source = err.source();
             while let Some(cause) = source {
+                if let Some(setup) = setup_error(op, cause) {
+                    return setup.into();
+                }
                 chain.push(cause.to_string());
                 source = cause.source();
             }
@@ -136,6 +165,58 @@ where
             anyhow::anyhow!("{op}: {}", chain.join(": "))
         }
     }
+}
+
+/// Whether `err`'s chain says the connection was refused.
+fn is_refused(mut err: Option<&(dyn std::error::Error + 'static)>) -> bool {
+    while let Some(e) = err {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        err = e.source();
+    }
+    false
+}
+
+/// An endpoint that refuses connections is not coming back within a retry's backoff (AWS's
+/// never do; an emulator that is down stays down): the SDK would otherwise retry it for
+/// seconds before saying so.
+#[derive(Debug)]
+struct RefusedIsFinal;
+
+impl ClassifyRetry for RefusedIsFinal {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.output_or_error() {
+            Some(Err(err))
+                if err
+                    .as_connector_error()
+                    .is_some_and(|c| is_refused(Some(c as &(dyn std::error::Error + 'static)))) =>
+            {
+                RetryAction::RetryForbidden
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "connection refused is final"
+    }
+}
+
+/// The set-up problem `cause` (one error of a call's chain) shows, if it shows one.
+fn setup_error(op: &str, cause: &(dyn std::error::Error + 'static)) -> Option<SetupError> {
+    if cause.is::<aws_credential_types::provider::error::CredentialsError>() {
+        return Some(SetupError::NoCredentials);
+    }
+    is_refused(Some(cause)).then(|| SetupError::Unreachable {
+        endpoint: ENDPOINT
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "its endpoint".into()),
+        op: op.to_owned(),
+    })
 }
 
 /// How long a call naming an id heet just created is retried while EC2 does not know the id

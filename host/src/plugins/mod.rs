@@ -91,7 +91,7 @@ impl std::fmt::Display for Hook {
 
 /// A plugin that failed: trapped, broke a limit, or answered something heet refuses.
 #[derive(Debug, thiserror::Error)]
-#[error("plugin {plugin}: hook {hook}: {reason}")]
+#[error("plugin {plugin}: hook {hook}: {}", crate::text::shown(.reason))]
 pub struct PluginError {
     pub plugin: String,
     pub hook: Hook,
@@ -100,7 +100,7 @@ pub struct PluginError {
 
 /// A plugin file that could not be loaded at all.
 #[derive(Debug, thiserror::Error)]
-#[error("plugin {plugin} ({}): {reason}", file.display())]
+#[error("plugin {plugin} ({}): {}", file.display(), crate::text::shown(.reason))]
 pub struct LoadError {
     pub plugin: String,
     pub file: PathBuf,
@@ -219,7 +219,7 @@ impl PluginSet {
                     "plugins.config.{}: plugin {} rejected its config: {}",
                     file.name,
                     file.name,
-                    errors.join("; ")
+                    crate::text::shown(&errors.join("; "))
                 );
                 return Err(match config {
                     Some((_, at)) => def.error_at(*at, message),

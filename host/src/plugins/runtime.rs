@@ -335,6 +335,7 @@ impl bindings::heet::plugin::host::Host for HostState {
         if self.log_lines > MAX_LOG_LINES_PER_CALL {
             return;
         }
+        // Bounded here, as the panic message a trap reports it; escaped wherever printed.
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {
@@ -344,13 +345,14 @@ impl bindings::heet::plugin::host::Host for HostState {
             message.push('…');
         }
         let plugin = self.plugin.as_str();
+        let shown = crate::text::shown(&message);
         match level {
-            api::Level::Trace => tracing::trace!(target: "heet::plugin", plugin, "{message}"),
-            api::Level::Debug => tracing::debug!(target: "heet::plugin", plugin, "{message}"),
-            api::Level::Info => tracing::info!(target: "heet::plugin", plugin, "{message}"),
-            api::Level::Warn => tracing::warn!(target: "heet::plugin", plugin, "{message}"),
+            api::Level::Trace => tracing::trace!(target: "heet::plugin", plugin, "{shown}"),
+            api::Level::Debug => tracing::debug!(target: "heet::plugin", plugin, "{shown}"),
+            api::Level::Info => tracing::info!(target: "heet::plugin", plugin, "{shown}"),
+            api::Level::Warn => tracing::warn!(target: "heet::plugin", plugin, "{shown}"),
             api::Level::Error => {
-                tracing::debug!(target: "heet::plugin", plugin, "{message}");
+                tracing::debug!(target: "heet::plugin", plugin, "{shown}");
                 self.last_error_log = Some(message);
             }
         }
