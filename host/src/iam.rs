@@ -125,13 +125,6 @@ pub fn policy(def: &Definition) -> Policy {
             vec!["arn:aws:route53:::hostedzone/*".to_owned()],
             None,
         ));
-        // A change to a zone waits until the zone's previous one is INSYNC.
-        statements.push(statement(
-            "HeetRecordChanges",
-            vec!["route53:GetChange"],
-            vec!["arn:aws:route53:::change/*".to_owned()],
-            None,
-        ));
     }
     if profiles {
         statements.push(statement(

@@ -17,9 +17,10 @@
 //! - no public DNS name for instances in a VPC whose `enableDnsHostnames` is off (moto fills
 //!   one in anyway);
 //! - Route53 change batches validated as Route53 does (DELETE of a missing record or CREATE
-//!   of an existing one is `InvalidChangeBatch`), changes `PENDING` for a window during which
-//!   a new change to the zone gets `PriorRequestNotComplete`, and a repeated CallerReference
-//!   refused with `HostedZoneAlreadyExists`;
+//!   of an existing one is `InvalidChangeBatch`), changes `PENDING` for a window (GetChange),
+//!   a new change to the zone refused with `PriorRequestNotComplete` for the shorter window
+//!   Route53 takes to process the previous request (not while it propagates), and a repeated
+//!   CallerReference refused with `HostedZoneAlreadyExists`;
 //! - lost answers: a share of chosen mutating calls is carried out and its answer dropped;
 //! - latency per call, and plain injected faults (throttling, 500, 503, a dropped
 //!   connection) at a set share, before the call reaches moto.
@@ -84,6 +85,9 @@ pub struct Model {
     pub profile_propagation: Duration,
     /// How long a Route53 change stays `PENDING`.
     pub insync: Duration,
+    /// How long Route53 refuses a new change to a zone after one (PriorRequestNotComplete):
+    /// the time it takes to process a request, far shorter than `insync`.
+    pub processing: Duration,
     /// Added to every call.
     pub latency: Duration,
     /// Added to RunInstances instead of `latency`.
@@ -121,6 +125,7 @@ impl Model {
             dependency: Duration::from_secs(6),
             profile_propagation: Duration::from_secs(10),
             insync: Duration::from_secs(2),
+            processing: Duration::from_millis(300),
             latency: Duration::from_millis(20),
             run_latency: Duration::from_millis(400),
             lost_percent: 0,
@@ -142,6 +147,7 @@ impl Model {
             dependency: Duration::from_millis(1500),
             profile_propagation: Duration::from_secs(2),
             insync: Duration::from_millis(400),
+            processing: Duration::from_millis(100),
             latency: Duration::from_millis(2),
             run_latency: Duration::from_millis(50),
             ..Model::aws()
@@ -158,6 +164,7 @@ impl Model {
             dependency: Duration::ZERO,
             profile_propagation: Duration::ZERO,
             insync: Duration::ZERO,
+            processing: Duration::ZERO,
             latency: Duration::ZERO,
             run_latency: Duration::ZERO,
             lost_percent: 0,
@@ -178,6 +185,7 @@ impl Model {
             && self.dependency.is_zero()
             && self.profile_propagation.is_zero()
             && self.insync.is_zero()
+            && self.processing.is_zero()
             && self.lost_percent == 0
     }
 
@@ -1474,7 +1482,7 @@ fn route53(shared: &Shared, agent: &ureq::Agent, op: &str, req: &Request) -> Ans
                 .to_owned();
             if State::within(
                 shared.state.lock().unwrap().zone_changed.get(&zone),
-                model.insync,
+                model.processing,
             ) {
                 return modelled(
                     shared,

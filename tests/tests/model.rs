@@ -297,7 +297,8 @@ fn a_lost_answer_was_carried_out_and_its_token_returns_the_same_instance() {
 #[test]
 fn route53_batches_are_checked_and_stay_pending_for_a_while() {
     let mut quick = Model::quick();
-    quick.insync = Duration::from_millis(700);
+    quick.insync = Duration::from_millis(1500);
+    quick.processing = Duration::from_millis(300);
     let m = model(quick);
     let domain = format!("model{}.heet.test", std::process::id());
     let post = |path: &str, body: String| route53_post(&m.endpoint, path, body);
@@ -345,8 +346,12 @@ fn route53_batches_are_checked_and_stay_pending_for_a_while() {
             .unwrap();
         xml_text(&r.body_mut().read_to_string().unwrap(), "Status")
     };
+    // Processed but still propagating: a new change is taken, as Route53 takes it.
+    std::thread::sleep(Duration::from_millis(350));
     assert_eq!(status_of(), "PENDING");
-    std::thread::sleep(Duration::from_millis(750));
+    let (status, upserted) = post(&rrset, batch("UPSERT"));
+    assert_eq!(status, 200, "{upserted}");
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(status_of(), "INSYNC");
     let (status, exists) = post(&rrset, batch("CREATE"));
     assert_eq!(

@@ -1,13 +1,15 @@
 //! Route53: find (or create) the project's zone, list its CNAMEs, apply record changes in as
 //! few batches as Route53's limits allow, one change to a zone at a time.
+//!
+//! A change is sent without waiting for the previous one to be INSYNC: Route53 refuses a
+//! change only while it is still processing the previous request (PriorRequestNotComplete,
+//! which the SDK retries as throttling), not while that change propagates (up to 60 s).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use aws_sdk_route53::Client;
 use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
+    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
 
 use super::sdk_error;
@@ -17,17 +19,12 @@ use crate::plan::{ObservedRecord, RecordAction, RecordOp, Zone};
 /// and 32,000 characters of record values.
 const BATCH_RECORDS: usize = 1000;
 const BATCH_CHARS: usize = 32_000;
-/// How long a zone's last change may stay PENDING before the next is sent anyway (AWS says
-/// changes are INSYNC within 60 s; the SDK retries PriorRequestNotComplete after that).
-const INSYNC_WAIT: Duration = Duration::from_secs(120);
 /// How often a batch Route53 refused as invalid is looked at again and resent.
 const RECONCILE_ROUNDS: usize = 3;
 
 #[derive(Clone)]
 pub struct Route53 {
     client: Client,
-    /// The last change sent to each zone, by zone id: the next waits until it is INSYNC.
-    last_change: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 /// `ops` in batches that fit Route53's limits, in order.
@@ -99,10 +96,7 @@ fn relative(name: &str) -> String {
 
 impl Route53 {
     pub(super) fn new(client: Client) -> Route53 {
-        Route53 {
-            client,
-            last_change: Arc::default(),
-        }
+        Route53 { client }
     }
 
     /// The public zone named exactly `domain`, if there is one.
@@ -204,7 +198,7 @@ impl Route53 {
     }
 
     /// Applies `ops` to the zone in as few ChangeResourceRecordSets as Route53's limits allow,
-    /// each after the zone's previous change is INSYNC. A batch refused as invalid (a retry
+    /// one after the other. A batch refused as invalid (a retry
     /// whose first answer was lost, a record changed meanwhile) is resent with what is left
     /// of it after reading the zone again.
     pub async fn change(&self, zone: &Zone, ops: &[RecordOp]) -> anyhow::Result<()> {
@@ -214,15 +208,8 @@ impl Route53 {
                 if batch.is_empty() {
                     break;
                 }
-                self.wait_insync(zone).await?;
                 match self.send(zone, &batch).await {
-                    Ok(change) => {
-                        self.last_change
-                            .lock()
-                            .expect("route53 lock")
-                            .insert(zone.id.clone(), change);
-                        break;
-                    }
+                    Ok(()) => break,
                     Err(e)
                         if round <= RECONCILE_ROUNDS
                             && e.as_service_error()
@@ -241,13 +228,13 @@ impl Route53 {
         Ok(())
     }
 
-    /// Sends one batch; returns its change id.
+    /// Sends one batch.
     async fn send(
         &self,
         zone: &Zone,
         ops: &[RecordOp],
     ) -> Result<
-        String,
+        (),
         aws_sdk_route53::error::SdkError<
             aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError,
         >,
@@ -278,53 +265,13 @@ impl Route53 {
             .set_changes(Some(changes))
             .build()
             .map_err(aws_sdk_route53::error::SdkError::construction_failure)?;
-        let out = self
-            .client
+        self.client
             .change_resource_record_sets()
             .hosted_zone_id(&zone.id)
             .change_batch(batch)
             .send()
             .await?;
-        Ok(out
-            .change_info()
-            .map(|c| c.id().trim_start_matches("/change/").to_owned())
-            .unwrap_or_default())
-    }
-
-    /// Waits until the zone's last change (from this process) is INSYNC, so the next is not
-    /// refused with PriorRequestNotComplete.
-    async fn wait_insync(&self, zone: &Zone) -> anyhow::Result<()> {
-        let Some(change) = self
-            .last_change
-            .lock()
-            .expect("route53 lock")
-            .get(&zone.id)
-            .cloned()
-        else {
-            return Ok(());
-        };
-        let start = Instant::now();
-        loop {
-            let out = self
-                .client
-                .get_change()
-                .id(&change)
-                .send()
-                .await
-                .map_err(|e| sdk_error("route53:GetChange", e))?;
-            if out.change_info().map(|c| c.status()) != Some(&ChangeStatus::Pending) {
-                return Ok(());
-            }
-            if start.elapsed() > INSYNC_WAIT {
-                tracing::warn!(
-                    "route53: change {change} to {} still pending after {} s",
-                    zone.name,
-                    INSYNC_WAIT.as_secs()
-                );
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        Ok(())
     }
 }
 
