@@ -109,9 +109,8 @@ impl fmt::Display for PolicyDenied {
                 write!(f, " (role {})", text::shown(role))?;
             }
         }
-        if let Some(more) = self.violations.len().checked_sub(text::MAX_VIOLATIONS)
-            && more > 0
-        {
+        if self.violations.len() > text::MAX_VIOLATIONS {
+            let more = self.violations.len() - text::MAX_VIOLATIONS;
             write!(f, "\n  and {more} more")?;
         }
         Ok(())
@@ -163,6 +162,7 @@ pub fn compute(
         } else {
             Vec::new()
         };
+        let key_name = role.launch_key(project, env);
         for index in 1..=size.count {
             let ctx = api::InstanceContext {
                 project: project.to_owned(),
@@ -191,7 +191,7 @@ pub fn compute(
                 role.ami.clone(),
                 size.instance_type.clone(),
                 user_data.clone(),
-                role.launch_key(project, env).unwrap_or_default(),
+                key_name.clone().unwrap_or_default(),
                 role.subnet_id.clone().unwrap_or_default(),
                 role.security_group_ids.join(","),
             ];
@@ -237,7 +237,7 @@ pub fn compute(
                 instance_type: size.instance_type.clone(),
                 ami: role.ami.clone(),
                 user_data,
-                key_name: role.launch_key(project, env),
+                key_name: key_name.clone(),
                 instance_profile: role.instance_profile.clone(),
                 subnet,
                 groups: groups.clone(),

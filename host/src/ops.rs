@@ -33,6 +33,21 @@ pub fn check_key(key: &str) -> Result<(), UsageError> {
     }
 }
 
+/// The role `name` of `def`, or a usage error naming the roles there are.
+fn role_named<'a>(
+    def: &'a Definition,
+    name: &str,
+) -> Result<&'a crate::definition::Role, UsageError> {
+    def.roles.iter().find(|r| r.name == name).ok_or_else(|| {
+        let roles: Vec<&str> = def.roles.iter().map(|r| r.name.as_str()).collect();
+        UsageError(format!(
+            "there is no role {name:?} in {}: the roles are {}",
+            def.file.display(),
+            roles.join(", ")
+        ))
+    })
+}
+
 async fn connect(global: &Global, env: &str) -> anyhow::Result<(Definition, Aws)> {
     let def = Definition::load(&global.file)?;
     def.environment(env)?;
@@ -166,15 +181,7 @@ pub async fn key_get(
     reveal: bool,
 ) -> anyhow::Result<Outcome> {
     let (def, aws) = connect(global, env).await?;
-    let Some(r) = def.roles.iter().find(|r| r.name == role) else {
-        let roles: Vec<&str> = def.roles.iter().map(|r| r.name.as_str()).collect();
-        return Err(UsageError(format!(
-            "no role {role:?} in {}: the roles are {}",
-            global.file.display(),
-            roles.join(", ")
-        ))
-        .into());
-    };
+    let r = role_named(&def, role)?;
     if r.key_pair != Some(crate::definition::KeyPair::Create) {
         return Err(UsageError(format!(
             "heet keeps no private key for role {role}: only a key pair it makes has one (roles.{role}.key_pair = \"create\")"
@@ -479,13 +486,7 @@ impl fmt::Display for HostList {
 pub async fn hosts(global: &Global, env: &str, role: Option<&str>) -> anyhow::Result<Outcome> {
     let (def, aws, mut hosts) = hosts_of(global, env).await?;
     if let Some(role) = role {
-        if !def.roles.iter().any(|r| r.name == role) {
-            return Err(UsageError(format!(
-                "there is no role {role:?} in {}",
-                def.file.display()
-            ))
-            .into());
-        }
+        role_named(&def, role)?;
         hosts.retain(|h| h.role == role);
     }
     emit(global, &HostList { hosts })?;

@@ -58,8 +58,16 @@ pub fn check_ami(ami: &str) -> Result<(), String> {
     }
 }
 
-/// An OpenSSH public key line EC2 can import (ed25519 or RSA), as `type base64`: the
-/// comment is dropped, so the same key written twice is the same key.
+/// `type base64` of an OpenSSH public key line: the form heet compares keys in, so the same
+/// key with another comment (EC2 adds one) is the same key.
+pub fn public_key_body(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An OpenSSH public key line EC2 can import (ed25519 or RSA), as [`public_key_body`].
 pub fn check_public_key(line: &str) -> Result<String, String> {
     use base64::Engine;
     let mut parts = line.split_whitespace();
@@ -88,7 +96,7 @@ pub fn check_public_key(line: &str) -> Result<String, String> {
             "invalid public_key: the key's data is not a {kind} key"
         ));
     }
-    Ok(format!("{kind} {body}"))
+    Ok(public_key_body(line))
 }
 
 /// A DNS name: labels of 1..=63 letters, digits and inner hyphens, 253 characters in all.

@@ -518,15 +518,8 @@ impl Moto {
             ("ImageId".into(), "ami-12c6146b".into()),
             ("MinCount".into(), "1".into()),
             ("MaxCount".into(), "1".into()),
-            ("TagSpecification.1.ResourceType".into(), "instance".into()),
         ];
-        for (i, (k, v)) in tags.iter().enumerate() {
-            params.push((format!("TagSpecification.1.Tag.{}.Key", i + 1), (*k).into()));
-            params.push((
-                format!("TagSpecification.1.Tag.{}.Value", i + 1),
-                (*v).into(),
-            ));
-        }
+        params.extend(tag_specification("instance", tags));
         let refs: Vec<(&str, &str)> = params
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -635,22 +628,7 @@ impl Moto {
             ("KeyName".to_owned(), name.to_owned()),
             ("KeyType".to_owned(), "ed25519".to_owned()),
         ];
-        if !tags.is_empty() {
-            params.push((
-                "TagSpecification.1.ResourceType".to_owned(),
-                "key-pair".to_owned(),
-            ));
-        }
-        for (i, (k, v)) in tags.iter().enumerate() {
-            params.push((
-                format!("TagSpecification.1.Tag.{}.Key", i + 1),
-                (*k).to_owned(),
-            ));
-            params.push((
-                format!("TagSpecification.1.Tag.{}.Value", i + 1),
-                (*v).to_owned(),
-            ));
-        }
+        params.extend(tag_specification("key-pair", tags));
         let borrowed: Vec<(&str, &str)> = params
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -799,6 +777,25 @@ pub struct MotoKey {
     /// The OpenSSH public key line.
     pub public_key: String,
     pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// The EC2 Query parameters that tag a resource of `kind` as it is made.
+fn tag_specification(kind: &str, tags: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut params = vec![(
+        "TagSpecification.1.ResourceType".to_owned(),
+        kind.to_owned(),
+    )];
+    for (i, (k, v)) in tags.iter().enumerate() {
+        params.push((
+            format!("TagSpecification.1.Tag.{}.Key", i + 1),
+            (*k).to_owned(),
+        ));
+        params.push((
+            format!("TagSpecification.1.Tag.{}.Value", i + 1),
+            (*v).to_owned(),
+        ));
+    }
+    params
 }
 
 /// An Authorization header moto accepts and routes to `service` (moto checks no signature).

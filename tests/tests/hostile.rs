@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tests::{Project, component_from_wit, moto};
+use tests::{Project, Run, component_from_wit, moto};
 
 const DEF: &str = r#"
 [project]
@@ -188,6 +188,14 @@ fn catalog() -> Vec<Case> {
     ]
 }
 
+/// The calls of `run` that could have changed something in AWS.
+fn mutating(run: &Run) -> Vec<String> {
+    run.operations()
+        .into_iter()
+        .filter(|op| !op.contains(":Describe") && !op.contains(":List") && !op.contains(":Get"))
+        .collect()
+}
+
 /// The largest resident set of any child process waited for so far, in MiB.
 fn peak_child_rss_mib() -> i64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
@@ -252,11 +260,7 @@ fn every_hostile_plugin_is_stopped_named_and_changes_nothing() {
             elapsed.as_millis(),
             line.chars().take(110).collect::<String>()
         );
-        let mutating: Vec<String> = run
-            .operations()
-            .into_iter()
-            .filter(|op| !op.contains(":Describe") && !op.contains(":List") && !op.contains(":Get"))
-            .collect();
+        let mutating = mutating(&run);
         let checks = [
             (
                 run.code() == c.exit,
@@ -348,11 +352,7 @@ fn what_a_plugin_says_reaches_the_terminal_escaped_and_bounded() {
         let p = Project::new(&def, &["loud"]);
         let run = p.heet(&["up", "--env", "staging", "--yes", "--stats"]);
         let (out, err) = (run.stdout(), run.stderr());
-        let mutating: Vec<String> = run
-            .operations()
-            .into_iter()
-            .filter(|op| !op.contains(":Describe") && !op.contains(":List") && !op.contains(":Get"))
-            .collect();
+        let mutating = mutating(&run);
         eprintln!(
             "{mode:<10} exit {} stderr {:>6} bytes, stdout {:>4}",
             run.code(),

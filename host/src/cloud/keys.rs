@@ -12,14 +12,7 @@ use super::net::{filters, resource, spec, tag_map};
 use super::{Net, sdk_error};
 use crate::namespace::TAG_RESOURCE;
 use crate::network::{self, Detail, ObservedResource};
-
-/// `type base64` of an OpenSSH public key line, as heet compares keys.
-fn key_body(line: &str) -> String {
-    line.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+use crate::validate;
 
 impl Net {
     /// heet's key pairs of `project`/`env`, and private keys kept for key pairs that are gone
@@ -52,7 +45,7 @@ impl Net {
                 .and_then(|r| r.strip_prefix("key/"))
                 .unwrap_or_default();
             let detail = Detail::KeyPair {
-                public_key: k.public_key().map(key_body),
+                public_key: k.public_key().map(validate::public_key_body),
                 stored: stored.contains(role),
             };
             found.push(resource(tags, k.key_name().unwrap_or_default(), detail));

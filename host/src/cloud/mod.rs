@@ -167,17 +167,10 @@ where
     }
 }
 
-/// Whether `err`'s chain says the connection was refused.
-fn is_refused(mut err: Option<&(dyn std::error::Error + 'static)>) -> bool {
-    while let Some(e) = err {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
-        {
-            return true;
-        }
-        err = e.source();
-    }
-    false
+/// Whether `err` itself is a refused connection (not its causes).
+fn is_refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// An endpoint that refuses connections is not coming back within a retry's backoff (AWS's
@@ -190,9 +183,12 @@ impl ClassifyRetry for RefusedIsFinal {
     fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
         match ctx.output_or_error() {
             Some(Err(err))
-                if err
-                    .as_connector_error()
-                    .is_some_and(|c| is_refused(Some(c as &(dyn std::error::Error + 'static)))) =>
+                if err.as_connector_error().is_some_and(|c| {
+                    std::iter::successors(Some(c as &(dyn std::error::Error + 'static)), |e| {
+                        e.source()
+                    })
+                    .any(is_refused)
+                }) =>
             {
                 RetryAction::RetryForbidden
             }
@@ -205,12 +201,13 @@ impl ClassifyRetry for RefusedIsFinal {
     }
 }
 
-/// The set-up problem `cause` (one error of a call's chain) shows, if it shows one.
+/// The set-up problem `cause` (one error of a call's chain, looked at alone: the caller
+/// walks the chain) shows, if it shows one.
 fn setup_error(op: &str, cause: &(dyn std::error::Error + 'static)) -> Option<SetupError> {
     if cause.is::<aws_credential_types::provider::error::CredentialsError>() {
         return Some(SetupError::NoCredentials);
     }
-    is_refused(Some(cause)).then(|| SetupError::Unreachable {
+    is_refused(cause).then(|| SetupError::Unreachable {
         endpoint: ENDPOINT
             .get()
             .cloned()
