@@ -19,6 +19,8 @@ use serde::Serialize;
 
 use crate::cloud::{Aws, Launch, LaunchError};
 use crate::desired::DesiredInstance;
+use crate::kinds::Bookkeeping;
+use crate::kinds::iam::{self as iam_kind, Attachable, IamChange, Kind as IamKind};
 use crate::ledger::{self, Ledger};
 use crate::namespace;
 use crate::network::{self, NetChange, ObservedResource, Source, Stage, SubnetRef, VpcRef};
@@ -74,6 +76,8 @@ pub struct Applied {
     pub launched: Vec<InstanceSummary>,
     /// Network changes made, as the plan shows them.
     pub network: Vec<String>,
+    /// IAM changes made, as the plan shows them.
+    pub iam: Vec<String>,
     /// Names not written because their instance has no DNS name at all.
     pub unresolved: Vec<String>,
 }
@@ -109,6 +113,33 @@ pub async fn apply(
             plan.conflicts.join("; ")
         );
     }
+
+    if !plan.iam.conflicts.is_empty() {
+        anyhow::bail!(
+            "nothing applied: {} IAM name(s) are held by entities heet did not create: {}",
+            plan.iam.conflicts.len(),
+            plan.iam.conflicts.join("; ")
+        );
+    }
+    let mut iam = IamApply {
+        aws,
+        project: &plan.project,
+        env: &plan.env,
+        arns: plan.iam.arns.clone(),
+        fresh: Default::default(),
+    };
+    // Entities a killed run made are confirmed, the ones that are gone forgotten.
+    let mut bookkeeping: Vec<(String, Option<ledger::Entry>)> = plan
+        .iam
+        .forgotten
+        .iter()
+        .map(|r| (ledger::resource_key(r), None))
+        .collect();
+    for (resource, id) in &plan.iam.adopted {
+        bookkeeping.extend(resource_entry(resource, Some(id), ledger::State::Done));
+    }
+    book(aws, ledger, bookkeeping).await?;
+    applied.iam = iam_stage(Stage::Before, &mut iam, ledger, plan).await?;
 
     let mut net = NetApply {
         aws,
@@ -319,6 +350,8 @@ pub async fn apply(
     applied.unresolved = unresolved;
     let deleted = network_stage(Stage::After, &mut net, ledger, plan).await?;
     applied.network.extend(deleted);
+    let deleted = iam_stage(Stage::After, &mut iam, ledger, plan).await?;
+    applied.iam.extend(deleted);
     Ok(applied)
 }
 
@@ -357,7 +390,38 @@ fn resource_entry(
     vec![(ledger::resource_key(resource), Some(entry))]
 }
 
-/// Creates `resource` with `create`, written ahead in the ledger and confirmed after.
+/// The one write-ahead protocol, around `work` (which returns the id of what it made): a
+/// create is in the ledger before it is made and confirmed with its id after; a delete
+/// leaves the ledger once it is done. A run killed in between leaves an entry the next plan
+/// resolves: a create written ahead is adopted if it happened, a delete done is forgotten.
+async fn booked<F>(
+    aws: &Aws,
+    ledger: &mut Ledger,
+    bookkeeping: &Bookkeeping,
+    work: F,
+) -> anyhow::Result<Option<String>>
+where
+    F: std::future::Future<Output = anyhow::Result<Option<String>>>,
+{
+    match bookkeeping {
+        Bookkeeping::Create(resource) => {
+            let ahead = resource_entry(resource, None, ledger::State::Pending);
+            book(aws, ledger, ahead).await?;
+            let id = work.await?;
+            let done = resource_entry(resource, id.as_deref(), ledger::State::Done);
+            book(aws, ledger, done).await?;
+            Ok(id)
+        }
+        Bookkeeping::Delete(resource) => {
+            let id = work.await?;
+            book(aws, ledger, vec![(ledger::resource_key(resource), None)]).await?;
+            Ok(id)
+        }
+        Bookkeeping::None => work.await,
+    }
+}
+
+/// Creates `resource` with `create` under [`booked`]'s protocol.
 async fn created<F>(
     aws: &Aws,
     ledger: &mut Ledger,
@@ -368,21 +432,170 @@ async fn created<F>(
 where
     F: std::future::Future<Output = anyhow::Result<String>>,
 {
-    book(
-        aws,
-        ledger,
-        resource_entry(resource, None, ledger::State::Pending),
-    )
-    .await?;
-    let id = create.await?;
-    book(
-        aws,
-        ledger,
-        resource_entry(resource, Some(&id), ledger::State::Done),
-    )
-    .await?;
+    let bookkeeping = Bookkeeping::Create(resource.to_owned());
+    let id = booked(aws, ledger, &bookkeeping, async { create.await.map(Some) })
+        .await?
+        .unwrap_or_default();
     ids.insert(resource.to_owned(), id.clone());
     Ok(id)
+}
+
+/// Makes the plan's IAM changes of one stage, in the order [`IamChange::stage`] gives, each
+/// under [`booked`]'s protocol. Returns them as the plan shows them.
+async fn iam_stage(
+    stage: Stage,
+    iam: &mut IamApply<'_>,
+    ledger: &mut Ledger,
+    plan: &Plan,
+) -> anyhow::Result<Vec<String>> {
+    let mut changes: Vec<&IamChange> = plan
+        .iam
+        .changes
+        .iter()
+        .filter(|c| c.stage().0 == stage)
+        .collect();
+    changes.sort_by_key(|c| c.stage().1);
+    let mut done = Vec::new();
+    for c in changes {
+        tracing::info!("iam: {c}");
+        let bookkeeping = c.bookkeeping();
+        booked(iam.aws, ledger, &bookkeeping, iam.run(c)).await?;
+        if let Bookkeeping::Create(resource) = bookkeeping
+            && let Some((_, name)) = IamKind::of_resource(&resource)
+        {
+            iam.fresh.insert(name.to_owned());
+        }
+        done.push(c.to_string());
+    }
+    Ok(done)
+}
+
+/// What IAM changes need beyond themselves.
+struct IamApply<'a> {
+    aws: &'a Aws,
+    project: &'a str,
+    env: &'a str,
+    /// heet's policies' ARNs by IAM name, as they are and as they are created.
+    arns: BTreeMap<String, String>,
+    /// The entities this run created, which IAM may not know everywhere yet.
+    fresh: std::collections::BTreeSet<String>,
+}
+
+impl IamApply<'_> {
+    /// Makes one change; returns the IAM id of what it created.
+    async fn run(&mut self, c: &IamChange) -> anyhow::Result<Option<String>> {
+        let aws = self.aws;
+        let (project, env) = (self.project, self.env);
+        let path = iam_kind::path(project, env);
+        let tags =
+            |kind: IamKind, name: &str| network::tags(project, env, &kind.resource(name), name);
+        let config = |key: &str| format!("{}{key}", crate::ops::config_path(project, env));
+        Ok(match c {
+            IamChange::CreatePolicy { name, document } => {
+                let made = aws
+                    .iam
+                    .create_policy(name, &path, document, &tags(IamKind::Policy, name))
+                    .await?;
+                self.arns.insert(name.clone(), made.arn);
+                Some(made.id)
+            }
+            IamChange::NewPolicyVersion {
+                arn,
+                document,
+                drop,
+                ..
+            } => {
+                aws.iam
+                    .new_policy_version(arn, document, drop.as_deref())
+                    .await?;
+                None
+            }
+            IamChange::CreateGroup { name } => Some(aws.iam.create_group(name, &path).await?.id),
+            IamChange::CreateUser { name } => Some(
+                aws.iam
+                    .create_user(name, &path, &tags(IamKind::User, name))
+                    .await?
+                    .id,
+            ),
+            IamChange::CreateRole { name, trust } => Some(
+                aws.iam
+                    .create_role(name, &path, trust, &tags(IamKind::Role, name))
+                    .await?
+                    .id,
+            ),
+            IamChange::UpdateTrust { name, trust } => {
+                aws.iam.update_trust(name, trust).await?;
+                None
+            }
+            IamChange::CreateProfile { name, role, exists } => {
+                let made = aws
+                    .iam
+                    .create_profile(name, &path, role, *exists, &tags(IamKind::Profile, name))
+                    .await?;
+                (!exists).then_some(made.id)
+            }
+            IamChange::Attach { holder, policy } => {
+                let arn = match policy {
+                    Attachable::Arn(a) => a.clone(),
+                    Attachable::Heet(name) => self.arns.get(name).cloned().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "internal: iam policy {name} is neither observed nor created"
+                        )
+                    })?,
+                };
+                let holder_name = match holder {
+                    iam_kind::Holder::Group(n)
+                    | iam_kind::Holder::User(n)
+                    | iam_kind::Holder::Role(n) => n,
+                };
+                let fresh = self.fresh.contains(holder_name)
+                    || matches!(policy, Attachable::Heet(n) if self.fresh.contains(n));
+                aws.iam.attach(holder, &arn, fresh).await?;
+                None
+            }
+            IamChange::Detach { holder, arn } => {
+                aws.iam.detach(holder, arn).await?;
+                None
+            }
+            IamChange::Join { user, group } => {
+                aws.iam.join(user, group).await?;
+                None
+            }
+            IamChange::Leave { user, group } => {
+                aws.iam.leave(user, group).await?;
+                None
+            }
+            IamChange::CreateAccessKey {
+                user,
+                id_key,
+                secret_key,
+            } => {
+                aws.iam
+                    .create_access_key(user, &config(id_key), &config(secret_key))
+                    .await?;
+                None
+            }
+            IamChange::DeleteAccessKey {
+                user,
+                key_id,
+                stored,
+            } => {
+                let params = stored.as_ref().map(|(a, b)| (config(a), config(b)));
+                aws.iam
+                    .delete_access_key(
+                        user,
+                        key_id,
+                        params.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                    )
+                    .await?;
+                None
+            }
+            IamChange::Delete { kind, name, arn } => {
+                aws.iam.delete(*kind, name, arn).await?;
+                None
+            }
+        })
+    }
 }
 
 fn resolve<'a>(ids: &'a BTreeMap<String, String>, resource: &str) -> anyhow::Result<&'a str> {

@@ -14,6 +14,7 @@ use crate::cli::{Global, Output};
 use crate::cloud::{Aws, CallSummary, Connection, LockHolder};
 use crate::definition::Definition;
 use crate::desired::{self, Desired};
+use crate::kinds;
 use crate::ledger::{self, Ledger};
 use crate::network::{self, ObservedResource};
 use crate::plan::{self, DnsState, Plan};
@@ -163,8 +164,10 @@ async fn survey(
     // The instances at once; beside them the ledger, then the network and DNS (which depend
     // on what the ledger lists): a survey takes as long as its longest read, the describe of
     // every instance.
+    // IAM entities are proven heet's by the ledger alone: it is read whenever IAM is wanted.
+    let iam_wanted = !desired.iam.is_empty();
     let rest = async {
-        let ledger = if with_ledger {
+        let ledger = if with_ledger || iam_wanted {
             read_ledger(aws, &desired.project, &desired.env).await?
         } else {
             Ledger::new(ledger::prefix(&desired.project, &desired.env))
@@ -178,16 +181,26 @@ async fn survey(
                 .into_iter()
                 .filter_map(network::Kind::of_resource),
         );
-        let (resources, dns) = tokio::try_join!(
+        let iam = async {
+            if iam_wanted || kinds::iam::in_ledger(&ledger) {
+                let managed = desired.iam.iam.managed_arns();
+                let observed = aws.iam.observe(&desired.project, &desired.env, &managed);
+                Ok(Some(observed.await?))
+            } else {
+                anyhow::Ok(None)
+            }
+        };
+        let (resources, dns, iam) = tokio::try_join!(
             aws.net.observe(&desired.project, &desired.env, &kinds),
             observe_dns(aws, def, desired, with_ledger.then_some(&ledger)),
+            iam,
         )?;
-        anyhow::Ok((ledger, resources, dns))
+        anyhow::Ok((ledger, resources, dns, iam))
     };
-    let (observed, (ledger, resources, dns)) =
+    let (observed, (ledger, resources, dns, iam)) =
         tokio::try_join!(aws.ec2.instances(&desired.project, &desired.env), rest)?;
     let batches = ledger.batches();
-    let plan = plan::plan(
+    let mut plan = plan::plan(
         desired,
         &observed,
         &resources,
@@ -195,6 +208,9 @@ async fn survey(
         with_ledger.then_some(&batches),
         now_secs(),
     );
+    if let Some(iam) = iam {
+        plan.iam = kinds::iam::plan(&desired.iam, &iam, &kinds::iam::owned(&ledger));
+    }
     Ok(Survey {
         ledger,
         observed,
@@ -348,6 +364,8 @@ pub struct DownReport {
     pub records: Vec<String>,
     /// Network resources deleted or released, and rules revoked on the way.
     pub network: Vec<String>,
+    /// IAM entities deleted, and what held them undone on the way.
+    pub iam: Vec<String>,
     /// Tagged for this project/env but not created by heet: left alone.
     pub foreign: Vec<String>,
     /// Records heet created that someone changed since: forgotten, left alone.
@@ -358,7 +376,11 @@ pub struct DownReport {
 impl fmt::Display for DownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let target = format!("{}/{}", self.project, self.env);
-        if self.terminated.is_empty() && self.records.is_empty() && self.network.is_empty() {
+        if self.terminated.is_empty()
+            && self.records.is_empty()
+            && self.network.is_empty()
+            && self.iam.is_empty()
+        {
             write!(f, "nothing to delete: heet runs nothing for {target}")?;
         } else {
             write!(
@@ -381,7 +403,7 @@ impl fmt::Display for DownReport {
                     self.records.join(", ")
                 )?;
             }
-            for n in &self.network {
+            for n in self.network.iter().chain(&self.iam) {
                 write!(f, "\n  {n}")?;
             }
         }
@@ -403,16 +425,16 @@ impl fmt::Display for DownReport {
     }
 }
 
-/// Lists what `down` deletes and asks, unless `yes`.
+/// Lists what `down` deletes (the instances and records of `plan`, its network and IAM
+/// deletes) and asks, unless `yes`.
 fn down_confirmed(
-    project: &str,
-    env: &str,
+    plan: &Plan,
     terminated: &[InstanceSummary],
     records: &[String],
-    network: &[network::NetChange],
     yes: bool,
     environment: &crate::definition::Environment,
 ) -> anyhow::Result<()> {
+    let (project, env) = (plan.project.as_str(), plan.env.as_str());
     if yes {
         return Ok(());
     }
@@ -426,16 +448,26 @@ fn down_confirmed(
     for r in records {
         eprintln!("  record   {r}");
     }
-    let deleted: Vec<_> = network.iter().filter(|c| c.is_delete()).collect();
+    let deleted: Vec<_> = plan.network.iter().filter(|c| c.is_delete()).collect();
     for n in &deleted {
         eprintln!("  network  {n}");
     }
+    let iam_deleted: Vec<_> = plan
+        .iam
+        .changes
+        .iter()
+        .filter(|c| matches!(c, kinds::iam::IamChange::Delete { .. }))
+        .collect();
+    for n in &iam_deleted {
+        eprintln!("  iam      {n}");
+    }
     confirm(
         &format!(
-            "terminate {} instance(s), delete {} record(s) and {} network resource(s)",
+            "terminate {} instance(s), delete {} record(s), {} network resource(s) and {} IAM entit(ies)",
             terminated.len(),
             records.len(),
-            deleted.len()
+            deleted.len(),
+            iam_deleted.len()
         ),
         environment.protected.then_some(env),
     )
@@ -623,6 +655,18 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
             plan::RecordChange::Delete { .. } => {}
         }
     }
+    report.conflicts.extend(plan.iam.conflicts.iter().cloned());
+    report.foreign.extend(plan.iam.foreign.iter().cloned());
+    for c in &plan.iam.changes {
+        let line = c.to_string();
+        if c.creates() {
+            report.missing.push(line);
+        } else if c.is_delete() {
+            report.unexpected.push(line);
+        } else {
+            report.changed.push(line);
+        }
+    }
     for c in &plan.network {
         let line = c.to_string();
         if c.creates() {
@@ -745,16 +789,12 @@ pub async fn down(
             (observed, plan) = (now, now_plan);
             let doomed = terminated_by(&plan, &observed);
             let records = deleted_records(&plan);
-            if !doomed.is_empty() || !records.is_empty() || !plan.network.is_empty() {
-                down_confirmed(
-                    &def.project,
-                    env,
-                    &doomed,
-                    &records,
-                    &plan.network,
-                    yes,
-                    &environment,
-                )?;
+            if !doomed.is_empty()
+                || !records.is_empty()
+                || !plan.network.is_empty()
+                || !plan.iam.changes.is_empty()
+            {
+                down_confirmed(&plan, &doomed, &records, yes, &environment)?;
             }
             let cx = apply::Context {
                 ledger: &mut ledger,
@@ -774,7 +814,13 @@ pub async fn down(
         terminated: terminated_by(&plan, &observed),
         records: deleted_records(&plan),
         network: plan.network.iter().map(ToString::to_string).collect(),
-        foreign: plan.foreign.clone(),
+        iam: plan.iam.changes.iter().map(ToString::to_string).collect(),
+        foreign: plan
+            .foreign
+            .iter()
+            .chain(&plan.iam.foreign)
+            .cloned()
+            .collect(),
         foreign_records: plan.foreign_records.clone(),
         aws_calls: aws.stats.summary(),
     };

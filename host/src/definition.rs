@@ -84,6 +84,8 @@ pub struct Definition {
     /// Sorted by name.
     pub roles: Vec<Role>,
     pub environments: BTreeMap<String, Environment>,
+    /// `[iam]`: policies, groups, users and roles heet makes per environment.
+    pub iam: crate::kinds::iam::Iam,
 }
 
 #[derive(Debug, Clone)]
@@ -144,7 +146,20 @@ pub enum KeyPair {
     Import { public_key: String },
 }
 
+/// `instance_profile = "iam:NAME"`: the instance profile of heet's IAM role NAME.
+pub const IAM_PROFILE_PREFIX: &str = "iam:";
+
 impl Role {
+    /// The instance profile the role's instances launch with: heet's (`iam:NAME`, named
+    /// `<project>-<env>-NAME`) or one that exists.
+    pub fn launch_profile(&self, project: &str, env: &str) -> Option<String> {
+        let p = self.instance_profile.as_deref()?;
+        Some(match p.strip_prefix(IAM_PROFILE_PREFIX) {
+            Some(name) => crate::kinds::iam::full_name(project, env, name),
+            None => p.to_owned(),
+        })
+    }
+
     /// The key pair the role's instances launch with: the one heet makes for it, or the
     /// one `key_name` names.
     pub fn launch_key(&self, project: &str, env: &str) -> Option<String> {
@@ -232,6 +247,8 @@ struct RawDefinition {
     roles: BTreeMap<Spanned<String>, Spanned<RawRole>>,
     #[serde(default)]
     environments: BTreeMap<Spanned<String>, RawEnvironment>,
+    #[serde(default)]
+    iam: crate::kinds::iam::RawIam,
 }
 
 #[derive(Deserialize)]
@@ -464,6 +481,37 @@ impl Cx<'_> {
             );
         }
 
+        let error = |offset: usize, message: String| self.error(Some(offset), message);
+        let iam = crate::kinds::iam::build(
+            &crate::kinds::iam::Context {
+                project: raw.project.name.get_ref(),
+                envs: environments.keys().map(String::as_str).collect(),
+                base,
+                error: &error,
+            },
+            raw.iam,
+        )?;
+        // A role's `instance_profile = "iam:NAME"` is the profile of heet's IAM role NAME.
+        for (role_name, role) in &raw.roles {
+            let profile = role
+                .get_ref()
+                .instance_profile
+                .as_ref()
+                .or(raw.defaults.instance_profile.as_ref());
+            if let Some(p) = profile
+                && let Some(name) = p.get_ref().strip_prefix(IAM_PROFILE_PREFIX)
+                && !iam.roles.contains_key(name)
+            {
+                return Err(self.at(
+                    p,
+                    format!(
+                        "roles.{}.instance_profile: there is no role {name:?} in [iam.roles]",
+                        role_name.get_ref()
+                    ),
+                ));
+            }
+        }
+
         Ok(Definition {
             file: self.file.to_owned(),
             project: raw.project.name.into_inner(),
@@ -480,6 +528,7 @@ impl Cx<'_> {
             aws: AwsSettings { pace },
             roles,
             environments,
+            iam,
         })
     }
 

@@ -19,6 +19,7 @@ pub struct Desired {
     pub region: String,
     pub instances: Vec<DesiredInstance>,
     pub network: DesiredNetwork,
+    pub iam: crate::kinds::iam::DesiredIam,
 }
 
 impl Desired {
@@ -30,6 +31,7 @@ impl Desired {
             region: region.to_owned(),
             instances: Vec::new(),
             network: DesiredNetwork::default(),
+            iam: crate::kinds::iam::DesiredIam::of(project, env, &Default::default()),
         }
     }
 }
@@ -163,6 +165,7 @@ pub fn compute(
             Vec::new()
         };
         let key_name = role.launch_key(project, env);
+        let profile = role.launch_profile(project, env);
         for index in 1..=size.count {
             let ctx = api::InstanceContext {
                 project: project.to_owned(),
@@ -206,7 +209,7 @@ pub fn compute(
             if let Some(v) = volume {
                 spec_parts.push(format!("volume={}:{}", v.gb, v.keep));
             }
-            if let Some(p) = &role.instance_profile {
+            if let Some(p) = &profile {
                 spec_parts.push(format!("profile={p}"));
             }
             let spec =
@@ -238,7 +241,7 @@ pub fn compute(
                 ami: role.ami.clone(),
                 user_data,
                 key_name: key_name.clone(),
-                instance_profile: role.instance_profile.clone(),
+                instance_profile: profile.clone(),
                 subnet,
                 groups: groups.clone(),
                 security_group_ids: role.security_group_ids.clone(),
@@ -257,6 +260,7 @@ pub fn compute(
         region: region.to_owned(),
         instances,
         network,
+        iam: crate::kinds::iam::DesiredIam::of(project, env, &def.iam),
     };
     let violations = hooks.guard(&desired.to_wit(def.domain.clone()))?;
     if !violations.is_empty() {

@@ -33,8 +33,69 @@ pub struct Statement {
 }
 
 /// Permissions IAM checks that are not API calls of their own (so no test can see them
-/// called): `iam:PassRole` is checked inside RunInstances for an instance profile.
-pub const AUTHORIZATION_ONLY: [&str; 1] = ["iam:PassRole"];
+/// called): `iam:PassRole` is checked inside RunInstances for an instance profile, and a
+/// create that carries tags needs the kind's `Tag…` permission too.
+pub const AUTHORIZATION_ONLY: [&str; 5] = [
+    "iam:PassRole",
+    "iam:TagPolicy",
+    "iam:TagUser",
+    "iam:TagRole",
+    "iam:TagInstanceProfile",
+];
+
+/// What heet calls to observe IAM under its path (listing cannot be limited to a path), and
+/// to check that the policies a definition attaches by ARN exist.
+const IAM_LIST: [&str; 6] = [
+    "iam:GetPolicy",
+    "iam:ListPolicies",
+    "iam:ListGroups",
+    "iam:ListUsers",
+    "iam:ListRoles",
+    "iam:ListInstanceProfiles",
+];
+
+/// What heet calls on its own IAM entities, all under `/heet/<project>/`.
+const IAM_OWN: [&str; 39] = [
+    "iam:GetPolicyVersion",
+    "iam:ListPolicyVersions",
+    "iam:CreatePolicy",
+    "iam:TagPolicy",
+    "iam:CreatePolicyVersion",
+    "iam:DeletePolicyVersion",
+    "iam:DeletePolicy",
+    "iam:GetGroup",
+    "iam:ListAttachedGroupPolicies",
+    "iam:CreateGroup",
+    "iam:AttachGroupPolicy",
+    "iam:DetachGroupPolicy",
+    "iam:AddUserToGroup",
+    "iam:RemoveUserFromGroup",
+    "iam:DeleteGroup",
+    "iam:ListGroupsForUser",
+    "iam:ListAttachedUserPolicies",
+    "iam:ListAccessKeys",
+    "iam:CreateUser",
+    "iam:TagUser",
+    "iam:DetachUserPolicy",
+    "iam:CreateAccessKey",
+    "iam:DeleteAccessKey",
+    "iam:DeleteLoginProfile",
+    "iam:DeleteUser",
+    "iam:ListAttachedRolePolicies",
+    "iam:ListInstanceProfilesForRole",
+    "iam:CreateRole",
+    "iam:TagRole",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:DeleteRole",
+    "iam:GetInstanceProfile",
+    "iam:CreateInstanceProfile",
+    "iam:TagInstanceProfile",
+    "iam:AddRoleToInstanceProfile",
+    "iam:RemoveRoleFromInstanceProfile",
+    "iam:DeleteInstanceProfile",
+];
 
 fn statement(
     sid: &'static str,
@@ -125,6 +186,17 @@ pub fn policy(def: &Definition) -> Policy {
             vec!["arn:aws:route53:::hostedzone/*".to_owned()],
             None,
         ));
+    }
+    if !def.iam.is_empty() {
+        statements.push(statement("HeetIamList", IAM_LIST.to_vec(), all(), None));
+        // Everything heet makes lives under /heet/<project>/: it changes nothing else. (The
+        // policy an Attach names is a condition key, not a resource: left open, as a group
+        // or role may hold any policy the definition names.)
+        let own = ["policy", "group", "user", "role", "instance-profile"]
+            .iter()
+            .map(|kind| format!("arn:aws:iam::*:{kind}/heet/{}/*", def.project))
+            .collect();
+        statements.push(statement("HeetIamOwn", IAM_OWN.to_vec(), own, None));
     }
     if profiles {
         statements.push(statement(
@@ -218,5 +290,47 @@ mod tests {
         }
         assert!(!actions.contains("ec2:AllocateAddress"));
         assert!(!actions.contains("iam:PassRole"));
+        assert!(
+            !actions.contains("iam:CreateUser"),
+            "no [iam], no IAM changes"
+        );
+    }
+
+    #[test]
+    fn iam_changes_are_scoped_to_the_projects_path() {
+        let p = policy(&def("[iam.users.deploy]
+access_key = true
+[iam.roles.app]
+assume = \"ec2\""));
+        let json = serde_json::to_value(&p).unwrap();
+        let statements = json["Statement"].as_array().unwrap();
+        let sid = |name: &str| statements.iter().find(|s| s["Sid"] == name).unwrap();
+        let own = sid("HeetIamOwn");
+        assert_eq!(
+            own["Resource"],
+            serde_json::json!([
+                "arn:aws:iam::*:policy/heet/shop/*",
+                "arn:aws:iam::*:group/heet/shop/*",
+                "arn:aws:iam::*:user/heet/shop/*",
+                "arn:aws:iam::*:role/heet/shop/*",
+                "arn:aws:iam::*:instance-profile/heet/shop/*",
+            ])
+        );
+        let own_actions: Vec<&str> = own["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        for a in ["iam:CreateUser", "iam:CreateAccessKey", "iam:DeleteRole"] {
+            assert!(own_actions.contains(&a), "{a}");
+        }
+        // Only lists and reads are open to every resource.
+        let list = sid("HeetIamList");
+        assert_eq!(list["Resource"], serde_json::json!(["*"]));
+        for a in list["Action"].as_array().unwrap() {
+            let a = a.as_str().unwrap();
+            assert!(a.starts_with("iam:List") || a.starts_with("iam:Get"), "{a}");
+        }
     }
 }

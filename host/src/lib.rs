@@ -8,6 +8,7 @@ pub mod commands;
 pub mod definition;
 pub mod desired;
 pub mod iam;
+pub mod kinds;
 pub mod ledger;
 pub mod namespace;
 pub mod network;

@@ -628,16 +628,8 @@ pub enum NetChange {
     },
 }
 
-/// When apply makes a network change, relative to the instances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stage {
-    /// Before any instance is terminated or launched.
-    Before,
-    /// Once the instances launched by the plan run.
-    Running,
-    /// Once the instances terminated by the plan are gone.
-    After,
-}
+/// When apply makes a network change, relative to the instances: one table for every kind.
+pub use crate::kinds::Stage;
 
 impl NetChange {
     /// When apply makes this change, and its place among the changes of that stage (the

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::desired::{Desired, DesiredInstance};
+use crate::kinds::iam::IamPlan;
 use crate::ledger;
 use crate::namespace::{
     self, TAG_BATCH, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
@@ -200,6 +201,8 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// VPC, subnets, security groups and Elastic IPs.
     pub network: Vec<NetChange>,
+    /// IAM policies, groups, users, roles and instance profiles (`kinds::iam`).
+    pub iam: IamPlan,
     /// Route53 changes, applied as one batch per zone after the instances.
     pub records: Vec<RecordChange>,
     /// The zone to create first, when the definition asks for one that does not exist.
@@ -259,6 +262,7 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
             && self.network.is_empty()
+            && self.iam.is_empty()
             && self.records.is_empty()
             && self.create_zone.is_none()
             && self.foreign_records.is_empty()
@@ -462,6 +466,7 @@ pub fn plan(
         env: env.to_owned(),
         changes,
         network,
+        iam: IamPlan::default(),
         records: dns_plan.records,
         create_zone: dns_plan.create_zone,
         conflicts: dns_plan.conflicts,
@@ -657,12 +662,24 @@ impl fmt::Display for Plan {
             if !self.network.is_empty() {
                 write!(f, ", {} network change(s)", self.network.len())?;
             }
+            if !self.iam.changes.is_empty() {
+                write!(f, ", {} iam change(s)", self.iam.changes.len())?;
+            }
             for change in &self.changes {
                 write!(f, "\n  {change}")?;
             }
             for change in &self.network {
                 write!(f, "\n  {change}")?;
             }
+            for change in &self.iam.changes {
+                write!(f, "\n  {change}")?;
+            }
+        }
+        for c in &self.iam.conflicts {
+            write!(f, "\n  conflict: {}", text::shown(c))?;
+        }
+        for n in &self.iam.foreign {
+            write!(f, "\n  not heet's, left alone: {}", text::shown(n))?;
         }
         if let Some(zone) = &self.create_zone {
             write!(f, "\n  + zone     {zone}")?;

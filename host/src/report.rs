@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 
 use crate::desired::DesiredInstance;
+use crate::kinds::iam::{Attachable, Holder, IamChange, Kind};
 use crate::network::{NetChange, ObservedRule, Rule, Source, SubnetRef, VpcRef};
 use crate::plan::{Change, Plan, RecordChange};
 
@@ -24,6 +25,7 @@ struct PlanJson<'a> {
     env: &'a str,
     changes: Vec<ChangeJson<'a>>,
     network: Vec<NetJson<'a>>,
+    iam: IamJson<'a>,
     records: Vec<RecordJson<'a>>,
     create_zone: Option<&'a str>,
     conflicts: &'a [String],
@@ -43,6 +45,12 @@ impl<'a> PlanJson<'a> {
             env: &p.env,
             changes: p.changes.iter().map(ChangeJson::of).collect(),
             network: p.network.iter().map(NetJson::of).collect(),
+            iam: IamJson {
+                changes: p.iam.changes.iter().map(IamChangeJson::of).collect(),
+                conflicts: &p.iam.conflicts,
+                foreign: &p.iam.foreign,
+                forgotten: &p.iam.forgotten,
+            },
             records: p.records.iter().map(RecordJson::of).collect(),
             create_zone: p.create_zone.as_deref(),
             conflicts: &p.conflicts,
@@ -542,6 +550,174 @@ impl<'a> RecordJson<'a> {
     }
 }
 
+/// The IAM part of a plan. Access key ids and secrets are never in it.
+#[derive(Debug, Serialize)]
+struct IamJson<'a> {
+    changes: Vec<IamChangeJson<'a>>,
+    conflicts: &'a [String],
+    foreign: &'a [String],
+    forgotten: &'a [String],
+}
+
+/// An entity a policy is attached to.
+#[derive(Debug, Serialize)]
+struct HolderJson<'a> {
+    kind: &'static str,
+    name: &'a str,
+}
+
+impl<'a> HolderJson<'a> {
+    fn of(h: &'a Holder) -> HolderJson<'a> {
+        let (kind, name) = match h {
+            Holder::Group(n) => ("group", n),
+            Holder::User(n) => ("user", n),
+            Holder::Role(n) => ("role", n),
+        };
+        HolderJson { kind, name }
+    }
+}
+
+fn kind_json(k: Kind) -> &'static str {
+    match k {
+        Kind::Policy => "policy",
+        Kind::Group => "group",
+        Kind::User => "user",
+        Kind::Role => "role",
+        Kind::Profile => "instance-profile",
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+enum IamChangeJson<'a> {
+    CreatePolicy {
+        name: &'a str,
+        document: &'a serde_json::Value,
+    },
+    NewPolicyVersion {
+        name: &'a str,
+        document: &'a serde_json::Value,
+        deletes_version: Option<&'a str>,
+    },
+    CreateGroup {
+        name: &'a str,
+    },
+    CreateUser {
+        name: &'a str,
+    },
+    CreateRole {
+        name: &'a str,
+        trust: &'a serde_json::Value,
+    },
+    UpdateTrust {
+        name: &'a str,
+        trust: &'a serde_json::Value,
+    },
+    CreateInstanceProfile {
+        name: &'a str,
+        role: &'a str,
+        exists: bool,
+    },
+    Attach {
+        to: HolderJson<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        policy: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        arn: Option<&'a str>,
+    },
+    Detach {
+        from: HolderJson<'a>,
+        arn: &'a str,
+    },
+    Join {
+        user: &'a str,
+        group: &'a str,
+    },
+    Leave {
+        user: &'a str,
+        group: &'a str,
+    },
+    CreateAccessKey {
+        user: &'a str,
+        config_key_id: &'a str,
+        config_secret: &'a str,
+    },
+    DeleteAccessKey {
+        user: &'a str,
+        /// Whether it is the key heet keeps (else one it did not make).
+        kept: bool,
+    },
+    Delete {
+        kind: &'static str,
+        name: &'a str,
+    },
+}
+
+impl<'a> IamChangeJson<'a> {
+    fn of(c: &'a IamChange) -> IamChangeJson<'a> {
+        match c {
+            IamChange::CreatePolicy { name, document } => {
+                IamChangeJson::CreatePolicy { name, document }
+            }
+            IamChange::NewPolicyVersion {
+                name,
+                document,
+                drop,
+                ..
+            } => IamChangeJson::NewPolicyVersion {
+                name,
+                document,
+                deletes_version: drop.as_deref(),
+            },
+            IamChange::CreateGroup { name } => IamChangeJson::CreateGroup { name },
+            IamChange::CreateUser { name } => IamChangeJson::CreateUser { name },
+            IamChange::CreateRole { name, trust } => IamChangeJson::CreateRole { name, trust },
+            IamChange::UpdateTrust { name, trust } => IamChangeJson::UpdateTrust { name, trust },
+            IamChange::CreateProfile { name, role, exists } => {
+                IamChangeJson::CreateInstanceProfile {
+                    name,
+                    role,
+                    exists: *exists,
+                }
+            }
+            IamChange::Attach { holder, policy } => {
+                let (policy, arn) = match policy {
+                    Attachable::Heet(n) => (Some(n.as_str()), None),
+                    Attachable::Arn(a) => (None, Some(a.as_str())),
+                };
+                IamChangeJson::Attach {
+                    to: HolderJson::of(holder),
+                    policy,
+                    arn,
+                }
+            }
+            IamChange::Detach { holder, arn } => IamChangeJson::Detach {
+                from: HolderJson::of(holder),
+                arn,
+            },
+            IamChange::Join { user, group } => IamChangeJson::Join { user, group },
+            IamChange::Leave { user, group } => IamChangeJson::Leave { user, group },
+            IamChange::CreateAccessKey {
+                user,
+                id_key,
+                secret_key,
+            } => IamChangeJson::CreateAccessKey {
+                user,
+                config_key_id: id_key,
+                config_secret: secret_key,
+            },
+            IamChange::DeleteAccessKey { user, stored, .. } => IamChangeJson::DeleteAccessKey {
+                user,
+                kept: stored.is_some(),
+            },
+            IamChange::Delete { kind, name, .. } => IamChangeJson::Delete {
+                kind: kind_json(*kind),
+                name,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,7 +729,7 @@ mod tests {
     fn every_change() -> Plan {
         let def = Definition::parse(
             Path::new("heet.toml"),
-            "[project]\nname = \"shop\"\ndomain = \"shop.example\"\n[network]\nvpc = \"create\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = 1\nports = [80]\nallow_cidr = [\"0.0.0.0/0\"]\neip = true\nvolume_gb = 20\nkey_pair = \"create\"\n[roles.db]\nports = [5432]\nallow_from = [\"www\"]\nkey_pair = { public_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHe21njEm5jyACCSs2x886LlE5CtVJDr3kiT8Yx3kmbo\" }\n[environments.prod]\n",
+            "[project]\nname = \"shop\"\ndomain = \"shop.example\"\n[network]\nvpc = \"create\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\ncount = 1\nports = [80]\nallow_cidr = [\"0.0.0.0/0\"]\neip = true\nvolume_gb = 20\nkey_pair = \"create\"\ninstance_profile = \"iam:app\"\n[roles.db]\nports = [5432]\nallow_from = [\"www\"]\nkey_pair = { public_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHe21njEm5jyACCSs2x886LlE5CtVJDr3kiT8Yx3kmbo\" }\n[environments.prod]\n[iam.policies.deploy]\nstatements = [{ actions = [\"s3:GetObject\"], resources = [\"*\"] }]\n[iam.groups.ops]\npolicies = [\"deploy\", \"arn:aws:iam::aws:policy/ReadOnlyAccess\"]\n[iam.users.ci]\ngroups = [\"ops\"]\naccess_key = true\n[iam.roles.app]\nassume = \"ec2\"\npolicies = [\"deploy\"]\n",
         )
         .unwrap();
         let desired = crate::desired::compute(
@@ -567,7 +743,9 @@ mod tests {
             domain: Some("shop.example".into()),
             ..DnsState::default()
         };
-        crate::plan::plan(&desired, &[], &[], &dns, Some(&BTreeMap::new()), 0)
+        let mut p = crate::plan::plan(&desired, &[], &[], &dns, Some(&BTreeMap::new()), 0);
+        p.iam = crate::kinds::iam::plan(&desired.iam, &Default::default(), &BTreeMap::new());
+        p
     }
 
     fn json(p: &Plan) -> serde_json::Value {

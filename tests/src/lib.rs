@@ -169,6 +169,28 @@ pub fn xml_text(xml: &str, tag: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The direct children's texts of every `member` element of `xml` (a Query API list), by
+/// tag: `[{"UserName": "…", "Path": "…"}, …]`.
+pub fn xml_members(xml: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return Vec::new();
+    };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("member"))
+        .map(|m| {
+            m.children()
+                .filter(|c| c.is_element())
+                .map(|c| {
+                    (
+                        c.tag_name().name().to_owned(),
+                        c.text().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// The moto server of this test process.
 pub struct Moto {
     pub endpoint: String,
@@ -188,7 +210,9 @@ pub fn moto_venv() -> PathBuf {
         .join(".cache/heet/moto-venv")
 }
 
-fn moto_server_command() -> PathBuf {
+/// The moto server the tests start: `HEET_MOTO_SERVER`, else the one `cargo xtask setup`
+/// installed.
+pub fn moto_server_command() -> PathBuf {
     if let Some(path) = std::env::var_os("HEET_MOTO_SERVER") {
         return path.into();
     }
@@ -207,6 +231,11 @@ impl Moto {
     /// Starts `server` on a free loopback port and waits until it answers. It stops when
     /// this value is dropped or this process exits, however it exits.
     pub fn start(server: &Path) -> Moto {
+        Moto::start_with(server, &[])
+    }
+
+    /// As [`Moto::start`], with moto's own settings in `env` (`INITIAL_NO_AUTH_ACTION_COUNT`).
+    pub fn start_with(server: &Path, env: &[(&str, &str)]) -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -219,6 +248,9 @@ impl Moto {
             .arg(r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!; read _; kill $m"#)
             .arg(server)
             .arg(port.to_string())
+            // AWS-managed policies (arn:aws:iam::aws:policy/…) exist, as in every account.
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .spawn()
             .expect("cannot start moto_server: run `cargo xtask setup`");
@@ -261,6 +293,54 @@ impl Moto {
                 ("InstanceProfileName", name),
             ]);
         assert!(response.is_ok(), "iam: {response:?}");
+    }
+
+    /// A raw IAM Query API call, bypassing heet entirely.
+    pub fn iam(&self, params: &[(&str, &str)]) -> String {
+        let (status, body) = call(&self.endpoint, "iam", params);
+        assert!(status < 500, "iam {params:?}: {status} {body}");
+        body
+    }
+
+    /// The `name_tag` of every member an IAM list call returns whose `Path` starts with
+    /// `path` (moto ignores PathPrefix for some lists).
+    pub fn iam_names(&self, params: &[(&str, &str)], name_tag: &str, path: &str) -> Vec<String> {
+        let mut names: Vec<String> = xml_members(&self.iam(params))
+            .into_iter()
+            .filter(|m| m.get("Path").is_some_and(|p| p.starts_with(path)))
+            .filter_map(|m| m.get(name_tag).cloned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every IAM entity under `/heet/<project>/`, as `kind name`: what must be empty after
+    /// `down` (with the look-alikes a test made itself).
+    pub fn iam_entities(&self, project: &str) -> Vec<String> {
+        let path = format!("/heet/{project}/");
+        let mut found = Vec::new();
+        for (kind, action, tag) in [
+            ("policy", "ListPolicies", "PolicyName"),
+            ("group", "ListGroups", "GroupName"),
+            ("user", "ListUsers", "UserName"),
+            ("role", "ListRoles", "RoleName"),
+            (
+                "instance-profile",
+                "ListInstanceProfiles",
+                "InstanceProfileName",
+            ),
+        ] {
+            let mut params = vec![("Action", action)];
+            if action == "ListPolicies" {
+                params.push(("Scope", "Local"));
+            }
+            found.extend(
+                self.iam_names(&params, tag, &path)
+                    .into_iter()
+                    .map(|n| format!("{kind} {n}")),
+            );
+        }
+        found
     }
 
     /// A raw SSM JSON API call, bypassing heet: the status and the body.
@@ -598,6 +678,18 @@ impl Moto {
             self.live_instances("heet:project", project)
                 .into_iter()
                 .map(|i| i.id),
+        );
+        // IAM entities and the access keys kept in config.
+        left.extend(self.iam_entities(project));
+        left.extend(
+            self.ssm_under(&format!("/heet/{project}/"))
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| {
+                    name.split('/')
+                        .nth(5)
+                        .is_some_and(|k| k.starts_with("IAM_"))
+                }),
         );
         left
     }

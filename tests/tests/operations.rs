@@ -180,10 +180,24 @@ key_pair = "create"
 ports = [5432]
 allow_from = ["www"]
 volume_gb = 10
-instance_profile = "{project}-db"
+instance_profile = "iam:app"
 key_pair = { public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHe21njEm5jyACCSs2x886LlE5CtVJDr3kiT8Yx3kmbo" }
 
 [environments.prod]
+
+[iam.policies.deploy]
+statements = [{ actions = ["s3:GetObject"], resources = ["*"] }]
+
+[iam.groups.ops]
+policies = ["deploy", "arn:aws:iam::aws:policy/ReadOnlyAccess"]
+
+[iam.users.ci]
+groups = ["ops"]
+access_key = true
+
+[iam.roles.app]
+assume = "ec2"
+policies = ["deploy"]
 "#;
 
 /// Every operation a command reported with `--stats`.
@@ -194,7 +208,6 @@ fn operations(runs: &[Run]) -> BTreeSet<String> {
 #[test]
 fn the_iam_policy_lists_exactly_the_actions_a_lifecycle_calls() {
     let p = Project::new(EVERYTHING, &["cname"]);
-    moto().instance_profile(&format!("{}-db", p.name));
     let policy = p.heet(&["iam-policy", "--output", "json"]).json();
     let allowed: BTreeSet<String> = policy["Statement"]
         .as_array()
@@ -235,20 +248,37 @@ fn the_iam_policy_lists_exactly_the_actions_a_lifecycle_calls() {
         p.heet(&with(&["hosts"])),
         p.heet(&with(&["unlock", "--yes"])),
     ];
-    // New CNAMEs: instances are retagged (heet:dns) and records change.
+    // New CNAMEs: instances are retagged (heet:dns) and records change; a new policy
+    // document and trust; a policy attached by hand to heet's user is detached.
     p.write(
         "heet.toml",
-        &EVERYTHING.replace("{role}-{index:02}", "{env}-{role}-{index:02}"),
+        &EVERYTHING
+            .replace("{role}-{index:02}", "{env}-{role}-{index:02}")
+            .replace("s3:GetObject", "s3:GetObjectVersion")
+            .replace("assume = \"ec2\"", "assume = \"ec2.amazonaws.com.cn\""),
     );
+    moto().iam(&[
+        ("Action", "AttachUserPolicy"),
+        ("UserName", &format!("{}-prod-ci", p.name)),
+        ("PolicyArn", "arn:aws:iam::aws:policy/AdministratorAccess"),
+    ]);
     runs.push(p.heet(&with(&["up"])));
     runs.push(p.heet(&with(&["down", "--yes"])));
     for r in &runs {
         r.ok();
     }
     let called = operations(&runs);
+    // Checked by IAM inside other calls, never called themselves (heet's iam.rs).
+    let authorization_only = [
+        "iam:PassRole",
+        "iam:TagPolicy",
+        "iam:TagUser",
+        "iam:TagRole",
+        "iam:TagInstanceProfile",
+    ];
     let needed: BTreeSet<String> = allowed
         .iter()
-        .filter(|a| *a != "iam:PassRole")
+        .filter(|a| !authorization_only.contains(&a.as_str()))
         .cloned()
         .collect();
     assert_eq!(
@@ -262,6 +292,156 @@ fn the_iam_policy_lists_exactly_the_actions_a_lifecycle_calls() {
         "called but not allowed"
     );
     assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+}
+
+/// `policy` as moto can enforce it: moto matches a statement's `Resource` against `*` for
+/// every service but S3 (it does not know which resource a call names), so each statement
+/// keeps its actions, effect and conditions and gets `Resource: "*"`.
+fn as_moto_enforces(policy: &serde_json::Value) -> serde_json::Value {
+    let mut policy = policy.clone();
+    for statement in policy["Statement"].as_array_mut().unwrap() {
+        statement["Resource"] = serde_json::json!("*");
+    }
+    policy
+}
+
+/// Makes IAM user `name` with `policy` attached and an access key, by unsigned calls that
+/// moto takes while its `INITIAL_NO_AUTH_ACTION_COUNT` lasts (4 calls): the key's id and
+/// secret.
+fn bootstrap_user(endpoint: &str, name: &str, policy: &serde_json::Value) -> (String, String) {
+    let iam = |params: &[(&str, &str)]| {
+        let (status, body) = tests::call(endpoint, "iam", params);
+        assert_eq!(status, 200, "{params:?}: {body}");
+        body
+    };
+    iam(&[("Action", "CreateUser"), ("UserName", name)]);
+    let document = policy.to_string();
+    assert!(document.len() <= 6_144, "{} characters", document.len());
+    let created = iam(&[
+        ("Action", "CreatePolicy"),
+        ("PolicyName", name),
+        ("PolicyDocument", &document),
+    ]);
+    let arn = tests::xml_text(&created, "Arn");
+    iam(&[
+        ("Action", "AttachUserPolicy"),
+        ("UserName", name),
+        ("PolicyArn", &arn),
+    ]);
+    let key = iam(&[("Action", "CreateAccessKey"), ("UserName", name)]);
+    (
+        tests::xml_text(&key, "AccessKeyId"),
+        tests::xml_text(&key, "SecretAccessKey"),
+    )
+}
+
+/// midops' bootstrap: an account whose only user holds `heet iam-policy`'s output runs a
+/// definition of every kind (but DNS) from plan to down, and no call is denied; a user whose policy
+/// lacks one action is denied that action, so the enforcement is real.
+#[test]
+fn a_bootstrap_user_with_only_heets_policy_runs_every_command() {
+    // moto refuses every signed Route53 request (its signature check fails on Route53's REST
+    // paths, whatever the policy), so this definition has no zone: Route53's actions are
+    // proven by the call-count test above alone.
+    let without_dns: String = EVERYTHING
+        .lines()
+        .filter(|l| {
+            ![
+                "domain",
+                "create_zone",
+                "[plugins.config.cname]",
+                "patterns",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let p = Project::new(&without_dns, &[]);
+    let policy = p.heet(&["iam-policy", "--output", "json"]).json();
+    assert!(
+        !policy.to_string().contains("route53"),
+        "no zone, no Route53: {policy}"
+    );
+    let enforced = as_moto_enforces(&policy);
+    // Without iam:CreateAccessKey: the user's key cannot be made.
+    let mut narrow = enforced.clone();
+    for statement in narrow["Statement"].as_array_mut().unwrap() {
+        if let Some(actions) = statement["Action"].as_array_mut() {
+            actions.retain(|a| a != "iam:CreateAccessKey");
+        }
+    }
+    assert_ne!(narrow, enforced, "the policy grants iam:CreateAccessKey");
+
+    // A moto of its own: authorization from the 9th call on, for this test alone.
+    let authorized = tests::Moto::start_with(
+        &tests::moto_server_command(),
+        &[("INITIAL_NO_AUTH_ACTION_COUNT", "8")],
+    );
+    let (id, secret) = bootstrap_user(&authorized.endpoint, "bootstrap", &enforced);
+    let (narrow_id, narrow_secret) = bootstrap_user(&authorized.endpoint, "narrow", &narrow);
+    let (status, body) = tests::call(&authorized.endpoint, "iam", &[("Action", "ListUsers")]);
+    assert_eq!(status, 403, "unsigned calls are refused now: {body}");
+
+    let as_user = |id: &str, secret: &str, args: &[&str]| {
+        let args = [args, &["--env", "prod"][..]].concat();
+        p.heet_with(
+            &args,
+            &[
+                ("AWS_ENDPOINT_URL", authorized.endpoint.as_str()),
+                ("AWS_ACCESS_KEY_ID", id),
+                ("AWS_SECRET_ACCESS_KEY", secret),
+            ],
+        )
+    };
+    let denied = as_user(&narrow_id, &narrow_secret, &["up"]);
+    assert_ne!(denied.code(), 0);
+    assert!(
+        // moto's refusal carries no error code the SDK reads (AWS's says AccessDenied):
+        // heet names the call and the answer's status.
+        denied.stderr().contains("iam:CreateAccessKey") && denied.stderr().contains("HTTP 403"),
+        "{}",
+        denied.stderr()
+    );
+    as_user(&narrow_id, &narrow_secret, &["down", "--yes"]).ok();
+
+    for args in [
+        &["plan"][..],
+        &["up"],
+        &["up"],
+        &["status"],
+        &["config", "set", "K", "v"],
+        &["config", "get", "K"],
+        &["config", "list"],
+        &["config", "unset", "K"],
+        &["keys", "get", "www", "--reveal"],
+        &["inventory"],
+        &["hosts"],
+        &["down", "--yes"],
+    ] {
+        let run = as_user(&id, &secret, args);
+        assert_eq!(
+            run.code(),
+            0,
+            "heet {args:?}: {}{}",
+            run.stdout(),
+            run.stderr()
+        );
+        for refusal in ["AccessDenied", "UnauthorizedOperation", "AuthFailure"] {
+            assert!(
+                !run.stderr().contains(refusal),
+                "heet {args:?}: {}",
+                run.stderr()
+            );
+        }
+    }
+    let after = as_user(&id, &secret, &["plan", "--output", "json"]);
+    let iam = &after.ok().json()["plan"]["iam"]["changes"];
+    assert_eq!(
+        iam.as_array().unwrap().len(),
+        10,
+        "down left nothing of heet's IAM: {iam}"
+    );
 }
 
 /// Copies `examples/customers` (the definitions, and the built plugins as `plugins/`) into
@@ -377,6 +557,72 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
     );
     let hosts = heet_in(&acme, &["hosts", "--env", "dev", "--role", "db"]);
     assert_eq!(hosts.ok().stdout().lines().count(), 1);
+
+    // Each customer's IAM, per environment: the ops group with its managed policy, the
+    // deploy user in it with its key kept as a secret, the app role whose instance profile
+    // www launches with; nothing of one customer names the other.
+    for (project, env) in [("acme", "dev"), ("globex", "prod")] {
+        let full = |n: &str| format!("{project}-{env}-{n}");
+        let mut mine: Vec<String> = moto()
+            .iam_entities(project)
+            .into_iter()
+            .filter(|e| e.contains(&format!("{project}-{env}-")))
+            .collect();
+        mine.sort();
+        assert_eq!(
+            mine,
+            [
+                format!("group {}", full("ops")),
+                format!("instance-profile {}", full("app")),
+                format!("policy {}", full("app-config")),
+                format!("role {}", full("app")),
+                format!("user {}", full("deploy")),
+            ]
+        );
+        let group = moto().iam(&[("Action", "GetGroup"), ("GroupName", &full("ops"))]);
+        assert!(
+            group.contains(&format!("<UserName>{}</UserName>", full("deploy"))),
+            "{group}"
+        );
+        let policies = moto().iam(&[
+            ("Action", "ListAttachedGroupPolicies"),
+            ("GroupName", &full("ops")),
+        ]);
+        assert!(
+            policies.contains("arn:aws:iam::aws:policy/ReadOnlyAccess"),
+            "{policies}"
+        );
+        let key = moto().ssm_parameter(&format!(
+            "/heet/{project}/{env}/config/IAM_DEPLOY_SECRET_ACCESS_KEY"
+        ));
+        assert!(
+            key.is_some_and(|k| k.len() >= 20),
+            "the deploy key's secret is kept"
+        );
+        let listed = heet_in(
+            if project == "acme" { &acme } else { &globex },
+            &["config", "list", "--env", env],
+        );
+        assert!(
+            listed
+                .ok()
+                .stdout()
+                .contains("IAM_DEPLOY_SECRET_ACCESS_KEY (secret"),
+            "{}",
+            listed.stdout()
+        );
+        for i in moto().live_instances("heet:project", project) {
+            if i.tags["heet:env"] == env && i.tags["heet:role"] == "www" {
+                let described =
+                    moto().ec2(&[("Action", "DescribeInstances"), ("InstanceId.1", &i.id)]);
+                assert!(
+                    described.contains(&full("app")),
+                    "{} has no app profile: {described}",
+                    i.id
+                );
+            }
+        }
+    }
 
     // Taking acme's prod down leaves acme's dev and all of globex as they were.
     let before = moto().leftovers("globex");

@@ -168,6 +168,9 @@ fn demo(name: &str) -> anyhow::Result<()> {
             &example.join("globex"),
             &["hosts", "--env", "prod", "--role", "www"],
         )?;
+        // The deploy user's access key: its id and its secret kept in config, the secret
+        // shown only as one.
+        heet_in(&example.join("acme"), &["config", "list", "--env", "prod"])?;
         heet_in(&example.join("acme"), &["up", "--env", "prod", "--stats"])?;
         for customer in CUSTOMERS {
             let dir = example.join(customer);

@@ -4,6 +4,7 @@
 //! which AWS operations it made (a no-op `up` must make no mutating call).
 
 mod ec2;
+mod iam;
 mod keys;
 mod net;
 mod pace;
@@ -16,6 +17,7 @@ use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 
 pub use ec2::{Ec2, Launch, LaunchError};
+pub use iam::Iam;
 pub use net::Net;
 pub use route53::Route53;
 pub use ssm::{ConfigValue, EnvLocked, LockHolder, Ssm};
@@ -62,6 +64,8 @@ pub struct Aws {
     pub net: Net,
     pub route53: Route53,
     pub ssm: Ssm,
+    /// Global: one endpoint whatever the region.
+    pub iam: Iam,
     pub stats: CallStats,
     pub region: String,
 }
@@ -130,8 +134,16 @@ impl Aws {
                 .interceptor(pacer.interceptor())
                 .build(),
         );
+        let iam = aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::config::Builder::from(&config)
+                .retry_classifier(RefusedIsFinal)
+                .interceptor(stats.clone())
+                .interceptor(pacer.interceptor())
+                .build(),
+        );
         let ssm = Ssm::new(ssm);
         Ok(Aws {
+            iam: Iam::new(iam, ssm.clone()),
             net: Net::new(ec2.clone(), ssm.clone()),
             ec2: Ec2::new(ec2),
             route53: Route53::new(route53),
@@ -142,11 +154,28 @@ impl Aws {
     }
 }
 
+/// An error of an AWS SDK call, as heet reports it: its code and message, and the HTTP
+/// status of the answer when there was one.
+pub(crate) trait AwsError:
+    std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata
+{
+    fn http_status(&self) -> Option<u16>;
+}
+
+impl<E> AwsError for aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>
+where
+    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + 'static,
+{
+    fn http_status(&self) -> Option<u16> {
+        self.raw_response().map(|r| r.status().as_u16())
+    }
+}
+
 /// An SDK error as one readable line: AWS's code and message for service errors, the cause
 /// chain for the rest (the SDK's own Display says only "service error").
 pub(crate) fn sdk_error<E>(op: &str, err: E) -> anyhow::Error
 where
-    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata,
+    E: AwsError,
 {
     match (err.code(), err.message()) {
         (Some(code), Some(message)) => anyhow::anyhow!("{op}: {code}: {message}"),
@@ -162,7 +191,12 @@ where
                 source = cause.source();
             }
             chain.dedup();
-            anyhow::anyhow!("{op}: {}", chain.join(": "))
+            // An answer without an error code the SDK can read (an emulator's, a proxy's):
+            // its HTTP status is the one thing that says what happened.
+            match err.http_status() {
+                Some(status) => anyhow::anyhow!("{op}: HTTP {status}: {}", chain.join(": ")),
+                None => anyhow::anyhow!("{op}: {}", chain.join(": ")),
+            }
         }
     }
 }
@@ -239,7 +273,7 @@ pub(crate) async fn retry_while<T, E, Fut>(
 ) -> anyhow::Result<T>
 where
     Fut: std::future::Future<Output = Result<T, E>>,
-    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata,
+    E: AwsError,
 {
     retry_raw(label, window, transient, call)
         .await

@@ -407,7 +407,9 @@ impl Net {
                 self.client
                     .create_security_group()
                     .group_name(name)
-                    .description(format!("heet: {name}"))
+                    // No space: moto's signature check re-encodes a form body with `+` for
+                    // a space where the SDK sent `%20`, and the bootstrap test runs under it.
+                    .description(format!("heet:{name}"))
                     .set_vpc_id(vpc_id.map(str::to_owned))
                     .tag_specifications(spec(ResourceType::SecurityGroup, tags))
                     .send()
@@ -618,7 +620,7 @@ async fn retry_dependency<F, Fut, E>(label: &str, call: F) -> anyhow::Result<()>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::error::Error + ProvideErrorMetadata,
+    E: super::AwsError,
 {
     retry_while(
         label,
