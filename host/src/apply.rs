@@ -440,6 +440,13 @@ where
     Ok(id)
 }
 
+/// The `changes` apply makes in `stage`, in the order `at` gives them there.
+fn in_stage<C>(changes: &[C], stage: Stage, at: impl Fn(&C) -> (Stage, u8)) -> Vec<&C> {
+    let mut of_stage: Vec<&C> = changes.iter().filter(|c| at(c).0 == stage).collect();
+    of_stage.sort_by_key(|c| at(c).1);
+    of_stage
+}
+
 /// Makes the plan's IAM changes of one stage, in the order [`IamChange::stage`] gives, each
 /// under [`booked`]'s protocol. Returns them as the plan shows them.
 async fn iam_stage(
@@ -448,15 +455,8 @@ async fn iam_stage(
     ledger: &mut Ledger,
     plan: &Plan,
 ) -> anyhow::Result<Vec<String>> {
-    let mut changes: Vec<&IamChange> = plan
-        .iam
-        .changes
-        .iter()
-        .filter(|c| c.stage().0 == stage)
-        .collect();
-    changes.sort_by_key(|c| c.stage().1);
     let mut done = Vec::new();
-    for c in changes {
+    for c in in_stage(&plan.iam.changes, stage, IamChange::stage) {
         tracing::info!("iam: {c}");
         let bookkeeping = c.bookkeeping();
         booked(iam.aws, ledger, &bookkeeping, iam.run(c)).await?;
@@ -543,11 +543,7 @@ impl IamApply<'_> {
                         )
                     })?,
                 };
-                let holder_name = match holder {
-                    iam_kind::Holder::Group(n)
-                    | iam_kind::Holder::User(n)
-                    | iam_kind::Holder::Role(n) => n,
-                };
+                let (_, holder_name) = holder.parts();
                 let fresh = self.fresh.contains(holder_name)
                     || matches!(policy, Attachable::Heet(n) if self.fresh.contains(n));
                 aws.iam.attach(holder, &arn, fresh).await?;
@@ -612,14 +608,8 @@ async fn network_stage(
     ledger: &mut Ledger,
     plan: &Plan,
 ) -> anyhow::Result<Vec<String>> {
-    let mut changes: Vec<&NetChange> = plan
-        .network
-        .iter()
-        .filter(|c| c.stage().0 == stage)
-        .collect();
-    changes.sort_by_key(|c| c.stage().1);
     let mut done = Vec::new();
-    for c in changes {
+    for c in in_stage(&plan.network, stage, NetChange::stage) {
         tracing::info!("network: {c}");
         net.run(ledger, c).await?;
         done.push(c.to_string());

@@ -657,21 +657,21 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
     }
     report.conflicts.extend(plan.iam.conflicts.iter().cloned());
     report.foreign.extend(plan.iam.foreign.iter().cloned());
-    for c in &plan.iam.changes {
-        let line = c.to_string();
-        if c.creates() {
+    // A change that makes something says it is missing, one that removes it that it is
+    // not wanted; the rest repair it.
+    let network = plan
+        .network
+        .iter()
+        .map(|c| (c.to_string(), c.creates(), c.is_delete()));
+    let iam = plan
+        .iam
+        .changes
+        .iter()
+        .map(|c| (c.to_string(), c.creates(), c.is_delete()));
+    for (line, creates, deletes) in iam.chain(network) {
+        if creates {
             report.missing.push(line);
-        } else if c.is_delete() {
-            report.unexpected.push(line);
-        } else {
-            report.changed.push(line);
-        }
-    }
-    for c in &plan.network {
-        let line = c.to_string();
-        if c.creates() {
-            report.missing.push(line);
-        } else if c.is_delete() {
+        } else if deletes {
             report.unexpected.push(line);
         } else {
             report.changed.push(line);

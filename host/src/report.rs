@@ -568,11 +568,7 @@ struct HolderJson<'a> {
 
 impl<'a> HolderJson<'a> {
     fn of(h: &'a Holder) -> HolderJson<'a> {
-        let (kind, name) = match h {
-            Holder::Group(n) => ("group", n),
-            Holder::User(n) => ("user", n),
-            Holder::Role(n) => ("role", n),
-        };
+        let (kind, name) = h.parts();
         HolderJson { kind, name }
     }
 }

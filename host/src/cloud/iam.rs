@@ -32,6 +32,13 @@ fn tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
         .collect()
 }
 
+/// Every item of the paginated IAM list `request`, across its pages.
+macro_rules! every {
+    ($request:expr) => {
+        $request.into_paginator().items().send().try_collect().await
+    };
+}
+
 /// Whether IAM refused because the entity is not there (yet: IAM is eventually consistent
 /// right after a create; or any more: a delete found it gone).
 fn no_such<E: ProvideErrorMetadata>(e: &E) -> bool {
@@ -66,54 +73,24 @@ impl Iam {
         let path = kind::path(project, env);
         let c = &self.client;
         let policies = async {
-            c.list_policies()
-                .scope(PolicyScopeType::Local)
-                .path_prefix(&path)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(|e| sdk_error("iam:ListPolicies", e))
+            every!(
+                c.list_policies()
+                    .scope(PolicyScopeType::Local)
+                    .path_prefix(&path)
+            )
+            .map_err(|e| sdk_error("iam:ListPolicies", e))
         };
         let groups = async {
-            c.list_groups()
-                .path_prefix(&path)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(|e| sdk_error("iam:ListGroups", e))
+            every!(c.list_groups().path_prefix(&path)).map_err(|e| sdk_error("iam:ListGroups", e))
         };
         let users = async {
-            c.list_users()
-                .path_prefix(&path)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(|e| sdk_error("iam:ListUsers", e))
+            every!(c.list_users().path_prefix(&path)).map_err(|e| sdk_error("iam:ListUsers", e))
         };
         let roles = async {
-            c.list_roles()
-                .path_prefix(&path)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(|e| sdk_error("iam:ListRoles", e))
+            every!(c.list_roles().path_prefix(&path)).map_err(|e| sdk_error("iam:ListRoles", e))
         };
         let profiles = async {
-            c.list_instance_profiles()
-                .path_prefix(&path)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
+            every!(c.list_instance_profiles().path_prefix(&path))
                 .map_err(|e| sdk_error("iam:ListInstanceProfiles", e))
         };
         let config_path = crate::ops::config_path(project, env);
@@ -135,14 +112,7 @@ impl Iam {
             .filter(|p| p.path() == Some(path.as_str()))
             .map(|p| async move {
                 let arn = p.arn().unwrap_or_default().to_owned();
-                let versions = c
-                    .list_policy_versions()
-                    .policy_arn(&arn)
-                    .into_paginator()
-                    .items()
-                    .send()
-                    .try_collect()
-                    .await
+                let versions = every!(c.list_policy_versions().policy_arn(&arn))
                     .map_err(|e| sdk_error("iam:ListPolicyVersions", e))?;
                 let default = p.default_version_id().unwrap_or("v1");
                 let document = c
@@ -179,13 +149,7 @@ impl Iam {
                 let name = g.group_name().to_owned();
                 let (members, attached) = tokio::try_join!(
                     async {
-                        c.get_group()
-                            .group_name(&name)
-                            .into_paginator()
-                            .items()
-                            .send()
-                            .try_collect()
-                            .await
+                        every!(c.get_group().group_name(&name))
                             .map_err(|e| sdk_error("iam:GetGroup", e))
                     },
                     self.attached(Holder::Group(name.clone())),
@@ -208,13 +172,7 @@ impl Iam {
                 let name = u.user_name().to_owned();
                 let (groups, attached, keys) = tokio::try_join!(
                     async {
-                        c.list_groups_for_user()
-                            .user_name(&name)
-                            .into_paginator()
-                            .items()
-                            .send()
-                            .try_collect()
-                            .await
+                        every!(c.list_groups_for_user().user_name(&name))
                             .map_err(|e| sdk_error("iam:ListGroupsForUser", e))
                     },
                     self.attached(Holder::User(name.clone())),
@@ -301,32 +259,11 @@ impl Iam {
     async fn attached(&self, holder: Holder) -> anyhow::Result<Vec<String>> {
         let c = &self.client;
         let policies = match &holder {
-            Holder::Group(n) => c
-                .list_attached_group_policies()
-                .group_name(n)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
+            Holder::Group(n) => every!(c.list_attached_group_policies().group_name(n))
                 .map_err(|e| sdk_error("iam:ListAttachedGroupPolicies", e))?,
-            Holder::User(n) => c
-                .list_attached_user_policies()
-                .user_name(n)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
+            Holder::User(n) => every!(c.list_attached_user_policies().user_name(n))
                 .map_err(|e| sdk_error("iam:ListAttachedUserPolicies", e))?,
-            Holder::Role(n) => c
-                .list_attached_role_policies()
-                .role_name(n)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
+            Holder::Role(n) => every!(c.list_attached_role_policies().role_name(n))
                 .map_err(|e| sdk_error("iam:ListAttachedRolePolicies", e))?,
         };
         Ok(policies
@@ -337,15 +274,7 @@ impl Iam {
 
     /// The ids of `user`'s access keys.
     async fn keys(&self, user: &str) -> anyhow::Result<Vec<String>> {
-        let keys = self
-            .client
-            .list_access_keys()
-            .user_name(user)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
+        let keys = every!(self.client.list_access_keys().user_name(user))
             .map_err(|e| sdk_error("iam:ListAccessKeys", e))?;
         Ok(keys
             .iter()
@@ -684,14 +613,7 @@ impl Iam {
         let c = &self.client;
         match kind {
             Kind::User => {
-                let groups = c
-                    .list_groups_for_user()
-                    .user_name(name)
-                    .into_paginator()
-                    .items()
-                    .send()
-                    .try_collect()
-                    .await;
+                let groups = every!(c.list_groups_for_user().user_name(name));
                 let groups = match groups {
                     Err(e) if no_such(&e) => return Ok(()),
                     r => r.map_err(|e| sdk_error("iam:ListGroupsForUser", e))?,
@@ -716,14 +638,7 @@ impl Iam {
                 )
             }
             Kind::Group => {
-                let members = c
-                    .get_group()
-                    .group_name(name)
-                    .into_paginator()
-                    .items()
-                    .send()
-                    .try_collect()
-                    .await;
+                let members = every!(c.get_group().group_name(name));
                 let members = match members {
                     Err(e) if no_such(&e) => return Ok(()),
                     r => r.map_err(|e| sdk_error("iam:GetGroup", e))?,
@@ -750,14 +665,7 @@ impl Iam {
                 for p in attached {
                     self.detach(&holder, &p).await?;
                 }
-                let profiles = c
-                    .list_instance_profiles_for_role()
-                    .role_name(name)
-                    .into_paginator()
-                    .items()
-                    .send()
-                    .try_collect()
-                    .await
+                let profiles = every!(c.list_instance_profiles_for_role().role_name(name))
                     .map_err(|e| sdk_error("iam:ListInstanceProfilesForRole", e))?;
                 for p in &profiles {
                     gone(
@@ -807,14 +715,7 @@ impl Iam {
                 )
             }
             Kind::Policy => {
-                let versions = c
-                    .list_policy_versions()
-                    .policy_arn(arn)
-                    .into_paginator()
-                    .items()
-                    .send()
-                    .try_collect()
-                    .await;
+                let versions = every!(c.list_policy_versions().policy_arn(arn));
                 let versions = match versions {
                     Err(e) if no_such(&e) => return Ok(()),
                     r => r.map_err(|e| sdk_error("iam:ListPolicyVersions", e))?,

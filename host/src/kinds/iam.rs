@@ -667,13 +667,21 @@ pub enum Holder {
     Role(String),
 }
 
+impl Holder {
+    /// What kind of entity it is (`group`, `user`, `role`), and its IAM name.
+    pub fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Holder::Group(n) => ("group", n),
+            Holder::User(n) => ("user", n),
+            Holder::Role(n) => ("role", n),
+        }
+    }
+}
+
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Holder::Group(n) => write!(f, "group {n}"),
-            Holder::User(n) => write!(f, "user {n}"),
-            Holder::Role(n) => write!(f, "role {n}"),
-        }
+        let (kind, name) = self.parts();
+        write!(f, "{kind} {name}")
     }
 }
 
