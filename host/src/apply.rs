@@ -19,11 +19,11 @@ use serde::Serialize;
 
 use crate::cloud::{Aws, Launch, LaunchError};
 use crate::desired::DesiredInstance;
-use crate::kinds::Bookkeeping;
 use crate::kinds::iam::{self as iam_kind, Attachable, IamChange, Kind as IamKind};
+use crate::kinds::network::{self, NetChange, ObservedResource, Source, SubnetRef, VpcRef};
+use crate::kinds::{self, Bookkeeping, Change as _, Stage};
 use crate::ledger::{self, Ledger};
 use crate::namespace;
-use crate::network::{self, NetChange, ObservedResource, Source, Stage, SubnetRef, VpcRef};
 use crate::plan::{
     Change, ObservedInstance, Plan, RECORD_TTL, RecordAction, RecordChange, RecordOp, Zone,
 };
@@ -139,7 +139,15 @@ pub async fn apply(
         bookkeeping.extend(resource_entry(resource, Some(id), ledger::State::Done));
     }
     book(aws, ledger, bookkeeping).await?;
-    applied.iam = iam_stage(Stage::Before, &mut iam, ledger, plan).await?;
+    applied.iam = made_in(
+        aws,
+        ledger,
+        Stage::Before,
+        &plan.iam.changes,
+        &mut iam,
+        "iam",
+    )
+    .await?;
 
     let mut net = NetApply {
         aws,
@@ -350,7 +358,15 @@ pub async fn apply(
     applied.unresolved = unresolved;
     let deleted = network_stage(Stage::After, &mut net, ledger, plan).await?;
     applied.network.extend(deleted);
-    let deleted = iam_stage(Stage::After, &mut iam, ledger, plan).await?;
+    let deleted = made_in(
+        aws,
+        ledger,
+        Stage::After,
+        &plan.iam.changes,
+        &mut iam,
+        "iam",
+    )
+    .await?;
     applied.iam.extend(deleted);
     Ok(applied)
 }
@@ -421,50 +437,32 @@ where
     }
 }
 
-/// Creates `resource` with `create` under [`booked`]'s protocol.
-async fn created<F>(
+/// What makes one kind's changes: the calls behind each, and what it keeps of what it made
+/// for the changes after it. The ledger is not its business: [`made_in`] books every change.
+trait Executor<C: kinds::Change> {
+    /// Makes one change; returns the AWS id of what it created.
+    async fn run(&mut self, c: &C) -> anyhow::Result<Option<String>>;
+    /// After a change is made and booked: its bookkeeping and the id `run` returned.
+    fn made(&mut self, bookkeeping: &Bookkeeping, id: Option<&str>);
+}
+
+/// The one executor of kinds' changes: makes the changes of one stage in the order their
+/// [`Change::stage`] gives, each under [`booked`]'s protocol. Returns them as the plan
+/// shows them.
+async fn made_in<C: kinds::Change, E: Executor<C>>(
     aws: &Aws,
     ledger: &mut Ledger,
-    resource: &str,
-    ids: &mut BTreeMap<String, String>,
-    create: F,
-) -> anyhow::Result<String>
-where
-    F: std::future::Future<Output = anyhow::Result<String>>,
-{
-    let bookkeeping = Bookkeeping::Create(resource.to_owned());
-    let id = booked(aws, ledger, &bookkeeping, async { create.await.map(Some) })
-        .await?
-        .unwrap_or_default();
-    ids.insert(resource.to_owned(), id.clone());
-    Ok(id)
-}
-
-/// The `changes` apply makes in `stage`, in the order `at` gives them there.
-fn in_stage<C>(changes: &[C], stage: Stage, at: impl Fn(&C) -> (Stage, u8)) -> Vec<&C> {
-    let mut of_stage: Vec<&C> = changes.iter().filter(|c| at(c).0 == stage).collect();
-    of_stage.sort_by_key(|c| at(c).1);
-    of_stage
-}
-
-/// Makes the plan's IAM changes of one stage, in the order [`IamChange::stage`] gives, each
-/// under [`booked`]'s protocol. Returns them as the plan shows them.
-async fn iam_stage(
     stage: Stage,
-    iam: &mut IamApply<'_>,
-    ledger: &mut Ledger,
-    plan: &Plan,
+    changes: &[C],
+    executor: &mut E,
+    family: &str,
 ) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
-    for c in in_stage(&plan.iam.changes, stage, IamChange::stage) {
-        tracing::info!("iam: {c}");
+    for c in kinds::in_stage(changes, stage) {
+        tracing::info!("{family}: {c}");
         let bookkeeping = c.bookkeeping();
-        booked(iam.aws, ledger, &bookkeeping, iam.run(c)).await?;
-        if let Bookkeeping::Create(resource) = bookkeeping
-            && let Some((_, name)) = IamKind::of_resource(&resource)
-        {
-            iam.fresh.insert(name.to_owned());
-        }
+        let id = booked(aws, ledger, &bookkeeping, executor.run(c)).await?;
+        executor.made(&bookkeeping, id.as_deref());
         done.push(c.to_string());
     }
     Ok(done)
@@ -481,8 +479,15 @@ struct IamApply<'a> {
     fresh: std::collections::BTreeSet<String>,
 }
 
-impl IamApply<'_> {
-    /// Makes one change; returns the IAM id of what it created.
+impl Executor<IamChange> for IamApply<'_> {
+    fn made(&mut self, bookkeeping: &Bookkeeping, _: Option<&str>) {
+        if let Bookkeeping::Create(resource) = bookkeeping
+            && let Some((_, name)) = IamKind::of_resource(resource)
+        {
+            self.fresh.insert(name.to_owned());
+        }
+    }
+
     async fn run(&mut self, c: &IamChange) -> anyhow::Result<Option<String>> {
         let aws = self.aws;
         let (project, env) = (self.project, self.env);
@@ -608,12 +613,7 @@ async fn network_stage(
     ledger: &mut Ledger,
     plan: &Plan,
 ) -> anyhow::Result<Vec<String>> {
-    let mut done = Vec::new();
-    for c in in_stage(&plan.network, stage, NetChange::stage) {
-        tracing::info!("network: {c}");
-        net.run(ledger, c).await?;
-        done.push(c.to_string());
-    }
+    let done = made_in(net.aws, ledger, stage, &plan.network, net, "network").await?;
     if !net.moved.is_empty() {
         // Instances that got an address have a new public DNS name for their records.
         let moved = std::mem::take(&mut net.moved);
@@ -648,27 +648,33 @@ impl NetApply<'_> {
     fn tags(&self, resource: &str, name: &str) -> BTreeMap<String, String> {
         network::tags(self.project, self.env, resource, name)
     }
+}
 
-    /// Makes one change; creates are written ahead in the ledger and confirmed after, deletes
-    /// leave it once they are done.
-    async fn run(&mut self, ledger: &mut Ledger, c: &NetChange) -> anyhow::Result<()> {
+impl Executor<NetChange> for NetApply<'_> {
+    fn made(&mut self, bookkeeping: &Bookkeeping, id: Option<&str>) {
+        match bookkeeping {
+            Bookkeeping::Create(resource) => {
+                self.ids
+                    .insert(resource.clone(), id.unwrap_or_default().to_owned());
+            }
+            Bookkeeping::Delete(resource) => {
+                self.ids.remove(resource);
+            }
+            Bookkeeping::None => {}
+        }
+    }
+
+    async fn run(&mut self, c: &NetChange) -> anyhow::Result<Option<String>> {
         let aws = self.aws;
         let (project, env) = (self.project, self.env);
-        match c {
+        Ok(match c {
             NetChange::CreateVpc {
                 resource,
                 name,
                 cidr,
             } => {
                 let t = self.tags(resource, name);
-                created(
-                    aws,
-                    ledger,
-                    resource,
-                    &mut self.ids,
-                    aws.net.create_vpc(cidr, &t),
-                )
-                .await?;
+                Some(aws.net.create_vpc(cidr, &t).await?)
             }
             NetChange::AttachGateway {
                 resource,
@@ -676,21 +682,12 @@ impl NetApply<'_> {
             } => {
                 let vpc = resolve(&self.ids, "vpc/main")?.to_owned();
                 let t = self.tags(resource, &format!("{project}-{env}"));
-                match gateway_id {
-                    Some(id) => {
-                        aws.net.attach_gateway(Some(id), &vpc, &t).await?;
-                    }
-                    None => {
-                        created(
-                            aws,
-                            ledger,
-                            resource,
-                            &mut self.ids,
-                            aws.net.attach_gateway(None, &vpc, &t),
-                        )
-                        .await?;
-                    }
-                }
+                let made = aws
+                    .net
+                    .attach_gateway(gateway_id.as_deref(), &vpc, &t)
+                    .await?;
+                // A gateway that exists is only attached: nothing new to book.
+                gateway_id.is_none().then_some(made)
             }
             NetChange::CreateSubnet {
                 resource,
@@ -708,14 +705,11 @@ impl NetApply<'_> {
                 let vpc = resolve(&self.ids, "vpc/main")?.to_owned();
                 let name = format!("{project}-{env}-{}", resource.replace('/', "-"));
                 let t = self.tags(resource, &name);
-                created(
-                    aws,
-                    ledger,
-                    resource,
-                    &mut self.ids,
-                    aws.net.create_subnet(&vpc, cidr, zone.as_deref(), &t),
+                Some(
+                    aws.net
+                        .create_subnet(&vpc, cidr, zone.as_deref(), &t)
+                        .await?,
                 )
-                .await?;
             }
             NetChange::CreateGroup {
                 resource,
@@ -729,18 +723,14 @@ impl NetApply<'_> {
                     VpcRef::New => Some(resolve(&self.ids, "vpc/main")?.to_owned()),
                 };
                 let t = self.tags(resource, name);
-                created(
-                    aws,
-                    ledger,
-                    resource,
-                    &mut self.ids,
-                    aws.net.create_group(name, vpc_id.as_deref(), &t),
-                )
-                .await?;
+                Some(aws.net.create_group(name, vpc_id.as_deref(), &t).await?)
             }
             NetChange::Revoke {
                 group_id, rules, ..
-            } => aws.net.revoke(group_id, rules).await?,
+            } => {
+                aws.net.revoke(group_id, rules).await?;
+                None
+            }
             NetChange::Authorize {
                 resource, rules, ..
             } => {
@@ -758,12 +748,13 @@ impl NetApply<'_> {
                     ));
                 }
                 aws.net.authorize(&group, &resolved).await?;
+                None
             }
             NetChange::Allocate {
                 resource, instance, ..
             } => {
                 let t = self.tags(resource, instance);
-                created(aws, ledger, resource, &mut self.ids, aws.net.allocate(&t)).await?;
+                Some(aws.net.allocate(&t).await?)
             }
             NetChange::Associate {
                 resource,
@@ -782,39 +773,37 @@ impl NetApply<'_> {
                     .associate(resolve(&self.ids, resource)?, &target)
                     .await?;
                 self.moved.insert(target, slot.clone());
+                None
             }
             NetChange::Release {
-                resource,
                 allocation_id,
                 association_id,
+                ..
             } => {
                 aws.net
                     .release(allocation_id, association_id.as_deref())
                     .await?;
-                self.forget(ledger, resource).await?;
+                None
             }
-            NetChange::DeleteGroup { resource, group_id } => {
+            NetChange::DeleteGroup { group_id, .. } => {
                 aws.net.delete_group(group_id).await?;
-                self.forget(ledger, resource).await?;
+                None
             }
-            NetChange::DeleteSubnet {
-                resource,
-                subnet_id,
-            } => {
+            NetChange::DeleteSubnet { subnet_id, .. } => {
                 aws.net.delete_subnet(subnet_id).await?;
-                self.forget(ledger, resource).await?;
+                None
             }
             NetChange::DeleteGateway {
-                resource,
                 gateway_id,
                 attached,
+                ..
             } => {
                 aws.net.delete_gateway(gateway_id, attached).await?;
-                self.forget(ledger, resource).await?;
+                None
             }
-            NetChange::DeleteVpc { resource, vpc_id } => {
+            NetChange::DeleteVpc { vpc_id, .. } => {
                 aws.net.delete_vpc(vpc_id).await?;
-                self.forget(ledger, resource).await?;
+                None
             }
             NetChange::CreateKey {
                 resource,
@@ -830,34 +819,18 @@ impl NetApply<'_> {
                         Some(key) => aws.net.import_key(name, key, &t).await,
                     }
                 };
-                created(aws, ledger, resource, &mut self.ids, make).await?;
+                Some(make.await?)
             }
             NetChange::DeleteKey {
-                resource,
-                role,
-                name,
-                stored,
-                ..
+                role, name, stored, ..
             } => {
                 let parameter = network::key_parameter(project, env, role);
                 aws.net
                     .delete_key(name.as_deref(), stored.then_some(parameter.as_str()))
                     .await?;
-                self.forget(ledger, resource).await?;
+                None
             }
-        }
-        Ok(())
-    }
-
-    /// Drops a deleted resource's ledger entry.
-    async fn forget(&mut self, ledger: &mut Ledger, resource: &str) -> anyhow::Result<()> {
-        self.ids.remove(resource);
-        book(
-            self.aws,
-            ledger,
-            vec![(ledger::resource_key(resource), None)],
-        )
-        .await
+        })
     }
 }
 

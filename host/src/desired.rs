@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::definition::Definition;
+use crate::kinds::network::{self, DesiredNetwork, SubnetRef};
 use crate::namespace::{
     self, TAG_DNS, TAG_ENV, TAG_ID, TAG_INDEX, TAG_NAME, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
 };
-use crate::network::{self, DesiredNetwork, SubnetRef};
 use crate::plugins::{Hooks, PluginError, api};
 use crate::text;
 

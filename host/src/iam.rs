@@ -11,8 +11,8 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::definition::Definition;
+use crate::kinds::network;
 use crate::namespace::TAG_PROJECT;
-use crate::network;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]

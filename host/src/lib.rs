@@ -11,7 +11,6 @@ pub mod iam;
 pub mod kinds;
 pub mod ledger;
 pub mod namespace;
-pub mod network;
 pub mod ops;
 pub mod plan;
 pub mod plugins;

@@ -188,7 +188,7 @@ pub async fn key_get(
         ))
         .into());
     }
-    let parameter = crate::network::key_parameter(&def.project, env, role);
+    let parameter = crate::kinds::network::key_parameter(&def.project, env, role);
     let Some(v) = aws.ssm.config_get(&parameter, reveal).await? else {
         return Err(UsageError(format!(
             "no private key for role {role} in {}/{env} yet: `heet up --env {env}` makes it",

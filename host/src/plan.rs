@@ -6,11 +6,11 @@ use std::fmt;
 
 use crate::desired::{Desired, DesiredInstance};
 use crate::kinds::iam::IamPlan;
+use crate::kinds::network::{self, NetChange, ObservedResource};
 use crate::ledger;
 use crate::namespace::{
     self, TAG_BATCH, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
 };
-use crate::network::{self, NetChange, ObservedResource};
 use crate::text;
 
 /// How long a batch launch written ahead may show no instance before its ledger entry is

@@ -11,7 +11,7 @@ use serde::{Serialize, Serializer};
 
 use crate::desired::DesiredInstance;
 use crate::kinds::iam::{Attachable, Holder, IamChange, Kind};
-use crate::network::{NetChange, ObservedRule, Rule, Source, SubnetRef, VpcRef};
+use crate::kinds::network::{NetChange, ObservedRule, Rule, Source, SubnetRef, VpcRef};
 use crate::plan::{Change, Plan, RecordChange};
 
 /// `serialize_with` for a report's `plan` field.

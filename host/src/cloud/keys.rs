@@ -10,8 +10,8 @@ use aws_sdk_ec2::types::{KeyType, ResourceType};
 
 use super::net::{filters, resource, spec, tag_map};
 use super::{Net, sdk_error};
+use crate::kinds::network::{self, Detail, ObservedResource};
 use crate::namespace::TAG_RESOURCE;
-use crate::network::{self, Detail, ObservedResource};
 use crate::validate;
 
 impl Net {

@@ -13,8 +13,8 @@ use aws_sdk_ec2::types::{
 };
 
 use super::{FRESH_ID_WAIT, not_known_yet, retry_while, sdk_error};
+use crate::kinds::network::{Detail, Kind, ObservedResource, ObservedRule};
 use crate::namespace::{TAG_ENV, TAG_PROJECT, TAG_RESOURCE};
-use crate::network::{Detail, Kind, ObservedResource, ObservedRule};
 
 /// How long a delete that EC2 refuses with DependencyViolation is retried: a terminated
 /// instance's network interface takes a while to go.

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
-use super::{Bookkeeping, Stage};
+use super::{Bookkeeping, Change, Stage};
 use crate::namespace::check_name;
 
 // ---------------------------------------------------------------------------------------
@@ -779,9 +779,9 @@ pub enum IamChange {
     },
 }
 
-impl IamChange {
+impl Change for IamChange {
     /// When apply makes it (the one table of the IAM apply order; ties keep the plan's).
-    pub fn stage(&self) -> (Stage, u8) {
+    fn stage(&self) -> (Stage, u8) {
         match self {
             IamChange::CreatePolicy { .. } => (Stage::Before, 1),
             IamChange::NewPolicyVersion { .. } => (Stage::Before, 2),
@@ -809,7 +809,7 @@ impl IamChange {
     }
 
     /// The ledger entry the executor writes around it.
-    pub fn bookkeeping(&self) -> Bookkeeping {
+    fn bookkeeping(&self) -> Bookkeeping {
         match self {
             IamChange::CreatePolicy { name, .. } => {
                 Bookkeeping::Create(Kind::Policy.resource(name))
@@ -835,7 +835,7 @@ impl IamChange {
         }
     }
 
-    pub fn creates(&self) -> bool {
+    fn creates(&self) -> bool {
         matches!(self.bookkeeping(), Bookkeeping::Create(_))
             || matches!(
                 self,
@@ -845,7 +845,7 @@ impl IamChange {
             )
     }
 
-    pub fn is_delete(&self) -> bool {
+    fn is_delete(&self) -> bool {
         matches!(
             self,
             IamChange::Delete { .. }

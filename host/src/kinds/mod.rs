@@ -2,10 +2,15 @@
 //! observed forms, the pure diff between them as a list of changes, each with the stage and
 //! order apply makes it in and the ledger entry written ahead of it.
 //!
-//! IAM is the first family written this way ([`iam`]); instances, records and the network
-//! kinds still live in `plan.rs` and `network.rs` (see ARCHITECTURE.md).
+//! The network kinds ([`network`]: VPC, gateway, subnets, groups, addresses, key pairs) and
+//! IAM ([`iam`]) are written this way: their changes implement [`Change`], and apply's one
+//! executor makes them stage by stage under one write-ahead protocol. Instances and records
+//! keep their own planning in `plan.rs` (see ARCHITECTURE.md).
+
+use std::fmt;
 
 pub mod iam;
+pub mod network;
 
 /// When apply makes a change, relative to the instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,4 +31,29 @@ pub enum Bookkeeping {
     Create(String),
     Delete(String),
     None,
+}
+
+/// What a kind's change says to the executor. The executor orders changes by [`stage`],
+/// writes the [`bookkeeping`] around each, and shows each by `Display`; a kind says nothing
+/// else about how it is applied.
+///
+/// [`stage`]: Change::stage
+/// [`bookkeeping`]: Change::bookkeeping
+pub trait Change: fmt::Display {
+    /// When apply makes this change, and its place among that stage's changes (ties keep the
+    /// plan's order).
+    fn stage(&self) -> (Stage, u8);
+    /// The ledger entry written around it.
+    fn bookkeeping(&self) -> Bookkeeping;
+    /// Whether it makes something that did not exist (for the plan's counts).
+    fn creates(&self) -> bool;
+    /// Whether it removes something (for the plan's counts and the terminate wait).
+    fn is_delete(&self) -> bool;
+}
+
+/// The changes of `stage` in the order they are made there.
+pub fn in_stage<C: Change>(changes: &[C], stage: Stage) -> Vec<&C> {
+    let mut of_stage: Vec<&C> = changes.iter().filter(|c| c.stage().0 == stage).collect();
+    of_stage.sort_by_key(|c| c.stage().1);
+    of_stage
 }

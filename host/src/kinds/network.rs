@@ -1,6 +1,7 @@
 //! Network resources: the VPC, subnets and internet gateway heet may create per environment,
 //! a security group per role (the firewall between roles), and Elastic IPs. Desired and
-//! observed forms, and the pure plan between them; `apply` and `cloud::net` act on it.
+//! observed forms, and the pure plan between them (`NetChange`, a [`Change`]: its stage and
+//! its ledger bookkeeping); `apply` makes the changes and `cloud::net` holds the calls.
 //!
 //! Every resource carries `heet:resource` (`kind/name`, e.g. `group/www`) and a `heet:id`
 //! derived from project, env and that name, so, as with instances, a look-alike made by hand
@@ -10,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::definition::{Definition, KeyPair, Vpc};
+use crate::kinds::{Bookkeeping, Change, Stage};
 use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_PROJECT, TAG_RESOURCE};
 
 /// The kinds of network resource, in creation order (deletes go in reverse). Every match
@@ -628,13 +630,31 @@ pub enum NetChange {
     },
 }
 
-/// When apply makes a network change, relative to the instances: one table for every kind.
-pub use crate::kinds::Stage;
-
 impl NetChange {
-    /// When apply makes this change, and its place among the changes of that stage (the
-    /// one table of the apply order; ties keep the plan's order).
-    pub fn stage(&self) -> (Stage, u8) {
+    pub fn resource(&self) -> &str {
+        match self {
+            NetChange::CreateVpc { resource, .. }
+            | NetChange::AttachGateway { resource, .. }
+            | NetChange::CreateSubnet { resource, .. }
+            | NetChange::CreateGroup { resource, .. }
+            | NetChange::Authorize { resource, .. }
+            | NetChange::Revoke { resource, .. }
+            | NetChange::Allocate { resource, .. }
+            | NetChange::Associate { resource, .. }
+            | NetChange::Release { resource, .. }
+            | NetChange::DeleteGroup { resource, .. }
+            | NetChange::DeleteSubnet { resource, .. }
+            | NetChange::DeleteGateway { resource, .. }
+            | NetChange::DeleteVpc { resource, .. }
+            | NetChange::CreateKey { resource, .. }
+            | NetChange::DeleteKey { resource, .. } => resource,
+        }
+    }
+}
+
+impl Change for NetChange {
+    /// The one table of the network apply order.
+    fn stage(&self) -> (Stage, u8) {
         match self {
             NetChange::Release { .. } => (Stage::Before, 0),
             NetChange::CreateVpc { .. } => (Stage::Before, 1),
@@ -660,54 +680,41 @@ impl NetChange {
         }
     }
 
-    pub fn resource(&self) -> &str {
+    fn bookkeeping(&self) -> Bookkeeping {
+        let resource = self.resource().to_owned();
         match self {
-            NetChange::CreateVpc { resource, .. }
-            | NetChange::AttachGateway { resource, .. }
-            | NetChange::CreateSubnet { resource, .. }
-            | NetChange::CreateGroup { resource, .. }
-            | NetChange::Authorize { resource, .. }
-            | NetChange::Revoke { resource, .. }
-            | NetChange::Allocate { resource, .. }
-            | NetChange::Associate { resource, .. }
-            | NetChange::Release { resource, .. }
-            | NetChange::DeleteGroup { resource, .. }
-            | NetChange::DeleteSubnet { resource, .. }
-            | NetChange::DeleteGateway { resource, .. }
-            | NetChange::DeleteVpc { resource, .. }
-            | NetChange::CreateKey { resource, .. }
-            | NetChange::DeleteKey { resource, .. } => resource,
+            NetChange::CreateVpc { .. }
+            | NetChange::AttachGateway {
+                gateway_id: None, ..
+            }
+            | NetChange::CreateSubnet { .. }
+            | NetChange::CreateGroup { .. }
+            | NetChange::Allocate { .. }
+            | NetChange::CreateKey { .. } => Bookkeeping::Create(resource),
+            NetChange::Release { .. }
+            | NetChange::DeleteGroup { .. }
+            | NetChange::DeleteSubnet { .. }
+            | NetChange::DeleteGateway { .. }
+            | NetChange::DeleteVpc { .. }
+            | NetChange::DeleteKey { .. } => Bookkeeping::Delete(resource),
+            // A gateway that exists is only attached; rules and associations live on
+            // resources the ledger already has.
+            NetChange::AttachGateway {
+                gateway_id: Some(_),
+                ..
+            }
+            | NetChange::Authorize { .. }
+            | NetChange::Revoke { .. }
+            | NetChange::Associate { .. } => Bookkeeping::None,
         }
     }
 
-    pub fn is_delete(&self) -> bool {
-        matches!(
-            self,
-            NetChange::Release { .. }
-                | NetChange::DeleteGroup { .. }
-                | NetChange::DeleteSubnet { .. }
-                | NetChange::DeleteGateway { .. }
-                | NetChange::DeleteVpc { .. }
-                | NetChange::DeleteKey { .. }
-        )
+    fn creates(&self) -> bool {
+        matches!(self.bookkeeping(), Bookkeeping::Create(_))
     }
 
-    /// Whether the change makes a resource that did not exist.
-    pub fn creates(&self) -> bool {
-        matches!(
-            self,
-            NetChange::CreateVpc { .. }
-                | NetChange::CreateSubnet { .. }
-                | NetChange::CreateGroup { .. }
-                | NetChange::Allocate { .. }
-                | NetChange::CreateKey { .. }
-        ) || matches!(
-            self,
-            NetChange::AttachGateway {
-                gateway_id: None,
-                ..
-            }
-        )
+    fn is_delete(&self) -> bool {
+        matches!(self.bookkeeping(), Bookkeeping::Delete(_))
     }
 }
 
@@ -1114,6 +1121,49 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn creates_are_written_ahead_deletes_booked_after_and_an_existing_gateway_is_not_booked() {
+        let d = def(
+            "[network]\nvpc = \"create\"",
+            "[roles.www]\nports = [80]\nallow_cidr = [\"0.0.0.0/0\"]\n",
+        );
+        let changes = plan("shop", "prod", &desired(&d, "prod"), &[], &BTreeMap::new());
+        let booked: Vec<(&str, Bookkeeping)> = changes
+            .iter()
+            .map(|c| (c.resource(), c.bookkeeping()))
+            .collect();
+        for (resource, b) in &booked {
+            match b {
+                Bookkeeping::Create(r) => assert_eq!(r, resource),
+                Bookkeeping::None => {
+                    assert!(
+                        changes.iter().any(|c| c.resource() == *resource
+                            && matches!(c, NetChange::Authorize { .. })),
+                        "{resource}: only a rule change books nothing here"
+                    )
+                }
+                Bookkeeping::Delete(_) => panic!("{resource}: nothing to delete in a first plan"),
+            }
+        }
+        assert!(
+            booked
+                .iter()
+                .any(|(r, b)| *r == "vpc/main" && *b == Bookkeeping::Create("vpc/main".into()))
+        );
+        let attach = NetChange::AttachGateway {
+            resource: "igw/main".into(),
+            gateway_id: Some("igw-1".into()),
+        };
+        assert_eq!(attach.bookkeeping(), Bookkeeping::None);
+        assert!(!attach.creates() && !attach.is_delete());
+        let gone = NetChange::DeleteVpc {
+            resource: "vpc/main".into(),
+            vpc_id: "vpc-1".into(),
+        };
+        assert_eq!(gone.bookkeeping(), Bookkeeping::Delete("vpc/main".into()));
+        assert!(gone.is_delete() && !gone.creates());
     }
 
     #[test]
