@@ -45,9 +45,10 @@ pub trait Change: fmt::Display {
     fn stage(&self) -> (Stage, u8);
     /// The ledger entry written around it.
     fn bookkeeping(&self) -> Bookkeeping;
-    /// Whether it makes something that did not exist (for the plan's counts).
+    /// Whether it makes something that did not exist (`status` reports it as missing).
     fn creates(&self) -> bool;
-    /// Whether it removes something (for the plan's counts and the terminate wait).
+    /// Whether it removes something (`status` reports it as unexpected; a network delete
+    /// makes apply wait until terminated instances are fully gone).
     fn is_delete(&self) -> bool;
 }
 

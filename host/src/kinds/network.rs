@@ -1130,27 +1130,20 @@ mod tests {
             "[roles.www]\nports = [80]\nallow_cidr = [\"0.0.0.0/0\"]\n",
         );
         let changes = plan("shop", "prod", &desired(&d, "prod"), &[], &BTreeMap::new());
-        let booked: Vec<(&str, Bookkeeping)> = changes
-            .iter()
-            .map(|c| (c.resource(), c.bookkeeping()))
-            .collect();
-        for (resource, b) in &booked {
-            match b {
-                Bookkeeping::Create(r) => assert_eq!(r, resource),
-                Bookkeeping::None => {
-                    assert!(
-                        changes.iter().any(|c| c.resource() == *resource
-                            && matches!(c, NetChange::Authorize { .. })),
-                        "{resource}: only a rule change books nothing here"
-                    )
-                }
-                Bookkeeping::Delete(_) => panic!("{resource}: nothing to delete in a first plan"),
+        for c in &changes {
+            match c.bookkeeping() {
+                Bookkeeping::Create(r) => assert_eq!(r, c.resource(), "{c}"),
+                Bookkeeping::None => assert!(
+                    matches!(c, NetChange::Authorize { .. }),
+                    "{c}: only a rule change books nothing here"
+                ),
+                Bookkeeping::Delete(_) => panic!("{c}: nothing to delete in a first plan"),
             }
         }
         assert!(
-            booked
+            changes
                 .iter()
-                .any(|(r, b)| *r == "vpc/main" && *b == Bookkeeping::Create("vpc/main".into()))
+                .any(|c| c.bookkeeping() == Bookkeeping::Create("vpc/main".into()))
         );
         let attach = NetChange::AttachGateway {
             resource: "igw/main".into(),
