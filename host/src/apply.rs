@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
@@ -21,12 +22,11 @@ use crate::cloud::{Aws, Launch, LaunchError};
 use crate::desired::DesiredInstance;
 use crate::kinds::iam::{self as iam_kind, Attachable, IamChange, Kind as IamKind};
 use crate::kinds::network::{self, NetChange, ObservedResource, Source, SubnetRef, VpcRef};
+use crate::kinds::records::{RECORD_TTL, RecordChange, RecordOp, Zone};
 use crate::kinds::{self, Bookkeeping, Change as _, Stage};
 use crate::ledger::{self, Ledger};
 use crate::namespace;
-use crate::plan::{
-    Change, ObservedInstance, Plan, RECORD_TTL, RecordAction, RecordChange, RecordOp, Zone,
-};
+use crate::plan::{Change, ObservedInstance, Plan};
 use crate::progress::Progress;
 
 /// Calls in flight at once (launches, tags, ledger pages): enough to hide latency; the pacer
@@ -184,7 +184,7 @@ pub async fn apply(
     let no_new_names = BTreeMap::new();
     if plan.teardown {
         // Nothing stays: records and instances go together.
-        let deletes = apply_records(aws, plan, ledger, &zone, &no_new_names, Records::Deletes);
+        let deletes = records_in(aws, plan, ledger, &zone, &no_new_names, Stage::Before);
         let (deleted, terminated) = tokio::join!(deletes, terminated);
         deleted?;
         terminated?;
@@ -192,7 +192,7 @@ pub async fn apply(
         // Records go before their instances: a run killed in between leaves instances that
         // the next plan sees without the ledger, where the other order would leave records
         // that only the ledger knows of, and a no-op `up` does not read it.
-        apply_records(aws, plan, ledger, &zone, &no_new_names, Records::Deletes).await?;
+        records_in(aws, plan, ledger, &zone, &no_new_names, Stage::Before).await?;
         terminated.await?;
     }
     applied.terminated = doomed.clone();
@@ -240,7 +240,6 @@ pub async fn apply(
     // Each instance's own tags go on while the instances boot and their records are written.
     let tagging = tag_members(aws, &launched.batches);
     let rest = async {
-        book(aws, ledger, launched.confirmations()).await?;
         // Kept instances still booting: their records wait for their names too.
         let booting: Vec<(String, String)> = plan
             .records
@@ -329,8 +328,7 @@ pub async fn apply(
             .collect();
         let associated = network_stage(Stage::Running, &mut net, ledger, plan).await?;
         new_dns.extend(std::mem::take(&mut net.new_dns));
-        let unresolved =
-            apply_records(aws, plan, ledger, &zone, &new_dns, Records::Upserts).await?;
+        let unresolved = records_in(aws, plan, ledger, &zone, &new_dns, Stage::Running).await?;
         let forgotten: Vec<_> = plan
             .foreign_records
             .iter()
@@ -392,12 +390,11 @@ async fn book(
     aws.ssm.delete_all(&write.delete).await
 }
 
-/// A network resource's ledger entry.
-fn resource_entry(
-    resource: &str,
-    aws_id: Option<&str>,
-    state: ledger::State,
-) -> Vec<(String, Option<ledger::Entry>)> {
+/// Ledger changes: an entry under its key, or the key to drop.
+type Entries = Vec<(String, Option<ledger::Entry>)>;
+
+/// A network or IAM resource's ledger entry.
+fn resource_entry(resource: &str, aws_id: Option<&str>, state: ledger::State) -> Entries {
     let entry = ledger::Entry::Resource {
         resource: resource.to_owned(),
         aws_id: aws_id.map(str::to_owned),
@@ -406,10 +403,58 @@ fn resource_entry(
     vec![(ledger::resource_key(resource), Some(entry))]
 }
 
-/// The one write-ahead protocol, around `work` (which returns the id of what it made): a
-/// create is in the ledger before it is made and confirmed with its id after; a delete
-/// leaves the ledger once it is done. A run killed in between leaves an entry the next plan
-/// resolves: a create written ahead is adopted if it happened, a delete done is forgotten.
+/// The one write-ahead protocol, for every kind: `ahead` is in the ledger before `work`
+/// runs, and what `after` makes of its result once it is done. A run killed in between
+/// leaves entries the next plan resolves: what was written ahead is adopted if it happened
+/// (a resource by its tags, a launch by its ClientToken, a record by its target), and an
+/// entry of something that is gone is forgotten.
+async fn written_ahead<T, F>(
+    aws: &Aws,
+    ledger: &mut Ledger,
+    ahead: Entries,
+    work: F,
+    after: impl FnOnce(&T) -> anyhow::Result<Entries>,
+) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    book(aws, ledger, ahead).await?;
+    let made = work.await?;
+    book(aws, ledger, after(&made)?).await?;
+    Ok(made)
+}
+
+/// What a change's bookkeeping writes in `state`: ahead (`pending`) or once made (`done`,
+/// dropping what it removed). `made` says what it made: a resource's AWS id (known once it
+/// is made), a record's target (known before).
+fn entries(
+    bookkeeping: &Bookkeeping,
+    state: ledger::State,
+    made: Option<&str>,
+) -> anyhow::Result<Entries> {
+    let done = state == ledger::State::Done;
+    Ok(match bookkeeping {
+        Bookkeeping::Create(resource) => resource_entry(resource, made, state),
+        Bookkeeping::Record(name) => {
+            let Some(target) = made else {
+                anyhow::bail!("internal: the record {name} is booked without its target");
+            };
+            let entry = ledger::Entry::Record {
+                name: name.clone(),
+                target: target.to_owned(),
+                ttl: RECORD_TTL,
+                state,
+            };
+            vec![(ledger::record_key(name), Some(entry))]
+        }
+        Bookkeeping::Delete(resource) if done => vec![(ledger::resource_key(resource), None)],
+        Bookkeeping::Unrecord(name) if done => vec![(ledger::record_key(name), None)],
+        Bookkeeping::Delete(_) | Bookkeeping::Unrecord(_) | Bookkeeping::None => Vec::new(),
+    })
+}
+
+/// Makes one change (`work` returns the id of what it made) under [`written_ahead`], with
+/// the entries its bookkeeping says.
 async fn booked<F>(
     aws: &Aws,
     ledger: &mut Ledger,
@@ -419,22 +464,11 @@ async fn booked<F>(
 where
     F: std::future::Future<Output = anyhow::Result<Option<String>>>,
 {
-    match bookkeeping {
-        Bookkeeping::Create(resource) => {
-            let ahead = resource_entry(resource, None, ledger::State::Pending);
-            book(aws, ledger, ahead).await?;
-            let id = work.await?;
-            let done = resource_entry(resource, id.as_deref(), ledger::State::Done);
-            book(aws, ledger, done).await?;
-            Ok(id)
-        }
-        Bookkeeping::Delete(resource) => {
-            let id = work.await?;
-            book(aws, ledger, vec![(ledger::resource_key(resource), None)]).await?;
-            Ok(id)
-        }
-        Bookkeeping::None => work.await,
-    }
+    let ahead = entries(bookkeeping, ledger::State::Pending, None)?;
+    written_ahead(aws, ledger, ahead, work, |id| {
+        entries(bookkeeping, ledger::State::Done, id.as_deref())
+    })
+    .await
 }
 
 /// What makes one kind's changes: the calls behind each, and what it keeps of what it made
@@ -660,7 +694,7 @@ impl Executor<NetChange> for NetApply<'_> {
             Bookkeeping::Delete(resource) => {
                 self.ids.remove(resource);
             }
-            Bookkeeping::None => {}
+            Bookkeeping::Record(_) | Bookkeeping::Unrecord(_) | Bookkeeping::None => {}
         }
     }
 
@@ -834,116 +868,57 @@ impl Executor<NetChange> for NetApply<'_> {
     }
 }
 
-/// Writes the plan's record changes as one batch per zone, each written ahead in the ledger
-/// and confirmed after.
-/// Which of the plan's record changes to apply.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Records {
-    Deletes,
-    Upserts,
-}
-
-async fn apply_records(
+/// Makes the plan's record changes of `stage` as one Route53 change batch, under the one
+/// write-ahead protocol. `new_dns` holds the DNS names of the instances that run now, by
+/// slot; returns the names not written because their instance has no DNS name at all.
+async fn records_in(
     aws: &Aws,
     plan: &Plan,
     ledger: &mut Ledger,
     zone: &Option<Zone>,
     new_dns: &BTreeMap<String, String>,
-    which: Records,
+    stage: Stage,
 ) -> anyhow::Result<Vec<String>> {
-    let changes: Vec<&RecordChange> = plan
-        .records
-        .iter()
-        .filter(|r| matches!(r, RecordChange::Delete { .. }) == (which == Records::Deletes))
-        .collect();
     let mut unresolved = Vec::new();
-    if changes.is_empty() {
+    let (mut ops, mut ahead, mut after) = (Vec::new(), Vec::new(), Vec::new());
+    for c in kinds::in_stage(&plan.records, stage) {
+        let op = match c.op(new_dns) {
+            Ok(op) => op,
+            Err(why) => {
+                // Never a CNAME to an empty name: said, and left for when it has one.
+                tracing::warn!("record not written: {why}");
+                unresolved.push(why);
+                continue;
+            }
+        };
+        let bookkeeping = c.bookkeeping();
+        let target = op.as_ref().map(|op: &RecordOp| op.target.as_str());
+        ahead.extend(entries(&bookkeeping, ledger::State::Pending, target)?);
+        after.extend(entries(&bookkeeping, ledger::State::Done, target)?);
+        ops.extend(op);
+    }
+    if ops.is_empty() {
+        // Only ledger entries to drop (their records, or the whole zone, gone): no call.
+        book(aws, ledger, after).await?;
         return Ok(unresolved);
     }
-    let mut ops = Vec::new();
-    let mut dropped = Vec::new();
-    for r in changes {
-        match r {
-            RecordChange::Upsert {
-                name,
-                slot,
-                target,
-                instance,
-                was,
-                ..
-            } => {
-                let Some(target) = target.clone().or_else(|| new_dns.get(slot).cloned()) else {
-                    // Never a CNAME to an empty name: said, and left for when it has one.
-                    let why = format!("{name}: {instance} has no DNS name (public or private)");
-                    tracing::warn!("record not written: {why}");
-                    unresolved.push(why);
-                    continue;
-                };
-                ops.push(RecordOp {
-                    action: if was.is_none() {
-                        RecordAction::Create
-                    } else {
-                        RecordAction::Upsert
-                    },
-                    name: name.clone(),
-                    target,
-                    ttl: RECORD_TTL,
-                });
-            }
-            RecordChange::Delete {
-                name,
-                target,
-                ttl,
-                present,
-            } => {
-                if *present {
-                    ops.push(RecordOp {
-                        action: RecordAction::Delete,
-                        name: name.clone(),
-                        target: target.clone(),
-                        ttl: *ttl,
-                    });
-                }
-                dropped.push((ledger::record_key(name), None));
-            }
+    let zone = match (zone, &plan.create_zone) {
+        (Some(zone), _) => zone.clone(),
+        (None, Some(domain)) => {
+            tracing::info!("creating the hosted zone {domain}");
+            aws.route53.create_zone(domain, &plan.project).await?
         }
-    }
-    let entries = |state| {
-        ops.iter()
-            .filter(|op| op.action != RecordAction::Delete)
-            .map(move |op| {
-                (
-                    ledger::record_key(&op.name),
-                    Some(ledger::Entry::Record {
-                        name: op.name.clone(),
-                        target: op.target.clone(),
-                        ttl: op.ttl,
-                        state,
-                    }),
-                )
-            })
-            .collect::<Vec<_>>()
+        (None, None) => anyhow::bail!("internal: record changes without a zone"),
     };
-    // Only ledger entries to drop (their records, or the whole zone, gone): no Route53 call.
-    if !ops.is_empty() {
-        let zone = match (zone, &plan.create_zone) {
-            (Some(zone), _) => zone.clone(),
-            (None, Some(domain)) => {
-                tracing::info!("creating the hosted zone {domain}");
-                aws.route53.create_zone(domain, &plan.project).await?
-            }
-            (None, None) => anyhow::bail!("internal: record changes without a zone"),
-        };
-        book(aws, ledger, entries(ledger::State::Pending)).await?;
+    let change = async {
         tracing::info!(
             "writing {} DNS record change(s) to {}",
             ops.len(),
             zone.name
         );
-        aws.route53.change(&zone, &ops).await?;
-        book(aws, ledger, entries(ledger::State::Done)).await?;
-    }
-    book(aws, ledger, dropped).await?;
+        aws.route53.change(&zone, &ops).await
+    };
+    written_ahead(aws, ledger, ahead, change, |_| Ok(after)).await?;
     Ok(unresolved)
 }
 
@@ -990,6 +965,21 @@ impl LaunchedBatch<'_> {
         tags.remove(namespace::TAG_BATCH);
         tags
     }
+
+    /// The ledger entry saying which instances the batch launched, when they still need
+    /// tags of their own (a batch whose members have all theirs from launch is over).
+    fn confirmation(&self, instances: &[String]) -> Option<(String, Option<ledger::Entry>)> {
+        let untagged = self.untagged_view();
+        if self.members.iter().all(|d| d.tags == untagged) {
+            return None;
+        }
+        let batch = ledger::Batch {
+            instances: instances.to_vec(),
+            state: ledger::State::Done,
+            ..self.batch.clone()
+        };
+        Some((ledger::batch_key(&batch.batch), Some(batch.entry())))
+    }
 }
 
 /// What [`launch`] did.
@@ -1017,16 +1007,6 @@ impl<'a> Launched<'a> {
         self.batches
             .iter()
             .flat_map(|b| b.batch.instances.iter().cloned())
-            .collect()
-    }
-
-    /// The ledger entries saying which instances each batch launched, for the batches whose
-    /// instances still need tags of their own (the others are over already).
-    fn confirmations(&self) -> Vec<(String, Option<ledger::Entry>)> {
-        self.batches
-            .iter()
-            .filter(|b| b.members.iter().any(|d| d.tags != b.untagged_view()))
-            .map(|b| (ledger::batch_key(&b.batch.batch), Some(b.batch.entry())))
             .collect()
     }
 
@@ -1130,22 +1110,28 @@ async fn launch<'a>(
     let mut out = Launched::default();
     let mut spent = Vec::new();
     for round in 0..2 {
-        // Write-ahead: each batch and its token are in the ledger before RunInstances.
+        // Each batch and its token are in the ledger before RunInstances; the batches whose
+        // instances still need tags of their own are confirmed with their instances after.
         let mut ahead: Vec<_> = planned
             .iter()
             .map(|b| (ledger::batch_key(&b.batch.batch), Some(b.batch.entry())))
             .collect();
         ahead.append(&mut spent);
-        book(aws, ledger, ahead).await?;
-        let results: Vec<(LaunchedBatch, Result<Vec<String>, LaunchError>)> =
-            stream::iter(std::mem::take(&mut planned))
-                .map(|b| async move {
-                    let result = run_batch(aws, &b, ids).await;
-                    (b, result)
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
+        let runs = stream::iter(std::mem::take(&mut planned))
+            .map(|b| async move {
+                let result = run_batch(aws, &b, ids).await;
+                (b, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<(LaunchedBatch, Result<Vec<String>, LaunchError>)>>()
+            .map(anyhow::Ok);
+        let results = written_ahead(aws, ledger, ahead, runs, |results| {
+            Ok(results
+                .iter()
+                .filter_map(|(b, result)| b.confirmation(result.as_ref().ok()?))
+                .collect())
+        })
+        .await?;
         for (mut b, result) in results {
             match result {
                 Ok(instances) => {

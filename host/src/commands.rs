@@ -15,9 +15,10 @@ use crate::cloud::{Aws, CallSummary, Connection, LockHolder};
 use crate::definition::Definition;
 use crate::desired::{self, Desired};
 use crate::kinds::network::{self, ObservedResource};
+use crate::kinds::records::{DnsState, RecordChange};
 use crate::kinds::{self, Change};
 use crate::ledger::{self, Ledger};
-use crate::plan::{self, DnsState, Plan};
+use crate::plan::{self, Plan};
 use crate::plugins::{self, PluginInfo, PluginSet, Runtime};
 use crate::progress::Progress;
 
@@ -632,7 +633,7 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
     }
     for r in &plan.records {
         match r {
-            plan::RecordChange::Upsert {
+            RecordChange::Upsert {
                 name,
                 instance,
                 target,
@@ -644,15 +645,15 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
                     .clone()
                     .unwrap_or_else(|| format!("the new instance {instance}"))
             )),
-            plan::RecordChange::Upsert {
+            RecordChange::Upsert {
                 name, was: None, ..
             } => report.missing.push(format!("record {name}")),
-            plan::RecordChange::Delete {
+            RecordChange::Delete {
                 name,
                 present: true,
                 ..
             } => report.unexpected.push(format!("record {name}")),
-            plan::RecordChange::Delete { .. } => {}
+            RecordChange::Delete { .. } => {}
         }
     }
     report.conflicts.extend(plan.iam.conflicts.iter().cloned());
@@ -862,7 +863,7 @@ fn deleted_records(plan: &Plan) -> Vec<String> {
     plan.records
         .iter()
         .filter_map(|r| match r {
-            plan::RecordChange::Delete {
+            RecordChange::Delete {
                 name,
                 present: true,
                 ..

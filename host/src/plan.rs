@@ -7,6 +7,7 @@ use std::fmt;
 use crate::desired::{Desired, DesiredInstance};
 use crate::kinds::iam::IamPlan;
 use crate::kinds::network::{self, NetChange, ObservedResource};
+use crate::kinds::records::{DnsState, RecordChange, plan_records};
 use crate::ledger;
 use crate::namespace::{
     self, TAG_BATCH, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
@@ -105,93 +106,6 @@ impl ObservedInstance {
             &self.instance_id,
         )
     }
-}
-
-/// The project's hosted zone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Zone {
-    pub id: String,
-    /// Lower case, no trailing dot.
-    pub name: String,
-}
-
-/// What a zone holds at one name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObservedRecord {
-    /// `CNAME`, `A`, ...; `A+TXT` when a name holds several types.
-    pub kind: String,
-    /// Lower case, no trailing dot.
-    pub values: Vec<String>,
-    pub ttl: Option<i64>,
-}
-
-impl ObservedRecord {
-    /// The CNAME's single target, if this is a plain CNAME.
-    pub fn cname(&self) -> Option<&str> {
-        match (self.kind.as_str(), self.values.as_slice()) {
-            ("CNAME", [target]) => Some(target),
-            _ => None,
-        }
-    }
-}
-
-/// Everything DNS that the plan depends on.
-#[derive(Debug, Clone, Default)]
-pub struct DnsState {
-    /// The project's domain, when it has one.
-    pub domain: Option<String>,
-    /// `None` when the zone does not exist (yet).
-    pub zone: Option<Zone>,
-    pub records: BTreeMap<String, ObservedRecord>,
-    /// The records heet created, from the ledger; `None` when the ledger was not read (a
-    /// first, optimistic plan: it cannot tell heet's stale records, or foreign ones, apart).
-    pub owned: Option<BTreeMap<String, ledger::OwnedRecord>>,
-}
-
-/// TTL of the CNAMEs heet writes.
-pub const RECORD_TTL: i64 = 300;
-
-/// One record change in Route53, as planned.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RecordChange {
-    /// Point `name` at the instance of `slot`: its DNS name, known now when that instance
-    /// runs and stays, or once it runs (`instance_id` when it stays but is still pending, or
-    /// none when it is launched).
-    Upsert {
-        name: String,
-        slot: String,
-        instance: String,
-        instance_id: Option<String>,
-        target: Option<String>,
-        was: Option<String>,
-    },
-    /// Remove a record heet created that nothing wants any more (`present`: still in the
-    /// zone; otherwise only its ledger entry is left to drop).
-    Delete {
-        name: String,
-        target: String,
-        ttl: i64,
-        present: bool,
-    },
-}
-
-/// A record operation with its target resolved, as applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordOp {
-    pub action: RecordAction,
-    pub name: String,
-    pub target: String,
-    pub ttl: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordAction {
-    /// A name that holds nothing: Route53 counts it once against a batch's limit, and refuses
-    /// it if the name was taken meanwhile.
-    Create,
-    /// A name heet's record holds: counts twice.
-    Upsert,
-    Delete,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -544,83 +458,6 @@ fn settled_batches(
     settled
 }
 
-#[derive(Default)]
-struct DnsPlan {
-    records: Vec<RecordChange>,
-    create_zone: Option<String>,
-    conflicts: Vec<String>,
-    foreign_records: Vec<String>,
-}
-
-fn plan_records(
-    desired: &Desired,
-    targets: &BTreeMap<&str, Option<String>>,
-    booting: &BTreeMap<&str, String>,
-    dns: &DnsState,
-) -> DnsPlan {
-    let mut out = DnsPlan::default();
-    let Some(domain) = &dns.domain else {
-        return out;
-    };
-    let mut wanted = std::collections::BTreeSet::new();
-    for d in &desired.instances {
-        for cname in &d.cnames {
-            let name = format!("{}.{domain}", cname.to_ascii_lowercase());
-            wanted.insert(name.clone());
-            let target = targets.get(d.id.as_str()).cloned().flatten();
-            let current = dns.records.get(&name);
-            if let (Some(t), Some(r)) = (&target, current)
-                && r.cname() == Some(t.as_str())
-            {
-                continue;
-            }
-            let ours = dns.owned.as_ref().map(|o| o.contains_key(&name));
-            if let (Some(r), Some(false)) = (current, ours) {
-                out.conflicts.push(format!(
-                    "{name} exists ({} {}) and heet did not create it",
-                    r.kind,
-                    r.values.join(",")
-                ));
-                continue;
-            }
-            out.records.push(RecordChange::Upsert {
-                name,
-                slot: d.id.clone(),
-                instance: d.name.clone(),
-                instance_id: booting.get(d.id.as_str()).cloned(),
-                target,
-                was: current.map(|r| r.values.join(",")),
-            });
-        }
-    }
-    if dns.zone.is_none() && !wanted.is_empty() {
-        out.create_zone = Some(domain.clone());
-    }
-    for (name, owned) in dns.owned.iter().flatten() {
-        if wanted.contains(name) {
-            continue;
-        }
-        match dns.records.get(name) {
-            Some(r) if r.cname() == Some(owned.target.as_str()) => {
-                out.records.push(RecordChange::Delete {
-                    name: name.clone(),
-                    target: owned.target.clone(),
-                    ttl: r.ttl.unwrap_or(owned.ttl),
-                    present: true,
-                });
-            }
-            None => out.records.push(RecordChange::Delete {
-                name: name.clone(),
-                target: owned.target.clone(),
-                ttl: owned.ttl,
-                present: false,
-            }),
-            Some(_) => out.foreign_records.push(name.clone()),
-        }
-    }
-    out
-}
-
 fn replace_reasons(d: &DesiredInstance, o: &ObservedInstance) -> Vec<String> {
     let mut reasons = Vec::new();
     if d.instance_type != o.instance_type {
@@ -685,38 +522,7 @@ impl fmt::Display for Plan {
             write!(f, "\n  + zone     {zone}")?;
         }
         for r in &self.records {
-            match r {
-                RecordChange::Upsert {
-                    name,
-                    instance,
-                    target,
-                    was,
-                    ..
-                } => {
-                    let mark = if was.is_some() { "~" } else { "+" };
-                    write!(
-                        f,
-                        "\n  {mark} record   {name} → {}",
-                        target
-                            .clone()
-                            .unwrap_or_else(|| format!("(new instance {instance})"))
-                    )?;
-                    if let Some(was) = was {
-                        write!(f, " (was {})", text::shown(was))?;
-                    }
-                }
-                RecordChange::Delete {
-                    name,
-                    target,
-                    present,
-                    ..
-                } => {
-                    write!(f, "\n  - record   {name} → {}", text::shown(target))?;
-                    if !present {
-                        write!(f, " (already gone: forget it)")?;
-                    }
-                }
-            }
+            write!(f, "\n  {r}")?;
         }
         for name in &self.foreign_records {
             write!(
@@ -1102,6 +908,7 @@ count = 2
 #[cfg(test)]
 mod record_tests {
     use super::*;
+    use crate::kinds::records::{ObservedRecord, Zone};
     use crate::ledger::OwnedRecord;
 
     /// Two www instances with the indexed CNAMEs, both running as `i-0`, `i-1`.

@@ -12,7 +12,8 @@ use serde::{Serialize, Serializer};
 use crate::desired::DesiredInstance;
 use crate::kinds::iam::{Attachable, Holder, IamChange, Kind};
 use crate::kinds::network::{NetChange, ObservedRule, Rule, Source, SubnetRef, VpcRef};
-use crate::plan::{Change, Plan, RecordChange};
+use crate::kinds::records::RecordChange;
+use crate::plan::{Change, Plan};
 
 /// `serialize_with` for a report's `plan` field.
 pub fn plan<S: Serializer>(plan: &Plan, s: S) -> Result<S::Ok, S::Error> {
@@ -718,7 +719,7 @@ impl<'a> IamChangeJson<'a> {
 mod tests {
     use super::*;
     use crate::definition::Definition;
-    use crate::plan::DnsState;
+    use crate::kinds::records::DnsState;
     use std::path::Path;
 
     /// A plan with every kind of change there is, made by the real planner.

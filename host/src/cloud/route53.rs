@@ -13,7 +13,7 @@ use aws_sdk_route53::types::{
 };
 
 use super::sdk_error;
-use crate::plan::{ObservedRecord, RecordAction, RecordOp, Zone};
+use crate::kinds::records::{ObservedRecord, RecordAction, RecordOp, Zone};
 
 /// Route53's limits per ChangeResourceRecordSets: 1,000 records (an UPSERT counts twice)
 /// and 32,000 characters of record values.

@@ -2,15 +2,16 @@
 //! observed forms, the pure diff between them as a list of changes, each with the stage and
 //! order apply makes it in and the ledger entry written ahead of it.
 //!
-//! The network kinds ([`network`]: VPC, gateway, subnets, groups, addresses, key pairs) and
-//! IAM ([`iam`]) are written this way: their changes implement [`Change`], and apply's one
-//! executor makes them stage by stage under one write-ahead protocol. Instances and records
+//! The network kinds ([`network`]: VPC, gateway, subnets, groups, addresses, key pairs), IAM
+//! ([`iam`]) and DNS records ([`records`]) are written this way: their changes implement
+//! [`Change`], and apply makes them stage by stage under one write-ahead protocol. Instances
 //! keep their own planning in `plan.rs` (see ARCHITECTURE.md).
 
 use std::fmt;
 
 pub mod iam;
 pub mod network;
+pub mod records;
 
 /// When apply makes a change, relative to the instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,13 +24,20 @@ pub enum Stage {
     After,
 }
 
-/// The ledger bookkeeping a change needs, which the executor does around it: a create is
-/// written ahead (`pending`, no id), made, then confirmed with the id AWS gave it; a delete
-/// leaves the ledger once it is done.
+/// The ledger bookkeeping a change needs, which apply does around it: what it makes is
+/// written ahead (`pending`), made, then confirmed (`done`); what it removes leaves the
+/// ledger once it is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bookkeeping {
+    /// A resource, by its `kind/name`: written ahead without an id, confirmed with the id AWS
+    /// gave it.
     Create(String),
+    /// A resource removed, by its `kind/name`.
     Delete(String),
+    /// A record, by its name: written ahead and confirmed with the target it is written with.
+    Record(String),
+    /// A record removed (or found gone already), by its name.
+    Unrecord(String),
     None,
 }
 

@@ -1138,6 +1138,9 @@ mod tests {
                     "{c}: only a rule change books nothing here"
                 ),
                 Bookkeeping::Delete(_) => panic!("{c}: nothing to delete in a first plan"),
+                Bookkeeping::Record(_) | Bookkeeping::Unrecord(_) => {
+                    panic!("{c}: a network change books no record")
+                }
             }
         }
         assert!(

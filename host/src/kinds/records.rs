@@ -1,0 +1,292 @@
+//! DNS records, the CNAMEs heet points at its instances: observed per zone, planned against
+//! the ledger's own records (a name someone else holds is a conflict, never overwritten), and
+//! written as one Route53 change batch per stage.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::desired::Desired;
+use crate::kinds::{Bookkeeping, Change, Stage};
+use crate::ledger;
+use crate::text;
+
+/// The project's hosted zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    pub id: String,
+    /// Lower case, no trailing dot.
+    pub name: String,
+}
+
+/// What a zone holds at one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedRecord {
+    /// `CNAME`, `A`, ...; `A+TXT` when a name holds several types.
+    pub kind: String,
+    /// Lower case, no trailing dot.
+    pub values: Vec<String>,
+    pub ttl: Option<i64>,
+}
+
+impl ObservedRecord {
+    /// The CNAME's single target, if this is a plain CNAME.
+    pub fn cname(&self) -> Option<&str> {
+        match (self.kind.as_str(), self.values.as_slice()) {
+            ("CNAME", [target]) => Some(target),
+            _ => None,
+        }
+    }
+}
+
+/// Everything DNS that the plan depends on.
+#[derive(Debug, Clone, Default)]
+pub struct DnsState {
+    /// The project's domain, when it has one.
+    pub domain: Option<String>,
+    /// `None` when the zone does not exist (yet).
+    pub zone: Option<Zone>,
+    pub records: BTreeMap<String, ObservedRecord>,
+    /// The records heet created, from the ledger; `None` when the ledger was not read (a
+    /// first, optimistic plan: it cannot tell heet's stale records, or foreign ones, apart).
+    pub owned: Option<BTreeMap<String, ledger::OwnedRecord>>,
+}
+
+/// TTL of the CNAMEs heet writes.
+pub const RECORD_TTL: i64 = 300;
+
+/// One record change in Route53, as planned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordChange {
+    /// Point `name` at the instance of `slot`: its DNS name, known now when that instance
+    /// runs and stays, or once it runs (`instance_id` when it stays but is still pending, or
+    /// none when it is launched).
+    Upsert {
+        name: String,
+        slot: String,
+        instance: String,
+        instance_id: Option<String>,
+        target: Option<String>,
+        was: Option<String>,
+    },
+    /// Remove a record heet created that nothing wants any more (`present`: still in the
+    /// zone; otherwise only its ledger entry is left to drop).
+    Delete {
+        name: String,
+        target: String,
+        ttl: i64,
+        present: bool,
+    },
+}
+
+/// A record operation with its target resolved, as applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordOp {
+    pub action: RecordAction,
+    pub name: String,
+    pub target: String,
+    pub ttl: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordAction {
+    /// A name that holds nothing: Route53 counts it once against a batch's limit, and refuses
+    /// it if the name was taken meanwhile.
+    Create,
+    /// A name heet's record holds: counts twice.
+    Upsert,
+    Delete,
+}
+
+impl fmt::Display for RecordChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordChange::Upsert {
+                name,
+                instance,
+                target,
+                was,
+                ..
+            } => {
+                let mark = if was.is_some() { "~" } else { "+" };
+                write!(
+                    f,
+                    "{mark} record   {name} → {}",
+                    target
+                        .clone()
+                        .unwrap_or_else(|| format!("(new instance {instance})"))
+                )?;
+                if let Some(was) = was {
+                    write!(f, " (was {})", text::shown(was))?;
+                }
+                Ok(())
+            }
+            RecordChange::Delete {
+                name,
+                target,
+                present,
+                ..
+            } => {
+                write!(f, "- record   {name} → {}", text::shown(target))?;
+                if !present {
+                    write!(f, " (already gone: forget it)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Change for RecordChange {
+    fn stage(&self) -> (Stage, u8) {
+        match self {
+            // Ahead of their instances' termination (`apply` says why).
+            RecordChange::Delete { .. } => (Stage::Before, 0),
+            // A new instance's name is known once it runs (and has its address).
+            RecordChange::Upsert { .. } => (Stage::Running, 0),
+        }
+    }
+
+    fn bookkeeping(&self) -> Bookkeeping {
+        match self {
+            RecordChange::Upsert { name, .. } => Bookkeeping::Record(name.clone()),
+            RecordChange::Delete { name, .. } => Bookkeeping::Unrecord(name.clone()),
+        }
+    }
+
+    fn creates(&self) -> bool {
+        matches!(self, RecordChange::Upsert { was: None, .. })
+    }
+
+    fn is_delete(&self) -> bool {
+        matches!(self, RecordChange::Delete { present: true, .. })
+    }
+}
+
+impl RecordChange {
+    /// The Route53 operation that makes it, once its target is known (`new_dns`: the names of
+    /// the instances that run now, by slot); `Ok(None)` when nothing is left to call (a record
+    /// already gone), `Err` with why when its instance has no DNS name at all.
+    pub fn op(&self, new_dns: &BTreeMap<String, String>) -> Result<Option<RecordOp>, String> {
+        match self {
+            RecordChange::Upsert {
+                name,
+                slot,
+                target,
+                instance,
+                was,
+                ..
+            } => {
+                let Some(target) = target.clone().or_else(|| new_dns.get(slot).cloned()) else {
+                    return Err(format!(
+                        "{name}: {instance} has no DNS name (public or private)"
+                    ));
+                };
+                Ok(Some(RecordOp {
+                    action: if was.is_none() {
+                        RecordAction::Create
+                    } else {
+                        RecordAction::Upsert
+                    },
+                    name: name.clone(),
+                    target,
+                    ttl: RECORD_TTL,
+                }))
+            }
+            RecordChange::Delete {
+                name,
+                target,
+                ttl,
+                present,
+            } => Ok(present.then(|| RecordOp {
+                action: RecordAction::Delete,
+                name: name.clone(),
+                target: target.clone(),
+                ttl: *ttl,
+            })),
+        }
+    }
+}
+
+/// What [`plan_records`] finds.
+#[derive(Default)]
+pub struct DnsPlan {
+    pub records: Vec<RecordChange>,
+    /// The zone to create first, when the definition asks for one that does not exist.
+    pub create_zone: Option<String>,
+    /// Names heet would write but someone else holds.
+    pub conflicts: Vec<String>,
+    /// Records heet created that someone has since changed: forgotten, left alone.
+    pub foreign_records: Vec<String>,
+}
+
+/// The record changes that point every CNAME of `desired` at its instance: `targets` are the
+/// DNS names of the instances that stay (none when a name is only known once the instance
+/// runs), `booting` the ids of kept instances still pending.
+pub fn plan_records(
+    desired: &Desired,
+    targets: &BTreeMap<&str, Option<String>>,
+    booting: &BTreeMap<&str, String>,
+    dns: &DnsState,
+) -> DnsPlan {
+    let mut out = DnsPlan::default();
+    let Some(domain) = &dns.domain else {
+        return out;
+    };
+    let mut wanted = std::collections::BTreeSet::new();
+    for d in &desired.instances {
+        for cname in &d.cnames {
+            let name = format!("{}.{domain}", cname.to_ascii_lowercase());
+            wanted.insert(name.clone());
+            let target = targets.get(d.id.as_str()).cloned().flatten();
+            let current = dns.records.get(&name);
+            if let (Some(t), Some(r)) = (&target, current)
+                && r.cname() == Some(t.as_str())
+            {
+                continue;
+            }
+            let ours = dns.owned.as_ref().map(|o| o.contains_key(&name));
+            if let (Some(r), Some(false)) = (current, ours) {
+                out.conflicts.push(format!(
+                    "{name} exists ({} {}) and heet did not create it",
+                    r.kind,
+                    r.values.join(",")
+                ));
+                continue;
+            }
+            out.records.push(RecordChange::Upsert {
+                name,
+                slot: d.id.clone(),
+                instance: d.name.clone(),
+                instance_id: booting.get(d.id.as_str()).cloned(),
+                target,
+                was: current.map(|r| r.values.join(",")),
+            });
+        }
+    }
+    if dns.zone.is_none() && !wanted.is_empty() {
+        out.create_zone = Some(domain.clone());
+    }
+    for (name, owned) in dns.owned.iter().flatten() {
+        if wanted.contains(name) {
+            continue;
+        }
+        match dns.records.get(name) {
+            Some(r) if r.cname() == Some(owned.target.as_str()) => {
+                out.records.push(RecordChange::Delete {
+                    name: name.clone(),
+                    target: owned.target.clone(),
+                    ttl: r.ttl.unwrap_or(owned.ttl),
+                    present: true,
+                });
+            }
+            None => out.records.push(RecordChange::Delete {
+                name: name.clone(),
+                target: owned.target.clone(),
+                ttl: owned.ttl,
+                present: false,
+            }),
+            Some(_) => out.foreign_records.push(name.clone()),
+        }
+    }
+    out
+}
