@@ -12,11 +12,13 @@
 //! finishes it, with no twin and no orphan.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
 use crate::cloud::{Aws, Launch, LaunchError};
 use crate::desired::DesiredInstance;
@@ -125,7 +127,7 @@ pub async fn apply(
         aws,
         project: &plan.project,
         env: &plan.env,
-        arns: plan.iam.arns.clone(),
+        arns: Mutex::new(plan.iam.arns.clone()),
         fresh: Default::default(),
     };
     // Entities a killed run made are confirmed, the ones that are gone forgotten.
@@ -158,9 +160,9 @@ pub async fn apply(
             .filter(|r| r.is_heets(&plan.project, &plan.env))
             .map(|r| (r.resource.clone(), r.aws_id.clone()))
             .collect(),
-        zones: None,
+        zones: OnceCell::new(),
         launched: BTreeMap::new(),
-        moved: BTreeMap::new(),
+        moved: Mutex::default(),
         new_dns: BTreeMap::new(),
     };
     applied.network = network_stage(Stage::Before, &mut net, ledger, plan).await?;
@@ -453,36 +455,22 @@ fn entries(
     })
 }
 
-/// Makes one change (`work` returns the id of what it made) under [`written_ahead`], with
-/// the entries its bookkeeping says.
-async fn booked<F>(
-    aws: &Aws,
-    ledger: &mut Ledger,
-    bookkeeping: &Bookkeeping,
-    work: F,
-) -> anyhow::Result<Option<String>>
-where
-    F: std::future::Future<Output = anyhow::Result<Option<String>>>,
-{
-    let ahead = entries(bookkeeping, ledger::State::Pending, None)?;
-    written_ahead(aws, ledger, ahead, work, |id| {
-        entries(bookkeeping, ledger::State::Done, id.as_deref())
-    })
-    .await
-}
-
 /// What makes one kind's changes: the calls behind each, and what it keeps of what it made
 /// for the changes after it. The ledger is not its business: [`made_in`] books every change.
 trait Executor<C: kinds::Change> {
-    /// Makes one change; returns the AWS id of what it created.
-    async fn run(&mut self, c: &C) -> anyhow::Result<Option<String>>;
+    /// Makes one change; returns the AWS id of what it created. The changes of a tier run at
+    /// once, so it takes `&self`: what it keeps of a call is kept behind a lock.
+    async fn run(&self, c: &C) -> anyhow::Result<Option<String>>;
     /// After a change is made and booked: its bookkeeping and the id `run` returned.
     fn made(&mut self, bookkeeping: &Bookkeeping, id: Option<&str>);
 }
 
-/// The one executor of kinds' changes: makes the changes of one stage in the order their
-/// [`Change::stage`] gives, each under [`booked`]'s protocol. Returns them as the plan
-/// shows them.
+/// The one executor of kinds' changes made one by one: the changes of one stage, tier by
+/// tier ([`kinds::tiers`]). A tier is written ahead together, its changes are made at once
+/// (up to [`CONCURRENCY`] in flight, each kind's calls paced by the account's buckets), and
+/// the ones made are confirmed together, under [`written_ahead`]; a change that failed
+/// leaves its entry written ahead for the next plan, and stops the stage after its tier.
+/// Returns the changes made, as the plan shows them.
 async fn made_in<C: kinds::Change, E: Executor<C>>(
     aws: &Aws,
     ledger: &mut Ledger,
@@ -492,12 +480,54 @@ async fn made_in<C: kinds::Change, E: Executor<C>>(
     family: &str,
 ) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
-    for c in kinds::in_stage(changes, stage) {
-        tracing::info!("{family}: {c}");
-        let bookkeeping = c.bookkeeping();
-        let id = booked(aws, ledger, &bookkeeping, executor.run(c)).await?;
-        executor.made(&bookkeeping, id.as_deref());
-        done.push(c.to_string());
+    for tier in kinds::tiers(changes, stage) {
+        let booked: Vec<(&C, Bookkeeping)> = tier.iter().map(|c| (*c, c.bookkeeping())).collect();
+        let mut ahead = Vec::new();
+        for (_, b) in &booked {
+            ahead.extend(entries(b, ledger::State::Pending, None)?);
+        }
+        let runner = &*executor;
+        let runs = stream::iter(&booked)
+            .map(|(c, _)| async move {
+                tracing::info!("{family}: {c}");
+                runner.run(c).await
+            })
+            .buffered(CONCURRENCY)
+            .collect::<Vec<anyhow::Result<Option<String>>>>()
+            .map(anyhow::Ok);
+        let results = written_ahead(aws, ledger, ahead, runs, |results| {
+            let mut after = Vec::new();
+            for ((_, b), result) in booked.iter().zip(results) {
+                if let Ok(id) = result {
+                    after.extend(entries(b, ledger::State::Done, id.as_deref())?);
+                }
+            }
+            Ok(after)
+        })
+        .await?;
+        let mut failed = Vec::new();
+        for ((c, b), result) in booked.iter().zip(results) {
+            match result {
+                Ok(id) => {
+                    executor.made(b, id.as_deref());
+                    done.push(c.to_string());
+                }
+                Err(e) => failed.push((c.to_string(), e)),
+            }
+        }
+        let mut failed = failed.into_iter();
+        if let Some((_, first)) = failed.next() {
+            let others: Vec<String> = failed.map(|(c, e)| format!("{c}: {e:#}")).collect();
+            if others.is_empty() {
+                return Err(first);
+            }
+            // The first failure stays the error, its typed cause (and exit code) with it.
+            return Err(first.context(format!(
+                "{} {family} changes failed (also {})",
+                others.len() + 1,
+                others.join("; ")
+            )));
+        }
     }
     Ok(done)
 }
@@ -508,7 +538,7 @@ struct IamApply<'a> {
     project: &'a str,
     env: &'a str,
     /// heet's policies' ARNs by IAM name, as they are and as they are created.
-    arns: BTreeMap<String, String>,
+    arns: Mutex<BTreeMap<String, String>>,
     /// The entities this run created, which IAM may not know everywhere yet.
     fresh: std::collections::BTreeSet<String>,
 }
@@ -522,7 +552,7 @@ impl Executor<IamChange> for IamApply<'_> {
         }
     }
 
-    async fn run(&mut self, c: &IamChange) -> anyhow::Result<Option<String>> {
+    async fn run(&self, c: &IamChange) -> anyhow::Result<Option<String>> {
         let aws = self.aws;
         let (project, env) = (self.project, self.env);
         let path = iam_kind::path(project, env);
@@ -535,7 +565,7 @@ impl Executor<IamChange> for IamApply<'_> {
                     .iam
                     .create_policy(name, &path, document, &tags(IamKind::Policy, name))
                     .await?;
-                self.arns.insert(name.clone(), made.arn);
+                locked(&self.arns).insert(name.clone(), made.arn);
                 Some(made.id)
             }
             IamChange::NewPolicyVersion {
@@ -576,11 +606,13 @@ impl Executor<IamChange> for IamApply<'_> {
             IamChange::Attach { holder, policy } => {
                 let arn = match policy {
                     Attachable::Arn(a) => a.clone(),
-                    Attachable::Heet(name) => self.arns.get(name).cloned().ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "internal: iam policy {name} is neither observed nor created"
-                        )
-                    })?,
+                    Attachable::Heet(name) => {
+                        locked(&self.arns).get(name).cloned().ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "internal: iam policy {name} is neither observed nor created"
+                            )
+                        })?
+                    }
                 };
                 let (_, holder_name) = holder.parts();
                 let fresh = self.fresh.contains(holder_name)
@@ -633,6 +665,12 @@ impl Executor<IamChange> for IamApply<'_> {
     }
 }
 
+/// What an executor keeps behind a lock: only ever held for an insert or a read, never
+/// across a call, so a panic elsewhere cannot leave it half-written.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn resolve<'a>(ids: &'a BTreeMap<String, String>, resource: &str) -> anyhow::Result<&'a str> {
     ids.get(resource)
         .map(String::as_str)
@@ -648,9 +686,9 @@ async fn network_stage(
     plan: &Plan,
 ) -> anyhow::Result<Vec<String>> {
     let done = made_in(net.aws, ledger, stage, &plan.network, net, "network").await?;
-    if !net.moved.is_empty() {
+    let moved = std::mem::take(&mut *locked(&net.moved));
+    if !moved.is_empty() {
         // Instances that got an address have a new public DNS name for their records.
-        let moved = std::mem::take(&mut net.moved);
         let ids: Vec<String> = moved.keys().cloned().collect();
         for o in net.aws.ec2.by_ids(&ids).await? {
             if let (Some(slot), Some(dns)) = (moved.get(&o.instance_id), o.dns_name()) {
@@ -669,11 +707,11 @@ struct NetApply<'a> {
     /// Network resources heet owns, by `heet:resource`, as they are and as they are created.
     ids: BTreeMap<String, String>,
     /// The region's availability zones, once a subnet needs them.
-    zones: Option<Vec<String>>,
+    zones: OnceCell<Vec<String>>,
     /// The instance launched into each slot, once the launches are made.
     launched: BTreeMap<String, String>,
     /// Instances an address moved to (instance id → slot).
-    moved: BTreeMap<String, String>,
+    moved: Mutex<BTreeMap<String, String>>,
     /// The DNS names of those instances, after the move (slot → name).
     new_dns: BTreeMap<String, String>,
 }
@@ -698,7 +736,7 @@ impl Executor<NetChange> for NetApply<'_> {
         }
     }
 
-    async fn run(&mut self, c: &NetChange) -> anyhow::Result<Option<String>> {
+    async fn run(&self, c: &NetChange) -> anyhow::Result<Option<String>> {
         let aws = self.aws;
         let (project, env) = (self.project, self.env);
         Ok(match c {
@@ -728,14 +766,8 @@ impl Executor<NetChange> for NetApply<'_> {
                 cidr,
                 index,
             } => {
-                if self.zones.is_none() {
-                    self.zones = Some(aws.net.zones().await?);
-                }
-                let zone = self
-                    .zones
-                    .as_ref()
-                    .filter(|z| !z.is_empty())
-                    .map(|z| z[index % z.len()].clone());
+                let zones = self.zones.get_or_try_init(|| aws.net.zones()).await?;
+                let zone = (!zones.is_empty()).then(|| zones[index % zones.len()].clone());
                 let vpc = resolve(&self.ids, "vpc/main")?.to_owned();
                 let name = format!("{project}-{env}-{}", resource.replace('/', "-"));
                 let t = self.tags(resource, &name);
@@ -806,7 +838,7 @@ impl Executor<NetChange> for NetApply<'_> {
                 aws.net
                     .associate(resolve(&self.ids, resource)?, &target)
                     .await?;
-                self.moved.insert(target, slot.clone());
+                locked(&self.moved).insert(target, slot.clone());
                 None
             }
             NetChange::Release {

@@ -490,6 +490,9 @@ fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
 }
 
 pub fn bench(args: &[String]) -> anyhow::Result<()> {
+    if args.first().map(String::as_str) == Some("kinds") {
+        return kinds();
+    }
     let sizes: Vec<u32> = if args.is_empty() {
         vec![30, 102, 300]
     } else {
@@ -652,6 +655,73 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     println!("{report}");
     Ok(())
 }
+/// `cargo xtask bench kinds`: heet's `up` from empty, no-op `up` and `down` of the network
+/// and IAM estate in `xtask/bench/kinds.toml`, under the full AWS model (its consistency
+/// windows are what a kind's executor waits out), `HEET_BENCH_REPS` times; prints each run
+/// and the medians. Nothing is written to BENCHMARKS.md.
+fn kinds() -> anyhow::Result<()> {
+    const KIND_OPS: [&str; 3] = ["up from empty", "no-op up", "down"];
+    let reps = env_or("HEET_BENCH_REPS", 3usize).max(1);
+    let release = std::env::var("HEET_BENCH_PROFILE").as_deref() == Ok("release");
+    let server = setup()?;
+    let mut build = cargo();
+    build.args(["build", "-q", "-p", "heet"]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    let heet = target_dir()?.join(if release {
+        "release/heet"
+    } else {
+        "debug/heet"
+    });
+    let moto = tests::Moto::start(&server);
+    let proxy = Model::aws().start(&moto.endpoint);
+    let dir = tempfile_dir()?;
+    std::fs::copy(root().join("xtask/bench/kinds.toml"), dir.join("heet.toml"))?;
+    let mut commands: Vec<Command> = [
+        &["up", "--env", "bench", "--yes", "-q"][..],
+        &["up", "--env", "bench", "--yes", "-q"][..],
+        &["down", "--env", "bench", "--yes", "-q"][..],
+    ]
+    .iter()
+    .map(|args| {
+        let mut c = Command::new(&heet);
+        c.args(*args).current_dir(&dir);
+        with_aws(&mut c, &proxy.endpoint)
+    })
+    .collect();
+    let mut measures: Vec<Vec<Measure>> = vec![Vec::new(); KIND_OPS.len()];
+    for rep in 0..reps {
+        moto.reset();
+        proxy.reset();
+        for (o, cmd) in commands.iter_mut().enumerate() {
+            let m = measure(cmd, &proxy).with_context(|| format!("heet {}", KIND_OPS[o]))?;
+            eprintln!(
+                "aws  kinds {:<14} rep {rep}: {:>7.2} s {:>5} calls {:>3} throttled",
+                KIND_OPS[o], m.secs, m.calls, m.throttled
+            );
+            measures[o].push(m);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "| operation | runs | wall (s) | AWS calls | calls/s | throttled |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for (o, ms) in measures.iter().enumerate() {
+        let wall = median(ms.iter().map(|m| m.secs).collect());
+        let calls = median(ms.iter().map(|m| m.calls as f64).collect());
+        let throttled: u64 = ms.iter().map(|m| m.throttled).sum();
+        println!(
+            "| {} | {} | {wall:.2} | {calls:.0} | {:.1} | {throttled} |",
+            KIND_OPS[o],
+            ms.len(),
+            calls / wall
+        );
+    }
+    Ok(())
+}
+
 /// Runs the plugin microbenchmarks; returns each benchmark's id and median time in ns, from
 /// criterion's own estimates of this run.
 fn micro() -> anyhow::Result<Vec<(String, f64)>> {

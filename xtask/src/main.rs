@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
         "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup  install the wasm target and moto's server (venv in ~/.cache/heet)\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp,\n                 customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace\n  bench [N...]  heet vs Terraform, Ansible and boto3 on moto (N instances, default 10 100 300),\n                 into BENCHMARKS.md"
+                "usage: cargo xtask <task>\n\n  setup  install the wasm target and moto's server (venv in ~/.cache/heet)\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp,\n                 customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace\n  bench [N...]  heet vs Terraform, Ansible and boto3 on moto (N instances, default 10 100 300),\n                 into BENCHMARKS.md\n  bench kinds   heet's up, no-op up and down of a network and IAM estate under the AWS model"
             );
             if task.is_empty() {
                 Ok(())

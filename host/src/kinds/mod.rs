@@ -48,8 +48,8 @@ pub enum Bookkeeping {
 /// [`stage`]: Change::stage
 /// [`bookkeeping`]: Change::bookkeeping
 pub trait Change: fmt::Display {
-    /// When apply makes this change, and its place among that stage's changes (ties keep the
-    /// plan's order).
+    /// When apply makes this change, and its place among that stage's changes. Changes of
+    /// the same place are made at once: none may need another of its place.
     fn stage(&self) -> (Stage, u8);
     /// The ledger entry written around it.
     fn bookkeeping(&self) -> Bookkeeping;
@@ -65,4 +65,63 @@ pub fn in_stage<C: Change>(changes: &[C], stage: Stage) -> Vec<&C> {
     let mut of_stage: Vec<&C> = changes.iter().filter(|c| c.stage().0 == stage).collect();
     of_stage.sort_by_key(|c| c.stage().1);
     of_stage
+}
+
+/// The changes of `stage` in tiers: the changes of one place in the stage, which need
+/// nothing of each other and are made at once, tier after tier (the plan's order within).
+pub fn tiers<C: Change>(changes: &[C], stage: Stage) -> Vec<Vec<&C>> {
+    in_stage(changes, stage)
+        .chunk_by(|a, b| a.stage().1 == b.stage().1)
+        .map(<[&C]>::to_vec)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change that is only its stage and place, named by a letter.
+    struct At(char, Stage, u8);
+
+    impl fmt::Display for At {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}", self.0)
+        }
+    }
+
+    impl Change for At {
+        fn stage(&self) -> (Stage, u8) {
+            (self.1, self.2)
+        }
+        fn bookkeeping(&self) -> Bookkeeping {
+            Bookkeeping::None
+        }
+        fn creates(&self) -> bool {
+            false
+        }
+        fn is_delete(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn tiers_are_the_places_of_a_stage_in_order_each_in_the_plans_order() {
+        let changes = [
+            At('a', Stage::Before, 3),
+            At('b', Stage::After, 0),
+            At('c', Stage::Before, 1),
+            At('d', Stage::Before, 3),
+            At('e', Stage::Before, 1),
+            At('f', Stage::Before, 2),
+        ];
+        let shown = |stage| -> Vec<String> {
+            tiers(&changes, stage)
+                .iter()
+                .map(|t| t.iter().map(|c| c.to_string()).collect())
+                .collect()
+        };
+        assert_eq!(shown(Stage::Before), ["ce", "f", "ad"]);
+        assert_eq!(shown(Stage::After), ["b"]);
+        assert!(shown(Stage::Running).is_empty());
+    }
 }
