@@ -199,29 +199,17 @@ pub async fn apply(
     }
     applied.terminated = doomed.clone();
 
-    let retags: Vec<(&String, &String, &BTreeMap<String, String>)> = plan
-        .changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::UpdateTags {
-                instance_id,
-                name,
-                set,
-                ..
-            } => Some((instance_id, name, set)),
-            _ => None,
-        })
-        .collect();
+    let retags: Vec<_> = plan.changes.iter().filter_map(Change::retags).collect();
     let results: Vec<anyhow::Result<()>> = stream::iter(&retags)
         .map(|(id, name, set)| async move {
             tracing::info!("retagging {id} ({name})");
-            aws.ec2.set_tags(std::slice::from_ref(*id), set).await
+            aws.ec2.set_tags(&[(*id).to_owned()], set).await
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     results.into_iter().collect::<anyhow::Result<()>>()?;
-    applied.retagged = retags.iter().map(|(id, _, _)| (*id).clone()).collect();
+    applied.retagged = retags.iter().map(|(id, _, _)| (*id).to_owned()).collect();
     // Batches whose instances all carry their slot tags now are over.
     book(
         aws,
@@ -230,33 +218,20 @@ pub async fn apply(
     )
     .await?;
 
-    let launches: Vec<&DesiredInstance> = plan
-        .changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::Create { instance } | Change::Replace { instance, .. } => Some(instance),
-            _ => None,
-        })
-        .collect();
+    let launches: Vec<&DesiredInstance> =
+        plan.changes.iter().filter_map(Change::launches).collect();
     let launched = launch(aws, plan, &launches, ledger, run_id, &net.ids).await?;
     // Each instance's own tags go on while the instances boot and their records are written.
     let tagging = tag_members(aws, &launched.batches);
     let rest = async {
         // Kept instances still booting: their records wait for their names too.
-        let booting: Vec<(String, String)> = plan
+        let booting: Vec<(&str, &str)> = plan
             .records
             .iter()
-            .filter_map(|r| match r {
-                RecordChange::Upsert {
-                    slot,
-                    instance_id: Some(id),
-                    ..
-                } => Some((slot.clone(), id.clone())),
-                _ => None,
-            })
+            .filter_map(RecordChange::waits_for)
             .collect();
         let mut wait: Vec<String> = launched.ids();
-        wait.extend(booting.iter().map(|(_, id)| id.clone()));
+        wait.extend(booting.iter().map(|(_, id)| (*id).to_owned()));
         wait.sort();
         wait.dedup();
         let running = if wait.is_empty() {
@@ -301,8 +276,8 @@ pub async fn apply(
             }
         }
         for (slot, id) in &booting {
-            if let Some(dns) = by_id.get(id.as_str()).and_then(|o| o.dns_name()) {
-                new_dns.insert(slot.clone(), dns.to_ascii_lowercase());
+            if let Some(dns) = by_id.get(id).and_then(|o| o.dns_name()) {
+                new_dns.insert((*slot).to_owned(), dns.to_ascii_lowercase());
             }
         }
         sort_by_slot(&mut summaries);

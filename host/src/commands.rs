@@ -862,14 +862,8 @@ fn terminated_by(plan: &Plan, observed: &[plan::ObservedInstance]) -> Vec<Instan
 fn deleted_records(plan: &Plan) -> Vec<String> {
     plan.records
         .iter()
-        .filter_map(|r| match r {
-            RecordChange::Delete {
-                name,
-                present: true,
-                ..
-            } => Some(name.clone()),
-            _ => None,
-        })
+        .filter(|r| r.is_delete())
+        .map(|r| r.name().to_owned())
         .collect()
 }
 

@@ -566,6 +566,27 @@ impl Change {
             Change::Create { .. } | Change::UpdateTags { .. } => None,
         }
     }
+
+    /// The instance this change launches, if it launches one.
+    pub fn launches(&self) -> Option<&DesiredInstance> {
+        match self {
+            Change::Create { instance } | Change::Replace { instance, .. } => Some(instance),
+            Change::UpdateTags { .. } | Change::Delete { .. } => None,
+        }
+    }
+
+    /// The tags this change sets on an instance it keeps: (instance id, name, tags).
+    pub fn retags(&self) -> Option<(&str, &str, &BTreeMap<String, String>)> {
+        match self {
+            Change::UpdateTags {
+                instance_id,
+                name,
+                set,
+                ..
+            } => Some((instance_id, name, set)),
+            Change::Create { .. } | Change::Replace { .. } | Change::Delete { .. } => None,
+        }
+    }
 }
 
 impl fmt::Display for Change {

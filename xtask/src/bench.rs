@@ -537,17 +537,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     results.release = release;
 
     let server = setup()?;
-    let mut build = cargo();
-    build.args(["build", "-q", "-p", "heet"]);
-    if release {
-        build.arg("--release");
-    }
-    run(&mut build)?;
-    let heet = target_dir()?.join(if release {
-        "release/heet"
-    } else {
-        "debug/heet"
-    });
+    let heet = build_heet(release)?;
     let venv = tests::moto_venv().parent().unwrap().join("bench-venv");
     if !venv.join("bin/ansible-playbook").is_file() {
         eprintln!(
@@ -655,6 +645,21 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     println!("{report}");
     Ok(())
 }
+/// Builds heet (`--release` with `release`); returns its binary.
+fn build_heet(release: bool) -> anyhow::Result<PathBuf> {
+    let mut build = cargo();
+    build.args(["build", "-q", "-p", "heet"]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    Ok(target_dir()?.join(if release {
+        "release/heet"
+    } else {
+        "debug/heet"
+    }))
+}
+
 /// `cargo xtask bench kinds`: heet's `up` from empty, no-op `up` and `down` of the network
 /// and IAM estate in `xtask/bench/kinds.toml`, under the full AWS model (its consistency
 /// windows are what a kind's executor waits out), `HEET_BENCH_REPS` times; prints each run
@@ -664,17 +669,7 @@ fn kinds() -> anyhow::Result<()> {
     let reps = env_or("HEET_BENCH_REPS", 3usize).max(1);
     let release = std::env::var("HEET_BENCH_PROFILE").as_deref() == Ok("release");
     let server = setup()?;
-    let mut build = cargo();
-    build.args(["build", "-q", "-p", "heet"]);
-    if release {
-        build.arg("--release");
-    }
-    run(&mut build)?;
-    let heet = target_dir()?.join(if release {
-        "release/heet"
-    } else {
-        "debug/heet"
-    });
+    let heet = build_heet(release)?;
     let moto = tests::Moto::start(&server);
     let proxy = Model::aws().start(&moto.endpoint);
     let dir = tempfile_dir()?;

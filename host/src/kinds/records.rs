@@ -163,6 +163,28 @@ impl Change for RecordChange {
 }
 
 impl RecordChange {
+    /// The fully qualified name it changes.
+    pub fn name(&self) -> &str {
+        match self {
+            RecordChange::Upsert { name, .. } | RecordChange::Delete { name, .. } => name,
+        }
+    }
+
+    /// The kept instance still booting whose name this record waits for: (slot, id).
+    pub fn waits_for(&self) -> Option<(&str, &str)> {
+        match self {
+            RecordChange::Upsert {
+                slot,
+                instance_id: Some(id),
+                ..
+            } => Some((slot, id)),
+            RecordChange::Upsert {
+                instance_id: None, ..
+            }
+            | RecordChange::Delete { .. } => None,
+        }
+    }
+
     /// The Route53 operation that makes it, once its target is known (`new_dns`: the names of
     /// the instances that run now, by slot); `Ok(None)` when nothing is left to call (a record
     /// already gone), `Err` with why when its instance has no DNS name at all.
