@@ -491,14 +491,14 @@ async fn made_in<C: kinds::Change, E: Executor<C>>(
             }
         }
         let mut failed = failed.into_iter();
-        if let Some((_, first)) = failed.next() {
+        if let Some((change, first)) = failed.next() {
             let others: Vec<String> = failed.map(|(c, e)| format!("{c}: {e:#}")).collect();
             if others.is_empty() {
                 return Err(first);
             }
             // The first failure stays the error, its typed cause (and exit code) with it.
             return Err(first.context(format!(
-                "{} {family} changes failed (also {})",
+                "{} {family} changes failed (also {}); {change}",
                 others.len() + 1,
                 others.join("; ")
             )));
@@ -1050,7 +1050,8 @@ fn batches<'a>(launches: &[&'a DesiredInstance]) -> Vec<Vec<&'a DesiredInstance>
 }
 
 /// Launches `launches` in batches, each written ahead in the ledger with its token; returns
-/// the batches that launched (not yet confirmed in the ledger) and why the others did not.
+/// the batches that launched (confirmed in the ledger when their instances still need tags
+/// of their own) and why the others did not.
 async fn launch<'a>(
     aws: &Aws,
     plan: &Plan,

@@ -137,6 +137,7 @@ impl Aws {
         let iam = aws_sdk_iam::Client::from_conf(
             aws_sdk_iam::config::Builder::from(&config)
                 .retry_classifier(RefusedIsFinal)
+                .retry_classifier(ConcurrentIsTransient)
                 .interceptor(stats.clone())
                 .interceptor(pacer.interceptor())
                 .build(),
@@ -235,6 +236,33 @@ impl ClassifyRetry for RefusedIsFinal {
     }
 }
 
+/// IAM refuses a change to an entity while another is under way with
+/// `ConcurrentModification`, which the SDK does not retry: apply makes a tier's IAM changes at
+/// once (three policies attached to one role), so the refused one is tried again. AWS did so
+/// for AttachRolePolicy for a while in November 2023; Terraform retries it since.
+#[derive(Debug)]
+struct ConcurrentIsTransient;
+
+impl ClassifyRetry for ConcurrentIsTransient {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let refused = ctx.response().is_some_and(|r| {
+            r.status().as_u16() == 409
+                && r.body().bytes().is_some_and(|b| {
+                    String::from_utf8_lossy(b).contains("<Code>ConcurrentModification</Code>")
+                })
+        });
+        if refused {
+            RetryAction::transient_error()
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "iam concurrent modification is transient"
+    }
+}
+
 /// The set-up problem `cause` (one error of a call's chain, looked at alone: the caller
 /// walks the chain) shows, if it shows one.
 fn setup_error(op: &str, cause: &(dyn std::error::Error + 'static)) -> Option<SetupError> {
@@ -307,5 +335,46 @@ where
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_runtime_api::client::interceptors::context::Input;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    fn classified(status: u16, body: &str) -> RetryAction {
+        let mut ctx = InterceptorContext::new(Input::doesnt_matter());
+        ctx.set_response(Response::new(
+            StatusCode::try_from(status).unwrap(),
+            SdkBody::from(body.to_owned()),
+        ));
+        ConcurrentIsTransient.classify_retry(&ctx)
+    }
+
+    /// IAM's error answer, as its query protocol writes one.
+    fn iam_error(code: &str) -> String {
+        format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>m</Message></Error><RequestId>r</RequestId></ErrorResponse>"
+        )
+    }
+
+    #[test]
+    fn only_iams_concurrent_modification_is_made_transient() {
+        assert_eq!(
+            classified(409, &iam_error("ConcurrentModification")),
+            RetryAction::transient_error()
+        );
+        // The same status for a name taken is final.
+        assert_eq!(
+            classified(409, &iam_error("EntityAlreadyExists")),
+            RetryAction::NoActionIndicated
+        );
+        assert_eq!(
+            classified(200, "<Code>ConcurrentModification</Code>"),
+            RetryAction::NoActionIndicated
+        );
     }
 }

@@ -780,7 +780,7 @@ pub enum IamChange {
 }
 
 impl Change for IamChange {
-    /// When apply makes it (the one table of the IAM apply order; ties keep the plan's).
+    /// When apply makes it (the one table of the IAM apply order; ties are made at once).
     fn stage(&self) -> (Stage, u8) {
         match self {
             IamChange::CreatePolicy { .. } => (Stage::Before, 1),
