@@ -230,6 +230,22 @@ fn made_and_imported_key_pairs_launch_their_roles_and_only_reveal_prints_a_priva
     assert!(moto().ledger_keys(&p.name, "staging").is_empty());
 }
 
+/// Runs `up` after a killed run: two key pairs, no twin, the one private key kept is www's,
+/// and the next `up` makes no mutating call.
+fn up_converges(p: &Project, www: &str) {
+    p.heet(&["up", "--env", "staging"]).ok();
+    let keys = keys_of(p);
+    assert_eq!(keys.len(), 2, "no twins: {keys:?}");
+    let kept = private_keys(p);
+    assert_eq!(kept.len(), 1);
+    assert!(holds(&kept[0].1, &key(&keys, www).public_key));
+    let again = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(again["aws_calls"]["mutating"], 0, "{}", again["plan"]);
+}
+
 #[test]
 fn a_run_killed_between_a_key_pair_and_its_secret_converges_on_the_next_up() {
     let p = Project::new(&def(KEY), &[]);
@@ -253,17 +269,7 @@ fn a_run_killed_between_a_key_pair_and_its_secret_converges_on_the_next_up() {
         plan.stdout()
     );
 
-    p.heet(&["up", "--env", "staging"]).ok();
-    let keys = keys_of(&p);
-    assert_eq!(keys.len(), 2, "no twins: {keys:?}");
-    let kept = private_keys(&p);
-    assert_eq!(kept.len(), 1);
-    assert!(holds(&kept[0].1, &key(&keys, &www).public_key));
-    let again = p
-        .heet(&["up", "--env", "staging", "--output", "json"])
-        .ok()
-        .json();
-    assert_eq!(again["aws_calls"]["mutating"], 0, "{}", again["plan"]);
+    up_converges(&p, &www);
 
     // A key pair deleted by hand leaves its private key behind: `down` deletes that too.
     moto().ec2(&[("Action", "DeleteKeyPair"), ("KeyName", &www)]);
@@ -278,17 +284,7 @@ fn a_run_killed_between_a_key_pair_and_its_secret_converges_on_the_next_up() {
         &[("HEET_TEST_ABORT_AFTER_OP", "ec2:ImportKeyPair")],
     );
     assert!(killed.stderr().contains("aborting"), "{}", killed.stderr());
-    p.heet(&["up", "--env", "staging"]).ok();
-    let keys = keys_of(&p);
-    assert_eq!(keys.len(), 2, "no twins: {keys:?}");
-    let kept = private_keys(&p);
-    assert_eq!(kept.len(), 1);
-    assert!(holds(&kept[0].1, &key(&keys, &www).public_key));
-    let again = p
-        .heet(&["up", "--env", "staging", "--output", "json"])
-        .ok()
-        .json();
-    assert_eq!(again["aws_calls"]["mutating"], 0, "{}", again["plan"]);
+    up_converges(&p, &www);
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
     assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
     assert!(moto().ledger_keys(&p.name, "staging").is_empty());
