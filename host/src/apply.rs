@@ -875,7 +875,8 @@ impl Executor<NetChange> for NetApply<'_> {
     }
 }
 
-/// Makes the plan's record changes of `stage` as one Route53 change batch, under the one
+/// Makes the plan's record changes of `stage` as one Route53 change (which
+/// `cloud::route53::change` splits only where Route53's batch limits say), under the one
 /// write-ahead protocol. `new_dns` holds the DNS names of the instances that run now, by
 /// slot; returns the names not written because their instance has no DNS name at all.
 async fn records_in(
