@@ -12,6 +12,7 @@
 //! finishes it, with no twin and no orphan.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-use crate::cloud::{Aws, Launch, LaunchError};
+use crate::cloud::{Aws, Launch, LaunchError, Verdict};
 use crate::desired::DesiredInstance;
 use crate::kinds::iam::{self as iam_kind, Attachable, IamChange, Kind as IamKind};
 use crate::kinds::network::{self, NetChange, ObservedResource, Source, SubnetRef, VpcRef};
@@ -28,8 +29,9 @@ use crate::kinds::records::{RECORD_TTL, RecordChange, RecordOp, Zone};
 use crate::kinds::{self, Bookkeeping, Change as _, Stage};
 use crate::ledger::{self, Ledger};
 use crate::namespace;
-use crate::plan::{Change, ObservedInstance, Plan};
+use crate::plan::{Change, Ending, ObservedInstance, Plan};
 use crate::progress::Progress;
+use crate::rolling::Health;
 
 /// Calls in flight at once (launches, tags, ledger pages): enough to hide latency; the pacer
 /// keeps them within the account's rates.
@@ -93,6 +95,8 @@ pub struct Context<'a> {
     /// The project's zone, when it exists.
     pub zone: Option<Zone>,
     pub run_id: &'a str,
+    /// Keep the successors of a rollout batch that did not become healthy, for debugging.
+    pub keep_failed: bool,
 }
 
 pub async fn apply(
@@ -106,6 +110,7 @@ pub async fn apply(
         resources,
         zone,
         run_id,
+        keep_failed,
     } = cx;
     let mut applied = Applied::default();
     if !plan.conflicts.is_empty() {
@@ -165,7 +170,7 @@ pub async fn apply(
         moved: Mutex::default(),
         new_dns: BTreeMap::new(),
     };
-    applied.network = network_stage(Stage::Before, &mut net, ledger, plan).await?;
+    applied.network = network_stage(Stage::Before, &mut net, ledger, &plan.network).await?;
     // Entries of launches from before batch launches say nothing the instances' tags do not.
     book(
         aws,
@@ -174,7 +179,14 @@ pub async fn apply(
     )
     .await?;
 
-    let doomed: Vec<String> = plan.terminated_ids().map(str::to_owned).collect();
+    let doomed: Vec<String> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c.terminates()? {
+            (id, Ending::First) => Some(id.to_owned()),
+            (_, Ending::BeforeRound(_) | Ending::AfterRound(_)) => None,
+        })
+        .collect();
     // Groups and subnets can only go once their instances are fully gone.
     let full = plan.network.iter().any(NetChange::is_delete);
     let terminated = async {
@@ -184,9 +196,17 @@ pub async fn apply(
         anyhow::Ok(())
     };
     let no_new_names = BTreeMap::new();
+    let deletes = records_in(
+        aws,
+        plan,
+        ledger,
+        &zone,
+        &no_new_names,
+        Stage::Before,
+        |_| true,
+    );
     if plan.teardown {
         // Nothing stays: records and instances go together.
-        let deletes = records_in(aws, plan, ledger, &zone, &no_new_names, Stage::Before);
         let (deleted, terminated) = tokio::join!(deletes, terminated);
         deleted?;
         terminated?;
@@ -194,10 +214,10 @@ pub async fn apply(
         // Records go before their instances: a run killed in between leaves instances that
         // the next plan sees without the ledger, where the other order would leave records
         // that only the ledger knows of, and a no-op `up` does not read it.
-        records_in(aws, plan, ledger, &zone, &no_new_names, Stage::Before).await?;
+        deletes.await?;
         terminated.await?;
     }
-    applied.terminated = doomed.clone();
+    applied.terminated = doomed;
 
     let retags: Vec<_> = plan.changes.iter().filter_map(Change::retags).collect();
     let results: Vec<anyhow::Result<()>> = stream::iter(&retags)
@@ -218,44 +238,249 @@ pub async fn apply(
     )
     .await?;
 
-    let launches: Vec<&DesiredInstance> =
-        plan.changes.iter().filter_map(Change::launches).collect();
-    let launched = launch(aws, plan, &launches, ledger, run_id, &net.ids).await?;
-    // Each instance's own tags go on while the instances boot and their records are written.
-    let tagging = tag_members(aws, &launched.batches);
-    let rest = async {
-        // Kept instances still booting: their records wait for their names too.
-        let booting: Vec<(&str, &str)> = plan
-            .records
+    let rounds = Rounds {
+        aws,
+        plan,
+        zone: &zone,
+        run_id,
+        full,
+        keep_failed,
+        progress,
+    };
+    for round in 0..plan.rounds() {
+        let done = rounds.run(round, ledger, &mut net).await?;
+        applied.launched.extend(done.launched);
+        applied.network.extend(done.moved);
+        applied.unresolved.extend(done.unresolved);
+        applied.terminated.extend(done.terminated);
+        if let Some(stopped) = done.stopped {
+            // What this round moved is in the ledger; the rest of the rollout, and whatever
+            // its old instances need, stays for a later `up`.
+            return Err(anyhow::Error::new(stopped));
+        }
+    }
+    sort_by_slot(&mut applied.launched);
+    let deleted = network_stage(Stage::After, &mut net, ledger, &plan.network).await?;
+    applied.network.extend(deleted);
+    let deleted = made_in(
+        aws,
+        ledger,
+        Stage::After,
+        &plan.iam.changes,
+        &mut iam,
+        "iam",
+    )
+    .await?;
+    applied.iam.extend(deleted);
+    Ok(applied)
+}
+
+/// A rollout batch whose successors did not become healthy in time: the rollout stopped
+/// after it. Exit 1.
+#[derive(Debug, thiserror::Error)]
+pub struct RolloutStopped {
+    /// The batch, from 1.
+    pub batch: u32,
+    /// Each failed successor: its slot (`role[index] name`) and what was last seen of it.
+    pub failed: Vec<(String, Verdict)>,
+    /// The old instances that keep running and keep their names.
+    pub kept: Vec<String>,
+    /// Whether the failed successors were kept (`--keep-failed`).
+    pub successors_kept: bool,
+}
+
+impl fmt::Display for RolloutStopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let failed: Vec<String> = self
+            .failed
             .iter()
-            .filter_map(RecordChange::waits_for)
+            .map(|(slot, v)| format!("{slot}: {v}"))
             .collect();
-        let mut wait: Vec<String> = launched.ids();
-        wait.extend(booting.iter().map(|(_, id)| (*id).to_owned()));
-        wait.sort();
-        wait.dedup();
-        let running = if wait.is_empty() {
+        write!(
+            f,
+            "rollout stopped at batch {}: {} successor(s) did not become healthy in time: {}; ",
+            self.batch,
+            self.failed.len(),
+            failed.join("; ")
+        )?;
+        if self.kept.is_empty() {
+            write!(f, "no old instance is left to keep serving")?;
+        } else {
+            write!(
+                f,
+                "the old instances keep running and keep their names: {}",
+                self.kept.join(", ")
+            )?;
+        }
+        if self.successors_kept {
+            write!(f, "; the failed successors are kept (--keep-failed)")
+        } else {
+            write!(
+                f,
+                "; the failed successors were terminated (--keep-failed keeps them)"
+            )
+        }
+    }
+}
+
+/// What one rollout round did.
+#[derive(Default)]
+struct RoundDone {
+    launched: Vec<InstanceSummary>,
+    /// Network changes made (addresses moved), as the plan shows them.
+    moved: Vec<String>,
+    unresolved: Vec<String>,
+    terminated: Vec<String>,
+    stopped: Option<RolloutStopped>,
+}
+
+/// The instance rounds of an apply. Round 0 launches new slots and the first batch of every
+/// role's rollout (all of a replacement all at once); each later round the next batch. A
+/// round: the old instances that may go first go, the round's instances are launched and
+/// waited for until healthy, what points at the slots of the round (addresses, names) is
+/// moved to them, and the old instances they replace go.
+#[derive(Clone, Copy)]
+struct Rounds<'a> {
+    aws: &'a Aws,
+    plan: &'a Plan,
+    zone: &'a Option<Zone>,
+    run_id: &'a str,
+    /// Whether terminated instances must be fully gone (groups and subnets are deleted).
+    full: bool,
+    keep_failed: bool,
+    progress: &'a Progress,
+}
+
+impl Rounds<'_> {
+    async fn run(
+        self,
+        round: u32,
+        ledger: &mut Ledger,
+        net: &mut NetApply<'_>,
+    ) -> anyhow::Result<RoundDone> {
+        let Rounds { aws, plan, .. } = self;
+        let first: Vec<String> = plan
+            .changes
+            .iter()
+            .filter_map(|c| match c.terminates()? {
+                (id, Ending::BeforeRound(r)) if r == round => Some(id.to_owned()),
+                _ => None,
+            })
+            .collect();
+        if !first.is_empty() {
+            terminate(aws, &first, self.full, self.progress).await?;
+        }
+        let launches: Vec<&DesiredInstance> = plan
+            .changes
+            .iter()
+            .filter_map(Change::launches)
+            .filter(|(_, r)| *r == round)
+            .map(|(d, _)| d)
+            .collect();
+        let launched = launch(aws, plan, &launches, ledger, self.run_id, &net.ids).await?;
+        // Each instance's own tags go on while the instances boot and their names move.
+        let tagging = tag_members(aws, &launched.batches);
+        let rest = self.settle(round, &launched, ledger, net);
+        let (tagged, rest) = tokio::join!(tagging, rest);
+        let mut done = rest?;
+        tagged?;
+        // Every instance of these batches carries its own tags: the batches are over.
+        book(aws, ledger, launched.settled()).await?;
+        if !launched.failures.is_empty() {
+            anyhow::bail!(
+                "{} of {} launch(es) failed; {} instance(s) launched and kept for the next run: {}",
+                launched.failures.len(),
+                launched.batches.len() + launched.failures.len(),
+                launched.ids().len(),
+                launched.failures.join("; ")
+            );
+        }
+        done.terminated.splice(0..0, first);
+        Ok(done)
+    }
+
+    /// Waits for the round's instances, moves what points at its slots and retires the old
+    /// instances of the slots whose successor is healthy.
+    async fn settle(
+        self,
+        round: u32,
+        launched: &Launched<'_>,
+        ledger: &mut Ledger,
+        net: &mut NetApply<'_>,
+    ) -> anyhow::Result<RoundDone> {
+        let Rounds { aws, plan, .. } = self;
+        let rolled: BTreeMap<&str, &DesiredInstance> = plan
+            .changes
+            .iter()
+            .filter_map(Change::rollout)
+            .filter(|(_, s)| s.round == round)
+            .map(|(d, _)| (d.id.as_str(), d))
+            .collect();
+        // What the round waits for, and how: a successor as its role's rolling says; a new
+        // slot's instance, or a kept one still booting whose names wait, until it runs.
+        let mut wants: Vec<(String, Health, Duration)> = Vec::new();
+        let mut successor_of: BTreeMap<String, &str> = BTreeMap::new();
+        for (slot, _, id) in launched.members() {
+            match rolled.get(slot.as_str()) {
+                Some(d) => {
+                    wants.push((id.clone(), d.rolling.health, d.rolling.timeout));
+                    successor_of.insert(id, &d.id);
+                }
+                None => wants.push((id, Health::Running, WAIT_TIMEOUT)),
+            }
+        }
+        for c in &plan.changes {
+            if let (Some(id), Some((d, step))) = (c.successor(), c.rollout())
+                && step.round == round
+            {
+                wants.push((id.to_owned(), d.rolling.health, d.rolling.timeout));
+                successor_of.insert(id.to_owned(), &d.id);
+            }
+        }
+        let booting: Vec<(&str, &str)> = if round == 0 {
+            plan.records
+                .iter()
+                .filter_map(RecordChange::waits_for)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (_, id) in &booting {
+            if !wants.iter().any(|(w, _, _)| w == id) {
+                wants.push(((*id).to_owned(), Health::Running, WAIT_TIMEOUT));
+            }
+        }
+        let verdicts = if wants.is_empty() {
             Vec::new()
         } else {
-            let bar = progress.bar(wait.len(), "booting");
-            let running = aws
+            let bar = self.progress.bar(wants.len(), "booting");
+            let verdicts = aws
                 .ec2
-                .wait_until(
-                    &wait,
-                    "running",
-                    |s| s == "running",
-                    WAIT_TIMEOUT,
-                    |done, _| bar.set_position(done as u64),
-                )
+                .health(&wants, |done, _| bar.set_position(done as u64))
                 .await?;
             bar.finish_and_clear();
-            running
+            verdicts
         };
-        let by_id: BTreeMap<&str, &ObservedInstance> = running
+        let (failed, stuck): (Vec<&Verdict>, Vec<&Verdict>) = verdicts
             .iter()
+            .filter(|v| !v.healthy)
+            .partition(|v| successor_of.contains_key(&v.instance_id));
+        if !stuck.is_empty() {
+            let shown: Vec<String> = stuck.iter().map(|v| v.to_string()).collect();
+            anyhow::bail!(
+                "{} instance(s) not running after {}s: {}",
+                stuck.len(),
+                WAIT_TIMEOUT.as_secs(),
+                shown.join(", ")
+            );
+        }
+        let by_id: BTreeMap<&str, &ObservedInstance> = verdicts
+            .iter()
+            .filter(|v| v.healthy)
+            .filter_map(|v| v.seen.as_ref())
             .map(|o| (o.instance_id.as_str(), o))
             .collect();
-        tag_volumes(aws, &launched, &by_id).await?;
+        tag_volumes(aws, launched, &by_id).await?;
         let mut new_dns: BTreeMap<String, String> = BTreeMap::new();
         let mut summaries = Vec::new();
         for (slot, d, id) in launched.members() {
@@ -275,9 +500,13 @@ pub async fn apply(
                 new_dns.insert(slot, dns.to_ascii_lowercase());
             }
         }
-        for (slot, id) in &booting {
+        let waited = booting
+            .iter()
+            .copied()
+            .chain(successor_of.iter().map(|(id, slot)| (*slot, id.as_str())));
+        for (slot, id) in waited {
             if let Some(dns) = by_id.get(id).and_then(|o| o.dns_name()) {
-                new_dns.insert((*slot).to_owned(), dns.to_ascii_lowercase());
+                new_dns.insert(slot.to_owned(), dns.to_ascii_lowercase());
             }
         }
         sort_by_slot(&mut summaries);
@@ -292,8 +521,21 @@ pub async fn apply(
         if !launched.failures.is_empty() {
             // The launched ones get their tags (and the ledger keeps their batches until
             // then): the next `up` keeps them and retries the rest.
-            return Ok((summaries, Vec::new(), Vec::new()));
+            return Ok(RoundDone {
+                launched: summaries,
+                ..RoundDone::default()
+            });
         }
+        let failed_slots: std::collections::BTreeSet<&str> = failed
+            .iter()
+            .filter_map(|v| successor_of.get(&v.instance_id).copied())
+            .collect();
+        // What points at a slot moves in the slot's round, once its instance is healthy;
+        // what belongs to no slot in the first round.
+        let moves_now = |slot: Option<&str>| match slot {
+            Some(s) => plan.round_of(s) == round && !failed_slots.contains(s),
+            None => round == 0,
+        };
         net.launched = summaries
             .iter()
             .map(|i| {
@@ -303,47 +545,82 @@ pub async fn apply(
                 )
             })
             .collect();
-        let associated = network_stage(Stage::Running, &mut net, ledger, plan).await?;
-        new_dns.extend(std::mem::take(&mut net.new_dns));
-        let unresolved = records_in(aws, plan, ledger, &zone, &new_dns, Stage::Running).await?;
-        let forgotten: Vec<_> = plan
-            .foreign_records
+        let moves: Vec<NetChange> = plan
+            .network
             .iter()
-            .map(|name| (ledger::record_key(name), None))
+            .filter(|c| c.stage().0 == Stage::Running && moves_now(c.slot()))
+            .cloned()
             .collect();
-        book(aws, ledger, forgotten).await?;
-        anyhow::Ok((summaries, associated, unresolved))
-    };
-    let (tagged, rest) = tokio::join!(tagging, rest);
-    let (summaries, associated, unresolved) = rest?;
-    tagged?;
-    // Every instance of these batches carries its own tags: the batches are over.
-    book(aws, ledger, launched.settled()).await?;
-    if !launched.failures.is_empty() {
-        anyhow::bail!(
-            "{} of {} launch(es) failed; {} instance(s) launched and kept for the next run: {}",
-            launched.failures.len(),
-            launched.batches.len() + launched.failures.len(),
-            launched.ids().len(),
-            launched.failures.join("; ")
-        );
+        let moved = network_stage(Stage::Running, net, ledger, &moves).await?;
+        new_dns.extend(std::mem::take(&mut net.new_dns));
+        let unresolved = records_in(
+            aws,
+            plan,
+            ledger,
+            self.zone,
+            &new_dns,
+            Stage::Running,
+            |r| moves_now(r.slot()),
+        )
+        .await?;
+        if round == 0 {
+            let forgotten: Vec<_> = plan
+                .foreign_records
+                .iter()
+                .map(|name| (ledger::record_key(name), None))
+                .collect();
+            book(aws, ledger, forgotten).await?;
+        }
+        // The old instances whose successors are healthy and hold their names now.
+        let mut retired = Vec::new();
+        let mut kept = Vec::new();
+        for c in &plan.changes {
+            let (Some((id, ending)), Some((d, _))) = (c.terminates(), c.rollout()) else {
+                continue;
+            };
+            let failed_here = failed_slots.contains(d.id.as_str());
+            match ending {
+                Ending::AfterRound(r) if r == round && !failed_here => {
+                    retired.push(id.to_owned());
+                }
+                Ending::AfterRound(r) if r >= round => kept.push(id.to_owned()),
+                Ending::BeforeRound(r) if r > round => kept.push(id.to_owned()),
+                Ending::AfterRound(_) | Ending::BeforeRound(_) | Ending::First => {}
+            }
+        }
+        if !retired.is_empty() {
+            terminate(aws, &retired, self.full, self.progress).await?;
+        }
+        let stopped = if failed.is_empty() {
+            None
+        } else {
+            let ids: Vec<String> = failed.iter().map(|v| v.instance_id.clone()).collect();
+            if !self.keep_failed {
+                terminate(aws, &ids, false, self.progress).await?;
+                retired.extend(ids);
+            }
+            Some(RolloutStopped {
+                batch: round + 1,
+                failed: failed
+                    .iter()
+                    .map(|v| {
+                        let slot = successor_of[&v.instance_id];
+                        let d = rolled[slot];
+                        (format!("{}[{}] {}", d.role, d.index, d.name), (*v).clone())
+                    })
+                    .collect(),
+                kept,
+                successors_kept: self.keep_failed,
+            })
+        };
+        Ok(RoundDone {
+            launched: summaries,
+            moved,
+            unresolved,
+            terminated: retired,
+            stopped,
+        })
     }
-    applied.launched = summaries;
-    applied.network.extend(associated);
-    applied.unresolved = unresolved;
-    let deleted = network_stage(Stage::After, &mut net, ledger, plan).await?;
-    applied.network.extend(deleted);
-    let deleted = made_in(
-        aws,
-        ledger,
-        Stage::After,
-        &plan.iam.changes,
-        &mut iam,
-        "iam",
-    )
-    .await?;
-    applied.iam.extend(deleted);
-    Ok(applied)
 }
 
 /// Stores `changes` in the ledger: the pages entries move to before the pages they leave.
@@ -652,15 +929,15 @@ fn resolve<'a>(ids: &'a BTreeMap<String, String>, resource: &str) -> anyhow::Res
         .ok_or_else(|| anyhow::anyhow!("internal: {resource} is neither observed nor created"))
 }
 
-/// Makes the plan's network changes of one stage, in the order [`NetChange::stage`] gives.
-/// Returns them as the plan shows them.
+/// Makes network changes of one stage, in the order [`NetChange::stage`] gives. Returns
+/// them as the plan shows them.
 async fn network_stage(
     stage: Stage,
     net: &mut NetApply<'_>,
     ledger: &mut Ledger,
-    plan: &Plan,
+    changes: &[NetChange],
 ) -> anyhow::Result<Vec<String>> {
-    let done = made_in(net.aws, ledger, stage, &plan.network, net, "network").await?;
+    let done = made_in(net.aws, ledger, stage, changes, net, "network").await?;
     let moved = std::mem::take(&mut *locked(&net.moved));
     if !moved.is_empty() {
         // Instances that got an address have a new public DNS name for their records.
@@ -875,7 +1152,7 @@ impl Executor<NetChange> for NetApply<'_> {
     }
 }
 
-/// Makes the plan's record changes of `stage` as one Route53 change (which
+/// Makes the plan's record changes of `stage` that `now` picks as one Route53 change (which
 /// `cloud::route53::change` splits only where Route53's batch limits say), under the one
 /// write-ahead protocol. `new_dns` holds the DNS names of the instances that run now, by
 /// slot; returns the names not written because their instance has no DNS name at all.
@@ -886,10 +1163,14 @@ async fn records_in(
     zone: &Option<Zone>,
     new_dns: &BTreeMap<String, String>,
     stage: Stage,
+    now: impl Fn(&RecordChange) -> bool,
 ) -> anyhow::Result<Vec<String>> {
     let mut unresolved = Vec::new();
     let (mut ops, mut ahead, mut after) = (Vec::new(), Vec::new(), Vec::new());
-    for c in kinds::in_stage(&plan.records, stage) {
+    for c in kinds::in_stage(&plan.records, stage)
+        .into_iter()
+        .filter(|c| now(c))
+    {
         let op = match c.op(new_dns) {
             Ok(op) => op,
             Err(why) => {

@@ -80,6 +80,10 @@ pub enum Command {
         /// Plan only; the same as `heet plan`
         #[arg(long)]
         dry_run: bool,
+        /// Keep the successors of a rollout batch that did not become healthy, for
+        /// debugging (they are terminated otherwise; the next `up` waits for them again)
+        #[arg(long)]
+        keep_failed: bool,
     },
     /// Terminate everything heet created for the project in an environment
     Down {

@@ -307,6 +307,7 @@ pub async fn up(
     global: &Global,
     env: &str,
     yes: bool,
+    keep_failed: bool,
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let (def, aws, desired) = prepare(global, env).await?;
@@ -341,6 +342,7 @@ pub async fn up(
                 resources: &resources,
                 zone: dns.zone.clone(),
                 run_id: &run_id()?,
+                keep_failed,
             };
             Ok(Some(apply::apply(&aws, &plan, cx, progress).await?))
         };
@@ -514,6 +516,9 @@ pub struct StatusReport {
     /// Instances or records that differ from the definition: type, launch settings, tags,
     /// DNS target.
     pub changed: Vec<String>,
+    /// Slots in a rollout under way: a successor with the new settings runs beside the old
+    /// instance, which keeps the names until `up` moves them. Not drift, but not done.
+    pub rolling: Vec<String>,
     /// Records heet created that point at no live instance.
     pub dead_records: Vec<String>,
     /// Names heet wants that records it did not create hold.
@@ -530,6 +535,11 @@ impl fmt::Display for StatusReport {
         let target = format!("{}/{}", self.project, self.env);
         if self.drift {
             write!(f, "drift in {target}:")?;
+        } else if !self.rolling.is_empty() {
+            write!(
+                f,
+                "rolling in {target}: a rollout is under way, `up` finishes it"
+            )?;
         } else {
             write!(
                 f,
@@ -541,6 +551,7 @@ impl fmt::Display for StatusReport {
             ("missing", &self.missing),
             ("unexpected", &self.unexpected),
             ("changed", &self.changed),
+            ("rolling", &self.rolling),
             ("record pointing at no live instance", &self.dead_records),
             ("conflict", &self.conflicts),
             ("not heet's, left alone", &self.foreign),
@@ -574,6 +585,7 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
         missing: Vec::new(),
         unexpected: Vec::new(),
         changed: Vec::new(),
+        rolling: Vec::new(),
         dead_records: Vec::new(),
         conflicts: plan.conflicts.clone(),
         foreign: plan.foreign.clone(),
@@ -588,8 +600,19 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
                 .push(format!("{}[{}] {}", d.role, d.index, d.name)),
             plan::Change::Replace {
                 instance_id,
+                instance: d,
+                successor: Some(successor),
+                ..
+            } => report.rolling.push(format!(
+                "{}[{}] {} {instance_id}: its successor {successor} runs with the new settings",
+                d.role, d.index, d.name
+            )),
+            plan::Change::Replace {
+                instance_id,
                 reasons,
                 instance: d,
+                successor: None,
+                ..
             } => report.changed.push(format!(
                 "{}[{}] {} {instance_id}: {}",
                 d.role,
@@ -631,7 +654,17 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
             report.dead_records.push(format!("{name} → {target}"));
         }
     }
+    // A rolling slot's names move with its rollout: part of it, not drift of their own.
+    let rolling: std::collections::BTreeSet<&str> = plan
+        .changes
+        .iter()
+        .filter(|c| c.successor().is_some())
+        .filter_map(|c| c.rollout().map(|(d, _)| d.id.as_str()))
+        .collect();
     for r in &plan.records {
+        if r.slot().is_some_and(|s| rolling.contains(s)) {
+            continue;
+        }
         match r {
             RecordChange::Upsert {
                 name,
@@ -686,7 +719,7 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
     report.aws_calls = aws.stats.summary();
     emit(global, &report)?;
     emit_stats(global, &report.aws_calls);
-    Ok(if report.drift {
+    Ok(if report.drift || !report.rolling.is_empty() {
         Outcome::Changes
     } else {
         Outcome::Done
@@ -802,6 +835,7 @@ pub async fn down(
                 resources: &resources,
                 zone: dns.zone.clone(),
                 run_id: &run_id()?,
+                keep_failed: false,
             };
             apply::apply(&aws, &plan, cx, progress).await?;
             // Everything the ledger listed is gone or forgotten now.

@@ -196,6 +196,8 @@ pub struct Role {
     pub volume_keep: bool,
     /// An Elastic IP per instance.
     pub eip: bool,
+    /// How replaced instances are rolled.
+    pub rolling: crate::rolling::Rolling,
 }
 
 impl Role {
@@ -314,6 +316,7 @@ struct RawRole {
     volume_gb: Option<Spanned<u32>>,
     volume_keep: Option<bool>,
     eip: Option<bool>,
+    rolling: Option<crate::rolling::RawRolling>,
 }
 
 #[derive(Deserialize, Default)]
@@ -811,6 +814,10 @@ impl Cx<'_> {
             ));
         }
 
+        let error = |offset: usize, message: String| self.error(Some(offset), message);
+        let rolling =
+            crate::rolling::build(name, r.rolling.as_ref(), defaults.rolling.as_ref(), &error)?;
+
         Ok(Role {
             name: name.to_owned(),
             count: count.map_or(1, Spanned::into_inner),
@@ -834,6 +841,7 @@ impl Cx<'_> {
             volume_gb: volume_gb.map(|v| *v.get_ref()),
             volume_keep: r.volume_keep.or(defaults.volume_keep).unwrap_or(false),
             eip: r.eip.or(defaults.eip).unwrap_or(false),
+            rolling,
         })
     }
 }

@@ -74,6 +74,8 @@ pub struct DesiredInstance {
     pub cnames: Vec<String>,
     /// Hash of the launch settings (`heet:spec`).
     pub spec: String,
+    /// How the role's instances are replaced.
+    pub rolling: crate::rolling::Rolling,
 }
 
 /// Two instances answered the same CNAME: a CNAME points at exactly one instance.
@@ -250,6 +252,7 @@ pub fn compute(
                 tags,
                 cnames,
                 spec,
+                rolling: role.rolling,
             });
         }
     }

@@ -129,6 +129,12 @@ pub fn policy(def: &Definition) -> Policy {
             .collect::<Vec<_>>()
     };
     let mut observe = vec!["ec2:DescribeInstances"];
+    // A rollout healthy at `status-ok` waits for EC2's status checks.
+    let status_checks = def
+        .roles
+        .iter()
+        .any(|r| r.rolling.health == crate::rolling::Health::StatusOk);
+    observe.extend(pick(status_checks, &["ec2:DescribeInstanceStatus"]));
     observe.extend(per_kind(|a| a.observe));
     let mut create = vec!["ec2:RunInstances"];
     create.extend(per_kind(|a| a.create));

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod plugins;
 pub mod progress;
 pub mod report;
+pub mod rolling;
 pub mod text;
 pub mod validate;
 
@@ -92,9 +93,12 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Up {
             env, dry_run: true, ..
         } => runtime()?.block_on(commands::plan(global, env, false)),
-        Command::Up { env, yes, .. } => {
-            runtime()?.block_on(commands::up(global, env, *yes, &progress))
-        }
+        Command::Up {
+            env,
+            yes,
+            keep_failed,
+            ..
+        } => runtime()?.block_on(commands::up(global, env, *yes, *keep_failed, &progress)),
         Command::Down { env, yes } => {
             runtime()?.block_on(commands::down(global, env, *yes, &progress))
         }

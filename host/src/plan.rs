@@ -12,6 +12,7 @@ use crate::ledger;
 use crate::namespace::{
     self, TAG_BATCH, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
 };
+use crate::rolling::Step;
 use crate::text;
 
 /// How long a batch launch written ahead may show no instance before its ledger entry is
@@ -84,6 +85,11 @@ impl ObservedInstance {
             .flatten()
     }
 
+    /// Running or on its way to: an instance that can serve.
+    pub fn is_live(&self) -> bool {
+        matches!(self.state.as_str(), "running" | "pending")
+    }
+
     pub fn dns_name(&self) -> Option<&str> {
         self.public_dns
             .as_deref()
@@ -147,11 +153,17 @@ pub enum Change {
     Create {
         instance: DesiredInstance,
     },
-    /// Launch settings changed: terminate, then launch anew.
+    /// Launch settings changed: a successor is launched with the new ones, in its role's
+    /// rollout ([`Step`]), and `instance_id` goes (before it, or once it is healthy and
+    /// what pointed at the old one points at it).
     Replace {
         instance_id: String,
         reasons: Vec<String>,
         instance: DesiredInstance,
+        step: Step,
+        /// The successor a rollout under way launched already: it is not launched again,
+        /// only waited for.
+        successor: Option<String>,
     },
     UpdateTags {
         instance_id: String,
@@ -186,7 +198,28 @@ impl Plan {
 
     /// The instances applying the plan terminates: deletes, and the old half of replacements.
     pub fn terminated_ids(&self) -> impl Iterator<Item = &str> {
-        self.changes.iter().filter_map(Change::terminates)
+        self.changes
+            .iter()
+            .filter_map(|c| c.terminates().map(|(id, _)| id))
+    }
+
+    /// How many rollout rounds applying the plan takes: at least one, where new instances
+    /// are launched and every name not bound to a replaced slot is written.
+    pub fn rounds(&self) -> u32 {
+        self.changes
+            .iter()
+            .filter_map(|c| c.rollout().map(|(_, s)| s.round + 1))
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// The round in which what points at `slot`'s instance (names, an address) is moved.
+    pub fn round_of(&self, slot: &str) -> u32 {
+        self.changes
+            .iter()
+            .filter_map(Change::rollout)
+            .find(|(d, _)| d.id == slot)
+            .map_or(0, |(_, s)| s.round)
     }
 
     /// Whether applying the plan terminates anything.
@@ -197,6 +230,18 @@ impl Plan {
     pub fn count(&self, f: impl Fn(&Change) -> bool) -> usize {
         self.changes.iter().filter(|c| f(c)).count()
     }
+}
+
+/// When apply terminates an instance (see [`Change::terminates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Before anything is launched: deletes, twins, and the old instances of the first
+    /// round that may go before their successors are healthy.
+    First,
+    /// In a later round, before its launches (within `max_unavailable`).
+    BeforeRound(u32),
+    /// In its round, once its successor is healthy and what pointed at it points there.
+    AfterRound(u32),
 }
 
 /// Whose an observed instance is: the slot it is in.
@@ -267,17 +312,43 @@ pub fn plan(
         twin,
     };
 
-    // Twins (two live instances in one slot, e.g. after a crash mid-launch): keep one.
+    // Twins (two live instances in one slot, e.g. after a crash mid-launch): keep one. A
+    // rollout under way leaves two on purpose: the successor, live with the settings the
+    // definition asks for, and the instance it replaces, which stays until the successor is
+    // healthy; every other one is a twin.
+    let spec_of: BTreeMap<&str, &str> = desired
+        .instances
+        .iter()
+        .map(|d| (d.id.as_str(), d.spec.as_str()))
+        .collect();
     let mut kept: BTreeMap<String, Owner> = BTreeMap::new();
+    let mut successors: BTreeMap<String, &ObservedInstance> = BTreeMap::new();
     for (id, mut group) in std::mem::take(&mut slots) {
         group.sort_by(|a, b| a.o.keep_rank().cmp(&b.o.keep_rank()));
-        let first = group.remove(0);
+        let wanted = spec_of.get(id.as_str()).copied();
+        let is_new = |w: &Owner| w.o.tags.get(TAG_SPEC).map(String::as_str) == wanted;
+        let old = group.iter().position(|w| !is_new(w));
+        // A successor is launched after the instance it replaces; an older one with the
+        // wanted settings is the slot's instance, and the newer one a twin.
+        let since = old.and_then(|o| group[o].o.launch_time);
+        let new = group.iter().position(|w| {
+            is_new(w) && w.o.is_live() && w.o.launch_time.is_some_and(|t| Some(t) > since)
+        });
+        let (first, successor) = match (new, old) {
+            (Some(n), Some(o)) => {
+                let successor = group[n].o;
+                let first = group.remove(o);
+                group.retain(|w| w.o.instance_id != successor.instance_id);
+                (first, Some(successor))
+            }
+            _ => (group.remove(0), None),
+        };
         for twin in &group {
-            changes.push(delete(
-                twin,
-                format!("twin of {}", first.o.instance_id),
-                true,
-            ));
+            let of = successor.unwrap_or(first.o);
+            changes.push(delete(twin, format!("twin of {}", of.instance_id), true));
+        }
+        if let Some(s) = successor {
+            successors.insert(id.clone(), s);
         }
         kept.insert(id, first);
     }
@@ -304,11 +375,31 @@ pub fn plan(
         };
         let o = w.o;
         if o.tags.get(TAG_SPEC) != Some(&d.spec) {
-            targets.insert(&d.id, None);
+            let successor = successors.get(d.id.as_str());
+            // The names move to a successor once it is healthy: to the name it has then.
+            match successor {
+                Some(s) if s.state == "running" => {
+                    targets.insert(&d.id, s.dns_name().map(str::to_ascii_lowercase));
+                }
+                Some(s) => {
+                    targets.insert(&d.id, None);
+                    booting.insert(&d.id, s.instance_id.clone());
+                }
+                None => {
+                    targets.insert(&d.id, None);
+                }
+            }
+            staying.insert(d.id.clone(), successor.map(|s| s.instance_id.clone()));
             changes.push(Change::Replace {
                 instance_id: o.instance_id.clone(),
                 reasons: replace_reasons(d, o),
                 instance: d.clone(),
+                step: Step {
+                    round: 0,
+                    rounds: 1,
+                    overlap: true,
+                },
+                successor: successor.map(|s| s.instance_id.clone()),
             });
             continue;
         }
@@ -351,6 +442,7 @@ pub fn plan(
     for w in kept.into_values() {
         changes.push(delete(&w, "no longer in the definition".into(), false));
     }
+    roll_out(desired, &mut changes);
 
     let network = network::plan(project, env, &desired.network, resources, &staying);
     // An instance that gets an Elastic IP gets a new public DNS name: its records are
@@ -391,6 +483,49 @@ pub fn plan(
         unresolved,
         settled,
         teardown: desired.instances.is_empty(),
+    }
+}
+
+/// Places each replacement in its role's rollout: successors found launched finish first
+/// (round 0), the others follow batch by batch as the role's `rolling` says.
+fn roll_out(desired: &Desired, changes: &mut [Change]) {
+    let mut by_role: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        if let Change::Replace { instance, .. } = c {
+            by_role.entry(instance.role.clone()).or_default().push(i);
+        }
+    }
+    for (role, at) in by_role {
+        let of_role: Vec<&DesiredInstance> = desired
+            .instances
+            .iter()
+            .filter(|d| d.role == role)
+            .collect();
+        let rolling = of_role.first().map(|d| d.rolling).unwrap_or_default();
+        let (found, fresh): (Vec<usize>, Vec<usize>) = at
+            .into_iter()
+            .partition(|&i| changes[i].successor().is_some());
+        let steps = crate::rolling::steps(
+            &rolling,
+            of_role.len() as u32,
+            fresh.len(),
+            !found.is_empty(),
+        );
+        let rounds = steps.first().map_or(1, |s| s.rounds);
+        let finishing = Step {
+            round: 0,
+            rounds,
+            overlap: true,
+        };
+        let placed = fresh
+            .into_iter()
+            .zip(steps)
+            .chain(found.into_iter().map(|i| (i, finishing)));
+        for (i, s) in placed {
+            if let Change::Replace { step, .. } = &mut changes[i] {
+                *step = s;
+            }
+        }
     }
 }
 
@@ -505,6 +640,20 @@ impl fmt::Display for Plan {
             for change in &self.changes {
                 write!(f, "\n  {change}")?;
             }
+            let mut rollouts: BTreeMap<&str, (u32, &crate::rolling::Rolling)> = BTreeMap::new();
+            for (d, step) in self.changes.iter().filter_map(Change::rollout) {
+                rollouts.insert(&d.role, (step.rounds, &d.rolling));
+            }
+            for (role, (rounds, r)) in rollouts {
+                write!(
+                    f,
+                    "\n  rollout  {role}: {rounds} batch(es) of {} (max_unavailable {}), each healthy when {} within {} s, then its names move",
+                    r.batch,
+                    r.max_unavailable,
+                    r.health.name(),
+                    r.timeout.as_secs()
+                )?;
+            }
             for change in &self.network {
                 write!(f, "\n  {change}")?;
             }
@@ -557,21 +706,56 @@ impl fmt::Display for Plan {
 }
 
 impl Change {
-    /// The instance this change terminates, if it terminates one.
-    pub fn terminates(&self) -> Option<&str> {
+    /// The instance this change terminates, if it terminates one, and when.
+    pub fn terminates(&self) -> Option<(&str, Ending)> {
         match self {
-            Change::Delete { instance_id, .. } | Change::Replace { instance_id, .. } => {
-                Some(instance_id)
-            }
+            Change::Delete { instance_id, .. } => Some((instance_id, Ending::First)),
+            Change::Replace {
+                instance_id, step, ..
+            } => Some((
+                instance_id,
+                match (step.overlap, step.round) {
+                    (false, 0) => Ending::First,
+                    (false, round) => Ending::BeforeRound(round),
+                    (true, round) => Ending::AfterRound(round),
+                },
+            )),
             Change::Create { .. } | Change::UpdateTags { .. } => None,
         }
     }
 
-    /// The instance this change launches, if it launches one.
-    pub fn launches(&self) -> Option<&DesiredInstance> {
+    /// The instance this change launches, if it launches one, and the rollout round it is
+    /// launched in (new slots in the first).
+    pub fn launches(&self) -> Option<(&DesiredInstance, u32)> {
         match self {
-            Change::Create { instance } | Change::Replace { instance, .. } => Some(instance),
-            Change::UpdateTags { .. } | Change::Delete { .. } => None,
+            Change::Create { instance } => Some((instance, 0)),
+            Change::Replace {
+                instance,
+                step,
+                successor: None,
+                ..
+            } => Some((instance, step.round)),
+            Change::Replace {
+                successor: Some(_), ..
+            }
+            | Change::UpdateTags { .. }
+            | Change::Delete { .. } => None,
+        }
+    }
+
+    /// A replacement's successor, when a rollout under way launched it already.
+    pub fn successor(&self) -> Option<&str> {
+        match self {
+            Change::Replace { successor, .. } => successor.as_deref(),
+            Change::Create { .. } | Change::UpdateTags { .. } | Change::Delete { .. } => None,
+        }
+    }
+
+    /// A replacement's slot, settings and place in its role's rollout.
+    pub fn rollout(&self) -> Option<(&DesiredInstance, Step)> {
+        match self {
+            Change::Replace { instance, step, .. } => Some((instance, *step)),
+            Change::Create { .. } | Change::UpdateTags { .. } | Change::Delete { .. } => None,
         }
     }
 
@@ -614,14 +798,37 @@ impl fmt::Display for Change {
                 instance_id,
                 reasons,
                 instance: d,
-            } => write!(
-                f,
-                "± replace  {}[{}] {} {instance_id}: {}",
-                d.role,
-                d.index,
-                d.name,
-                reasons.join(", ")
-            ),
+                step,
+                successor,
+            } => {
+                write!(
+                    f,
+                    "± replace  {}[{}] {} {instance_id}: {}; ",
+                    d.role,
+                    d.index,
+                    d.name,
+                    reasons.join(", ")
+                )?;
+                match successor {
+                    Some(s) => write!(
+                        f,
+                        "rolling: its successor {s} is launched, the names move to it once it is {}",
+                        d.rolling.health.name()
+                    ),
+                    None if step.overlap => write!(
+                        f,
+                        "batch {} of {}, the new instance first",
+                        step.round + 1,
+                        step.rounds
+                    ),
+                    None => write!(
+                        f,
+                        "batch {} of {}, the old instance goes first",
+                        step.round + 1,
+                        step.rounds
+                    ),
+                }
+            }
             Change::UpdateTags {
                 instance_id,
                 role,
@@ -771,6 +978,109 @@ count = 2
             matches!(&p.changes[1], Change::UpdateTags { set, .. } if set.len() == 1 && set["Name"] == "shop-staging-www-02")
         );
         assert!(p.is_destructive());
+    }
+
+    /// `d`'s instances running with other launch settings than it asks for.
+    fn all_stale(d: &Desired) -> Vec<ObservedInstance> {
+        let mut observed = all_running(d);
+        for o in &mut observed {
+            o.tags.insert(TAG_SPEC.into(), "stale".into());
+            o.instance_type = "t2.nano".into();
+        }
+        observed
+    }
+
+    #[test]
+    fn a_replacement_rolls_batch_by_batch_each_new_instance_before_its_old_one_goes() {
+        let d = desired("staging");
+        let p = plan(&d, &all_stale(&d), &[], &DnsState::default(), None, 0);
+        let steps: Vec<(u32, Option<(&str, Ending)>)> = p
+            .changes
+            .iter()
+            .map(|c| (c.launches().unwrap().1, c.terminates()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (0, Some(("i-0", Ending::AfterRound(0)))),
+                (1, Some(("i-1", Ending::AfterRound(1))))
+            ]
+        );
+        assert_eq!(p.rounds(), 2);
+        assert_eq!(p.round_of(&d.instances[1].id), 1);
+        let text = p.to_string();
+        assert!(
+            text.contains("± replace  www[2] shop-staging-www-02 i-1: instance type t2.nano → t3.micro; batch 2 of 2, the new instance first"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rollout  www: 2 batch(es) of 25% (max_unavailable 0), each healthy when running within 600 s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn all_at_once_terminates_first_as_replacement_always_did() {
+        let mut d = desired("staging");
+        for i in &mut d.instances {
+            i.rolling.batch = crate::rolling::Amount::Percent(100);
+            i.rolling.max_unavailable = crate::rolling::Amount::Percent(100);
+        }
+        let p = plan(&d, &all_stale(&d), &[], &DnsState::default(), None, 0);
+        assert_eq!(p.rounds(), 1);
+        assert!(
+            p.changes
+                .iter()
+                .all(|c| matches!(c.terminates(), Some((_, Ending::First)))
+                    && c.launches().unwrap().1 == 0)
+        );
+    }
+
+    #[test]
+    fn a_rollout_under_way_keeps_its_successor_and_retires_the_old_instance_once_it_is_healthy() {
+        let d = desired("staging");
+        let mut observed = all_stale(&d);
+        // A killed run launched www[1]'s successor: it has the slot's tags and the new spec.
+        let mut successor = running(&d.instances[0], "i-new", 50);
+        successor.state = "pending".into();
+        observed.push(successor);
+        let p = plan(&d, &observed, &[], &DnsState::default(), None, 0);
+        assert!(
+            !p.changes.iter().any(|c| matches!(c, Change::Delete { .. })),
+            "the successor is no twin: {p}"
+        );
+        let first = &p.changes[0];
+        assert_eq!(first.successor(), Some("i-new"));
+        assert_eq!(first.launches(), None, "not launched again");
+        assert_eq!(first.terminates(), Some(("i-0", Ending::AfterRound(0))));
+        // The other slot's batch waits for the one in flight.
+        assert_eq!(p.changes[1].launches().unwrap().1, 1);
+        assert!(
+            p.to_string().contains("its successor i-new is launched"),
+            "{p}"
+        );
+
+        // Once the successor runs, the old one and the successor are still one slot.
+        let mut observed = all_stale(&d);
+        observed.push(running(&d.instances[0], "i-new", 50));
+        let p = plan(&d, &observed, &[], &DnsState::default(), None, 0);
+        assert_eq!(p.changes[0].successor(), Some("i-new"));
+    }
+
+    #[test]
+    fn a_failed_successor_of_settings_given_up_is_a_twin_and_the_old_instance_stays() {
+        let d = desired("staging");
+        let mut observed = all_running(&d);
+        // i-bad was the successor of settings the definition no longer asks for.
+        let mut bad = running(&d.instances[0], "i-bad", 50);
+        bad.tags.insert(TAG_SPEC.into(), "given-up".into());
+        observed.push(bad);
+        let p = plan(&d, &observed, &[], &DnsState::default(), None, 0);
+        assert_eq!(p.changes.len(), 1, "{p}");
+        assert!(
+            matches!(&p.changes[0], Change::Delete { instance_id, twin: true, .. } if instance_id == "i-bad"),
+            "{p}"
+        );
     }
 
     #[test]

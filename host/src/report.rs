@@ -66,6 +66,20 @@ impl<'a> PlanJson<'a> {
     }
 }
 
+/// Where a replacement is in its role's rollout.
+#[derive(Debug, Serialize)]
+struct RolloutJson<'a> {
+    /// Its batch, from 1.
+    batch: u32,
+    batches: u32,
+    /// `new-first` (the old instance goes once its successor is healthy) or `old-first`.
+    order: &'static str,
+    /// `running` or `status-ok`.
+    health: &'static str,
+    /// The successor a rollout under way launched already.
+    successor: Option<&'a str>,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 enum ChangeJson<'a> {
@@ -76,6 +90,7 @@ enum ChangeJson<'a> {
     Replace {
         instance_id: &'a str,
         reasons: &'a [String],
+        rollout: RolloutJson<'a>,
         #[serde(flatten)]
         instance: InstanceJson<'a>,
     },
@@ -106,9 +121,22 @@ impl<'a> ChangeJson<'a> {
                 instance_id,
                 reasons,
                 instance,
+                step,
+                successor,
             } => ChangeJson::Replace {
                 instance_id,
                 reasons,
+                rollout: RolloutJson {
+                    batch: step.round + 1,
+                    batches: step.rounds,
+                    order: if step.overlap {
+                        "new-first"
+                    } else {
+                        "old-first"
+                    },
+                    health: instance.rolling.health.name(),
+                    successor: successor.as_deref(),
+                },
                 instance: InstanceJson::of(instance),
             },
             Change::UpdateTags {

@@ -569,6 +569,29 @@ impl Moto {
         parse_instances(&xml)
     }
 
+    /// The instances of `project`, terminated ones included, as an account behind
+    /// `endpoint` (an AWS model) describes them now; `Err` with the answer when it refused
+    /// (throttled, say).
+    pub fn instances_through(
+        &self,
+        endpoint: &str,
+        project: &str,
+    ) -> Result<Vec<MotoInstance>, String> {
+        let (status, xml) = call(
+            endpoint,
+            "ec2",
+            &[
+                ("Action", "DescribeInstances"),
+                ("Filter.1.Name", "tag:heet:project"),
+                ("Filter.1.Value.1", project),
+            ],
+        );
+        if status != 200 {
+            return Err(xml);
+        }
+        Ok(parse_instances(&xml))
+    }
+
     pub fn user_data(&self, instance_id: &str) -> String {
         use base64::Engine as _;
         let xml = self.ec2(&[
@@ -857,6 +880,9 @@ pub struct MotoInstance {
     pub id: String,
     pub state: String,
     pub instance_type: String,
+    pub ami: String,
+    /// Its public DNS name, "" when it has none (yet).
+    pub dns_name: String,
     pub key_name: String,
     pub tags: std::collections::BTreeMap<String, String>,
 }
@@ -927,6 +953,8 @@ fn parse_instances(xml: &str) -> Vec<MotoInstance> {
                 .map(|s| child_text(s, "name"))
                 .unwrap_or_default(),
             instance_type: child_text(item, "instanceType"),
+            ami: child_text(item, "imageId"),
+            dns_name: child_text(item, "dnsName"),
             key_name: child_text(item, "keyName"),
             tags: item
                 .children()

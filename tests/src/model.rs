@@ -9,7 +9,9 @@
 //!   answer, other parameters get `IdempotentParameterMismatch`, a token whose instances are
 //!   all terminated gets `IdempotentInstanceTerminated`;
 //! - instances `pending` (no public DNS name yet) for a while after launch, and
-//!   `shutting-down` for a while after termination;
+//!   `shutting-down` for a while after termination; their EC2 status checks
+//!   (DescribeInstanceStatus) `initializing` for a while once they run, then `ok`, or
+//!   `impaired` for instances launched with a chosen instance type;
 //! - eventual consistency: a new instance, group, subnet, VPC or gateway is missing from
 //!   describes for a window, and calls naming it get `*.NotFound`;
 //! - `DependencyViolation` on deleting a group or subnet for a window after an instance in it
@@ -77,6 +79,11 @@ pub struct Model {
     pub pending: Duration,
     /// How long a terminated instance shows `shutting-down`.
     pub shutting_down: Duration,
+    /// How long an instance's status checks say `initializing` once it runs.
+    pub status_checks: Duration,
+    /// Instance types whose instances' status checks end `impaired` instead of `ok`: a
+    /// launch that boots but never becomes healthy.
+    pub impaired_types: Vec<String>,
     /// How long a new instance, group, subnet, VPC or gateway is invisible.
     pub consistency: Duration,
     /// How long a group or subnet cannot be deleted after an instance in it terminated.
@@ -121,6 +128,8 @@ impl Model {
             rates: Some(AWS_RATES.iter().copied().collect()),
             pending: Duration::from_secs(8),
             shutting_down: Duration::from_secs(4),
+            status_checks: Duration::from_secs(30),
+            impaired_types: Vec::new(),
             consistency: Duration::from_secs(2),
             dependency: Duration::from_secs(6),
             profile_propagation: Duration::from_secs(10),
@@ -143,6 +152,7 @@ impl Model {
         Model {
             pending: Duration::from_millis(1200),
             shutting_down: Duration::from_millis(600),
+            status_checks: Duration::from_millis(800),
             consistency: Duration::from_millis(500),
             dependency: Duration::from_millis(1500),
             profile_propagation: Duration::from_secs(2),
@@ -160,6 +170,8 @@ impl Model {
             rates: None,
             pending: Duration::ZERO,
             shutting_down: Duration::ZERO,
+            status_checks: Duration::ZERO,
+            impaired_types: Vec::new(),
             consistency: Duration::ZERO,
             dependency: Duration::ZERO,
             profile_propagation: Duration::ZERO,
@@ -181,6 +193,8 @@ impl Model {
         self.rates.is_none()
             && self.pending.is_zero()
             && self.shutting_down.is_zero()
+            && self.status_checks.is_zero()
+            && self.impaired_types.is_empty()
             && self.consistency.is_zero()
             && self.dependency.is_zero()
             && self.profile_propagation.is_zero()
@@ -196,6 +210,12 @@ impl Model {
                 *r = rate(r.capacity * scale, r.refill * scale);
             }
         }
+        self
+    }
+
+    /// Instances launched as `instance_type` fail their status checks.
+    pub fn impaired(mut self, instance_type: &str) -> Model {
+        self.impaired_types.push(instance_type.to_owned());
         self
     }
 
@@ -399,6 +419,8 @@ struct State {
     created: BTreeMap<String, Instant>,
     /// Instances launched through the model, when.
     launched: BTreeMap<String, Instant>,
+    /// Instances launched with one of the model's impaired instance types.
+    impaired: BTreeSet<String>,
     /// Instances terminated through the model, when.
     terminated: BTreeMap<String, Instant>,
     /// The groups and subnet of each instance launched through the model.
@@ -1007,6 +1029,10 @@ fn ec2(
             }
             forward(shared, agent, op, req, None)
         }
+        "DescribeInstanceStatus" => {
+            let answer = forward(shared, agent, op, req, None);
+            rewrite(answer, |xml| statuses_as_aws(shared, xml))
+        }
         "DescribeInstances" => {
             let (stripped, states) = without_state_filter(form);
             let answer = forward(shared, agent, op, req, Some(encode(&stripped)));
@@ -1177,6 +1203,9 @@ fn run_instances(
             state.uses.insert(id.clone(), uses);
             state.launched.insert(id.clone(), now);
             state.created.insert(id.clone(), now);
+            if get("InstanceType").is_some_and(|t| model.impaired_types.contains(&t)) {
+                state.impaired.insert(id.clone());
+            }
             ids.push(id);
         }
         if let Some(token) = token {
@@ -1398,6 +1427,47 @@ fn instances_as_aws(
             _ => {
                 edits.extend(removed.iter().map(|i| (i.range(), String::new())));
                 edits.extend(changed.into_iter().flatten());
+            }
+        }
+    }
+    splice(xml, edits)
+}
+
+/// Status checks as AWS would report them now: none while an instance is pending (it is
+/// not running yet), `initializing` for the status-check window once it runs, then `ok`, or
+/// `impaired` (the instance check) for an instance of an impaired type.
+fn statuses_as_aws(shared: &Shared, xml: &str) -> String {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return xml.to_owned();
+    };
+    let model = &shared.model;
+    let state = shared.state.lock().unwrap();
+    let mut edits = Vec::new();
+    for set in doc
+        .descendants()
+        .filter(|n| n.has_tag_name("instanceStatusSet"))
+    {
+        for item in set.children().filter(|c| c.has_tag_name("item")) {
+            let id = child_text(item, "instanceId");
+            let launched = state.launched.get(&id);
+            if State::within(launched, model.pending) {
+                edits.push((item.range(), String::new()));
+                continue;
+            }
+            let checking = State::within(launched, model.pending + model.status_checks);
+            for (check, node) in ["systemStatus", "instanceStatus"].iter().filter_map(|t| {
+                item.children()
+                    .find(|c| c.has_tag_name(*t))
+                    .map(|n| (*t, n))
+            }) {
+                let status = if checking {
+                    "initializing"
+                } else if check == "instanceStatus" && state.impaired.contains(&id) {
+                    "impaired"
+                } else {
+                    continue;
+                };
+                edits.extend(text_range(node, "status").map(|r| (r, status.to_owned())));
             }
         }
     }

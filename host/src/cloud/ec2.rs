@@ -16,6 +16,7 @@ use super::{FRESH_ID_WAIT, PROFILE_WAIT, not_known_yet, retry_raw, retry_while, 
 use crate::desired::{DATA_DEVICE, DesiredInstance};
 use crate::namespace::{TAG_ENV, TAG_PROJECT};
 use crate::plan::ObservedInstance;
+use crate::rolling::Health;
 
 /// One RunInstances: `count` instances with `instance`'s launch settings (the batch's first
 /// member), the batch's shared tags at launch.
@@ -28,6 +29,31 @@ pub struct Launch<'a> {
     pub client_token: &'a str,
     pub subnet_id: Option<&'a str>,
     pub group_ids: &'a [String],
+}
+
+/// What [`Ec2::health`] found of one instance.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub instance_id: String,
+    pub healthy: bool,
+    /// Healthy, failed, or out of time: nothing more to wait for.
+    settled: bool,
+    /// Its state as last seen.
+    pub state: String,
+    /// Its status checks as last seen (`system/instance`), when they were asked.
+    pub checks: Option<String>,
+    /// The instance as last seen.
+    pub seen: Option<ObservedInstance>,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}", self.instance_id, self.state)?;
+        if let Some(c) = &self.checks {
+            write!(f, ", status checks {c}")?;
+        }
+        write!(f, ")")
+    }
 }
 
 /// Why a launch failed.
@@ -254,6 +280,112 @@ impl Ec2 {
                 .map_err(|e| sdk_error("ec2:TerminateInstances", e))?;
         }
         Ok(())
+    }
+
+    /// Polls `wants` (an instance, what makes it healthy, how long it has) until each is
+    /// healthy, has failed (stopping, stopped, terminated, or a status check `impaired`) or
+    /// is out of time: one describe a second for all still waited on, and one
+    /// DescribeInstanceStatus for those running that need their status checks.
+    pub async fn health(
+        &self,
+        wants: &[(String, Health, Duration)],
+        mut on_round: impl FnMut(usize, usize),
+    ) -> anyhow::Result<Vec<Verdict>> {
+        let start = Instant::now();
+        let mut verdicts: BTreeMap<&str, Verdict> = BTreeMap::new();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let open: Vec<&(String, Health, Duration)> = wants
+                .iter()
+                .filter(|(id, _, _)| !verdicts.get(id.as_str()).is_some_and(|v| v.settled))
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            let ids: Vec<String> = open.iter().map(|(id, _, _)| id.clone()).collect();
+            let seen: BTreeMap<String, ObservedInstance> = self
+                .by_ids(&ids)
+                .await?
+                .into_iter()
+                .map(|o| (o.instance_id.clone(), o))
+                .collect();
+            let checked: Vec<String> = open
+                .iter()
+                .filter(|(id, h, _)| {
+                    *h == Health::StatusOk && seen.get(id).is_some_and(|o| o.state == "running")
+                })
+                .map(|(id, _, _)| id.clone())
+                .collect();
+            let checks = self.status_checks(&checked).await?;
+            for (id, health, timeout) in open {
+                let o = seen.get(id);
+                let state = o.map_or("not visible yet", |o| o.state.as_str());
+                let check = checks.get(id).cloned();
+                let impaired = check.as_ref().is_some_and(|c| c.contains("impaired"));
+                let healthy = state == "running"
+                    && match health {
+                        Health::Running => true,
+                        Health::StatusOk => check.as_deref() == Some("ok/ok"),
+                    };
+                let failed = matches!(
+                    state,
+                    "stopping" | "stopped" | "shutting-down" | "terminated"
+                ) || impaired;
+                verdicts.insert(
+                    id,
+                    Verdict {
+                        instance_id: id.clone(),
+                        healthy,
+                        settled: healthy || failed || start.elapsed() > *timeout,
+                        state: state.to_owned(),
+                        checks: check,
+                        seen: o.cloned(),
+                    },
+                );
+            }
+            on_round(verdicts.values().filter(|v| v.healthy).count(), wants.len());
+            if verdicts.values().all(|v| v.settled) && verdicts.len() == wants.len() {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            delay = Duration::from_secs(1);
+        }
+        Ok(wants
+            .iter()
+            .filter_map(|(id, _, _)| verdicts.remove(id.as_str()))
+            .collect())
+    }
+
+    /// The EC2 status checks of running instances, as `system/instance` (`ok/ok`,
+    /// `initializing/ok`, `ok/impaired`, …).
+    async fn status_checks(&self, ids: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut checks = BTreeMap::new();
+        // DescribeInstanceStatus takes at most 100 ids a call.
+        for batch in ids.chunks(100) {
+            let out = self
+                .client
+                .describe_instance_status()
+                .set_instance_ids(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("ec2:DescribeInstanceStatus", e))?;
+            for s in out.instance_statuses() {
+                let status = |x: Option<&aws_sdk_ec2::types::InstanceStatusSummary>| {
+                    x.and_then(|x| x.status())
+                        .map_or("insufficient-data", |s| s.as_str())
+                        .to_owned()
+                };
+                checks.insert(
+                    s.instance_id().unwrap_or_default().to_owned(),
+                    format!(
+                        "{}/{}",
+                        status(s.system_status()),
+                        status(s.instance_status())
+                    ),
+                );
+            }
+        }
+        Ok(checks)
     }
 
     /// Polls (one describe per round for all of `ids`) until every instance is in a state

@@ -16,7 +16,7 @@ use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 
-pub use ec2::{Ec2, Launch, LaunchError};
+pub use ec2::{Ec2, Launch, LaunchError, Verdict};
 pub use iam::Iam;
 pub use net::Net;
 pub use route53::Route53;

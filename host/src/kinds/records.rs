@@ -170,6 +170,14 @@ impl RecordChange {
         }
     }
 
+    /// The slot whose instance an upsert points the name at.
+    pub fn slot(&self) -> Option<&str> {
+        match self {
+            RecordChange::Upsert { slot, .. } => Some(slot),
+            RecordChange::Delete { .. } => None,
+        }
+    }
+
     /// The kept instance still booting whose name this record waits for: (slot, id).
     pub fn waits_for(&self) -> Option<(&str, &str)> {
         match self {
