@@ -326,3 +326,58 @@ fn rollouts_killed_at_random_points_converge_exactly_on_the_next_up() {
     assert_eq!(orphans, Vec::<String>::new());
     assert_eq!(ledger, []);
 }
+
+#[test]
+fn a_rollout_moves_each_elastic_ip_and_its_name_to_the_successor() {
+    let p = Project::new(&def(2, "t3.micro", "eip = true"), &["cname"]);
+    p.heet(&["up", "--env", "staging", "--yes"]).ok();
+    let addresses = || {
+        let mut ips = moto().ids(
+            ("DescribeAddresses", "addressesSet", "publicIp"),
+            &[("tag:heet:project", &p.name)],
+        );
+        ips.sort();
+        ips
+    };
+    let before = addresses();
+    assert_eq!(before.len(), 2);
+    let old: BTreeSet<String> = moto()
+        .live_instances("heet:project", &p.name)
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+
+    p.write("heet.toml", &def(2, "t3.small", "eip = true"));
+    let up = p.heet(&["up", "--env", "staging", "--yes"]);
+    assert_eq!(up.code(), 0, "{}", up.stderr());
+    assert_eq!(addresses(), before, "the same addresses, moved");
+    let zone = moto().zone_id(&format!("{}.heet.test", p.name)).unwrap();
+    let cnames = moto().cnames(&zone);
+    let live = moto().live_instances("heet:project", &p.name);
+    assert_eq!(live.len(), 2);
+    for i in &live {
+        assert!(!old.contains(&i.id), "{} is an old instance", i.id);
+        assert_eq!(i.instance_type, "t3.small");
+        let (_, _, ip) = moto().placement(&i.id);
+        assert!(before.contains(&ip), "{} has {ip}, not its address", i.id);
+        let name = format!(
+            "www-{:02}.{}.heet.test",
+            i.tags["heet:index"].parse::<u32>().unwrap(),
+            p.name
+        );
+        assert_eq!(
+            cnames[&name],
+            format!("ec2-{}.compute-1.amazonaws.com", ip.replace('.', "-")),
+            "{name}"
+        );
+    }
+    let again = p.heet(&["up", "--env", "staging", "--yes", "--output", "json"]);
+    assert_eq!(
+        again.json()["aws_calls"]["mutating"],
+        0,
+        "{}",
+        again.stderr()
+    );
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+}

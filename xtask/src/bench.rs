@@ -15,6 +15,10 @@
 //! children included for the Python tools. Then the plugin microbenchmarks (criterion,
 //! `host/benches/plugins.rs`) run, and their medians go into the same file.
 //! `HEET_BENCH_MICRO=0` skips them.
+//!
+//! `cargo xtask bench kinds` and `cargo xtask bench rollout` measure one estate each (see
+//! [`kinds`], [`rollout`]); the rollout's section of BENCHMARKS.md is kept when the main
+//! tables are written again.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -490,8 +494,10 @@ fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
 }
 
 pub fn bench(args: &[String]) -> anyhow::Result<()> {
-    if args.first().map(String::as_str) == Some("kinds") {
-        return kinds();
+    match args.first().map(String::as_str) {
+        Some("kinds") => return kinds(),
+        Some("rollout") => return rollout(),
+        _ => {}
     }
     let sizes: Vec<u32> = if args.is_empty() {
         vec![30, 102, 300]
@@ -640,8 +646,10 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         results.micro = micro()?;
     }
     results.save(&saved)?;
-    let report = render(&results);
-    std::fs::write(root().join("BENCHMARKS.md"), &report)?;
+    let file = root().join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&file).unwrap_or_default();
+    let report = with_section(&render(&results), section(&old).unwrap_or_default());
+    std::fs::write(&file, &report)?;
     println!("{report}");
     Ok(())
 }
@@ -714,6 +722,113 @@ fn kinds() -> anyhow::Result<()> {
             calls / wall
         );
     }
+    Ok(())
+}
+
+/// BENCHMARKS.md's rollout section is `cargo xtask bench rollout`'s, kept when the main
+/// tables are written again.
+const ROLLOUT_START: &str = "<!-- cargo xtask bench rollout -->";
+const ROLLOUT_END: &str = "<!-- end of cargo xtask bench rollout -->";
+
+fn section(text: &str) -> Option<&str> {
+    let start = text.find(ROLLOUT_START)?;
+    let end = text[start..].find(ROLLOUT_END)? + start + ROLLOUT_END.len();
+    Some(&text[start..end])
+}
+
+/// `text` with its rollout section replaced by `section` (or `section` appended).
+fn with_section(text: &str, section: &str) -> String {
+    match text.find(ROLLOUT_START) {
+        Some(start) => {
+            let end = text[start..]
+                .find(ROLLOUT_END)
+                .map_or(text.len(), |e| e + start + ROLLOUT_END.len());
+            format!("{}{section}{}", &text[..start], &text[end..])
+        }
+        None if section.is_empty() => text.to_owned(),
+        None => format!("{}\n{section}\n", text.trim_end()),
+    }
+}
+
+/// `cargo xtask bench rollout`: a role of 8 instances with two CNAMEs each is rolled to
+/// another instance type (rolling's defaults: batches of 2, each new instance healthy
+/// before its old one goes) under the full AWS model, `HEET_BENCH_REPS` times. Prints each
+/// run and writes the median, with its bound, into BENCHMARKS.md's rollout section. The
+/// bound: one round per batch, none shorter than a RunInstances, the pending time, and one
+/// call each to move the names and to terminate the old instances.
+fn rollout() -> anyhow::Result<()> {
+    const COUNT: u32 = 8;
+    let reps = env_or("HEET_BENCH_REPS", 3usize).max(1);
+    let release = std::env::var("HEET_BENCH_PROFILE").as_deref() == Ok("release");
+    let server = setup()?;
+    let heet = build_heet(release)?;
+    let moto = tests::Moto::start(&server);
+    let aws = Model::aws();
+    let proxy = aws.clone().start(&moto.endpoint);
+    let dir = tempfile_dir()?;
+    run(Command::new(&heet)
+        .args(["plugins", "build", "-p", "cname", "--out"])
+        .arg(dir.join("plugins"))
+        .arg("--manifest-path")
+        .arg(root().join("Cargo.toml"))
+        .stdout(std::process::Stdio::null()))?;
+    let def = |instance_type: &str| {
+        std::fs::read_to_string(root().join("xtask/bench/heet.toml")).map(|d| {
+            d.replace("{count}", &COUNT.to_string())
+                .replace("[roles.app]\n[roles.db]\n", "")
+                .replace("t3.micro", instance_type)
+        })
+    };
+    let heet_cmd = |args: &[&str]| {
+        let mut c = Command::new(&heet);
+        c.args(args).current_dir(&dir);
+        with_aws(&mut c, &proxy.endpoint)
+    };
+    let up = ["up", "--env", "bench", "--yes", "-q"];
+    let mut rolls = Vec::new();
+    for rep in 0..reps {
+        moto.reset();
+        proxy.reset();
+        std::fs::write(dir.join("heet.toml"), def("t3.micro")?)?;
+        run(heet_cmd(&["plugins", "lock"]).stdout(std::process::Stdio::null()))?;
+        measure(&mut heet_cmd(&up), &proxy).context("heet up from empty")?;
+        std::fs::write(dir.join("heet.toml"), def("t3.small")?)?;
+        let m = measure(&mut heet_cmd(&up), &proxy).context("heet up (rollout)")?;
+        let again = measure(&mut heet_cmd(&up), &proxy).context("heet no-op up")?;
+        eprintln!(
+            "aws  rollout of {COUNT} rep {rep}: {:>7.2} s {:>5} calls {:>3} throttled; the next up {:.2} s",
+            m.secs, m.calls, m.throttled, again.secs
+        );
+        measure(
+            &mut heet_cmd(&["down", "--env", "bench", "--yes", "-q"]),
+            &proxy,
+        )
+        .context("heet down")?;
+        rolls.push(m);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let rounds = COUNT.div_ceil(COUNT.div_ceil(4)) as f64;
+    let bound = rounds * (aws.run_latency + aws.pending + aws.latency * 2).as_secs_f64()
+        + aws.latency.as_secs_f64();
+    let wall = median(rolls.iter().map(|m| m.secs).collect());
+    let calls = median(rolls.iter().map(|m| m.calls as f64).collect());
+    let throttled: u64 = rolls.iter().map(|m| m.throttled).sum();
+    let text = format!(
+        "{ROLLOUT_START}\n## Rolling replacement (aws)\n\nA role of {COUNT} instances with two CNAMEs each, rolled to another instance type under\nthe AWS model (instances pending {} s) with rolling's defaults: {rounds} batches of {}, each new\ninstance running before its names move and its old instance goes. The bound is {rounds}\nrounds of a RunInstances, the pending time and one call each to move the names and to\nterminate. heet {} build; generated by `HEET_BENCH_REPS={reps} cargo xtask bench rollout`.\n\n| operation | runs | wall (s) | × bound | AWS calls | throttled |\n|---|---:|---:|---:|---:|---:|\n| rollout of {COUNT} | **bound** | {bound:.2} | 1.0 | - | - |\n| rollout of {COUNT} | {} | {wall:.2} | {:.2} | {calls:.0} | {throttled} |\n{ROLLOUT_END}",
+        aws.pending.as_secs(),
+        COUNT.div_ceil(4),
+        if release {
+            "release"
+        } else {
+            "debug (dev profile)"
+        },
+        rolls.len(),
+        wall / bound,
+    );
+    println!("{text}");
+    let file = root().join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&file)?;
+    std::fs::write(&file, with_section(&old, &text))?;
     Ok(())
 }
 
