@@ -390,6 +390,20 @@ pub fn plan(
                 }
             }
             staying.insert(d.id.clone(), successor.map(|s| s.instance_id.clone()));
+            // A successor a killed run launched in a batch may lack its own tags yet: it gets
+            // them before its names move, as any instance placed from the ledger does.
+            if let Some(s) = successor {
+                let set = missing_tags(d, s);
+                if !set.is_empty() {
+                    changes.push(Change::UpdateTags {
+                        instance_id: s.instance_id.clone(),
+                        role: d.role.clone(),
+                        index: d.index,
+                        name: d.name.clone(),
+                        set,
+                    });
+                }
+            }
             changes.push(Change::Replace {
                 instance_id: o.instance_id.clone(),
                 reasons: replace_reasons(d, o),
@@ -421,12 +435,7 @@ pub fn plan(
             targets.insert(&d.id, None);
             booting.insert(&d.id, o.instance_id.clone());
         }
-        let set: BTreeMap<String, String> = d
-            .tags
-            .iter()
-            .filter(|(k, v)| o.tags.get(*k) != Some(v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let set = missing_tags(d, o);
         if set.is_empty() {
             unchanged += 1;
         } else {
@@ -484,6 +493,15 @@ pub fn plan(
         settled,
         teardown: desired.instances.is_empty(),
     }
+}
+
+/// The tags `d` wants that `o` lacks or holds with another value.
+fn missing_tags(d: &DesiredInstance, o: &ObservedInstance) -> BTreeMap<String, String> {
+    d.tags
+        .iter()
+        .filter(|(k, v)| o.tags.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Places each replacement in its role's rollout: successors found launched finish first
@@ -1065,6 +1083,29 @@ count = 2
         observed.push(running(&d.instances[0], "i-new", 50));
         let p = plan(&d, &observed, &[], &DnsState::default(), None, 0);
         assert_eq!(p.changes[0].successor(), Some("i-new"));
+    }
+
+    #[test]
+    fn a_successor_placed_from_the_ledger_gets_its_own_tags_before_its_names_move() {
+        let d = desired("staging");
+        let observed = {
+            let mut o = all_stale(&d);
+            // Killed after the launch of a batch of two (www[1]'s successor and a new slot),
+            // before the instances got their own tags.
+            let mut s = untagged(&d.instances[0], "i-new", "b1", 0);
+            s.launch_time = Some(50);
+            o.push(s);
+            o
+        };
+        let ledger = batch(&d, "b1", &[], 100);
+        let p = plan(&d, &observed, &[], &DnsState::default(), Some(&ledger), 100);
+        let retag = p.changes.iter().find_map(Change::retags);
+        assert!(
+            matches!(retag, Some(("i-new", _, set)) if set.contains_key(TAG_ID) && set.contains_key(TAG_INDEX)),
+            "{p}"
+        );
+        assert!(p.changes.iter().any(|c| c.successor() == Some("i-new")
+            && c.terminates() == Some(("i-0", Ending::AfterRound(0)))));
     }
 
     #[test]
