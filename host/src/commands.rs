@@ -519,6 +519,9 @@ pub struct StatusReport {
     /// Slots in a rollout under way: a successor with the new settings runs beside the old
     /// instance, which keeps the names until `up` moves them. Not drift, but not done.
     pub rolling: Vec<String>,
+    /// Instances that keep settings their role's `replace_on` leaves out, as launched. Not
+    /// drift: the definition says so.
+    pub as_launched: Vec<String>,
     /// Records heet created that point at no live instance.
     pub dead_records: Vec<String>,
     /// Names heet wants that records it did not create hold.
@@ -552,6 +555,7 @@ impl fmt::Display for StatusReport {
             ("unexpected", &self.unexpected),
             ("changed", &self.changed),
             ("rolling", &self.rolling),
+            ("as launched", &self.as_launched),
             ("record pointing at no live instance", &self.dead_records),
             ("conflict", &self.conflicts),
             ("not heet's, left alone", &self.foreign),
@@ -586,6 +590,7 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
         unexpected: Vec::new(),
         changed: Vec::new(),
         rolling: Vec::new(),
+        as_launched: plan.as_launched.iter().map(ToString::to_string).collect(),
         dead_records: Vec::new(),
         conflicts: plan.conflicts.clone(),
         foreign: plan.foreign.clone(),

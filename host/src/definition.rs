@@ -198,6 +198,8 @@ pub struct Role {
     pub eip: bool,
     /// How replaced instances are rolled.
     pub rolling: crate::rolling::Rolling,
+    /// The launch settings whose change replaces a running instance.
+    pub replace_on: crate::launch::ReplaceOn,
 }
 
 impl Role {
@@ -317,6 +319,7 @@ struct RawRole {
     volume_keep: Option<bool>,
     eip: Option<bool>,
     rolling: Option<crate::rolling::RawRolling>,
+    replace_on: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -817,6 +820,12 @@ impl Cx<'_> {
         let error = |offset: usize, message: String| self.error(Some(offset), message);
         let rolling =
             crate::rolling::build(name, r.rolling.as_ref(), defaults.rolling.as_ref(), &error)?;
+        let replace_on = crate::launch::ReplaceOn::build(
+            name,
+            r.replace_on.as_ref(),
+            defaults.replace_on.as_ref(),
+            &error,
+        )?;
 
         Ok(Role {
             name: name.to_owned(),
@@ -842,6 +851,7 @@ impl Cx<'_> {
             volume_keep: r.volume_keep.or(defaults.volume_keep).unwrap_or(false),
             eip: r.eip.or(defaults.eip).unwrap_or(false),
             rolling,
+            replace_on,
         })
     }
 }

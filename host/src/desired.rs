@@ -6,8 +6,10 @@ use std::fmt;
 
 use crate::definition::Definition;
 use crate::kinds::network::{self, DesiredNetwork, SubnetRef};
+use crate::launch::{self, Setting};
 use crate::namespace::{
-    self, TAG_DNS, TAG_ENV, TAG_ID, TAG_INDEX, TAG_NAME, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
+    self, TAG_DNS, TAG_ENV, TAG_ID, TAG_INDEX, TAG_NAME, TAG_PROJECT, TAG_ROLE, TAG_SETTINGS,
+    TAG_SPEC,
 };
 use crate::plugins::{Hooks, PluginError, api};
 use crate::text;
@@ -74,6 +76,10 @@ pub struct DesiredInstance {
     pub cnames: Vec<String>,
     /// Hash of the launch settings (`heet:spec`).
     pub spec: String,
+    /// Each launch setting's own hash (`heet:settings`).
+    pub settings: launch::Settings,
+    /// The settings whose change replaces the running instance.
+    pub replace_on: launch::ReplaceOn,
     /// How the role's instances are replaced.
     pub rolling: crate::rolling::Rolling,
 }
@@ -216,6 +222,35 @@ pub fn compute(
             }
             let spec =
                 namespace::spec_hash(&spec_parts.iter().map(String::as_str).collect::<Vec<_>>());
+            let subnet_part = match (&role.subnet_id, &subnet) {
+                (Some(id), _) => id.clone(),
+                (None, Some(s)) => s.spec_part(),
+                (None, None) => String::new(),
+            };
+            let group_part = match (role.security_group_ids.is_empty(), groups.is_empty()) {
+                (true, true) => String::new(),
+                _ => format!(
+                    "{} groups={}",
+                    role.security_group_ids.join(","),
+                    groups.join(",")
+                ),
+            };
+            let volume_part = volume
+                .map(|v| format!("{}:{}", v.gb, v.keep))
+                .unwrap_or_default();
+            let settings = launch::Settings::new([
+                (Setting::Ami, role.ami.as_str()),
+                (Setting::InstanceType, size.instance_type.as_str()),
+                (Setting::UserData, user_data.as_str()),
+                (Setting::KeyName, key_name.as_deref().unwrap_or_default()),
+                (Setting::Subnet, subnet_part.as_str()),
+                (Setting::SecurityGroups, group_part.as_str()),
+                (Setting::Volume, volume_part.as_str()),
+                (
+                    Setting::InstanceProfile,
+                    profile.as_deref().unwrap_or_default(),
+                ),
+            ]);
             if role.eip {
                 network.addresses.push(network::DesiredAddress {
                     resource: network::address_resource(&role.name, index),
@@ -231,6 +266,7 @@ pub fn compute(
             tags.insert(TAG_INDEX.into(), index.to_string());
             tags.insert(TAG_ID.into(), id.clone());
             tags.insert(TAG_SPEC.into(), spec.clone());
+            tags.insert(TAG_SETTINGS.into(), settings.tag());
             tags.insert(TAG_DNS.into(), namespace::dns_hash(&cnames));
             tags.insert(TAG_NAME.into(), name.clone());
 
@@ -252,6 +288,8 @@ pub fn compute(
                 tags,
                 cnames,
                 spec,
+                settings,
+                replace_on: role.replace_on.clone(),
                 rolling: role.rolling,
             });
         }

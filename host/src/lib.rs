@@ -9,6 +9,7 @@ pub mod definition;
 pub mod desired;
 pub mod iam;
 pub mod kinds;
+pub mod launch;
 pub mod ledger;
 pub mod namespace;
 pub mod ops;

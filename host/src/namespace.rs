@@ -13,6 +13,9 @@ pub const TAG_INDEX: &str = "heet:index";
 pub const TAG_ID: &str = "heet:id";
 /// Hash of the launch settings; a different hash means the instance must be replaced.
 pub const TAG_SPEC: &str = "heet:spec";
+/// Each launch setting's own short hash (`launch::Settings`): which settings differ when the
+/// spec does.
+pub const TAG_SETTINGS: &str = "heet:settings";
 /// Hash of the instance's CNAMEs: when the set changes, even to nothing, the instance's tags
 /// change, so the change is seen without reading the ledger (which a no-op `up` skips).
 pub const TAG_DNS: &str = "heet:dns";
@@ -23,7 +26,7 @@ pub const TAG_RESOURCE: &str = "heet:resource";
 pub const TAG_BATCH: &str = "heet:batch";
 pub const TAG_NAME: &str = "Name";
 /// Tags heet writes on every instance, `Name` included.
-pub const OWN_TAGS: usize = 9;
+pub const OWN_TAGS: usize = 10;
 /// Prefix of the tags heet owns; plugins may not set them.
 pub const RESERVED_PREFIX: &str = "heet:";
 

@@ -8,9 +8,10 @@ use crate::desired::{Desired, DesiredInstance};
 use crate::kinds::iam::IamPlan;
 use crate::kinds::network::{self, NetChange, ObservedResource};
 use crate::kinds::records::{DnsState, RecordChange, plan_records};
+use crate::launch::{self, Fit, Setting};
 use crate::ledger;
 use crate::namespace::{
-    self, TAG_BATCH, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SPEC,
+    self, TAG_BATCH, TAG_ENV, TAG_ID, TAG_INDEX, TAG_PROJECT, TAG_ROLE, TAG_SETTINGS, TAG_SPEC,
 };
 use crate::rolling::Step;
 use crate::text;
@@ -133,6 +134,9 @@ pub struct Plan {
     pub foreign_records: Vec<String>,
     /// Instances already as desired.
     pub unchanged: usize,
+    /// Instances that stay with settings their role's `replace_on` leaves out, as they were
+    /// launched (counted in `unchanged` when nothing else changes).
+    pub as_launched: Vec<AsLaunched>,
     /// Instances tagged for this project/env that heet did not create: never touched.
     pub foreign: Vec<String>,
     /// Instances of a batch launch that have no slot tags yet, seen without the ledger: the
@@ -146,6 +150,32 @@ pub struct Plan {
     /// Ledger entries of batch launches that are over (their instances carry their slot tags,
     /// or never came), dropped once this plan's retags are made. Bookkeeping, not a change.
     pub settled: Vec<String>,
+}
+
+/// A running instance that keeps settings its role's `replace_on` leaves out: a change of
+/// them is for the instances launched from now on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsLaunched {
+    pub instance_id: String,
+    pub role: String,
+    pub index: u32,
+    pub name: String,
+    /// The settings in which it differs from the definition.
+    pub settings: Vec<Setting>,
+}
+
+impl fmt::Display for AsLaunched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}[{}] {} {}: keeps its {} (not in its role's replace_on)",
+            self.role,
+            self.index,
+            self.name,
+            self.instance_id,
+            launch::names(&self.settings)
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -316,17 +346,17 @@ pub fn plan(
     // rollout under way leaves two on purpose: the successor, live with the settings the
     // definition asks for, and the instance it replaces, which stays until the successor is
     // healthy; every other one is a twin.
-    let spec_of: BTreeMap<&str, &str> = desired
+    let wanted_in: BTreeMap<&str, &DesiredInstance> = desired
         .instances
         .iter()
-        .map(|d| (d.id.as_str(), d.spec.as_str()))
+        .map(|d| (d.id.as_str(), d))
         .collect();
     let mut kept: BTreeMap<String, Owner> = BTreeMap::new();
     let mut successors: BTreeMap<String, &ObservedInstance> = BTreeMap::new();
     for (id, mut group) in std::mem::take(&mut slots) {
         group.sort_by(|a, b| a.o.keep_rank().cmp(&b.o.keep_rank()));
-        let wanted = spec_of.get(id.as_str()).copied();
-        let is_new = |w: &Owner| w.o.tags.get(TAG_SPEC).map(String::as_str) == wanted;
+        let wanted = wanted_in.get(id.as_str()).copied();
+        let is_new = |w: &Owner| wanted.is_some_and(|d| fit(d, w.o).stays());
         let old = group.iter().position(|w| !is_new(w));
         // A successor is launched after the instance it replaces; an older one with the
         // wanted settings is the slot's instance, and the newer one a twin.
@@ -361,12 +391,10 @@ pub fn plan(
     let mut unresolved = Vec::new();
     // The instance that stays in each slot (none when one is launched), for Elastic IPs.
     let mut staying: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut as_launched = Vec::new();
     for d in &desired.instances {
-        let kept_here = kept
-            .get(d.id.as_str())
-            .filter(|w| w.o.tags.get(TAG_SPEC) == Some(&d.spec));
-        staying.insert(d.id.clone(), kept_here.map(|w| w.o.instance_id.clone()));
         let Some(w) = kept.remove(d.id.as_str()) else {
+            staying.insert(d.id.clone(), None);
             targets.insert(&d.id, None);
             changes.push(Change::Create {
                 instance: d.clone(),
@@ -374,7 +402,8 @@ pub fn plan(
             continue;
         };
         let o = w.o;
-        if o.tags.get(TAG_SPEC) != Some(&d.spec) {
+        let fits = fit(d, o);
+        if let Fit::Replace(differing) = fits {
             let successor = successors.get(d.id.as_str());
             // The names move to a successor once it is healthy: to the name it has then.
             match successor {
@@ -406,7 +435,7 @@ pub fn plan(
             }
             changes.push(Change::Replace {
                 instance_id: o.instance_id.clone(),
-                reasons: replace_reasons(d, o),
+                reasons: replace_reasons(d, o, &differing),
                 instance: d.clone(),
                 step: Step {
                     round: 0,
@@ -416,6 +445,19 @@ pub fn plan(
                 successor: successor.map(|s| s.instance_id.clone()),
             });
             continue;
+        }
+        staying.insert(d.id.clone(), Some(o.instance_id.clone()));
+        // Kept as launched, its spec and settings tags keep saying what it runs.
+        let mut set = missing_tags(d, o);
+        if let Fit::AsLaunched(settings) = fits {
+            set.retain(|k, _| k != TAG_SPEC && k != TAG_SETTINGS);
+            as_launched.push(AsLaunched {
+                instance_id: o.instance_id.clone(),
+                role: d.role.clone(),
+                index: d.index,
+                name: d.name.clone(),
+                settings,
+            });
         }
         // A booting instance has no public name yet: its records wait until it runs, rather
         // than point at the private name it has meanwhile. (A stopped one keeps the names it
@@ -435,7 +477,6 @@ pub fn plan(
             targets.insert(&d.id, None);
             booting.insert(&d.id, o.instance_id.clone());
         }
-        let set = missing_tags(d, o);
         if set.is_empty() {
             unchanged += 1;
         } else {
@@ -487,6 +528,7 @@ pub fn plan(
         conflicts: dns_plan.conflicts,
         foreign_records: dns_plan.foreign_records,
         unchanged,
+        as_launched,
         foreign,
         unadopted,
         unresolved,
@@ -611,7 +653,25 @@ fn settled_batches(
     settled
 }
 
-fn replace_reasons(d: &DesiredInstance, o: &ObservedInstance) -> Vec<String> {
+/// How `o` fits the launch settings `d` wants (see [`launch::fit`]).
+fn fit(d: &DesiredInstance, o: &ObservedInstance) -> Fit {
+    let tag = |k: &str| o.tags.get(k).map(String::as_str);
+    launch::fit(
+        &d.spec,
+        &d.settings,
+        &d.replace_on,
+        tag(TAG_SPEC),
+        tag(TAG_SETTINGS),
+    )
+}
+
+/// Why `o` is replaced: the type and AMI it has and gets, and the other settings that
+/// differ, as far as its tags say.
+fn replace_reasons(
+    d: &DesiredInstance,
+    o: &ObservedInstance,
+    differing: &[Setting],
+) -> Vec<String> {
     let mut reasons = Vec::new();
     if d.instance_type != o.instance_type {
         reasons.push(format!(
@@ -621,6 +681,14 @@ fn replace_reasons(d: &DesiredInstance, o: &ObservedInstance) -> Vec<String> {
     }
     if d.ami != o.ami {
         reasons.push(format!("ami {} → {}", o.ami, d.ami));
+    }
+    let others: Vec<Setting> = differing
+        .iter()
+        .copied()
+        .filter(|s| !matches!(s, Setting::Ami | Setting::InstanceType))
+        .collect();
+    if !others.is_empty() {
+        reasons.push(format!("{} changed", launch::names(&others)));
     }
     if reasons.is_empty() {
         reasons.push("user_data or launch settings changed".into());
@@ -711,6 +779,9 @@ impl fmt::Display for Plan {
         }
         for u in &self.unresolved {
             write!(f, "\n  no record: {u}")?;
+        }
+        for a in &self.as_launched {
+            write!(f, "\n  as launched: {a}")?;
         }
         if !self.foreign.is_empty() {
             write!(
@@ -985,6 +1056,8 @@ count = 2
         let d = desired("staging");
         let mut old_type = running(&d.instances[0], "i-a", 1);
         old_type.tags.insert(TAG_SPEC.into(), "stale".into());
+        // Tagged before heet:settings: only the spec tells.
+        old_type.tags.remove(TAG_SETTINGS);
         old_type.instance_type = "t2.nano".into();
         let mut renamed = running(&d.instances[1], "i-b", 1);
         renamed.tags.insert("Name".into(), "old-name".into());
@@ -998,11 +1071,106 @@ count = 2
         assert!(p.is_destructive());
     }
 
+    #[test]
+    fn a_user_data_change_replaces_unless_replace_on_leaves_it_out() {
+        let d = desired("staging");
+        let launched = all_running(&d);
+        let new_user_data = |replace_on: &str| {
+            let def = DEF.replace(
+                "count = 2",
+                &format!("count = 2\nuser_data = \"#!/bin/sh\\necho v2\"\n{replace_on}"),
+            );
+            compute(&definition(&def), "staging", "us-east-1", &mut NoPlugins).unwrap()
+        };
+
+        // As today by default: every instance replaced, and the plan says for what.
+        let p = plan(
+            &new_user_data(""),
+            &launched,
+            &[],
+            &DnsState::default(),
+            None,
+            0,
+        );
+        assert_eq!(p.count(|c| matches!(c, Change::Replace { .. })), 2, "{p}");
+        assert!(
+            matches!(&p.changes[0], Change::Replace { reasons, .. } if reasons == &["user_data changed"]),
+            "{p}"
+        );
+        assert!(p.as_launched.is_empty());
+
+        // Left out of replace_on: both stay, their spec and settings tags keep saying what
+        // they run, and the next plan over them is the same no-op.
+        let keep = new_user_data(r#"replace_on = ["ami", "instance_type"]"#);
+        let p = plan(&keep, &launched, &[], &DnsState::default(), None, 0);
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(p.unchanged, 2);
+        let kept: Vec<(&str, &[Setting])> = p
+            .as_launched
+            .iter()
+            .map(|a| (a.instance_id.as_str(), a.settings.as_slice()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("i-0", &[Setting::UserData][..]),
+                ("i-1", &[Setting::UserData][..])
+            ]
+        );
+        assert!(
+            p.to_string().contains(
+                "as launched: www[1] shop-staging-www-01 i-0: keeps its user_data (not in its role's replace_on)"
+            ),
+            "{p}"
+        );
+
+        // A tag change still reaches them, but never over their spec and settings.
+        let mut renamed = launched.clone();
+        renamed[0].tags.insert("Name".into(), "old".into());
+        let p = plan(&keep, &renamed, &[], &DnsState::default(), None, 0);
+        assert!(
+            matches!(&p.changes[..], [Change::UpdateTags { set, .. }] if set.keys().eq(["Name"])),
+            "{p}"
+        );
+
+        // A setting replace_on lists still replaces them, user_data along with it.
+        let both = DEF.replace(
+            "count = 2",
+            "count = 2\ninstance_type = \"t3.small\"\nuser_data = \"v2\"\nreplace_on = [\"instance_type\"]",
+        );
+        let both = compute(&definition(&both), "staging", "us-east-1", &mut NoPlugins).unwrap();
+        let p = plan(&both, &launched, &[], &DnsState::default(), None, 0);
+        assert!(
+            matches!(&p.changes[0], Change::Replace { reasons, instance, .. }
+                if reasons == &["instance type t3.micro → t3.small", "user_data changed"]
+                    && instance.user_data == "v2"),
+            "{p}"
+        );
+
+        // Launched before heet:settings existed: only the spec tells, so it is replaced.
+        let mut old = launched.clone();
+        for o in &mut old {
+            o.tags.remove(TAG_SETTINGS);
+        }
+        let p = plan(&keep, &old, &[], &DnsState::default(), None, 0);
+        assert_eq!(p.count(|c| matches!(c, Change::Replace { .. })), 2, "{p}");
+        // And one as wanted gets the tag, not a replacement.
+        let p = plan(&d, &old, &[], &DnsState::default(), None, 0);
+        assert!(
+            p.changes.iter().all(
+                |c| matches!(c, Change::UpdateTags { set, .. } if set.keys().eq([TAG_SETTINGS]))
+            ),
+            "{p}"
+        );
+    }
+
     /// `d`'s instances running with other launch settings than it asks for.
     fn all_stale(d: &Desired) -> Vec<ObservedInstance> {
         let mut observed = all_running(d);
         for o in &mut observed {
             o.tags.insert(TAG_SPEC.into(), "stale".into());
+            // Tagged before heet:settings: only the spec tells.
+            o.tags.remove(TAG_SETTINGS);
             o.instance_type = "t2.nano".into();
         }
         observed
@@ -1115,6 +1283,8 @@ count = 2
         // i-bad was the successor of settings the definition no longer asks for.
         let mut bad = running(&d.instances[0], "i-bad", 50);
         bad.tags.insert(TAG_SPEC.into(), "given-up".into());
+        // Tagged before heet:settings: only the spec tells.
+        bad.tags.remove(TAG_SETTINGS);
         observed.push(bad);
         let p = plan(&d, &observed, &[], &DnsState::default(), None, 0);
         assert_eq!(p.changes.len(), 1, "{p}");

@@ -32,6 +32,7 @@ struct PlanJson<'a> {
     conflicts: &'a [String],
     foreign_records: &'a [String],
     unchanged: usize,
+    as_launched: Vec<AsLaunchedJson<'a>>,
     foreign: &'a [String],
     unadopted: &'a [String],
     unresolved: &'a [String],
@@ -57,6 +58,17 @@ impl<'a> PlanJson<'a> {
             conflicts: &p.conflicts,
             foreign_records: &p.foreign_records,
             unchanged: p.unchanged,
+            as_launched: p
+                .as_launched
+                .iter()
+                .map(|a| AsLaunchedJson {
+                    instance_id: &a.instance_id,
+                    role: &a.role,
+                    index: a.index,
+                    name: &a.name,
+                    settings: a.settings.iter().map(|s| s.name()).collect(),
+                })
+                .collect(),
             foreign: &p.foreign,
             unadopted: &p.unadopted,
             unresolved: &p.unresolved,
@@ -64,6 +76,17 @@ impl<'a> PlanJson<'a> {
             settled: &p.settled,
         }
     }
+}
+
+/// An instance that keeps settings its role's `replace_on` leaves out.
+#[derive(Debug, Serialize)]
+struct AsLaunchedJson<'a> {
+    instance_id: &'a str,
+    role: &'a str,
+    index: u32,
+    name: &'a str,
+    /// Settings it runs with other than the definition's: `user_data`, `key_name`, ….
+    settings: Vec<&'static str>,
 }
 
 /// Where a replacement is in its role's rollout.

@@ -194,7 +194,7 @@ validation_rules! {
     tag_value_length: "long-tag-value" =>
         "plugin liar: hook tags: invalid answer: value of tag \"k\" is longer than 256 characters",
     tag_count: "too-many-tags" =>
-        "plugin liar: hook tags: invalid answer: 44 tags, more than the 41 left by heet's own",
+        "plugin liar: hook tags: invalid answer: 44 tags, more than the 40 left by heet's own",
     duplicate_tag: "duplicate-tag" =>
         "plugin liar: hook tags: invalid answer: tag \"team\" appears twice",
     dns_label_characters: "dns-label" =>

@@ -240,6 +240,78 @@ fn a_batch_that_fails_its_status_checks_stops_the_rollout_and_the_old_instances_
     assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
 }
 
+#[test]
+fn a_user_data_change_outside_replace_on_is_for_new_instances_and_the_running_ones_stay() {
+    let www = |count: u32, instance_type: &str, user_data: &str| {
+        let role =
+            format!("user_data = \"{user_data}\"\nreplace_on = [\"ami\", \"instance_type\"]");
+        def(count, instance_type, &role)
+    };
+    let mut p = Project::new(&www(2, "t3.micro", "v1"), &["cname"]);
+    p.use_model(tests::suite_model());
+    p.heet(&["up", "--env", "staging", "--yes"]).ok();
+    let ids = |p: &Project| -> BTreeMap<String, String> {
+        moto()
+            .live_instances("heet:project", &p.name)
+            .into_iter()
+            .map(|i| (i.tags["heet:index"].clone(), i.id))
+            .collect()
+    };
+    let user_data = |ids: &BTreeMap<String, String>| -> Vec<String> {
+        ids.values().map(|id| moto().user_data(id)).collect()
+    };
+    let first = ids(&p);
+    assert_eq!(user_data(&first), ["v1", "v1"]);
+
+    // user_data is not in replace_on: nothing is replaced, and plan and status say why
+    // the running instances differ from the definition without calling it drift.
+    p.write("heet.toml", &www(2, "t3.micro", "v2"));
+    let plan = p.heet(&["plan", "--env", "staging"]);
+    let text = plan.stdout();
+    assert!(
+        text.contains("no changes: ")
+            && text.contains("as launched: www[1]")
+            && text.contains("keeps its user_data (not in its role's replace_on)"),
+        "{text}"
+    );
+    let json = p
+        .heet(&["plan", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(
+        json["plan"]["as_launched"][1]["settings"],
+        serde_json::json!(["user_data"])
+    );
+    let up = p.heet(&["up", "--env", "staging", "--yes", "--output", "json"]);
+    assert_eq!(up.json()["aws_calls"]["mutating"], 0, "{}", up.stderr());
+    assert_eq!(ids(&p), first);
+    let status = p.heet(&["status", "--env", "staging"]);
+    assert_eq!(status.code(), 0, "{}", status.stdout());
+    assert!(
+        status.stdout().contains("as launched: www[2]"),
+        "{}",
+        status.stdout()
+    );
+
+    // A new slot launches with the definition's user_data; the others keep theirs.
+    p.write("heet.toml", &www(3, "t3.micro", "v2"));
+    p.heet(&["up", "--env", "staging", "--yes"]).ok();
+    let grown = ids(&p);
+    assert_eq!(grown["1"], first["1"]);
+    assert_eq!(user_data(&grown), ["v1", "v1", "v2"]);
+
+    // A setting replace_on lists rolls them all, onto the definition's user_data.
+    p.write("heet.toml", &www(3, "t3.small", "v2"));
+    p.heet(&["up", "--env", "staging", "--yes"]).ok();
+    assert_rolled(&p, 3, "t3.small");
+    let rolled = ids(&p);
+    assert!(rolled.values().all(|id| !first.values().any(|f| f == id)));
+    assert_eq!(user_data(&rolled), ["v2", "v2", "v2"]);
+    let plan = p.heet(&["plan", "--env", "staging"]);
+    assert!(!plan.stdout().contains("as launched"), "{}", plan.stdout());
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+}
+
 /// Runs in the kill campaign: `HEET_ROLLOUT_KILLS` (default 20).
 fn kill_runs() -> u64 {
     std::env::var("HEET_ROLLOUT_KILLS")
