@@ -532,8 +532,9 @@ impl Rounds<'_> {
             .collect();
         // What points at a slot moves in the slot's round, once its instance is healthy;
         // what belongs to no slot in the first round.
+        let rounds = plan.slot_rounds();
         let moves_now = |slot: Option<&str>| match slot {
-            Some(s) => plan.round_of(s) == round && !failed_slots.contains(s),
+            Some(s) => rounds.get(s).copied().unwrap_or(0) == round && !failed_slots.contains(s),
             None => round == 0,
         };
         net.launched = summaries
@@ -571,23 +572,9 @@ impl Rounds<'_> {
                 .collect();
             book(aws, ledger, forgotten).await?;
         }
-        // The old instances whose successors are healthy and hold their names now.
-        let mut retired = Vec::new();
-        let mut kept = Vec::new();
-        for c in &plan.changes {
-            let (Some((id, ending)), Some((d, _))) = (c.terminates(), c.rollout()) else {
-                continue;
-            };
-            let failed_here = failed_slots.contains(d.id.as_str());
-            match ending {
-                Ending::AfterRound(r) if r == round && !failed_here => {
-                    retired.push(id.to_owned());
-                }
-                Ending::AfterRound(r) if r >= round => kept.push(id.to_owned()),
-                Ending::BeforeRound(r) if r > round => kept.push(id.to_owned()),
-                Ending::AfterRound(_) | Ending::BeforeRound(_) | Ending::First => {}
-            }
-        }
+        let (retired, kept) = plan.after_round(round, &failed_slots);
+        let mut retired: Vec<String> = retired.into_iter().map(str::to_owned).collect();
+        let kept: Vec<String> = kept.into_iter().map(str::to_owned).collect();
         if !retired.is_empty() {
             terminate(aws, &retired, self.full, self.progress).await?;
         }

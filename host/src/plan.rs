@@ -1,7 +1,7 @@
 //! The plan: desired state ⊕ observed state → the changes that make them equal. A value,
 //! computed without I/O; only `apply` acts on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::desired::{Desired, DesiredInstance};
@@ -243,13 +243,38 @@ impl Plan {
             .unwrap_or(1)
     }
 
-    /// The round in which what points at `slot`'s instance (names, an address) is moved.
-    pub fn round_of(&self, slot: &str) -> u32 {
+    /// The round in which what points at each replaced slot's instance (names, an address)
+    /// is moved; every other slot's moves in round 0.
+    pub fn slot_rounds(&self) -> BTreeMap<&str, u32> {
         self.changes
             .iter()
             .filter_map(Change::rollout)
-            .find(|(d, _)| d.id == slot)
-            .map_or(0, |(_, s)| s.round)
+            .map(|(d, s)| (d.id.as_str(), s.round))
+            .collect()
+    }
+
+    /// Once round `round` of the rollout is over, with the successors of the `failed` slots
+    /// not healthy: the old instances that go now (their successors are healthy and hold
+    /// their names), and those that keep serving (this round's failed slots, later rounds).
+    pub fn after_round<'a>(
+        &'a self,
+        round: u32,
+        failed: &BTreeSet<&str>,
+    ) -> (Vec<&'a str>, Vec<&'a str>) {
+        let (mut retired, mut kept) = (Vec::new(), Vec::new());
+        for c in &self.changes {
+            let (Some((id, ending)), Some((d, _))) = (c.terminates(), c.rollout()) else {
+                continue;
+            };
+            let failed_here = failed.contains(d.id.as_str());
+            match ending {
+                Ending::AfterRound(r) if r == round && !failed_here => retired.push(id),
+                Ending::AfterRound(r) if r >= round => kept.push(id),
+                Ending::BeforeRound(r) if r > round => kept.push(id),
+                Ending::AfterRound(_) | Ending::BeforeRound(_) | Ending::First => {}
+            }
+        }
+        (retired, kept)
     }
 
     /// Whether applying the plan terminates anything.
@@ -1193,7 +1218,14 @@ count = 2
             ]
         );
         assert_eq!(p.rounds(), 2);
-        assert_eq!(p.round_of(&d.instances[1].id), 1);
+        assert_eq!(p.slot_rounds()[d.instances[1].id.as_str()], 1);
+        // Round 0 over: i-0's successor is healthy and it goes; i-1 serves until round 1.
+        let none = BTreeSet::new();
+        assert_eq!(p.after_round(0, &none), (vec!["i-0"], vec!["i-1"]));
+        // Its successor failed: i-0 keeps serving too.
+        let failed = BTreeSet::from([d.instances[0].id.as_str()]);
+        assert_eq!(p.after_round(0, &failed), (vec![], vec!["i-0", "i-1"]));
+        assert_eq!(p.after_round(1, &none), (vec!["i-1"], vec![]));
         let text = p.to_string();
         assert!(
             text.contains("± replace  www[2] shop-staging-www-02 i-1: instance type t2.nano → t3.micro; batch 2 of 2, the new instance first"),

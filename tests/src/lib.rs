@@ -569,29 +569,6 @@ impl Moto {
         parse_instances(&xml)
     }
 
-    /// The instances of `project`, terminated ones included, as an account behind
-    /// `endpoint` (an AWS model) describes them now; `Err` with the answer when it refused
-    /// (throttled, say).
-    pub fn instances_through(
-        &self,
-        endpoint: &str,
-        project: &str,
-    ) -> Result<Vec<MotoInstance>, String> {
-        let (status, xml) = call(
-            endpoint,
-            "ec2",
-            &[
-                ("Action", "DescribeInstances"),
-                ("Filter.1.Name", "tag:heet:project"),
-                ("Filter.1.Value.1", project),
-            ],
-        );
-        if status != 200 {
-            return Err(xml);
-        }
-        Ok(parse_instances(&xml))
-    }
-
     pub fn user_data(&self, instance_id: &str) -> String {
         use base64::Engine as _;
         let xml = self.ec2(&[
@@ -970,6 +947,29 @@ fn parse_instances(xml: &str) -> Vec<MotoInstance> {
         .collect()
 }
 
+/// The instances of `project`, terminated ones included, as an account behind `endpoint`
+/// (an AWS model) describes them now; `Err` with the answer when it refused (throttled, say).
+pub fn instances_through(endpoint: &str, project: &str) -> Result<Vec<MotoInstance>, String> {
+    let (status, xml) = call(
+        endpoint,
+        "ec2",
+        &[
+            ("Action", "DescribeInstances"),
+            ("Filter.1.Name", "tag:heet:project"),
+            ("Filter.1.Value.1", project),
+        ],
+    );
+    if status != 200 {
+        return Err(xml);
+    }
+    Ok(parse_instances(&xml))
+}
+
+/// The public DNS name moto gives an instance at `ip` (us-east-1's form).
+pub fn public_dns(ip: &str) -> String {
+    format!("ec2-{}.compute-1.amazonaws.com", ip.replace('.', "-"))
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
@@ -1062,6 +1062,20 @@ impl Project {
     }
 
     /// Runs heet in the project's folder against this process's moto server.
+    /// The end of a test that converged: another `up` makes no mutating call, and `down`
+    /// leaves nothing of the project behind.
+    pub fn assert_converged_then_down(&self, env: &str) {
+        let again = self.heet(&["up", "--env", env, "--yes", "--output", "json"]);
+        assert_eq!(
+            again.json()["aws_calls"]["mutating"],
+            0,
+            "{}",
+            again.stderr()
+        );
+        self.heet(&["down", "--env", env, "--yes"]).ok();
+        assert_eq!(moto().leftovers(&self.name), Vec::<String>::new());
+    }
+
     pub fn heet(&self, args: &[&str]) -> Run {
         self.heet_with(args, &[])
     }

@@ -235,11 +235,7 @@ fn a_vpc_per_environment_with_elastic_ips_comes_and_goes() {
             i.tags["heet:index"].parse::<u32>().unwrap(),
             p.name
         );
-        assert_eq!(
-            cnames[&name],
-            format!("ec2-{}.compute-1.amazonaws.com", ip.replace('.', "-")),
-            "{name}"
-        );
+        assert_eq!(cnames[&name], tests::public_dns(&ip), "{name}");
     }
     assert_eq!(used.len(), 2);
 

@@ -46,7 +46,7 @@ struct Sample {
 }
 
 fn sample(endpoint: &str, project: &str, zone: &str) -> Option<Sample> {
-    let instances = moto().instances_through(endpoint, project).ok()?;
+    let instances = tests::instances_through(endpoint, project).ok()?;
     let running: Vec<_> = instances
         .iter()
         .filter(|i| i.state == "running" && !i.dns_name.is_empty())
@@ -162,15 +162,7 @@ fn changing_the_type_of_four_frontends_keeps_four_running_and_every_name_on_a_ru
     assert!(dead.is_empty(), "names on dead instances: {dead:?}");
     assert_rolled(&p, 4, "t3.small");
 
-    let again = p.heet(&["up", "--env", "staging", "--yes", "--output", "json"]);
-    assert_eq!(
-        again.json()["aws_calls"]["mutating"],
-        0,
-        "{}",
-        again.stderr()
-    );
-    p.heet(&["down", "--env", "staging", "--yes"]).ok();
-    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    p.assert_converged_then_down("staging");
 }
 
 #[test]
@@ -234,10 +226,7 @@ fn a_batch_that_fails_its_status_checks_stops_the_rollout_and_the_old_instances_
     let good = p.heet(&["up", "--env", "staging", "--yes"]);
     assert_eq!(good.code(), 0, "{}", good.stderr());
     assert_rolled(&p, 4, "t3.small");
-    let again = p.heet(&["up", "--env", "staging", "--yes", "--output", "json"]);
-    assert_eq!(again.json()["aws_calls"]["mutating"], 0);
-    p.heet(&["down", "--env", "staging", "--yes"]).ok();
-    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    p.assert_converged_then_down("staging");
 }
 
 #[test]
@@ -437,19 +426,7 @@ fn a_rollout_moves_each_elastic_ip_and_its_name_to_the_successor() {
             i.tags["heet:index"].parse::<u32>().unwrap(),
             p.name
         );
-        assert_eq!(
-            cnames[&name],
-            format!("ec2-{}.compute-1.amazonaws.com", ip.replace('.', "-")),
-            "{name}"
-        );
+        assert_eq!(cnames[&name], tests::public_dns(&ip), "{name}");
     }
-    let again = p.heet(&["up", "--env", "staging", "--yes", "--output", "json"]);
-    assert_eq!(
-        again.json()["aws_calls"]["mutating"],
-        0,
-        "{}",
-        again.stderr()
-    );
-    p.heet(&["down", "--env", "staging", "--yes"]).ok();
-    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    p.assert_converged_then_down("staging");
 }
