@@ -949,9 +949,13 @@ impl fmt::Display for PluginList {
                 writeln!(f)?;
             }
             let hooks: Vec<String> = p.hooks.iter().map(ToString::to_string).collect();
+            let grant = p
+                .grant
+                .as_ref()
+                .map_or_else(|| "ungranted".to_owned(), |g| format!("grant: {g}"));
             write!(
                 f,
-                "{}\t{}\tsha256:{}\thooks: {}\twit: heet:plugin@{}\t{}",
+                "{}\t{}\tsha256:{}\thooks: {}\twit: heet:plugin@{}\t{}\t{grant}",
                 p.name,
                 p.file.display(),
                 p.sha256,

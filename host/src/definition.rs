@@ -1,7 +1,7 @@
 //! The `heet.toml` model: parsing, defaults, and validation whose errors point at
 //! `file:line:col`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::namespace::check_name;
-use crate::plugins::Limits;
+use crate::plugins::grants::{self, Grant};
+use crate::plugins::{Hook, Limits};
 use crate::validate;
 
 /// A definition error. Always exit code 2.
@@ -98,6 +99,10 @@ pub struct PluginSettings {
     pub limits: Limits,
     /// Per-plugin config as JSON, with where it was written.
     pub config: BTreeMap<String, (String, Location)>,
+    /// Per-plugin grants (`[plugins.grants.NAME]`).
+    pub grants: BTreeMap<String, Grant>,
+    /// Where `require_grants = true` is written, when it is: every plugin needs a grant.
+    pub require_grants: Option<Location>,
 }
 
 /// `[aws]`.
@@ -274,6 +279,18 @@ struct RawPlugins {
     limits: RawLimits,
     #[serde(default)]
     config: BTreeMap<Spanned<String>, Spanned<toml::Table>>,
+    #[serde(default)]
+    grants: BTreeMap<Spanned<String>, Spanned<RawGrant>>,
+    require_grants: Option<Spanned<bool>>,
+}
+
+/// `[plugins.grants.NAME]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    hooks: Vec<Spanned<String>>,
+    roles: Option<Vec<Spanned<String>>>,
+    envs: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -414,7 +431,8 @@ impl Cx<'_> {
         self.error(Some(spanned.span().start), message)
     }
 
-    fn build(&self, raw: RawDefinition) -> Result<Definition, DefinitionError> {
+    fn build(&self, mut raw: RawDefinition) -> Result<Definition, DefinitionError> {
+        let raw_grants = std::mem::take(&mut raw.plugins.grants);
         let name = &raw.project.name;
         check_name("project", name.get_ref()).map_err(|m| self.at(name, m))?;
         if let Some(domain) = &raw.project.domain {
@@ -422,7 +440,7 @@ impl Cx<'_> {
         }
 
         let base = self.file.parent().unwrap_or(Path::new("."));
-        let plugins = self.plugins(raw.plugins, base)?;
+        let mut plugins = self.plugins(raw.plugins, base)?;
 
         let mut roles = Vec::new();
         for (role_name, role) in &raw.roles {
@@ -518,6 +536,7 @@ impl Cx<'_> {
             }
         }
 
+        plugins.grants = self.grants(raw_grants, &roles, &environments)?;
         Ok(Definition {
             file: self.file.to_owned(),
             project: raw.project.name.into_inner(),
@@ -691,7 +710,74 @@ impl Cx<'_> {
             order,
             limits,
             config,
+            grants: BTreeMap::new(),
+            require_grants: raw
+                .require_grants
+                .filter(|r| *r.get_ref())
+                .map(|r| self.location(r.span().start)),
         })
+    }
+
+    /// `[plugins.grants.*]`, checked against the hooks there are and the definition's roles
+    /// and environments. Whether each names a plugin in the folder is `plugins::discover`'s.
+    fn grants(
+        &self,
+        raw: BTreeMap<Spanned<String>, Spanned<RawGrant>>,
+        roles: &[Role],
+        environments: &BTreeMap<String, Environment>,
+    ) -> Result<BTreeMap<String, Grant>, DefinitionError> {
+        let mut grants = BTreeMap::new();
+        for (name, grant) in raw {
+            let (name, at) = (name.get_ref().clone(), self.location(name.span().start));
+            let grant = grant.into_inner();
+            let mut hooks = BTreeSet::new();
+            for h in &grant.hooks {
+                let hook = grants::hook_named(h.get_ref()).ok_or_else(|| {
+                    let known: Vec<&str> = Hook::ALL.iter().map(|h| h.interface()).collect();
+                    self.at(
+                        h,
+                        format!(
+                            "plugins.grants.{name}.hooks: {:?} is not a hook; they are {}",
+                            h.get_ref(),
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+                hooks.insert(hook);
+            }
+            let names = |list: Option<Vec<Spanned<String>>>,
+                         what: &str,
+                         known: &dyn Fn(&str) -> bool|
+             -> Result<Option<BTreeSet<String>>, DefinitionError> {
+                let Some(list) = list else { return Ok(None) };
+                let mut set = BTreeSet::new();
+                for item in list {
+                    if !known(item.get_ref()) {
+                        return Err(self.at(
+                            &item,
+                            format!(
+                                "plugins.grants.{name}.{what}s: there is no {what} {:?}",
+                                item.get_ref()
+                            ),
+                        ));
+                    }
+                    set.insert(item.into_inner());
+                }
+                Ok(Some(set))
+            };
+            let roles = names(grant.roles, "role", &|r| roles.iter().any(|x| x.name == r))?;
+            let envs = names(grant.envs, "env", &|e| environments.contains_key(e))?;
+            grants.insert(
+                name,
+                Grant {
+                    hooks,
+                    roles,
+                    envs,
+                    at,
+                },
+            );
+        }
+        Ok(grants)
     }
 
     fn key_pair(&self, k: &Spanned<toml::Value>) -> Result<KeyPair, DefinitionError> {

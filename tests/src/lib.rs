@@ -70,7 +70,7 @@ fn newest_source(dirs: &[PathBuf]) -> Option<std::time::SystemTime> {
 }
 
 /// Every reference plugin and test fixture, by crate name.
-pub const PLUGINS: [&str; 10] = [
+pub const PLUGINS: [&str; 11] = [
     "naming",
     "guard",
     "sizing",
@@ -81,6 +81,7 @@ pub const PLUGINS: [&str; 10] = [
     "chain",
     "liar",
     "loud",
+    "sneaky",
 ];
 
 /// The plugins and fixtures, built from source with `heet plugins build` once per process.

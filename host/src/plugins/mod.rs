@@ -8,6 +8,7 @@
 
 pub mod build;
 mod cache;
+pub mod grants;
 pub mod lock;
 mod runtime;
 pub mod scaffold;
@@ -189,16 +190,66 @@ pub fn discover(def: &Definition) -> Result<Vec<PluginFile>, DefinitionError> {
             ));
         }
     }
+    for (name, grant) in &def.plugins.grants {
+        if !names.contains(name.as_str()) {
+            return Err(def.error_at(
+                grant.at,
+                format!(
+                    "plugins.grants.{name}: no plugin {name:?} in {}",
+                    dir.display()
+                ),
+            ));
+        }
+    }
     Ok(ordered)
+}
+
+/// The grant `plugin` loads under, checked against what it exports: `None` when it has none
+/// and none is required. A hook exported but not granted, or a missing grant where
+/// `require_grants` is set, refuses the plugin (a definition error at the grant).
+pub fn granted<'d>(
+    def: &'d Definition,
+    plugin: &str,
+    exports: &[Hook],
+) -> Result<Option<&'d grants::Grant>, DefinitionError> {
+    let exported = || {
+        let names: Vec<&str> = exports.iter().map(|h| h.interface()).collect();
+        names.join(", ")
+    };
+    let Some(grant) = def.plugins.grants.get(plugin) else {
+        return match def.plugins.require_grants {
+            Some(at) => Err(def.error_at(
+                at,
+                format!(
+                    "plugins.require_grants: plugin {plugin} has no grant; add [plugins.grants.{plugin}] with the hooks it may answer (it exports {})",
+                    exported()
+                ),
+            )),
+            None => Ok(None),
+        };
+    };
+    let refused = grant.refused(exports);
+    if !refused.is_empty() {
+        let names: Vec<&str> = refused.iter().map(|h| h.interface()).collect();
+        return Err(def.error_at(
+            grant.at,
+            format!(
+                "plugins.grants.{plugin}: plugin {plugin} exports {}, which its grant (hooks = {}) does not allow; it was not loaded",
+                names.join(", "),
+                grant.hooks_written()
+            ),
+        ));
+    }
+    Ok(Some(grant))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The loaded plugins of one run, in chain order.
+/// The loaded plugins of one run, in chain order, each with its grant.
 pub struct PluginSet {
-    plugins: Vec<runtime::Plugin>,
+    plugins: Vec<(runtime::Plugin, Option<grants::Grant>)>,
 }
 
 impl PluginSet {
@@ -212,7 +263,10 @@ impl PluginSet {
         for file in files {
             let config = def.plugins.config.get(&file.name);
             let pinned = lock.pinned(&file.name).unwrap_or_default();
-            let mut plugin = runtime.instantiate(&file, def.plugins.limits, pinned)?;
+            let prepared = runtime.prepare(&file, pinned)?;
+            // Before it is instantiated: a plugin refused runs no code at all.
+            let grant = granted(def, &file.name, &prepared.exports())?.cloned();
+            let mut plugin = prepared.instantiate(def.plugins.limits)?;
             let json = config.map_or("{}", |(json, _)| json.as_str());
             if let Err(errors) = plugin.configure(json)? {
                 let message = format!(
@@ -231,7 +285,7 @@ impl PluginSet {
                 }
                 .into());
             }
-            plugins.push(plugin);
+            plugins.push((plugin, grant));
         }
         Ok(PluginSet { plugins })
     }
@@ -240,16 +294,20 @@ impl PluginSet {
         self.plugins.is_empty()
     }
 
-    /// Passes `current` through every plugin that exports `hook`; each answer is checked by
-    /// `check` before the next plugin sees it.
+    /// Passes `current` through every plugin that exports `hook` and whose grant covers
+    /// `role` in `env`; each answer is checked by `check` before the next plugin sees it.
     fn chain<T>(
         &mut self,
         hook: Hook,
+        (role, env): (&str, &str),
         mut current: T,
         call: impl Fn(&mut runtime::Plugin, &T) -> Option<Result<Option<T>, PluginError>>,
         check: impl Fn(&T) -> Result<(), String>,
     ) -> Result<T, PluginError> {
-        for plugin in &mut self.plugins {
+        for (plugin, grant) in &mut self.plugins {
+            if grant.as_ref().is_some_and(|g| !g.covers(role, env)) {
+                continue;
+            }
             let Some(answer) = call(plugin, &current) else {
                 continue;
             };
@@ -270,6 +328,7 @@ impl Hooks for PluginSet {
     fn size(&mut self, ctx: &RoleContext, current: RoleSize) -> Result<RoleSize, PluginError> {
         self.chain(
             Hook::Sizing,
+            (&ctx.role, &ctx.env),
             current,
             |p, cur| p.size(ctx, cur),
             |size| {
@@ -294,6 +353,7 @@ impl Hooks for PluginSet {
     fn name(&mut self, ctx: &InstanceContext, current: String) -> Result<String, PluginError> {
         self.chain(
             Hook::Naming,
+            (&ctx.role, &ctx.env),
             current,
             |p, cur| p.name(ctx, cur),
             |name| {
@@ -308,6 +368,7 @@ impl Hooks for PluginSet {
     fn tags(&mut self, ctx: &InstanceContext, current: Vec<Tag>) -> Result<Vec<Tag>, PluginError> {
         self.chain(
             Hook::Tags,
+            (&ctx.role, &ctx.env),
             current,
             |p, cur| p.tags(ctx, cur),
             |tags| {
@@ -340,6 +401,7 @@ impl Hooks for PluginSet {
     ) -> Result<Vec<String>, PluginError> {
         self.chain(
             Hook::Cnames,
+            (&ctx.role, &ctx.env),
             current,
             |p, cur| p.cnames(ctx, cur),
             |names| {
@@ -367,6 +429,7 @@ impl Hooks for PluginSet {
     fn user_data(&mut self, ctx: &InstanceContext, current: String) -> Result<String, PluginError> {
         self.chain(
             Hook::UserData,
+            (&ctx.role, &ctx.env),
             current,
             |p, cur| p.user_data(ctx, cur),
             |data| validate::check_user_data(data),
@@ -375,12 +438,40 @@ impl Hooks for PluginSet {
 
     fn guard(&mut self, state: &DesiredState) -> Result<Vec<(String, Violation)>, PluginError> {
         let mut all = Vec::new();
-        for plugin in &mut self.plugins {
-            if let Some(found) = plugin.validate(state) {
+        for (plugin, grant) in &mut self.plugins {
+            let found = match grant {
+                None => plugin.validate(state),
+                Some(g) if !g.in_env(&state.env) => None,
+                Some(g) => plugin.validate(&scoped(state, g)),
+            };
+            if let Some(found) = found {
                 all.extend(found?.into_iter().map(|v| (plugin.name.clone(), v)));
             }
         }
         Ok(all)
+    }
+}
+
+/// What a guard limited to some roles sees of `state`: only those roles' instances, and the
+/// rules of their groups.
+fn scoped(state: &DesiredState, grant: &grants::Grant) -> DesiredState {
+    let Some(roles) = &grant.roles else {
+        return state.clone();
+    };
+    DesiredState {
+        instances: state
+            .instances
+            .iter()
+            .filter(|i| roles.contains(&i.role))
+            .cloned()
+            .collect(),
+        firewall: state
+            .firewall
+            .iter()
+            .filter(|r| roles.contains(&r.role))
+            .cloned()
+            .collect(),
+        ..state.clone()
     }
 }
 
@@ -395,6 +486,34 @@ pub struct PluginInfo {
     pub wit: Vec<String>,
     /// Whether heet.lock pins these bytes.
     pub lock: LockState,
+    /// Its grant, when it has one.
+    pub grant: Option<GrantInfo>,
+}
+
+/// A plugin's grant as `heet plugins list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GrantInfo {
+    pub hooks: Vec<Hook>,
+    /// `null`: every role.
+    pub roles: Option<Vec<String>>,
+    /// `null`: every environment.
+    pub envs: Option<Vec<String>>,
+    /// Hooks the plugin exports that the grant does not allow: it would be refused at load.
+    pub refused: Vec<Hook>,
+}
+
+impl std::fmt::Display for GrantInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hooks: Vec<&str> = self.hooks.iter().map(|h| h.interface()).collect();
+        write!(f, "{}", hooks.join(","))?;
+        let all = |v: &Option<Vec<String>>| v.as_ref().map_or("*".to_owned(), |v| v.join(","));
+        write!(f, " roles={} envs={}", all(&self.roles), all(&self.envs))?;
+        if !self.refused.is_empty() {
+            let refused: Vec<&str> = self.refused.iter().map(|h| h.interface()).collect();
+            write!(f, " (refused: exports {})", refused.join(","))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -423,6 +542,12 @@ pub fn inspect(runtime: &Runtime, def: &Definition) -> anyhow::Result<Vec<Plugin
         .iter()
         .map(|file| {
             let mut info = runtime.inspect(file)?;
+            info.grant = def.plugins.grants.get(&file.name).map(|g| GrantInfo {
+                hooks: g.hooks.iter().copied().collect(),
+                roles: g.roles.as_ref().map(|r| r.iter().cloned().collect()),
+                envs: g.envs.as_ref().map(|e| e.iter().cloned().collect()),
+                refused: g.refused(&info.hooks),
+            });
             info.lock = match lock.pinned(&file.name) {
                 None => LockState::Unlocked,
                 Some(sha) if sha == info.sha256 => LockState::Locked,

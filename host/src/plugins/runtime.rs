@@ -157,12 +157,10 @@ impl Runtime {
             name: file.name.clone(),
             file: file.path.clone(),
             sha256,
-            hooks: Hook::ALL
-                .into_iter()
-                .filter(|h| exports_hook(&pre, *h))
-                .collect(),
+            hooks: exports(&pre),
             wit: self.wit_versions(&component),
             lock: super::LockState::Unlocked,
+            grant: None,
         })
     }
 
@@ -224,6 +222,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The hooks the plugin exports, known before it is instantiated.
+    pub fn exports(&self) -> Vec<Hook> {
+        exports(&self.pre)
+    }
+
     /// A fresh instance in a store of its own, under `limits`.
     pub fn instantiate(&self, limits: Limits) -> anyhow::Result<Plugin> {
         let (file, pre) = (&self.file, &self.pre);
@@ -265,6 +268,13 @@ fn compatible(version: &str) -> bool {
         Some(if major == 0 { (0, minor) } else { (major, 0) })
     };
     key(version).is_some() && key(version) == key(WIT_VERSION)
+}
+
+fn exports(pre: &InstancePre<HostState>) -> Vec<Hook> {
+    Hook::ALL
+        .into_iter()
+        .filter(|h| exports_hook(pre, *h))
+        .collect()
 }
 
 fn exports_hook(pre: &InstancePre<HostState>, hook: Hook) -> bool {
