@@ -196,6 +196,46 @@ pub enum PluginsCommand {
     List,
     /// Pin every plugin of the plugin folder in heet.lock, after reviewing them
     Lock,
+    /// Add a plugin from an OCI registry: pulled, checked against its digest and the trust
+    /// policy, written into the plugin folder and pinned in heet.lock
+    Add {
+        /// oci://REGISTRY/NAMESPACE/NAME:TAG
+        source: String,
+        /// Its name in the plugin folder [default: the repository's last part]
+        #[arg(long = "as", value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Re-resolve the tags of plugins added from a registry; shows what changes before it writes
+    Update {
+        /// Only this plugin
+        name: Option<String>,
+        /// Write without asking (needed when stdin is not a terminal)
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete a plugin from the plugin folder and heet.lock
+    Remove { name: String },
+    /// Push a component to an OCI registry in the Wasm OCI layout, signed with a minisign key
+    Publish {
+        /// The component (.wasm)
+        file: PathBuf,
+        /// oci://REGISTRY/NAMESPACE/NAME:TAG
+        target: String,
+        /// The secret key (BASE.key from `heet plugins keygen`)
+        #[arg(long)]
+        key: PathBuf,
+        /// Read the key's password from stdin
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Make a minisign key pair for signing plugins: BASE.key (secret, 0600) and BASE.pub
+    Keygen {
+        #[arg(long, value_name = "BASE")]
+        out: PathBuf,
+        /// Protect the secret key with a password read from stdin
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Create a plugin crate (a policy plugin to start from) that builds and passes its tests
     New {
         /// Crate and plugin name, e.g. `no-big-boxes`
@@ -204,9 +244,10 @@ pub enum PluginsCommand {
         #[arg(long)]
         path: Option<PathBuf>,
     },
-    /// Build plugin crates of a cargo workspace into components
+    /// Build plugins into components: the plugin crates of a cargo workspace, or the
+    /// JavaScript or Python plugin of a folder with a heet-plugin.toml
     Build {
-        /// Cargo.toml of the workspace holding the plugin crates
+        /// Cargo.toml of the workspace holding the plugin crates, or a plugin's heet-plugin.toml
         #[arg(long)]
         manifest_path: Option<PathBuf>,
         /// Folder for the built components [default: <target dir>/heet-plugins]

@@ -908,7 +908,7 @@ fn deleted_records(plan: &Plan) -> Vec<String> {
 
 /// Asks on the terminal; refuses outright without one. `type_back` makes the user type that
 /// word (a protected environment's name) instead of `y`.
-fn confirm(what: &str, type_back: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn confirm(what: &str, type_back: Option<&str>) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
         return Err(UsageError(format!(
             "{what}: refusing without --yes, as stdin is not a terminal"
@@ -1034,7 +1034,8 @@ pub fn plugins_lock(global: &Global) -> anyhow::Result<Outcome> {
     let runtime = Runtime::new()?;
     let infos = plugins::inspect(&runtime, &def)?;
     let old = plugins::lock::Lock::load(&def)?;
-    let new = plugins::lock::Lock::of(infos.iter().map(|i| (i.name.clone(), i.sha256.clone())));
+    let new = plugins::lock::Lock::of(infos.iter().map(|i| (i.name.clone(), i.sha256.clone())))
+        .with_provenance_of(&old);
     let mut changes: Vec<LockChange> = infos
         .iter()
         .map(|i| LockChange {
@@ -1071,12 +1072,82 @@ pub fn plugins_lock(global: &Global) -> anyhow::Result<Outcome> {
 }
 
 /// Replaces `file` whole or not at all: a crash never leaves half a lock.
-fn write_atomically(file: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(file: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = file.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, contents)?;
     tmp.persist(file).map_err(|e| e.error)?;
     Ok(())
+}
+
+fn source(s: &str) -> anyhow::Result<plugins::registry::Source> {
+    s.parse().map_err(|e: String| UsageError(e).into())
+}
+
+/// A password from the first line of stdin, for `--password-stdin`.
+fn password_from_stdin(wanted: bool) -> anyhow::Result<Option<String>> {
+    if !wanted {
+        return Ok(None);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(UsageError("--password-stdin: stdin held no password".into()).into());
+    }
+    Ok(Some(password))
+}
+
+pub async fn plugins_add(
+    global: &Global,
+    from: &str,
+    name: Option<&str>,
+) -> anyhow::Result<Outcome> {
+    let def = Definition::load(&global.file)?;
+    let report = plugins::share::add(&def, &Runtime::new()?, &source(from)?, name).await?;
+    emit(global, &report)?;
+    Ok(Outcome::Done)
+}
+
+pub async fn plugins_update(
+    global: &Global,
+    name: Option<&str>,
+    yes: bool,
+) -> anyhow::Result<Outcome> {
+    let def = Definition::load(&global.file)?;
+    let report = plugins::share::update(&def, &Runtime::new()?, name, yes).await?;
+    emit(global, &report)?;
+    Ok(Outcome::Done)
+}
+
+pub fn plugins_remove(global: &Global, name: &str) -> anyhow::Result<Outcome> {
+    let def = Definition::load(&global.file)?;
+    emit(global, &plugins::share::remove(&def, name)?)?;
+    Ok(Outcome::Done)
+}
+
+pub async fn plugins_publish(
+    global: &Global,
+    file: &Path,
+    target: &str,
+    key: &Path,
+    password_stdin: bool,
+) -> anyhow::Result<Outcome> {
+    let target = source(target)?;
+    let password = password_from_stdin(password_stdin)?;
+    let report = plugins::share::publish(&Runtime::new()?, file, &target, key, password).await?;
+    emit(global, &report)?;
+    Ok(Outcome::Done)
+}
+
+pub fn plugins_keygen(
+    global: &Global,
+    out: &Path,
+    password_stdin: bool,
+) -> anyhow::Result<Outcome> {
+    let password = password_from_stdin(password_stdin)?;
+    emit(global, &plugins::share::keygen(out, password)?)?;
+    Ok(Outcome::Done)
 }
 
 /// What `heet plugins new` wrote.

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use crate::namespace::check_name;
 use crate::plugins::grants::{self, Grant};
+use crate::plugins::signing;
 use crate::plugins::{Hook, Limits};
 use crate::validate;
 
@@ -103,6 +104,8 @@ pub struct PluginSettings {
     pub grants: BTreeMap<String, Grant>,
     /// Where `require_grants = true` is written, when it is: every plugin needs a grant.
     pub require_grants: Option<Location>,
+    /// `[plugins.trust]`: when set, every plugin needs a signature from one of its keys.
+    pub trust: Option<signing::Policy>,
 }
 
 /// `[aws]`.
@@ -282,6 +285,23 @@ struct RawPlugins {
     #[serde(default)]
     grants: BTreeMap<Spanned<String>, Spanned<RawGrant>>,
     require_grants: Option<Spanned<bool>>,
+    trust: Option<Spanned<RawTrust>>,
+}
+
+/// `[plugins.trust]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    keys: Vec<Spanned<RawTrustKey>>,
+}
+
+/// One `[[plugins.trust.keys]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrustKey {
+    public_key: Option<Spanned<String>>,
+    public_key_file: Option<Spanned<String>>,
+    scope: Spanned<String>,
 }
 
 /// `[plugins.grants.NAME]`.
@@ -715,7 +735,69 @@ impl Cx<'_> {
                 .require_grants
                 .filter(|r| *r.get_ref())
                 .map(|r| self.location(r.span().start)),
+            trust: raw.trust.map(|t| self.trust(t, base)).transpose()?,
         })
+    }
+
+    /// `[plugins.trust]`: each key read and checked where it is written.
+    fn trust(
+        &self,
+        raw: Spanned<RawTrust>,
+        base: &Path,
+    ) -> Result<signing::Policy, DefinitionError> {
+        let at = raw.span().start;
+        let raw = raw.into_inner();
+        if raw.keys.is_empty() {
+            return Err(self.error(
+                Some(at),
+                "plugins.trust.keys is empty: a trust policy without keys would refuse every plugin; name a key or drop [plugins.trust]",
+            ));
+        }
+        let mut keys = Vec::new();
+        for k in raw.keys {
+            let k_at = self.location(k.span().start);
+            let k = k.into_inner();
+            let key = match (&k.public_key, &k.public_key_file) {
+                (Some(line), None) => signing::public_key(line.get_ref())
+                    .map_err(|e| self.at(line, format!("plugins.trust.keys.public_key: {e}")))?,
+                (None, Some(file)) => {
+                    let path = base.join(file.get_ref());
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        self.at(
+                            file,
+                            format!(
+                                "plugins.trust.keys.public_key_file: cannot read {}: {e}",
+                                path.display()
+                            ),
+                        )
+                    })?;
+                    signing::public_key(&text).map_err(|e| {
+                        self.at(
+                            file,
+                            format!(
+                                "plugins.trust.keys.public_key_file: {}: {e}",
+                                path.display()
+                            ),
+                        )
+                    })?
+                }
+                _ => {
+                    return Err(self.error(
+                        Some(k.scope.span().start),
+                        "plugins.trust.keys: give a key either as public_key (the line minisign prints) or as public_key_file, not both or neither",
+                    ));
+                }
+            };
+            let scope = signing::Scope::parse(k.scope.get_ref())
+                .map_err(|e| self.at(&k.scope, format!("plugins.trust.keys.scope: {e}")))?;
+            keys.push(signing::TrustedKey {
+                id: signing::key_id(key.keynum()),
+                key,
+                scope,
+                at: k_at,
+            });
+        }
+        Ok(signing::Policy { keys })
     }
 
     /// `[plugins.grants.*]`, checked against the hooks there are and the definition's roles

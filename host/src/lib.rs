@@ -46,6 +46,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.is::<definition::DefinitionError>()
             || cause.is::<commands::UsageError>()
             || cause.is::<plugins::lock::LockError>()
+            || cause.is::<plugins::lock::TrustError>()
             || cause.is::<cloud::SetupError>()
         {
             return exit::USAGE;
@@ -136,6 +137,29 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Plugins(PluginsCommand::List) => commands::plugins_list(global),
         Command::Plugins(PluginsCommand::Lock) => commands::plugins_lock(global),
+        Command::Plugins(PluginsCommand::Add { source, name }) => {
+            runtime()?.block_on(commands::plugins_add(global, source, name.as_deref()))
+        }
+        Command::Plugins(PluginsCommand::Update { name, yes }) => {
+            runtime()?.block_on(commands::plugins_update(global, name.as_deref(), *yes))
+        }
+        Command::Plugins(PluginsCommand::Remove { name }) => commands::plugins_remove(global, name),
+        Command::Plugins(PluginsCommand::Publish {
+            file,
+            target,
+            key,
+            password_stdin,
+        }) => runtime()?.block_on(commands::plugins_publish(
+            global,
+            file,
+            target,
+            key,
+            *password_stdin,
+        )),
+        Command::Plugins(PluginsCommand::Keygen {
+            out,
+            password_stdin,
+        }) => commands::plugins_keygen(global, out, *password_stdin),
         Command::Plugins(PluginsCommand::New { name, path }) => {
             commands::plugins_new(global, name, path.as_deref())
         }

@@ -108,6 +108,39 @@ pub fn plugin_dir() -> &'static Path {
     })
 }
 
+/// The reference plugins written in other languages, by folder under `plugins/`: built from
+/// source with `heet plugins build` (jco, componentize-py) into [`plugin_dir`] once per
+/// process, on first use.
+pub const OTHER_LANGUAGES: [&str; 2] = ["guard-js", "naming-py"];
+
+/// The folder holding the built plugins and the other languages' reference plugins.
+pub fn all_plugins_dir() -> &'static Path {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let dir = plugin_dir();
+    BUILT.get_or_init(|| {
+        for folder in OTHER_LANGUAGES {
+            let output = Command::new(heet_bin())
+                .args(["plugins", "build", "--manifest-path"])
+                .arg(
+                    repo_root()
+                        .join("plugins")
+                        .join(folder)
+                        .join("heet-plugin.toml"),
+                )
+                .arg("--out")
+                .arg(dir)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "heet plugins build of {folder} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    });
+    dir
+}
+
 /// A ledger page's entries, decoded as docs/cli.md describes pages: `z:` and the base64 of
 /// the deflated JSON object (or, as heet wrote them before, the JSON itself).
 pub fn ledger_page(value: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
@@ -1023,8 +1056,13 @@ impl Project {
     pub fn add_plugin(&self, built: &str, name: &str) {
         let folder = self.dir.path().join("plugins");
         std::fs::create_dir_all(&folder).unwrap();
+        let dir = if OTHER_LANGUAGES.contains(&built) {
+            all_plugins_dir()
+        } else {
+            plugin_dir()
+        };
         std::fs::copy(
-            plugin_dir().join(format!("{built}.wasm")),
+            dir.join(format!("{built}.wasm")),
             folder.join(format!("{name}.wasm")),
         )
         .unwrap();
@@ -1224,4 +1262,187 @@ pub fn component_from_wit(wit: &str, world: &str) -> Vec<u8> {
         .validate(true)
         .encode()
         .unwrap()
+}
+
+/// Debian's `docker-registry` (CNCF distribution), which `cargo xtask setup` installs:
+/// `HEET_DOCKER_REGISTRY`, else the one on the PATH.
+pub fn docker_registry_command() -> PathBuf {
+    std::env::var_os("HEET_DOCKER_REGISTRY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "docker-registry".into())
+}
+
+/// A loopback OCI registry of its own, with its storage in a temporary folder, configured
+/// here (not by the package's /etc config, which turns on htpasswd auth). It stops when
+/// dropped or when this process exits.
+pub struct OciRegistry {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    root: tempfile::TempDir,
+    _child: Child,
+}
+
+impl OciRegistry {
+    pub fn start() -> OciRegistry {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let root = tempfile::tempdir().unwrap();
+        let config = root.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                root.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" serve "$1" >/dev/null 2>&1 & m=$!; read _; kill $m"#)
+            .arg(docker_registry_command())
+            .arg(&config)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("cannot start docker-registry: run `cargo xtask setup`");
+        let addr = format!("127.0.0.1:{port}");
+        let start = Instant::now();
+        while ureq::get(format!("http://{addr}/v2/")).call().is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "docker-registry did not answer on {addr} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        OciRegistry {
+            addr,
+            root,
+            _child: child,
+        }
+    }
+
+    /// `oci://ADDR/REPOSITORY:TAG`.
+    pub fn source(&self, repository: &str, tag: &str) -> String {
+        format!("oci://{}/{repository}:{tag}", self.addr)
+    }
+
+    /// The manifest digest `tag` points at, or `None`.
+    pub fn manifest_digest(&self, repository: &str, tag: &str) -> Option<String> {
+        let response = ureq::head(format!(
+            "http://{}/v2/{repository}/manifests/{tag}",
+            self.addr
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .call()
+        .ok()?;
+        response
+            .headers()
+            .get("Docker-Content-Digest")
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    /// Deletes the manifest `tag` points at (and so the tag).
+    pub fn delete_tag(&self, repository: &str, tag: &str) {
+        let digest = self.manifest_digest(repository, tag).expect("tag exists");
+        ureq::delete(format!(
+            "http://{}/v2/{repository}/manifests/{digest}",
+            self.addr
+        ))
+        .call()
+        .expect("registry deletes the manifest");
+    }
+
+    /// The text of the signature stored beside `manifest`, read with the registry's API.
+    pub fn signature(&self, repository: &str, manifest: &str) -> String {
+        let tag = format!("{}.sig", manifest.replacen(':', "-", 1));
+        let layer = self.layer_digest(repository, &tag);
+        let mut blob = ureq::get(format!(
+            "http://{}/v2/{repository}/blobs/{layer}",
+            self.addr
+        ))
+        .call()
+        .expect("signature blob");
+        blob.body_mut().read_to_string().unwrap()
+    }
+
+    /// Stores `text` as the signature of the artifact `manifest`, pushed with the registry's
+    /// own API (a monolithic blob upload and a manifest), not by heet.
+    pub fn put_signature(&self, repository: &str, manifest: &str, text: &str) {
+        let config = self.put_blob(repository, b"{}");
+        let layer = self.put_blob(repository, text.as_bytes());
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+            "layers": [{
+                "mediaType": "application/vnd.heet.plugin.signature.v1+minisign",
+                "digest": layer,
+                "size": text.len(),
+            }],
+        });
+        let tag = format!("{}.sig", manifest.replacen(':', "-", 1));
+        ureq::put(format!(
+            "http://{}/v2/{repository}/manifests/{tag}",
+            self.addr
+        ))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .send(serde_json::to_vec(&body).unwrap())
+        .expect("registry takes the signature manifest");
+    }
+
+    fn put_blob(&self, repository: &str, bytes: &[u8]) -> String {
+        let digest = format!("sha256:{}", sha256_hex(bytes));
+        let started = ureq::post(format!(
+            "http://{}/v2/{repository}/blobs/uploads/",
+            self.addr
+        ))
+        .send_empty()
+        .expect("upload starts");
+        let location = started
+            .headers()
+            .get("Location")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let url = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{}{location}", self.addr)
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        ureq::put(format!("{url}{sep}digest={digest}"))
+            .header("Content-Type", "application/octet-stream")
+            .send(bytes)
+            .expect("blob upload");
+        digest
+    }
+
+    /// Where the registry keeps the blob `digest` on disk: overwriting it serves other
+    /// bytes under the same digest, as a corrupt or malicious registry would.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.root
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// The layer digest of the artifact `tag` points at.
+    pub fn layer_digest(&self, repository: &str, tag: &str) -> String {
+        let mut response = ureq::get(format!(
+            "http://{}/v2/{repository}/manifests/{tag}",
+            self.addr
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .call()
+        .expect("manifest");
+        let body = response.body_mut().read_to_string().unwrap();
+        let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+        m["layers"][0]["digest"].as_str().unwrap().to_owned()
+    }
 }

@@ -1,7 +1,9 @@
 //! Project automation: `cargo xtask setup | demo [EXAMPLE] | test`.
 //!
-//! Everything a fresh machine needs is installed here, by the project itself: the wasm target
-//! and moto's server in a venv under ~/.cache/heet. Nothing relies on a hand-installed tool.
+//! Everything a fresh machine needs is installed here, by the project itself: the wasm target,
+//! moto's server in a venv under ~/.cache/heet, the JavaScript and Python component toolchains
+//! (npm's jco, PyPI's componentize-py) beside it, and Debian's docker-registry (the loopback
+//! OCI registry of the plugin-sharing tests). Nothing relies on a hand-installed tool.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +14,9 @@ mod bench;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const MOTO_SPEC: &str = "moto[server]>=5.1,<6";
+/// The component toolchains of JavaScript and Python plugins (docs/plugins.md).
+const JCO_SPEC: &str = "@bytecodealliance/jco@1.35.0";
+const COMPONENTIZE_PY_SPEC: &str = "componentize-py==0.25.1";
 
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -22,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup  install the wasm target and moto's server (venv in ~/.cache/heet)\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp,\n                 customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace\n  bench [N...]  heet vs Terraform, Ansible and boto3 on moto (N instances, default 10 100 300),\n                 into BENCHMARKS.md\n  bench kinds   heet's up, no-op up and down of a network and IAM estate under the AWS model"
+                "usage: cargo xtask <task>\n\n  setup  install the wasm target, moto's server, jco and componentize-py (under ~/.cache/heet)\n         and docker-registry\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp,\n                 customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace\n  bench [N...]  heet vs Terraform, Ansible and boto3 on moto (N instances, default 10 100 300),\n                 into BENCHMARKS.md\n  bench kinds   heet's up, no-op up and down of a network and IAM estate under the AWS model"
             );
             if task.is_empty() {
                 Ok(())
@@ -76,6 +81,45 @@ fn setup() -> anyhow::Result<PathBuf> {
         eprintln!("xtask: installing {MOTO_SPEC} into {}", venv.display());
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
         run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", MOTO_SPEC]))?;
+    }
+
+    // Where heet looks for them (plugins/languages.rs): ~/.cache/heet/{jco,py-venv}.
+    let cache = venv.parent().unwrap().to_owned();
+    let jco = cache.join("jco");
+    if !jco.join("node_modules/.bin/jco").is_file() {
+        eprintln!("xtask: installing {JCO_SPEC} into {}", jco.display());
+        std::fs::create_dir_all(&jco)?;
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(&jco)
+            .arg(JCO_SPEC))?;
+    }
+    let py = cache.join("py-venv");
+    if !py.join("bin/componentize-py").is_file() {
+        eprintln!(
+            "xtask: installing {COMPONENTIZE_PY_SPEC} into {}",
+            py.display()
+        );
+        run(Command::new("python3").arg("-m").arg("venv").arg(&py))?;
+        run(Command::new(py.join("bin/pip")).args(["install", "--quiet", COMPONENTIZE_PY_SPEC]))?;
+    }
+
+    if Command::new("docker-registry")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("xtask: installing Debian's docker-registry (the plugin tests' OCI registry)");
+        let install = || {
+            let mut apt = Command::new("apt-get");
+            apt.args(["install", "-y", "-qq", "docker-registry"])
+                .env("DEBIAN_FRONTEND", "noninteractive");
+            run(&mut apt)
+        };
+        if install().is_err() {
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            install()?;
+        }
     }
     Ok(server)
 }

@@ -6,6 +6,7 @@
 //! asked for only here, for wasm (`cargo rustc --crate-type cdylib`): a native cdylib would
 //! not even link, as the component export names contain ':'.
 //! `plugin = "fixture"` marks test fixtures, built only when named with `-p`.
+//! A folder with a `heet-plugin.toml` is a JavaScript or Python plugin (`languages`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,6 +36,33 @@ pub struct Built {
 }
 
 pub fn build(req: &BuildRequest) -> anyhow::Result<Vec<Built>> {
+    // A JavaScript or Python plugin's folder: its heet-plugin.toml, named or found here.
+    let folder = match &req.manifest_path {
+        Some(p)
+            if p.file_name()
+                .is_some_and(|n| n == super::languages::MANIFEST) =>
+        {
+            Some(p.parent().unwrap_or(Path::new(".")).to_owned())
+        }
+        Some(_) => None,
+        None => Some(PathBuf::from(".")),
+    };
+    if let Some(dir) = folder
+        && let Some(manifest) = super::languages::Manifest::load(&dir)?
+    {
+        if !req.packages.is_empty() {
+            bail!(
+                "-p names crates of a cargo workspace; {} is a {:?} plugin",
+                dir.display(),
+                manifest.lang
+            );
+        }
+        let out_dir = req
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("target/heet-plugins"));
+        return Ok(vec![super::languages::build(&dir, &manifest, &out_dir)?]);
+    }
     let mut cmd = MetadataCommand::new();
     if let Some(path) = &req.manifest_path {
         cmd.manifest_path(path);

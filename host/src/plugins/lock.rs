@@ -26,10 +26,22 @@ pub struct Lock {
     pub plugins: BTreeMap<String, Entry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
     pub sha256: String,
+    /// Where `heet plugins add` got it: `oci://REGISTRY/NAMESPACE/NAME:TAG`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The manifest digest the tag resolved to when it was added or updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// The minisign key id of its signer, as shown when it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// Its minisign signature, so `plan` checks it against the trust policy offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Plugins that do not match the lock. Exit code 2, like any other input to fix.
@@ -136,9 +148,28 @@ impl Lock {
             version: VERSION,
             plugins: hashes
                 .into_iter()
-                .map(|(name, sha256)| (name, Entry { sha256 }))
+                .map(|(name, sha256)| {
+                    (
+                        name,
+                        Entry {
+                            sha256,
+                            ..Entry::default()
+                        },
+                    )
+                })
                 .collect(),
         }
+    }
+
+    /// This lock, each entry keeping where it came from in `old` while its bytes are the
+    /// ones it came with (a plugin rebuilt in place is no longer the one its source signed).
+    pub fn with_provenance_of(mut self, old: &Lock) -> Lock {
+        for (name, entry) in &mut self.plugins {
+            if let Some(was) = old.plugins.get(name).filter(|w| w.sha256 == entry.sha256) {
+                *entry = was.clone();
+            }
+        }
+        self
     }
 
     pub fn to_toml(&self) -> String {
@@ -196,6 +227,76 @@ pub fn verify(def: &Definition, lock: &Lock, files: &[PluginFile]) -> anyhow::Re
         Err(LockError {
             file: path(def),
             problems,
+        }
+        .into())
+    }
+}
+
+/// Plugins the trust policy refuses. Exit code 2: a plugin to replace or a policy to fix.
+#[derive(Debug, thiserror::Error)]
+pub struct TrustError {
+    pub file: PathBuf,
+    pub refused: Vec<(String, String)>,
+}
+
+impl fmt::Display for TrustError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: plugins.trust refuses {} plugin(s); nothing ran",
+            self.file.display(),
+            self.refused.len()
+        )?;
+        for (plugin, why) in &self.refused {
+            write!(f, "\n  plugin {plugin}: {why}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Under a trust policy, refuses the run unless every plugin in `files` carries, in the
+/// lock, a signature by a trusted key whose scope covers its source and that is over its
+/// bytes, its name and its version. Offline: the signature was stored when it was added.
+pub fn trusted(def: &Definition, lock: &Lock, files: &[PluginFile]) -> anyhow::Result<()> {
+    let Some(policy) = &def.plugins.trust else {
+        return Ok(());
+    };
+    let mut refused = Vec::new();
+    for f in files {
+        let entry = lock.plugins.get(&f.name).cloned().unwrap_or_default();
+        let why = match entry
+            .source
+            .as_deref()
+            .map(str::parse::<super::registry::Source>)
+        {
+            None => Some(
+                "it is not signed: it was not added from a registry (`heet plugins add`)"
+                    .to_owned(),
+            ),
+            Some(Err(e)) => Some(format!("heet.lock's source for it is not valid: {e}")),
+            Some(Ok(source)) => {
+                let bytes = read_plugin(&f.path, &f.name)?;
+                let wanted = super::signing::Signed {
+                    name: source.repository.clone(),
+                    version: source.tag.clone(),
+                    sha256: sha256_hex(&bytes),
+                };
+                policy
+                    .verify(&wanted, &bytes, entry.signature.as_deref())
+                    .err()
+                    .map(|r| format!("{source}: {r}"))
+            }
+        };
+        if let Some(why) = why {
+            refused.push((f.name.clone(), why));
+        }
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(TrustError {
+            file: def.file.clone(),
+            refused,
         }
         .into())
     }

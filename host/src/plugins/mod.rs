@@ -9,9 +9,13 @@
 pub mod build;
 mod cache;
 pub mod grants;
+pub mod languages;
 pub mod lock;
+pub mod registry;
 mod runtime;
 pub mod scaffold;
+pub mod share;
+pub mod signing;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -259,6 +263,7 @@ impl PluginSet {
         let files = discover(def)?;
         let lock = lock::Lock::load(def)?;
         lock::verify(def, &lock, &files)?;
+        lock::trusted(def, &lock, &files)?;
         let mut plugins = Vec::new();
         for file in files {
             let config = def.plugins.config.get(&file.name);

@@ -194,6 +194,24 @@ impl Runtime {
 
     /// Compiles (or takes from the cache), checks and links one plugin, ready to be
     /// instantiated.
+    /// The names of everything the component exports and imports, as its Wasm OCI config
+    /// lists them.
+    pub fn interfaces(&self, file: &PluginFile) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let (component, _) = self.compile(file)?;
+        // Linking it as a plan would refuses a component that imports WASI.
+        self.pre(file, &component)?;
+        let ty = component.component_type();
+        let exports = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        Ok((exports, imports))
+    }
+
     pub fn prepare(&self, file: &PluginFile, pinned: &str) -> anyhow::Result<Prepared> {
         let (component, sha) = self.compile(file)?;
         if sha != pinned {
