@@ -1,5 +1,7 @@
 //! Plugin microbenchmarks (criterion): a warm hook call, instantiating a plugin, loading one
-//! cold (compiling) and from the compiled cache, and 10,000 instances through five plugins.
+//! cold (compiling) and from the compiled cache, and 10,000 instances through five plugins;
+//! the same four for the JavaScript guard and the Python naming plugin (built with jco and
+//! componentize-py when they are installed, as `cargo xtask setup` does).
 //!
 //! `cargo bench -p heet --bench plugins` (the reference plugins are built first, into a
 //! temporary folder); `cargo xtask bench` runs it and puts the figures in BENCHMARKS.md.
@@ -109,6 +111,19 @@ fn file(f: &Fixture, name: &str) -> (PluginFile, String) {
     )
 }
 
+/// The instance every warm naming call is for.
+fn context() -> api::InstanceContext {
+    api::InstanceContext {
+        project: "shop".into(),
+        env: "production".into(),
+        role: "www".into(),
+        index: 7,
+        count: 8,
+        region: "us-east-1".into(),
+        domain: Some("shop.example.com".into()),
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let f = fixture();
     // SAFETY: set before the runtime's epoch thread or any other thread of this process
@@ -141,15 +156,7 @@ fn benches(c: &mut Criterion) {
         .configure(r#"{"pattern":"{env}-{role}-{index:02}"}"#)
         .unwrap()
         .unwrap();
-    let ctx = api::InstanceContext {
-        project: "shop".into(),
-        env: "production".into(),
-        role: "www".into(),
-        index: 7,
-        count: 8,
-        region: "us-east-1".into(),
-        domain: Some("shop.example.com".into()),
-    };
+    let ctx = context();
     group.bench_function("warm hook call (naming)", |b| {
         b.iter(|| {
             let name = plugin.name(black_box(&ctx), "shop-production-www-07");
@@ -171,6 +178,81 @@ fn benches(c: &mut Criterion) {
                 heet::desired::compute(&def, "production", "us-east-1", &mut set).unwrap();
             assert_eq!(desired.instances.len(), ROLES * PER_ROLE);
             desired
+        })
+    });
+    group.finish();
+
+    language(c, &runtime, &f.cache, "guard-js", "guard");
+    language(c, &runtime, &f.cache, "naming-py", "naming");
+}
+
+/// Load cold, load cached, instantiate and one warm call of a plugin in another language.
+fn language(c: &mut Criterion, runtime: &Runtime, cache: &Path, folder: &str, call: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = root.join("plugins").join(folder);
+    let out = tempfile::tempdir().unwrap();
+    let manifest = heet::plugins::languages::Manifest::load(&dir)
+        .unwrap()
+        .expect("a heet-plugin.toml");
+    let built = match heet::plugins::languages::build(&dir, &manifest, out.path()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("skipping {folder}: {e:#}");
+            return;
+        }
+    };
+    let file = PluginFile {
+        name: built.name.clone(),
+        path: built.path.clone(),
+    };
+    let mut group = c.benchmark_group(folder);
+    group.sample_size(10);
+    group.bench_function("load cold (compile)", |b| {
+        b.iter_batched(
+            || {
+                let _ = std::fs::remove_dir_all(cache);
+            },
+            |()| runtime.prepare(&file, &built.sha256).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    runtime.prepare(&file, &built.sha256).unwrap();
+    group.bench_function("load cached", |b| {
+        b.iter(|| runtime.prepare(&file, &built.sha256).unwrap())
+    });
+    let prepared = runtime.prepare(&file, &built.sha256).unwrap();
+    group.bench_function("instantiate", |b| {
+        b.iter(|| prepared.instantiate(Limits::default()).unwrap())
+    });
+    let mut plugin = prepared.instantiate(Limits::default()).unwrap();
+    plugin.configure("{}").unwrap().unwrap();
+    let ctx = context();
+    let state = api::DesiredState {
+        project: "shop".into(),
+        env: "production".into(),
+        region: "us-east-1".into(),
+        domain: None,
+        instances: (1..=8)
+            .map(|index| api::DesiredInstance {
+                role: "www".into(),
+                index,
+                name: format!("production-www-{index:02}"),
+                instance_type: "t3.micro".into(),
+                ami: "ami-12c6146b".into(),
+                tags: Vec::new(),
+                cnames: Vec::new(),
+                user_data: String::new(),
+            })
+            .collect(),
+        firewall: Vec::new(),
+    };
+    group.bench_function(format!("warm hook call ({call})"), |b| {
+        b.iter(|| match call {
+            "naming" => assert!(matches!(
+                plugin.name(black_box(&ctx), "x"),
+                Some(Ok(Some(_)))
+            )),
+            _ => assert!(matches!(plugin.validate(black_box(&state)), Some(Ok(_)))),
         })
     });
     group.finish();

@@ -204,6 +204,9 @@ pub enum PluginsCommand {
         /// Its name in the plugin folder [default: the repository's last part]
         #[arg(long = "as", value_name = "NAME")]
         name: Option<String>,
+        /// Also write the grant allowing exactly what it exports into heet.toml
+        #[arg(long)]
+        grant: bool,
     },
     /// Re-resolve the tags of plugins added from a registry; shows what changes before it writes
     Update {
@@ -236,13 +239,27 @@ pub enum PluginsCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Create a plugin crate (a policy plugin to start from) that builds and passes its tests
+    /// Create a plugin (a policy plugin to start from) that builds and passes its tests
     New {
-        /// Crate and plugin name, e.g. `no-big-boxes`
+        /// Plugin (and crate) name, e.g. `no-big-boxes`
         name: String,
         /// Folder to create [default: ./NAME]
         #[arg(long)]
         path: Option<PathBuf>,
+        /// The language to write it in
+        #[arg(long, value_enum, default_value_t = crate::plugins::scaffold::Lang::Rust)]
+        lang: crate::plugins::scaffold::Lang,
+    },
+    /// Build a plugin and run the cases of its fixtures (tests/*.toml) in the real sandbox
+    Test {
+        /// Fixture files [default: tests/*.toml of the plugin's folder]
+        fixtures: Vec<PathBuf>,
+        /// Test this component instead of building the plugin
+        #[arg(long)]
+        component: Option<PathBuf>,
+        /// The plugin's Cargo.toml or heet-plugin.toml [default: the one in this folder]
+        #[arg(long)]
+        manifest_path: Option<PathBuf>,
     },
     /// Build plugins into components: the plugin crates of a cargo workspace, or the
     /// JavaScript or Python plugin of a folder with a heet-plugin.toml

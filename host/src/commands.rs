@@ -1102,9 +1102,10 @@ pub async fn plugins_add(
     global: &Global,
     from: &str,
     name: Option<&str>,
+    grant: bool,
 ) -> anyhow::Result<Outcome> {
     let def = Definition::load(&global.file)?;
-    let report = plugins::share::add(&def, &Runtime::new()?, &source(from)?, name).await?;
+    let report = plugins::share::add(&def, &Runtime::new()?, &source(from)?, name, grant).await?;
     emit(global, &report)?;
     Ok(Outcome::Done)
 }
@@ -1170,9 +1171,14 @@ impl fmt::Display for NewReport {
     }
 }
 
-pub fn plugins_new(global: &Global, name: &str, path: Option<&Path>) -> anyhow::Result<Outcome> {
+pub fn plugins_new(
+    global: &Global,
+    name: &str,
+    lang: plugins::scaffold::Lang,
+    path: Option<&Path>,
+) -> anyhow::Result<Outcome> {
     let dir = path.map_or_else(|| PathBuf::from(name), Path::to_path_buf);
-    let files = plugins::scaffold::create(name, &dir)?;
+    let files = plugins::scaffold::create(name, lang, &dir)?;
     emit(
         global,
         &NewReport {
@@ -1181,6 +1187,56 @@ pub fn plugins_new(global: &Global, name: &str, path: Option<&Path>) -> anyhow::
             files,
         },
     )?;
+    Ok(Outcome::Done)
+}
+
+/// `heet plugins test`: builds the plugin (unless given a component), runs its fixtures;
+/// exit 1 when a case fails, after the report.
+pub fn plugins_test(
+    global: &Global,
+    fixtures: &[PathBuf],
+    component: Option<&Path>,
+    manifest_path: Option<&Path>,
+) -> anyhow::Result<Outcome> {
+    let folder = manifest_path
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let out = tempfile::tempdir()?;
+    let component = match component {
+        Some(c) => c.to_owned(),
+        None => {
+            let built = plugins::build::build(&plugins::build::BuildRequest {
+                manifest_path: manifest_path.map(Path::to_owned),
+                packages: Vec::new(),
+                out_dir: Some(out.path().to_owned()),
+            })?;
+            match built.as_slice() {
+                [one] => one.path.clone(),
+                many => {
+                    return Err(UsageError(format!(
+                        "this workspace builds {} plugins: name the one to test with --component",
+                        many.len()
+                    ))
+                    .into());
+                }
+            }
+        }
+    };
+    let fixtures = if fixtures.is_empty() {
+        plugins::harness::fixtures_in(&folder)?
+    } else {
+        fixtures.to_vec()
+    };
+    let report = plugins::harness::run(&Runtime::new()?, &component, &fixtures)?;
+    emit(global, &report)?;
+    if report.failed > 0 {
+        anyhow::bail!(
+            "{} of {} plugin test case(s) failed",
+            report.failed,
+            report.cases.len()
+        );
+    }
     Ok(Outcome::Done)
 }
 

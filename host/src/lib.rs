@@ -47,6 +47,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<commands::UsageError>()
             || cause.is::<plugins::lock::LockError>()
             || cause.is::<plugins::lock::TrustError>()
+            || cause.is::<plugins::harness::FixtureError>()
             || cause.is::<cloud::SetupError>()
         {
             return exit::USAGE;
@@ -137,9 +138,16 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Plugins(PluginsCommand::List) => commands::plugins_list(global),
         Command::Plugins(PluginsCommand::Lock) => commands::plugins_lock(global),
-        Command::Plugins(PluginsCommand::Add { source, name }) => {
-            runtime()?.block_on(commands::plugins_add(global, source, name.as_deref()))
-        }
+        Command::Plugins(PluginsCommand::Add {
+            source,
+            name,
+            grant,
+        }) => runtime()?.block_on(commands::plugins_add(
+            global,
+            source,
+            name.as_deref(),
+            *grant,
+        )),
         Command::Plugins(PluginsCommand::Update { name, yes }) => {
             runtime()?.block_on(commands::plugins_update(global, name.as_deref(), *yes))
         }
@@ -160,9 +168,19 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             out,
             password_stdin,
         }) => commands::plugins_keygen(global, out, *password_stdin),
-        Command::Plugins(PluginsCommand::New { name, path }) => {
-            commands::plugins_new(global, name, path.as_deref())
+        Command::Plugins(PluginsCommand::New { name, path, lang }) => {
+            commands::plugins_new(global, name, *lang, path.as_deref())
         }
+        Command::Plugins(PluginsCommand::Test {
+            fixtures,
+            component,
+            manifest_path,
+        }) => commands::plugins_test(
+            global,
+            fixtures,
+            component.as_deref(),
+            manifest_path.as_deref(),
+        ),
         Command::Plugins(PluginsCommand::Build {
             manifest_path,
             out,

@@ -114,6 +114,20 @@ fn the_javascript_guard_and_the_python_naming_plugin_answer_through_the_chain() 
         .collect();
     assert_eq!(names, ["staging-www-py001", "staging-www-py002"]);
 
+    // The host checks a Python answer as it checks a Rust one: an empty name is refused.
+    p.write(
+        "heet.toml",
+        &with("[plugins.config.naming-py]\npattern = \"\"\n"),
+    );
+    let run = p.heet(&["plan", "--env", "staging"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("plugin naming-py: hook naming: invalid answer: empty name"),
+        "{}",
+        run.stderr()
+    );
+
     // Each language's configure error is reported at the plugin's config, exit 2.
     for (config, says) in [
         (
@@ -223,4 +237,106 @@ fn the_sandbox_holds_javascript_and_python_as_it_holds_rust() {
         "{}",
         run.stderr()
     );
+}
+
+#[test]
+fn every_languages_scaffold_builds_and_passes_its_own_fixture_and_a_wrong_case_fails() {
+    let root = tempfile::tempdir().unwrap();
+    for lang in ["js", "python"] {
+        let dir = root.path().join(format!("limit-{lang}"));
+        let new = Command::new(heet_bin())
+            .args([
+                "plugins",
+                "new",
+                &format!("limit-{lang}"),
+                "--lang",
+                lang,
+                "--path",
+            ])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            new.status.success(),
+            "{}",
+            String::from_utf8_lossy(&new.stderr)
+        );
+        let test = |args: &[&str]| {
+            Command::new(heet_bin())
+                .args(["plugins", "test"])
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap()
+        };
+        let run = test(&[]);
+        let out = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(
+            run.status.success(),
+            "{lang}: {out}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            out.contains("test result: ok. 3 passed; 0 failed"),
+            "{lang}: {out}"
+        );
+        assert!(
+            out.contains("tests/limits.toml: two instances are one too many ... ok"),
+            "{lang}: {out}"
+        );
+
+        // A case that expects what the plugin does not do fails, named, exit 1, in JSON too.
+        std::fs::write(
+            dir.join("tests/wrong.toml"),
+            "config = { max_instances = 3 }\n[[case]]\nname = \"three are too many\"\nhook = \"guard\"\ninstances = [{ role = \"www\", index = 1 }, { role = \"www\", index = 2 }, { role = \"db\", index = 1 }]\nexpect = { violations = [\"max-instances\"] }\n",
+        )
+        .unwrap();
+        let component = dir.join("target/built.wasm");
+        let build = Command::new(heet_bin())
+            .args(["plugins", "build", "--out"])
+            .arg(dir.join("target"))
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            build.status.success(),
+            "{}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+        std::fs::rename(dir.join(format!("target/limit-{lang}.wasm")), &component).unwrap();
+        let run = test(&[
+            "--component",
+            component.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
+        assert_eq!(
+            run.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(report["passed"], 3, "{report}");
+        assert_eq!(report["failed"], 1, "{report}");
+        let failed = report["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["passed"] == false)
+            .unwrap();
+        assert_eq!(failed["name"], "three are too many");
+        assert!(
+            failed["failure"]
+                .as_str()
+                .unwrap()
+                .contains("expected violations [\"max-instances\"], got []"),
+            "{failed}"
+        );
+        assert!(
+            String::from_utf8_lossy(&run.stderr).contains("1 of 4 plugin test case(s) failed"),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
 }

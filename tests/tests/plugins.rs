@@ -428,6 +428,25 @@ fn plugins_new_scaffolds_a_plugin_that_tests_builds_and_denies() {
     );
     assert!(out.contains("2 passed"), "{out}");
 
+    // Its fixture passes in the real sandbox, as the JavaScript and Python scaffolds' do.
+    let fixture = p.heet_with(
+        &[
+            "plugins",
+            "test",
+            "--manifest-path",
+            crate_dir.join("Cargo.toml").to_str().unwrap(),
+        ],
+        &[("CARGO_TARGET_DIR", root.join("target").to_str().unwrap())],
+    );
+    assert!(
+        fixture
+            .ok()
+            .stdout()
+            .contains("test result: ok. 3 passed; 0 failed"),
+        "{}",
+        fixture.stdout()
+    );
+
     let build = p.heet_with(
         &[
             "plugins",

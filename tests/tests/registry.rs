@@ -158,13 +158,31 @@ fn plugins_published_signed_are_added_under_a_trust_policy_pinned_and_planned_wi
         "[plugins.grants.naming]\nhooks = [\"naming\"]"
     );
     let guard = registry.source("acme/guard", "1.0.0");
-    let text = shop.heet(&["plugins", "add", &guard, "--as", "policy"]);
+    let text = shop.heet(&["plugins", "add", &guard, "--as", "policy", "--grant"]);
     assert!(
         text.ok().stdout().contains(&format!("signed by {key_id}")),
         "{}",
         text.stdout()
     );
 
+    assert!(
+        text.stdout()
+            .contains("granted in heet.toml:\n[plugins.grants.policy]\nhooks = [\"guard\"]"),
+        "{}",
+        text.stdout()
+    );
+    let toml = std::fs::read_to_string(shop.path("heet.toml")).unwrap();
+    assert!(
+        toml.starts_with("\n[project]")
+            && toml.ends_with("[plugins.grants.policy]\nhooks = [\"guard\"]\n"),
+        "the definition is kept and the grant appended: {toml}"
+    );
+    let listed = shop.heet(&["plugins", "list"]);
+    assert!(
+        listed.ok().stdout().contains("grant: guard roles=* envs=*"),
+        "{}",
+        listed.stdout()
+    );
     assert_eq!(
         std::fs::read(shop.path("plugins/naming.wasm")).unwrap(),
         built("naming")
@@ -375,6 +393,29 @@ fn what_the_trust_policy_or_the_registry_refuses_is_never_written() {
         "copied signature",
     );
 
+    // The same bytes under another version, carrying the first version's signature: it
+    // verifies over the bytes, but it was given for 1.0.0.
+    let again = registry.source("acme/naming", "1.0.4");
+    publish(&acme, "naming", &again, "acme.key");
+    let first = registry.manifest_digest("acme/naming", "1.0.0").unwrap();
+    let second = registry.manifest_digest("acme/naming", "1.0.4").unwrap();
+    assert_ne!(first, second, "each version is a manifest of its own");
+    registry.put_signature(
+        "acme/naming",
+        &second,
+        &registry.signature("acme/naming", &first),
+    );
+    refused(
+        &shop,
+        &again,
+        2,
+        &[
+            &format!("its signature by {acme_id} is for acme/naming:1.0.0 (sha256 "),
+            "not for acme/naming:1.0.4",
+        ],
+        "another version's signature",
+    );
+
     // A signature with one character changed.
     let edited = registry.source("acme/naming", "1.0.2");
     publish(&acme, "naming", &edited, "acme.key");
@@ -407,10 +448,19 @@ fn what_the_trust_policy_or_the_registry_refuses_is_never_written() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&blob, bytes).unwrap();
-    refused(&shop, &corrupt, 1, &["digest"], "digest mismatch");
+    refused(
+        &shop,
+        &corrupt,
+        1,
+        &["the layer's bytes do not match its digest"],
+        "digest mismatch",
+    );
 
-    // A registry that is down.
-    let addr = registry.addr.clone();
+    // A registry that is down: a loopback port nothing listens on.
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
     drop(registry);
     refused(
         &shop,

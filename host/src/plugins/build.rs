@@ -42,7 +42,12 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<Vec<Built>> {
             if p.file_name()
                 .is_some_and(|n| n == super::languages::MANIFEST) =>
         {
-            Some(p.parent().unwrap_or(Path::new(".")).to_owned())
+            Some(
+                p.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_owned(),
+            )
         }
         Some(_) => None,
         None => Some(PathBuf::from(".")),

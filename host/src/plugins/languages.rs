@@ -96,6 +96,9 @@ fn install_hint(lang: Lang) -> &'static str {
 
 /// Builds the plugin in `dir` into `out_dir/<name>.wasm`.
 pub fn build(dir: &Path, manifest: &Manifest, out_dir: &Path) -> anyhow::Result<Built> {
+    // The toolchain runs in the plugin's folder: every path it is given is absolute.
+    let dir = &std::path::absolute(dir)?;
+    let out_dir = &std::path::absolute(out_dir)?;
     let world = dir.join("wit").join("world.wit");
     if !world.is_file() {
         bail!(

@@ -122,6 +122,21 @@ impl Lock {
     pub fn parse(file: &Path, source: &str) -> Result<Lock, DefinitionError> {
         let lock: Lock =
             toml::from_str(source).map_err(|e| DefinitionError::from_toml(file, source, &e))?;
+        for name in lock.plugins.keys() {
+            // A name becomes a file name in the plugin folder (`update`, `remove`).
+            let file_name = !name.is_empty()
+                && !name.starts_with('.')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !file_name {
+                return Err(DefinitionError {
+                    file: file.to_owned(),
+                    at: None,
+                    message: format!("plugins.{name:?}: not a plugin file name"),
+                });
+            }
+        }
         if lock.version != VERSION {
             return Err(DefinitionError {
                 file: file.to_owned(),
@@ -359,6 +374,54 @@ mod tests {
             "ab".repeat(32)
         )));
         assert_eq!(Lock::parse(Path::new("heet.lock"), &text).unwrap(), lock);
+    }
+
+    #[test]
+    fn relocking_keeps_where_a_plugin_came_from_only_while_its_bytes_are_the_same() {
+        let added = Entry {
+            sha256: "aa".repeat(32),
+            source: Some("oci://ghcr.io/acme/naming:1.0.0".into()),
+            manifest: Some("sha256:0123".into()),
+            signer: Some("E3620E9AC26E4FA7".into()),
+            signature: Some("untrusted comment: x\nRUQ…".into()),
+        };
+        let old = Lock {
+            version: VERSION,
+            plugins: [
+                ("naming".to_owned(), added.clone()),
+                (
+                    "guard".to_owned(),
+                    Entry {
+                        sha256: "bb".repeat(32),
+                        ..added.clone()
+                    },
+                ),
+            ]
+            .into(),
+        };
+        // naming is as it was added; guard was rebuilt in place.
+        let new = Lock::of([
+            ("naming".to_owned(), "aa".repeat(32)),
+            ("guard".to_owned(), "cc".repeat(32)),
+        ])
+        .with_provenance_of(&old);
+        assert_eq!(new.plugins["naming"], added);
+        assert_eq!(new.plugins["guard"].sha256, "cc".repeat(32));
+        assert_eq!(
+            new.plugins["guard"].source, None,
+            "its source signed other bytes"
+        );
+        assert_eq!(new.plugins["guard"].signature, None);
+    }
+
+    #[test]
+    fn a_lock_naming_a_path_is_refused() {
+        let err = Lock::parse(
+            Path::new("heet.lock"),
+            "version = 1\n[plugins.\"../evil\"]\nsha256 = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not a plugin file name"), "{err}");
     }
 
     #[test]

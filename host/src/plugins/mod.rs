@@ -9,6 +9,7 @@
 pub mod build;
 mod cache;
 pub mod grants;
+pub mod harness;
 pub mod languages;
 pub mod lock;
 pub mod registry;

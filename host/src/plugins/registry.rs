@@ -19,6 +19,8 @@ pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 pub const WASM_LAYER: &str = "application/wasm";
 const SIGNATURE_LAYER: &str = "application/vnd.heet.plugin.signature.v1+minisign";
 const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+/// The largest component heet pulls (a Python plugin is about 18 MB).
+const MAX_COMPONENT_BYTES: i64 = 256 << 20;
 
 /// A plugin in a registry: `oci://REGISTRY/NAMESPACE/NAME:TAG`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,12 +207,16 @@ impl Registry {
                 RegistryError::Unreachable { reference, why }
             }
             E::DigestError(_) => RegistryError::DigestMismatch { reference, why },
-            E::ImageManifestNotFoundError(_) => RegistryError::NotFound { reference },
+            E::ImageManifestNotFoundError(_) | E::ServerError { code: 404, .. } => {
+                RegistryError::NotFound { reference }
+            }
             E::RegistryError { envelope, .. }
                 if envelope.errors.iter().any(|e| {
                     matches!(
                         e.code,
-                        OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::NameUnknown
+                            | OciErrorCode::NotFound
                     )
                 }) =>
             {
@@ -252,6 +258,12 @@ impl Registry {
                 manifest.layers.len()
             )));
         };
+        if layer.size > MAX_COMPONENT_BYTES {
+            return Err(not_a_plugin(format!(
+                "its layer is {} bytes, more than the {MAX_COMPONENT_BYTES} heet loads",
+                layer.size
+            )));
+        }
         if layer.media_type != WASM_LAYER {
             return Err(not_a_plugin(format!(
                 "its layer is {}, not {WASM_LAYER}",
@@ -334,11 +346,17 @@ impl Registry {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let manifest = OciImageManifest::build(&layers, &config, Some(annotations));
-        self.client
+        let pushed = self
+            .client
             .push(&reference, &layers, config, &self.auth, Some(manifest))
             .await
             .map_err(|e| self.error(e))?;
-        let digest = self.resolve().await?;
+        // The registry says where it put this manifest: its digest, not whatever the tag
+        // points at by now (another push may have moved it).
+        let digest = match pushed.manifest_url.rsplit('/').next() {
+            Some(d) if d.starts_with("sha256:") => d.to_owned(),
+            _ => self.resolve().await?,
+        };
         let sig_layers = [ImageLayer::new(
             signature.as_bytes().to_vec(),
             SIGNATURE_LAYER.to_owned(),

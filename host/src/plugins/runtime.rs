@@ -192,8 +192,6 @@ impl Runtime {
         self.prepare(file, pinned)?.instantiate(limits)
     }
 
-    /// Compiles (or takes from the cache), checks and links one plugin, ready to be
-    /// instantiated.
     /// The names of everything the component exports and imports, as its Wasm OCI config
     /// lists them.
     pub fn interfaces(&self, file: &PluginFile) -> anyhow::Result<(Vec<String>, Vec<String>)> {
@@ -212,6 +210,8 @@ impl Runtime {
         Ok((exports, imports))
     }
 
+    /// Compiles (or takes from the cache), checks and links one plugin, ready to be
+    /// instantiated.
     pub fn prepare(&self, file: &PluginFile, pinned: &str) -> anyhow::Result<Prepared> {
         let (component, sha) = self.compile(file)?;
         if sha != pinned {

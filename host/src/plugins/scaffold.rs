@@ -1,8 +1,10 @@
-//! `heet plugins new NAME`: a plugin crate that builds and passes its own tests as written.
+//! `heet plugins new NAME [--lang rust|js|python]`: a plugin that builds and passes its own
+//! tests as written, in each language the same policy (a guard with `max_instances`).
 //!
-//! The crate is self-contained: it vendors the WIT contract and the SDK this heet was built
+//! A Rust crate is self-contained: it vendors the WIT contract and the SDK this heet was built
 //! with, so it builds outside this repository and keeps building against the contract it
-//! was made for.
+//! was made for. A JavaScript or Python folder builds with `heet plugins build`, which adds
+//! the WIT of the heet building it. Every scaffold ships a `heet plugins test` fixture.
 
 use std::path::{Path, PathBuf};
 
@@ -17,24 +19,76 @@ const MANIFEST: &str = include_str!("scaffold/Cargo.toml.tmpl");
 const LIB: &str = include_str!("scaffold/lib.rs.tmpl");
 const README: &str = include_str!("scaffold/README.md.tmpl");
 const GITIGNORE: &str = include_str!("scaffold/gitignore.tmpl");
+const FIXTURE: &str = include_str!("scaffold/fixture.toml.tmpl");
+const WORLD: &str = include_str!("scaffold/world.wit.tmpl");
+const JS_MANIFEST: &str = include_str!("scaffold/js-plugin.toml.tmpl");
+const JS_SOURCE: &str = include_str!("scaffold/plugin.js.tmpl");
+const PY_MANIFEST: &str = include_str!("scaffold/py-plugin.toml.tmpl");
+const PY_SOURCE: &str = include_str!("scaffold/app.py.tmpl");
+const README_OTHER: &str = include_str!("scaffold/README-other.md.tmpl");
+
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Js,
+    Python,
+}
 
 /// Where the SDK finds the WIT in this repository, and where it is in a scaffolded crate.
 const SDK_WIT_HERE: &str = r#"path: "../../wit","#;
 const SDK_WIT_THERE: &str = r#"path: "../wit","#;
 
-/// The files of a new plugin crate `name`, relative to its folder.
-pub fn files(name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+/// The files of a new plugin `name` in `lang`, relative to its folder.
+pub fn files(name: &str, lang: Lang) -> anyhow::Result<Vec<(PathBuf, String)>> {
     check_crate_name(name)?;
-    if !SDK_LIB.contains(SDK_WIT_HERE) {
-        // The SDK moved its WIT: the vendored copy would not build.
-        bail!("internal: the SDK no longer reads its WIT from {SDK_WIT_HERE}");
-    }
     let fill = |t: &str| {
         t.replace("{{name}}", name)
             .replace("{{heet_version}}", env!("CARGO_PKG_VERSION"))
     };
+    let other = |manifest: &str, source: (&str, &str), lang: &str, lang_name: &str, tool: &str| {
+        let readme = fill(README_OTHER)
+            .replace("{{lang_name}}", lang_name)
+            .replace("{{lang}}", lang)
+            .replace("{{source}}", source.0)
+            .replace("{{toolchain}}", tool);
+        vec![
+            ("heet-plugin.toml".into(), fill(manifest)),
+            (source.0.into(), fill(source.1)),
+            ("wit/world.wit".into(), fill(WORLD)),
+            ("tests/limits.toml".into(), fill(FIXTURE)),
+            ("README.md".into(), readme),
+            (".gitignore".into(), GITIGNORE.to_owned()),
+        ]
+    };
+    match lang {
+        Lang::Rust => {}
+        Lang::Js => {
+            return Ok(other(
+                JS_MANIFEST,
+                ("plugin.js", JS_SOURCE),
+                "js",
+                "JavaScript",
+                "jco with QuickJS",
+            ));
+        }
+        Lang::Python => {
+            return Ok(other(
+                PY_MANIFEST,
+                ("app.py", PY_SOURCE),
+                "python",
+                "Python",
+                "componentize-py",
+            ));
+        }
+    }
+    if !SDK_LIB.contains(SDK_WIT_HERE) {
+        // The SDK moved its WIT: the vendored copy would not build.
+        bail!("internal: the SDK no longer reads its WIT from {SDK_WIT_HERE}");
+    }
     Ok(vec![
         ("Cargo.toml".into(), fill(MANIFEST)),
+        ("tests/limits.toml".into(), fill(FIXTURE)),
         ("README.md".into(), fill(README)),
         (".gitignore".into(), GITIGNORE.to_owned()),
         ("src/lib.rs".into(), fill(LIB)),
@@ -50,8 +104,8 @@ pub fn files(name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
 }
 
 /// Writes the crate into `dir`, which must not exist or be empty: nothing is overwritten.
-pub fn create(name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let files = files(name)?;
+pub fn create(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let files = files(name, lang)?;
     let occupied = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
     if occupied {
         bail!(
@@ -99,16 +153,32 @@ mod tests {
 
     #[test]
     fn every_file_is_filled_in() {
-        let files = files("no-big-boxes").unwrap();
-        for (path, text) in &files {
-            for placeholder in ["{{name}}", "{{heet_version}}"] {
-                assert!(
-                    !text.contains(placeholder),
-                    "{} keeps {placeholder}",
-                    path.display()
-                );
+        for lang in [Lang::Rust, Lang::Js, Lang::Python] {
+            let files = files("no-big-boxes", lang).unwrap();
+            for (path, text) in &files {
+                for placeholder in [
+                    "{{name}}",
+                    "{{heet_version}}",
+                    "{{lang}}",
+                    "{{lang_name}}",
+                    "{{source}}",
+                    "{{toolchain}}",
+                ] {
+                    assert!(
+                        !text.contains(placeholder),
+                        "{lang:?}: {} keeps {placeholder}",
+                        path.display()
+                    );
+                }
             }
+            assert!(
+                files
+                    .iter()
+                    .any(|(p, _)| p == Path::new("tests/limits.toml")),
+                "{lang:?} ships a fixture"
+            );
         }
+        let files = files("no-big-boxes", Lang::Rust).unwrap();
         let sdk = &files
             .iter()
             .find(|(p, _)| p == Path::new("heet-sdk/src/lib.rs"))
@@ -131,16 +201,16 @@ mod tests {
             "a.b",
             "policy-2",
         ] {
-            assert!(files(bad).is_err(), "{bad:?} accepted");
+            assert!(files(bad, Lang::Rust).is_err(), "{bad:?} accepted");
         }
-        assert!(files("policy2-v").is_ok());
+        assert!(files("policy2-v", Lang::Js).is_ok());
     }
 
     #[test]
     fn an_occupied_folder_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("keep.txt"), "mine").unwrap();
-        let err = create("policy", dir.path()).unwrap_err();
+        let err = create("policy", Lang::Python, dir.path()).unwrap_err();
         assert!(err.to_string().contains("not empty"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -41,20 +41,7 @@ async fn fetch(
     name: &str,
 ) -> anyhow::Result<Checked> {
     let pulled = Registry::new(source).pull().await?;
-    let dir = &def.plugins.dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut staged = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".wasm.part")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
-    std::io::Write::write_all(&mut staged, &pulled.bytes)?;
-    let info = runtime
-        .inspect(&PluginFile {
-            name: name.to_owned(),
-            path: staged.path().to_owned(),
-        })
-        .with_context(|| format!("{source} is not a plugin heet can load"))?;
+    // The signature first: bytes the policy refuses are never compiled or written.
     let signer = match &def.plugins.trust {
         None => None,
         Some(policy) => {
@@ -75,6 +62,20 @@ async fn fetch(
             }
         }
     };
+    let dir = &def.plugins.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut staged = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".wasm.part")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    std::io::Write::write_all(&mut staged, &pulled.bytes)?;
+    let info = runtime
+        .inspect(&PluginFile {
+            name: name.to_owned(),
+            path: staged.path().to_owned(),
+        })
+        .with_context(|| format!("{source} is not a plugin heet can load"))?;
     Ok(Checked {
         name: name.to_owned(),
         source: source.clone(),
@@ -110,6 +111,22 @@ impl Checked {
             hooks.join(", ")
         )
     }
+}
+
+/// Appends `grant` (a `[plugins.grants.NAME]` table) to heet.toml, keeping every byte that is
+/// there; refused, and nothing written, unless the result is a definition heet accepts.
+fn write_grant(def: &Definition, grant: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&def.file)
+        .with_context(|| format!("cannot read {}", def.file.display()))?;
+    let sep = if text.ends_with('\n') { "\n" } else { "\n\n" };
+    let written = format!("{text}{sep}{grant}\n");
+    Definition::parse(&def.file, &written).with_context(|| {
+        format!(
+            "--grant: heet.toml would not read with the grant appended; add it by hand:\n{grant}"
+        )
+    })?;
+    crate::commands::write_atomically(&def.file, written.as_bytes())
+        .with_context(|| format!("cannot write {}", def.file.display()))
 }
 
 fn plugin_path(def: &Definition, name: &str) -> PathBuf {
@@ -150,8 +167,10 @@ pub struct AddReport {
     pub hooks: Vec<Hook>,
     /// The `[plugins.grants.NAME]` table that allows exactly what it exports.
     pub proposed_grant: String,
-    /// Whether the definition has a grant for it already.
+    /// Whether the definition has a grant for it (already, or written by `--grant`).
     pub granted: bool,
+    /// Whether `--grant` wrote the proposed grant into heet.toml.
+    pub grant_written: bool,
 }
 
 impl fmt::Display for AddReport {
@@ -175,10 +194,12 @@ impl fmt::Display for AddReport {
             )?,
             (None, false) => write!(f, "unsigned")?,
         }
-        if !self.granted {
+        if self.grant_written {
+            write!(f, "\ngranted in heet.toml:\n{}", self.proposed_grant)?;
+        } else if !self.granted {
             write!(
                 f,
-                "\nto allow it exactly what it exports, add to heet.toml:\n{}",
+                "\nto allow it exactly what it exports, add to heet.toml (or add with --grant):\n{}",
                 self.proposed_grant
             )?;
         }
@@ -191,6 +212,7 @@ pub async fn add(
     runtime: &Runtime,
     source: &Source,
     name: Option<&str>,
+    grant: bool,
 ) -> anyhow::Result<AddReport> {
     let name = name.unwrap_or(source.plugin_name());
     crate::namespace::check_name("plugin", name).map_err(UsageError)?;
@@ -204,6 +226,13 @@ pub async fn add(
         .into());
     }
     let checked = fetch(def, runtime, source, name).await?;
+    let granted = def.plugins.grants.contains_key(name);
+    let grant_written = grant && !granted;
+    if grant_written {
+        // Before the plugin: a grant for a plugin not yet in the folder stops `plan`, where a
+        // plugin without its grant would run every hook it exports.
+        write_grant(def, &checked.proposed_grant())?;
+    }
     let report = AddReport {
         name: name.to_owned(),
         file: path,
@@ -214,7 +243,8 @@ pub async fn add(
         signed: checked.pulled.signature.is_some(),
         hooks: checked.hooks.clone(),
         proposed_grant: checked.proposed_grant(),
-        granted: def.plugins.grants.contains_key(name),
+        granted: granted || grant_written,
+        grant_written,
     };
     install(def, lock, vec![checked])?;
     Ok(report)
@@ -252,7 +282,7 @@ impl fmt::Display for Update {
 }
 
 fn short(s: &str) -> &str {
-    &s[..s.len().min(12)]
+    s.get(..12).unwrap_or(s)
 }
 
 fn short_digest(s: &str) -> &str {
@@ -380,6 +410,7 @@ impl fmt::Display for RemoveReport {
 }
 
 pub fn remove(def: &Definition, name: &str) -> anyhow::Result<RemoveReport> {
+    crate::namespace::check_name("plugin", name).map_err(UsageError)?;
     let mut lock = Lock::load(def)?;
     let path = plugin_path(def, name);
     let locked = lock.plugins.remove(name).is_some();

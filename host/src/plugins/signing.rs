@@ -72,7 +72,7 @@ impl std::fmt::Display for Signed {
             "{}:{} (sha256 {})",
             self.name,
             self.version,
-            &self.sha256[..self.sha256.len().min(12)]
+            self.sha256.get(..12).unwrap_or(&self.sha256)
         )
     }
 }
@@ -333,22 +333,37 @@ fn secret_key(
     password: Option<String>,
     key_file: &Path,
 ) -> anyhow::Result<SecretKey> {
-    // Whether it is encrypted shows only once it is read; an unencrypted key needs no
-    // password, and an encrypted one read without one would prompt on the terminal.
-    let plain = SecretKey::from_unencrypted_box(sk_box.clone());
-    match (plain, password) {
-        (Ok(sk), _) if !sk.is_encrypted() => Ok(sk),
-        (_, Some(p)) => SecretKey::from_box(sk_box, Some(p)).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the key {} with this password: {e}",
-                key_file.display()
-            )
-        }),
-        (_, None) => anyhow::bail!(
+    // Read without its checksum first, only to learn whether it is encrypted: minisign
+    // would prompt on the terminal for an encrypted key read without a password.
+    use base64::Engine as _;
+    let unreadable =
+        |why: String| anyhow::anyhow!("cannot read the key {}: {why}", key_file.display());
+    let text = sk_box.to_string();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("untrusted comment:"))
+        .ok_or_else(|| unreadable("no key in it".into()))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(line.trim())
+        .map_err(|e| unreadable(e.to_string()))?;
+    let encrypted = SecretKey::from_bytes(&raw)
+        .map_err(|e| unreadable(e.to_string()))?
+        .is_encrypted();
+    if !encrypted {
+        return SecretKey::from_unencrypted_box(sk_box).map_err(|e| unreadable(e.to_string()));
+    }
+    let Some(password) = password else {
+        anyhow::bail!(
             "the key {} is password-protected: pass --password-stdin",
             key_file.display()
-        ),
-    }
+        );
+    };
+    SecretKey::from_box(sk_box, Some(password)).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the key {} with this password: {e}",
+            key_file.display()
+        )
+    })
 }
 
 #[cfg(test)]
