@@ -359,6 +359,22 @@ fn what_the_trust_policy_or_the_registry_refuses_is_never_written() {
         "out of scope",
     );
 
+    // A grant already written for the name that does not allow what the plugin exports.
+    let granted = Project::new(
+        &format!(
+            "{}\n[plugins.grants.naming]\nhooks = [\"guard\"]\n",
+            trusting(&public_key, "acme/*")
+        ),
+        &[],
+    );
+    refused(
+        &granted,
+        &naming,
+        2,
+        &["plugins.grants.naming (hooks = [\"guard\"]) does not allow naming"],
+        "grant that does not fit",
+    );
+
     let shop = Project::new(&trusting(&public_key, "acme/*"), &[]);
     // A key the policy does not know.
     let foreign = registry.source("acme/naming", "2.0.0");

@@ -192,33 +192,35 @@ pub fn run(
     let prepared = runtime.prepare(&file, &super::sha256_hex(&bytes))?;
     let mut cases = Vec::new();
     for path in fixtures {
-        let text = std::fs::read_to_string(path).map_err(|e| FixtureError {
+        let fixture_error = |message: String| FixtureError {
             file: path.clone(),
-            message: format!("cannot read: {e}"),
-        })?;
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fixture_error(format!("cannot read: {e}")))?;
         let fixture: Fixture = toml::from_str(&text).map_err(|e| {
             let at = e
                 .span()
                 .map(|s| crate::definition::Location::of(&text, s.start));
-            FixtureError {
-                file: path.clone(),
-                message: match at {
-                    Some(at) => format!("{}:{}: {}", at.line, at.col, e.message()),
-                    None => e.message().to_owned(),
-                },
-            }
+            fixture_error(match at {
+                Some(at) => format!("{}:{}: {}", at.line, at.col, e.message()),
+                None => e.message().to_owned(),
+            })
         })?;
         if fixture.cases.is_empty() {
-            return Err(FixtureError {
-                file: path.clone(),
-                message: "no [[case]]: a fixture without cases proves nothing".into(),
-            }
+            return Err(fixture_error(
+                "no [[case]]: a fixture without cases proves nothing".into(),
+            )
             .into());
         }
         for case in &fixture.cases {
+            // What the case asks and expects is checked before anything runs: a fixture
+            // that cannot fail is the author's to fix, not a pass.
+            let call =
+                Call::of(case).map_err(|m| fixture_error(format!("case {:?}: {m}", case.name)))?;
             let mut plugin = prepared.instantiate(Limits::default())?;
             let config = json(case.config.as_ref().or(fixture.config.as_ref()));
-            let failure = check(&mut plugin, case, &config).err();
+            let failure = check(&mut plugin, &call, &config).err();
             cases.push(CaseResult {
                 fixture: path.clone(),
                 name: case.name.clone(),
@@ -237,150 +239,215 @@ pub fn run(
     })
 }
 
-/// The case's call and its check against what it expects; `Err` says what differed.
-fn check(plugin: &mut super::Plugin, case: &Case, config: &str) -> Result<(), String> {
-    let configured = plugin.configure(config).map_err(|e| e.to_string())?;
-    if let Some(wanted) = &case.expect.config_error {
-        return match configured {
-            Err(errors) if errors.iter().any(|e| e.contains(wanted.as_str())) => Ok(()),
-            Err(errors) => Err(format!(
-                "expected a config error containing {wanted:?}, got {errors:?}"
-            )),
-            Ok(()) => Err(format!(
-                "expected a config error containing {wanted:?}, the config was accepted"
-            )),
+/// What a case hands the hook.
+enum Current {
+    Text(String),
+    Names(Vec<String>),
+    Tags(Vec<Tag>),
+    Size(RoleSize),
+    State(DesiredState),
+    Config,
+}
+
+/// What a case expects.
+#[derive(Debug, Clone, PartialEq)]
+enum Want {
+    /// configure accepts the config.
+    Accepted,
+    ConfigError(String),
+    Violations(Vec<String>),
+    Answer(Answer),
+    NoOpinion,
+}
+
+/// A hook's answer, in the form it is compared in: tags as sorted pairs (heet refuses a
+/// tag answered twice before comparing).
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    Text(String),
+    Names(Vec<String>),
+    Tags(Vec<(String, String)>),
+    Size(String, u32, Option<u32>),
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Text(t) => write!(f, "{t:?}"),
+            Answer::Names(n) => write!(f, "{n:?}"),
+            Answer::Tags(t) => {
+                let shown: Vec<String> = t.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+                write!(f, "{{ {} }}", shown.join(", "))
+            }
+            Answer::Size(t, c, v) => match v {
+                Some(v) => write!(f, "{c} × {t} with {v} GiB"),
+                None => write!(f, "{c} × {t}"),
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Size {
+    instance_type: String,
+    count: u32,
+    volume_gb: Option<u32>,
+}
+
+impl From<Size> for RoleSize {
+    fn from(s: Size) -> RoleSize {
+        RoleSize {
+            instance_type: s.instance_type,
+            count: s.count,
+            volume_gb: s.volume_gb,
+        }
+    }
+}
+
+fn answer_of(hook: Hook, value: &toml::Value) -> Result<Answer, String> {
+    let typed = |e: toml::de::Error| format!("{} answers {}", hook, e.message());
+    Ok(match hook {
+        Hook::Naming | Hook::UserData => match value {
+            toml::Value::String(s) => Answer::Text(s.clone()),
+            other => return Err(format!("{hook} answers a string, not {other}")),
+        },
+        Hook::Cnames => Answer::Names(value.clone().try_into().map_err(typed)?),
+        Hook::Tags => match value {
+            toml::Value::Table(t) => Answer::Tags(pairs(&tags_of(t)?)),
+            other => return Err(format!("tags answers a table of tags, not {other}")),
+        },
+        Hook::Sizing => {
+            let s: Size = value.clone().try_into().map_err(typed)?;
+            Answer::Size(s.instance_type, s.count, s.volume_gb)
+        }
+        Hook::Configure | Hook::Guard => {
+            return Err(format!("{hook} has no answer to expect"));
+        }
+    })
+}
+
+fn pairs(tags: &[Tag]) -> Vec<(String, String)> {
+    let mut p: Vec<(String, String)> = tags
+        .iter()
+        .map(|t| (t.key.clone(), t.value.clone()))
+        .collect();
+    p.sort();
+    p
+}
+
+/// One case, read and checked: the hook, its context, what it is handed and what it must
+/// answer.
+struct Call {
+    hook: Hook,
+    ctx: InstanceContext,
+    current: Current,
+    want: Want,
+}
+
+impl Call {
+    fn of(case: &Case) -> Result<Call, String> {
+        let hook = super::grants::hook_named(&case.hook).ok_or_else(|| {
+            format!(
+                "hook {:?} is not one of {}",
+                case.hook,
+                Hook::ALL.map(|h| h.interface()).join(", ")
+            )
+        })?;
+        let ctx = InstanceContext {
+            project: case.project.clone().unwrap_or_else(|| "demo".into()),
+            env: case.env.clone().unwrap_or_else(|| "staging".into()),
+            role: case.role.clone().unwrap_or_else(|| "www".into()),
+            index: case.index.unwrap_or(1),
+            count: case.count.unwrap_or(1),
+            region: case.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            domain: case.domain.clone(),
         };
-    }
-    if let Err(errors) = configured {
-        return Err(format!(
-            "the plugin rejected its config: {}",
-            errors.join("; ")
-        ));
-    }
-    let hook = super::grants::hook_named(&case.hook).ok_or_else(|| {
-        format!(
-            "hook {:?} is not one of {}",
-            case.hook,
-            Hook::ALL.map(|h| h.interface()).join(", ")
-        )
-    })?;
-    let project = case.project.clone().unwrap_or_else(|| "demo".into());
-    let env = case.env.clone().unwrap_or_else(|| "staging".into());
-    let region = case.region.clone().unwrap_or_else(|| "us-east-1".into());
-    let role = case.role.clone().unwrap_or_else(|| "www".into());
-    let ictx = InstanceContext {
-        project: project.clone(),
-        env: env.clone(),
-        role: role.clone(),
-        index: case.index.unwrap_or(1),
-        count: case.count.unwrap_or(1),
-        region: region.clone(),
-        domain: case.domain.clone(),
-    };
-    let current_str = || match &case.current {
-        None => Ok(String::new()),
-        Some(toml::Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(format!(
-            "current must be a string for {}, not {other}",
-            case.hook
-        )),
-    };
-    let not_exported = || format!("the plugin does not export {}", case.hook);
-    let answer: Option<toml::Value> = match hook {
-        Hook::Configure => {
-            return if case.expect.answer.is_none() && case.expect.none.is_none() {
-                Ok(())
+        let e = &case.expect;
+        let only = |what: &str, others: bool| {
+            if others {
+                Err(format!("a {hook} case expects {what} only"))
             } else {
-                Err("a configure case expects only config_error (or nothing)".into())
-            };
-        }
-        Hook::Naming => plugin
-            .name(&ictx, &current_str()?)
-            .ok_or_else(not_exported)?
-            .map_err(|e| e.to_string())?
-            .map(toml::Value::String),
-        Hook::UserData => plugin
-            .user_data(&ictx, &current_str()?)
-            .ok_or_else(not_exported)?
-            .map_err(|e| e.to_string())?
-            .map(toml::Value::String),
-        Hook::Cnames => {
-            let current: Vec<String> = match &case.current {
+                Ok(())
+            }
+        };
+        let want = match hook {
+            Hook::Configure => {
+                only(
+                    "config_error (or nothing: the config is accepted)",
+                    e.answer.is_some() || e.none.is_some() || e.violations.is_some(),
+                )?;
+                match &e.config_error {
+                    Some(c) if c.trim().is_empty() => {
+                        return Err("config_error names what the error says; it is empty".into());
+                    }
+                    Some(c) => Want::ConfigError(c.clone()),
+                    None => Want::Accepted,
+                }
+            }
+            Hook::Guard => {
+                only(
+                    "violations = [...]",
+                    e.answer.is_some() || e.none.is_some() || e.config_error.is_some(),
+                )?;
+                Want::Violations(e.violations.clone().ok_or(
+                    "a guard case says which violations it expects: expect = { violations = [...] }",
+                )?)
+            }
+            _ => {
+                only(
+                    "answer = ... or none = true",
+                    e.violations.is_some() || e.config_error.is_some(),
+                )?;
+                match (&e.answer, e.none) {
+                    (Some(a), None) => Want::Answer(answer_of(hook, a)?),
+                    (None, Some(true)) => Want::NoOpinion,
+                    _ => {
+                        return Err("expect exactly one of answer = ... and none = true".into());
+                    }
+                }
+            }
+        };
+        let default_name =
+            crate::namespace::default_name(&ctx.project, &ctx.env, &ctx.role, ctx.index);
+        let text = |default: String| match &case.current {
+            None => Ok(default),
+            Some(toml::Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(format!("current is a string for {hook}, not {other}")),
+        };
+        let current = match hook {
+            Hook::Configure => Current::Config,
+            Hook::Naming => Current::Text(text(default_name)?),
+            Hook::UserData => Current::Text(text(String::new())?),
+            Hook::Cnames => Current::Names(match &case.current {
                 None => Vec::new(),
-                Some(v) => v.clone().try_into().map_err(|e| format!("current: {e}"))?,
-            };
-            plugin
-                .cnames(&ictx, &current)
-                .ok_or_else(not_exported)?
-                .map_err(|e| e.to_string())?
-                .map(|l| toml::Value::Array(l.into_iter().map(toml::Value::String).collect()))
-        }
-        Hook::Tags => {
-            let current = match &case.current {
+                Some(v) => v
+                    .clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| format!("current: {}", e.message()))?,
+            }),
+            Hook::Tags => Current::Tags(match &case.current {
                 None => Vec::new(),
                 Some(toml::Value::Table(t)) => tags_of(t)?,
-                Some(other) => return Err(format!("current must be a table of tags, not {other}")),
-            };
-            plugin
-                .tags(&ictx, &current)
-                .ok_or_else(not_exported)?
-                .map_err(|e| e.to_string())?
-                .map(|tags| {
-                    toml::Value::Table(
-                        tags.into_iter()
-                            .map(|t| (t.key, toml::Value::String(t.value)))
-                            .collect(),
-                    )
-                })
-        }
-        Hook::Sizing => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Size {
-                instance_type: String,
-                count: u32,
-                volume_gb: Option<u32>,
-            }
-            let current = match &case.current {
-                None => Size {
+                Some(other) => return Err(format!("current is a table of tags, not {other}")),
+            }),
+            Hook::Sizing => Current::Size(match &case.current {
+                None => RoleSize {
                     instance_type: "t3.micro".into(),
                     count: 1,
                     volume_gb: None,
                 },
-                Some(v) => v.clone().try_into().map_err(|e| format!("current: {e}"))?,
-            };
-            let rctx = RoleContext {
-                project,
-                env,
-                role,
-                region,
-                domain: case.domain.clone(),
-            };
-            let size = RoleSize {
-                instance_type: current.instance_type,
-                count: current.count,
-                volume_gb: current.volume_gb,
-            };
-            plugin
-                .size(&rctx, &size)
-                .ok_or_else(not_exported)?
-                .map_err(|e| e.to_string())?
-                .map(|s| {
-                    let mut t = toml::Table::new();
-                    t.insert("instance_type".into(), s.instance_type.into());
-                    t.insert("count".into(), i64::from(s.count).into());
-                    if let Some(v) = s.volume_gb {
-                        t.insert("volume_gb".into(), i64::from(v).into());
-                    }
-                    toml::Value::Table(t)
-                })
-        }
-        Hook::Guard => {
-            let state = DesiredState {
-                project,
-                env: env.clone(),
-                region,
-                domain: case.domain.clone(),
+                Some(v) => v
+                    .clone()
+                    .try_into::<Size>()
+                    .map_err(|e| format!("current: {}", e.message()))?
+                    .into(),
+            }),
+            Hook::Guard => Current::State(DesiredState {
+                project: ctx.project.clone(),
+                env: ctx.env.clone(),
+                region: ctx.region.clone(),
+                domain: ctx.domain.clone(),
                 instances: case
                     .instances
                     .iter()
@@ -388,10 +455,14 @@ fn check(plugin: &mut super::Plugin, case: &Case, config: &str) -> Result<(), St
                         Ok(DesiredInstance {
                             role: i.role.clone(),
                             index: i.index,
-                            name: i
-                                .name
-                                .clone()
-                                .unwrap_or_else(|| format!("{env}-{}-{:02}", i.role, i.index)),
+                            name: i.name.clone().unwrap_or_else(|| {
+                                crate::namespace::default_name(
+                                    &ctx.project,
+                                    &ctx.env,
+                                    &i.role,
+                                    i.index,
+                                )
+                            }),
                             instance_type: i
                                 .instance_type
                                 .clone()
@@ -413,14 +484,115 @@ fn check(plugin: &mut super::Plugin, case: &Case, config: &str) -> Result<(), St
                         from_role: r.from_role.clone(),
                     })
                     .collect(),
+            }),
+        };
+        Ok(Call {
+            hook,
+            ctx,
+            current,
+            want,
+        })
+    }
+}
+
+/// The case's call and its check against what it expects; `Err` says what differed. An
+/// answer goes through the checks heet makes of it in a plan before it is compared.
+fn check(plugin: &mut super::Plugin, call: &Call, config: &str) -> Result<(), String> {
+    let configured = plugin.configure(config).map_err(|e| e.to_string())?;
+    match (&call.want, configured) {
+        (Want::ConfigError(wanted), Err(errors)) => {
+            return if errors.iter().any(|e| e.contains(wanted.as_str())) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected a config error containing {wanted:?}, got {errors:?}"
+                ))
             };
+        }
+        (Want::ConfigError(wanted), Ok(())) => {
+            return Err(format!(
+                "expected a config error containing {wanted:?}, the config was accepted"
+            ));
+        }
+        (Want::Accepted, Ok(())) => return Ok(()),
+        (_, Err(errors)) => {
+            return Err(format!(
+                "the plugin rejected its config: {}",
+                errors.join("; ")
+            ));
+        }
+        _ => {}
+    }
+    let not_exported = || format!("the plugin does not export {}", call.hook);
+    let invalid = |reason: String| format!("heet refuses its answer: {reason}");
+    let ctx = &call.ctx;
+    let answer: Option<Answer> = match &call.current {
+        Current::Config => None,
+        Current::Text(current) if call.hook == Hook::Naming => {
+            let got = plugin
+                .name(ctx, current)
+                .ok_or_else(not_exported)?
+                .map_err(|e| e.to_string())?;
+            if let Some(name) = &got {
+                super::check_name(name).map_err(invalid)?;
+            }
+            got.map(Answer::Text)
+        }
+        Current::Text(current) => {
+            let got = plugin
+                .user_data(ctx, current)
+                .ok_or_else(not_exported)?
+                .map_err(|e| e.to_string())?;
+            if let Some(data) = &got {
+                crate::validate::check_user_data(data).map_err(invalid)?;
+            }
+            got.map(Answer::Text)
+        }
+        Current::Names(current) => {
+            let got = plugin
+                .cnames(ctx, current)
+                .ok_or_else(not_exported)?
+                .map_err(|e| e.to_string())?;
+            if let Some(names) = &got {
+                super::check_cnames(ctx.domain.as_deref(), names).map_err(invalid)?;
+            }
+            got.map(Answer::Names)
+        }
+        Current::Tags(current) => {
+            let got = plugin
+                .tags(ctx, current)
+                .ok_or_else(not_exported)?
+                .map_err(|e| e.to_string())?;
+            if let Some(tags) = &got {
+                super::check_tags(tags).map_err(invalid)?;
+            }
+            got.map(|t| Answer::Tags(pairs(&t)))
+        }
+        Current::Size(current) => {
+            let rctx = RoleContext {
+                project: ctx.project.clone(),
+                env: ctx.env.clone(),
+                role: ctx.role.clone(),
+                region: ctx.region.clone(),
+                domain: ctx.domain.clone(),
+            };
+            let got = plugin
+                .size(&rctx, current)
+                .ok_or_else(not_exported)?
+                .map_err(|e| e.to_string())?;
+            if let Some(size) = &got {
+                super::check_size(size).map_err(invalid)?;
+            }
+            got.map(|s| Answer::Size(s.instance_type, s.count, s.volume_gb))
+        }
+        Current::State(state) => {
             let violations = plugin
-                .validate(&state)
+                .validate(state)
                 .ok_or_else(not_exported)?
                 .map_err(|e| e.to_string())?;
             let got: Vec<String> = violations.iter().map(|v| v.rule.clone()).collect();
-            let Some(wanted) = &case.expect.violations else {
-                return Err("a guard case says which violations it expects: expect = { violations = [...] }".into());
+            let Want::Violations(wanted) = &call.want else {
+                return Err("internal: a guard case without violations".into());
             };
             return if &got == wanted {
                 Ok(())
@@ -436,19 +608,20 @@ fn check(plugin: &mut super::Plugin, case: &Case, config: &str) -> Result<(), St
             };
         }
     };
-    match (&case.expect.answer, case.expect.none) {
-        (Some(wanted), _) if answer.as_ref() == Some(wanted) => Ok(()),
-        (Some(wanted), _) => Err(format!(
-            "expected {wanted}, got {}",
-            answer.map_or("none (no opinion)".to_owned(), |a| a.to_string())
-        )),
-        (None, Some(true)) if answer.is_none() => Ok(()),
-        (None, Some(true)) => Err(format!(
+    let shown = |a: &Option<Answer>| {
+        a.as_ref()
+            .map_or("none (no opinion)".to_owned(), ToString::to_string)
+    };
+    match &call.want {
+        Want::Answer(wanted) if answer.as_ref() == Some(wanted) => Ok(()),
+        Want::Answer(wanted) => Err(format!("expected {wanted}, got {}", shown(&answer))),
+        Want::NoOpinion if answer.is_none() => Ok(()),
+        Want::NoOpinion => Err(format!(
             "expected none (no opinion), got {}",
-            answer.map_or_else(String::new, |a| a.to_string())
+            shown(&answer)
         )),
-        _ => {
-            Err("a case says what it expects: expect = { answer = ... } or { none = true }".into())
+        Want::Accepted | Want::ConfigError(_) | Want::Violations(_) => {
+            Err("internal: an expectation that does not fit its hook".into())
         }
     }
 }
@@ -469,21 +642,91 @@ fn tags_of(t: &toml::Table) -> Result<Vec<Tag>, String> {
 pub fn fixtures_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let tests = dir.join("tests");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&tests)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read {}: {e}; put fixtures in tests/*.toml or name them",
-                tests.display()
-            )
+        .map_err(|e| FixtureError {
+            file: tests.clone(),
+            message: format!("cannot read: {e}; put fixtures in tests/*.toml or name them"),
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     found.sort();
     if found.is_empty() {
-        anyhow::bail!(
-            "no fixtures in {}: write tests/NAME.toml (docs/plugins.md)",
-            tests.display()
-        );
+        return Err(FixtureError {
+            file: tests,
+            message: "no fixtures: write tests/NAME.toml (docs/plugins.md)".into(),
+        }
+        .into());
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(text: &str) -> Case {
+        let fixture: Fixture = toml::from_str(text).unwrap();
+        fixture.cases.into_iter().next().unwrap()
+    }
+
+    fn refused(text: &str) -> String {
+        match Call::of(&case(text)) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(m) => m,
+        }
+    }
+
+    #[test]
+    fn a_case_expects_exactly_what_fits_its_hook() {
+        let m = refused("[[case]]\nname = \"x\"\nhook = \"guard\"\nexpect = { answer = \"a\" }\n");
+        assert!(m.contains("a guard case expects violations"), "{m}");
+        let m = refused("[[case]]\nname = \"x\"\nhook = \"guard\"\nexpect = {}\n");
+        assert!(m.contains("which violations it expects"), "{m}");
+        let m = refused(
+            "[[case]]\nname = \"x\"\nhook = \"naming\"\nexpect = { answer = \"a\", none = true }\n",
+        );
+        assert!(m.contains("exactly one of"), "{m}");
+        let m =
+            refused("[[case]]\nname = \"x\"\nhook = \"naming\"\nexpect = { violations = [] }\n");
+        assert!(m.contains("answer = ... or none = true only"), "{m}");
+        let m = refused(
+            "[[case]]\nname = \"x\"\nhook = \"configure\"\nexpect = { config_error = \" \" }\n",
+        );
+        assert!(m.contains("it is empty"), "{m}");
+        let m = refused("[[case]]\nname = \"x\"\nhook = \"user_data\"\nexpect = { none = true }\n");
+        assert!(m.contains("is not one of"), "{m}");
+        let m = refused(
+            "[[case]]\nname = \"x\"\nhook = \"naming\"\ncurrent = 3\nexpect = { none = true }\n",
+        );
+        assert!(m.contains("current is a string"), "{m}");
+    }
+
+    #[test]
+    fn defaults_are_heets_own_and_tags_compare_as_pairs() {
+        let call = Call::of(&case(
+            "[[case]]\nname = \"x\"\nhook = \"naming\"\nindex = 2\nexpect = { none = true }\n",
+        ))
+        .unwrap();
+        assert!(matches!(&call.current, Current::Text(n) if n == "demo-staging-www-02"));
+        let call = Call::of(&case(
+            "[[case]]\nname = \"x\"\nhook = \"tags\"\nexpect = { answer = { b = \"2\", a = \"1\" } }\n",
+        ))
+        .unwrap();
+        let answered = [
+            Tag {
+                key: "a".into(),
+                value: "1".into(),
+            },
+            Tag {
+                key: "b".into(),
+                value: "2".into(),
+            },
+        ];
+        assert_eq!(call.want, Want::Answer(Answer::Tags(pairs(&answered))));
+        let call = Call::of(&case(
+            "[[case]]\nname = \"x\"\nhook = \"configure\"\nexpect = {}\n",
+        ))
+        .unwrap();
+        assert_eq!(call.want, Want::Accepted);
+    }
 }

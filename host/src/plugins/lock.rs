@@ -124,11 +124,10 @@ impl Lock {
             toml::from_str(source).map_err(|e| DefinitionError::from_toml(file, source, &e))?;
         for name in lock.plugins.keys() {
             // A name becomes a file name in the plugin folder (`update`, `remove`).
-            let file_name = !name.is_empty()
-                && !name.starts_with('.')
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            // Only what would leave the plugin folder is refused: `plugins lock` writes any
+            // file stem the folder has.
+            let file_name =
+                !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0']);
             if !file_name {
                 return Err(DefinitionError {
                     file: file.to_owned(),

@@ -337,22 +337,7 @@ impl Hooks for PluginSet {
             (&ctx.role, &ctx.env),
             current,
             |p, cur| p.size(ctx, cur),
-            |size| {
-                validate::check_instance_type(&size.instance_type)?;
-                if size.count > crate::definition::MAX_COUNT {
-                    return Err(format!(
-                        "count {} is more than {}",
-                        size.count,
-                        crate::definition::MAX_COUNT
-                    ));
-                }
-                match size.volume_gb {
-                    Some(gb) if !(1..=16_384).contains(&gb) => {
-                        Err(format!("volume of {gb} GiB is outside 1..=16384"))
-                    }
-                    _ => Ok(()),
-                }
-            },
+            check_size,
         )
     }
 
@@ -362,12 +347,7 @@ impl Hooks for PluginSet {
             (&ctx.role, &ctx.env),
             current,
             |p, cur| p.name(ctx, cur),
-            |name| {
-                if name.is_empty() {
-                    return Err("empty name".into());
-                }
-                validate::check_tag("Name", name)
-            },
+            |name| check_name(name),
         )
     }
 
@@ -377,26 +357,7 @@ impl Hooks for PluginSet {
             (&ctx.role, &ctx.env),
             current,
             |p, cur| p.tags(ctx, cur),
-            |tags| {
-                let room = validate::MAX_TAGS - crate::namespace::OWN_TAGS;
-                if tags.len() > room {
-                    return Err(format!(
-                        "{} tags, more than the {room} left by heet's own",
-                        tags.len()
-                    ));
-                }
-                let mut seen = BTreeSet::new();
-                for tag in tags {
-                    validate::check_tag(&tag.key, &tag.value)?;
-                    if tag.key == crate::namespace::TAG_NAME {
-                        return Err("tag Name belongs to the naming hook".into());
-                    }
-                    if !seen.insert(tag.key.as_str()) {
-                        return Err(format!("tag {:?} appears twice", tag.key));
-                    }
-                }
-                Ok(())
-            },
+            |tags| check_tags(tags),
         )
     }
 
@@ -410,25 +371,7 @@ impl Hooks for PluginSet {
             (&ctx.role, &ctx.env),
             current,
             |p, cur| p.cnames(ctx, cur),
-            |names| {
-                let Some(domain) = &ctx.domain else {
-                    return match names.first() {
-                        Some(n) => Err(format!(
-                            "CNAME {n:?} needs a zone, and the project has no domain"
-                        )),
-                        None => Ok(()),
-                    };
-                };
-                let mut seen = BTreeSet::new();
-                for name in names {
-                    validate::check_dns_name(name)?;
-                    validate::check_dns_name(&format!("{name}.{domain}"))?;
-                    if !seen.insert(name.to_ascii_lowercase()) {
-                        return Err(format!("CNAME {name:?} appears twice"));
-                    }
-                }
-                Ok(())
-            },
+            |names| check_cnames(ctx.domain.as_deref(), names),
         )
     }
 
@@ -456,6 +399,75 @@ impl Hooks for PluginSet {
         }
         Ok(all)
     }
+}
+
+/// What heet accepts of a sizing answer (in every chain, and in `heet plugins test`).
+pub(crate) fn check_size(size: &RoleSize) -> Result<(), String> {
+    validate::check_instance_type(&size.instance_type)?;
+    if size.count > crate::definition::MAX_COUNT {
+        return Err(format!(
+            "count {} is more than {}",
+            size.count,
+            crate::definition::MAX_COUNT
+        ));
+    }
+    match size.volume_gb {
+        Some(gb) if !(1..=16_384).contains(&gb) => {
+            Err(format!("volume of {gb} GiB is outside 1..=16384"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What heet accepts of a naming answer.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    validate::check_tag("Name", name)
+}
+
+/// What heet accepts of a tags answer.
+pub(crate) fn check_tags(tags: &[Tag]) -> Result<(), String> {
+    let room = validate::MAX_TAGS - crate::namespace::OWN_TAGS;
+    if tags.len() > room {
+        return Err(format!(
+            "{} tags, more than the {room} left by heet's own",
+            tags.len()
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for tag in tags {
+        validate::check_tag(&tag.key, &tag.value)?;
+        if tag.key == crate::namespace::TAG_NAME {
+            return Err("tag Name belongs to the naming hook".into());
+        }
+        if !seen.insert(tag.key.as_str()) {
+            return Err(format!("tag {:?} appears twice", tag.key));
+        }
+    }
+    Ok(())
+}
+
+/// What heet accepts of a cnames answer, in a project with `domain`.
+pub(crate) fn check_cnames(domain: Option<&str>, names: &[String]) -> Result<(), String> {
+    let Some(domain) = domain else {
+        return match names.first() {
+            Some(n) => Err(format!(
+                "CNAME {n:?} needs a zone, and the project has no domain"
+            )),
+            None => Ok(()),
+        };
+    };
+    let mut seen = BTreeSet::new();
+    for name in names {
+        validate::check_dns_name(name)?;
+        validate::check_dns_name(&format!("{name}.{domain}"))?;
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(format!("CNAME {name:?} appears twice"));
+        }
+    }
+    Ok(())
 }
 
 /// What a guard limited to some roles sees of `state`: only those roles' instances, and the

@@ -226,8 +226,23 @@ pub async fn add(
         .into());
     }
     let checked = fetch(def, runtime, source, name).await?;
-    let granted = def.plugins.grants.contains_key(name);
+    let existing = def.plugins.grants.get(name);
+    if let Some(g) = existing {
+        let refused = g.refused(&checked.hooks);
+        if !refused.is_empty() {
+            let hooks: Vec<&str> = refused.iter().map(|h| h.interface()).collect();
+            let message = format!(
+                "plugins.grants.{name} (hooks = {}) does not allow {}, which {source} exports; plan would refuse it, so it was not added",
+                g.hooks_written(),
+                hooks.join(", ")
+            );
+            return Err(def.error_at(g.at, message).into());
+        }
+    }
+    let granted = existing.is_some();
     let grant_written = grant && !granted;
+    let original =
+        std::fs::read(&def.file).with_context(|| format!("cannot read {}", def.file.display()))?;
     if grant_written {
         // Before the plugin: a grant for a plugin not yet in the folder stops `plan`, where a
         // plugin without its grant would run every hook it exports.
@@ -246,7 +261,13 @@ pub async fn add(
         granted: granted || grant_written,
         grant_written,
     };
-    install(def, lock, vec![checked])?;
+    if let Err(e) = install(def, lock, vec![checked]) {
+        if grant_written {
+            // Nothing of a failed add stays: heet.toml as it was.
+            let _ = crate::commands::write_atomically(&def.file, &original);
+        }
+        return Err(e);
+    }
     Ok(report)
 }
 
