@@ -198,15 +198,8 @@ pub fn run(
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| fixture_error(format!("cannot read: {e}")))?;
-        let fixture: Fixture = toml::from_str(&text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|s| crate::definition::Location::of(&text, s.start));
-            fixture_error(match at {
-                Some(at) => format!("{}:{}: {}", at.line, at.col, e.message()),
-                None => e.message().to_owned(),
-            })
-        })?;
+        let fixture: Fixture = toml::from_str(&text)
+            .map_err(|e| crate::definition::DefinitionError::from_toml(path, &text, &e))?;
         if fixture.cases.is_empty() {
             return Err(fixture_error(
                 "no [[case]]: a fixture without cases proves nothing".into(),
@@ -523,50 +516,37 @@ fn check(plugin: &mut super::Plugin, call: &Call, config: &str) -> Result<(), St
         }
         _ => {}
     }
-    let not_exported = || format!("the plugin does not export {}", call.hook);
-    let invalid = |reason: String| format!("heet refuses its answer: {reason}");
-    let ctx = &call.ctx;
+    // The hook's answer, if it exports the hook, once heet's checks of it pass.
+    fn answered<T>(
+        got: Option<Result<Option<T>, super::PluginError>>,
+        hook: Hook,
+        check: impl FnOnce(&T) -> Result<(), String>,
+    ) -> Result<Option<T>, String> {
+        let got = got
+            .ok_or_else(|| format!("the plugin does not export {hook}"))?
+            .map_err(|e| e.to_string())?;
+        if let Some(value) = &got {
+            check(value).map_err(|reason| format!("heet refuses its answer: {reason}"))?;
+        }
+        Ok(got)
+    }
+    let (ctx, hook) = (&call.ctx, call.hook);
     let answer: Option<Answer> = match &call.current {
         Current::Config => None,
-        Current::Text(current) if call.hook == Hook::Naming => {
-            let got = plugin
-                .name(ctx, current)
-                .ok_or_else(not_exported)?
-                .map_err(|e| e.to_string())?;
-            if let Some(name) = &got {
-                super::check_name(name).map_err(invalid)?;
-            }
-            got.map(Answer::Text)
+        Current::Text(current) if hook == Hook::Naming => {
+            answered(plugin.name(ctx, current), hook, |n| super::check_name(n))?.map(Answer::Text)
         }
-        Current::Text(current) => {
-            let got = plugin
-                .user_data(ctx, current)
-                .ok_or_else(not_exported)?
-                .map_err(|e| e.to_string())?;
-            if let Some(data) = &got {
-                crate::validate::check_user_data(data).map_err(invalid)?;
-            }
-            got.map(Answer::Text)
-        }
-        Current::Names(current) => {
-            let got = plugin
-                .cnames(ctx, current)
-                .ok_or_else(not_exported)?
-                .map_err(|e| e.to_string())?;
-            if let Some(names) = &got {
-                super::check_cnames(ctx.domain.as_deref(), names).map_err(invalid)?;
-            }
-            got.map(Answer::Names)
-        }
+        Current::Text(current) => answered(plugin.user_data(ctx, current), hook, |d| {
+            crate::validate::check_user_data(d)
+        })?
+        .map(Answer::Text),
+        Current::Names(current) => answered(plugin.cnames(ctx, current), hook, |n| {
+            super::check_cnames(ctx.domain.as_deref(), n)
+        })?
+        .map(Answer::Names),
         Current::Tags(current) => {
-            let got = plugin
-                .tags(ctx, current)
-                .ok_or_else(not_exported)?
-                .map_err(|e| e.to_string())?;
-            if let Some(tags) = &got {
-                super::check_tags(tags).map_err(invalid)?;
-            }
-            got.map(|t| Answer::Tags(pairs(&t)))
+            answered(plugin.tags(ctx, current), hook, |t| super::check_tags(t))?
+                .map(|t| Answer::Tags(pairs(&t)))
         }
         Current::Size(current) => {
             let rctx = RoleContext {
@@ -576,19 +556,13 @@ fn check(plugin: &mut super::Plugin, call: &Call, config: &str) -> Result<(), St
                 region: ctx.region.clone(),
                 domain: ctx.domain.clone(),
             };
-            let got = plugin
-                .size(&rctx, current)
-                .ok_or_else(not_exported)?
-                .map_err(|e| e.to_string())?;
-            if let Some(size) = &got {
-                super::check_size(size).map_err(invalid)?;
-            }
-            got.map(|s| Answer::Size(s.instance_type, s.count, s.volume_gb))
+            answered(plugin.size(&rctx, current), hook, super::check_size)?
+                .map(|s| Answer::Size(s.instance_type, s.count, s.volume_gb))
         }
         Current::State(state) => {
             let violations = plugin
                 .validate(state)
-                .ok_or_else(not_exported)?
+                .ok_or_else(|| format!("the plugin does not export {hook}"))?
                 .map_err(|e| e.to_string())?;
             let got: Vec<String> = violations.iter().map(|v| v.rule.clone()).collect();
             let Want::Violations(wanted) = &call.want else {

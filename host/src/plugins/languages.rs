@@ -50,16 +50,12 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
         };
+        // Its place as heet.toml's errors give it; exit 1 as for any build failure.
         let manifest: Manifest = toml::from_str(&text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|s| crate::definition::Location::of(&text, s.start));
-            match at {
-                Some(at) => {
-                    anyhow::anyhow!("{}:{}:{}: {}", file.display(), at.line, at.col, e.message())
-                }
-                None => anyhow::anyhow!("{}: {}", file.display(), e.message()),
-            }
+            anyhow::anyhow!(
+                "{}",
+                crate::definition::DefinitionError::from_toml(&file, &text, &e)
+            )
         })?;
         crate::namespace::check_name("plugin", &manifest.name)
             .map_err(|m| anyhow::anyhow!("{}: name: {m}", file.display()))?;

@@ -290,11 +290,7 @@ pub fn trusted(def: &Definition, lock: &Lock, files: &[PluginFile]) -> anyhow::R
             Some(Err(e)) => Some(format!("heet.lock's source for it is not valid: {e}")),
             Some(Ok(source)) => {
                 let bytes = read_plugin(&f.path, &f.name)?;
-                let wanted = super::signing::Signed {
-                    name: source.repository.clone(),
-                    version: source.tag.clone(),
-                    sha256: sha256_hex(&bytes),
-                };
+                let wanted = super::signing::Signed::of(&source, &sha256_hex(&bytes));
                 policy
                     .verify(&wanted, &bytes, entry.signature.as_deref())
                     .err()

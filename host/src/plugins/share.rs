@@ -45,11 +45,7 @@ async fn fetch(
     let signer = match &def.plugins.trust {
         None => None,
         Some(policy) => {
-            let wanted = Signed {
-                name: source.repository.clone(),
-                version: source.tag.clone(),
-                sha256: pulled.sha256.clone(),
-            };
+            let wanted = Signed::of(source, &pulled.sha256);
             match policy.verify(&wanted, &pulled.bytes, pulled.signature.as_deref()) {
                 Ok(signer) => Some(signer),
                 Err(refusal) => {
@@ -115,7 +111,8 @@ impl Checked {
 
 /// Appends `grant` (a `[plugins.grants.NAME]` table) to heet.toml, keeping every byte that is
 /// there; refused, and nothing written, unless the result is a definition heet accepts.
-fn write_grant(def: &Definition, grant: &str) -> anyhow::Result<()> {
+/// Returns heet.toml as it was, to put back if what follows fails.
+fn write_grant(def: &Definition, grant: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(&def.file)
         .with_context(|| format!("cannot read {}", def.file.display()))?;
     let sep = if text.ends_with('\n') { "\n" } else { "\n\n" };
@@ -126,7 +123,8 @@ fn write_grant(def: &Definition, grant: &str) -> anyhow::Result<()> {
         )
     })?;
     crate::commands::write_atomically(&def.file, written.as_bytes())
-        .with_context(|| format!("cannot write {}", def.file.display()))
+        .with_context(|| format!("cannot write {}", def.file.display()))?;
+    Ok(text)
 }
 
 fn plugin_path(def: &Definition, name: &str) -> PathBuf {
@@ -241,13 +239,13 @@ pub async fn add(
     }
     let granted = existing.is_some();
     let grant_written = grant && !granted;
-    let original =
-        std::fs::read(&def.file).with_context(|| format!("cannot read {}", def.file.display()))?;
-    if grant_written {
-        // Before the plugin: a grant for a plugin not yet in the folder stops `plan`, where a
-        // plugin without its grant would run every hook it exports.
-        write_grant(def, &checked.proposed_grant())?;
-    }
+    // Before the plugin: a grant for a plugin not yet in the folder stops `plan`, where a
+    // plugin without its grant would run every hook it exports.
+    let original = if grant_written {
+        Some(write_grant(def, &checked.proposed_grant())?)
+    } else {
+        None
+    };
     let report = AddReport {
         name: name.to_owned(),
         file: path,
@@ -262,9 +260,9 @@ pub async fn add(
         grant_written,
     };
     if let Err(e) = install(def, lock, vec![checked]) {
-        if grant_written {
+        if let Some(text) = &original {
             // Nothing of a failed add stays: heet.toml as it was.
-            let _ = crate::commands::write_atomically(&def.file, &original);
+            let _ = crate::commands::write_atomically(&def.file, text.as_bytes());
         }
         return Err(e);
     }
@@ -495,11 +493,7 @@ pub async fn publish(
         .interfaces(&plugin)
         .with_context(|| format!("{} is not a plugin heet can load", file.display()))?;
     let sha256 = super::sha256_hex(&bytes);
-    let what = Signed {
-        name: source.repository.clone(),
-        version: source.tag.clone(),
-        sha256: sha256.clone(),
-    };
+    let what = Signed::of(source, &sha256);
     let signature = signing::sign(key, password, &what, &bytes)?;
     let signer = signing::signer_of(&signature).unwrap_or_default();
     let config = serde_json::json!({

@@ -78,6 +78,16 @@ impl std::fmt::Display for Signed {
 }
 
 impl Signed {
+    /// What a signature of `source`'s artifact with these bytes must say: its name in the
+    /// registry without the host (a mirror keeps it valid), its tag, its sha256.
+    pub fn of(source: &super::registry::Source, sha256: &str) -> Signed {
+        Signed {
+            name: source.repository.clone(),
+            version: source.tag.clone(),
+            sha256: sha256.to_owned(),
+        }
+    }
+
     /// The trusted comment that binds a signature to this plugin.
     pub fn comment(&self) -> String {
         format!(
