@@ -1170,6 +1170,11 @@ fn command_in(dir: &Path, endpoint: &str, args: &[&str], env: &[(&str, &str)]) -
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env_remove("AWS_PROFILE")
+        // No developer's registry logins: a test that wants one writes its own config.
+        .env(
+            "DOCKER_CONFIG",
+            target_profile_dir().join("heet-test-no-docker-config"),
+        )
         .env(
             "HEET_CACHE_DIR",
             target_profile_dir().join("heet-test-cache"),
@@ -1282,8 +1287,41 @@ pub struct OciRegistry {
     _child: Child,
 }
 
+/// The login [`OciRegistry::start_with_login`] asks for (test credentials, not a secret; the
+/// bcrypt hash in `tests/fixtures/registry.htpasswd` is of this password).
+pub const REGISTRY_USER: &str = "heet-test";
+pub const REGISTRY_PASSWORD: &str = "not-a-secret";
+
 impl OciRegistry {
+    /// A registry anyone on loopback may pull from and push to.
     pub fn start() -> OciRegistry {
+        OciRegistry::start_with("")
+    }
+
+    /// A registry that asks for HTTP basic auth: [`REGISTRY_USER`] / [`REGISTRY_PASSWORD`].
+    pub fn start_with_login() -> OciRegistry {
+        let htpasswd = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/registry.htpasswd");
+        OciRegistry::start_with(&format!(
+            "auth:\n  htpasswd:\n    realm: heet-test\n    path: {}\n",
+            htpasswd.display()
+        ))
+    }
+
+    /// A docker config folder (for `DOCKER_CONFIG`) holding `user:password` for this
+    /// registry, as `docker login` writes it.
+    pub fn docker_config(&self, user: &str, password: &str) -> tempfile::TempDir {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::json!({ "auths": { self.addr.as_str(): { "auth": auth } } }).to_string(),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn start_with(auth: &str) -> OciRegistry {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -1294,7 +1332,7 @@ impl OciRegistry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                 root.path().join("data").display()
             ),
         )
@@ -1309,7 +1347,11 @@ impl OciRegistry {
             .expect("cannot start docker-registry: run `cargo xtask setup`");
         let addr = format!("127.0.0.1:{port}");
         let start = Instant::now();
-        while ureq::get(format!("http://{addr}/v2/")).call().is_err() {
+        // Up once it answers at all: a registry with a login answers 401.
+        while matches!(
+            ureq::get(format!("http://{addr}/v2/")).call(),
+            Err(e) if !matches!(e, ureq::Error::StatusCode(401))
+        ) {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "docker-registry did not answer on {addr} within 30 s"

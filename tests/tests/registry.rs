@@ -2,9 +2,10 @@
 //! one project publishes signed components (naming in Rust, the guard in JavaScript), another
 //! adds them under a trust policy and plans with them; a re-pushed tag, a tampered or foreign
 //! signature, a key outside its scope, an unsigned artifact, a registry that is down and a
-//! corrupt blob are each caught, with nothing written.
+//! corrupt blob are each caught, with nothing written; a registry that asks for a login gets
+//! the docker config's credentials.
 
-use tests::{OciRegistry, Project, all_plugins_dir, sha256_hex};
+use tests::{OciRegistry, Project, REGISTRY_PASSWORD, REGISTRY_USER, all_plugins_dir, sha256_hex};
 
 const BASE: &str = r#"
 [project]
@@ -496,4 +497,94 @@ fn what_the_trust_policy_or_the_registry_refuses_is_never_written() {
         "{}",
         plan.stderr()
     );
+}
+
+#[test]
+fn a_registry_that_asks_for_a_login_gets_the_docker_configs_credentials() {
+    let registry = OciRegistry::start_with_login();
+    let acme = publisher();
+    let (key_id, public_key) = keygen(&acme, "acme");
+    let target = registry.source("acme/naming", "1.0.0");
+    let file = all_plugins_dir().join("naming.wasm");
+    let publish_args = [
+        "plugins",
+        "publish",
+        file.to_str().unwrap(),
+        &target,
+        "--key",
+        "acme.key",
+        "--output",
+        "json",
+    ];
+    let config_of = |dir: &tempfile::TempDir| dir.path().to_str().unwrap().to_owned();
+
+    let anonymous = acme.heet(&publish_args);
+    assert_eq!(anonymous.code(), 1, "{}", anonymous.stderr());
+    assert!(
+        anonymous.stderr().contains(&format!(
+            "the registry refused access anonymously (the docker config has no credentials for {})",
+            registry.addr
+        )) && anonymous
+            .stderr()
+            .contains(&format!("log in with `docker login {}`", registry.addr)),
+        "{}",
+        anonymous.stderr()
+    );
+
+    let wrong = registry.docker_config(REGISTRY_USER, "wrong-password");
+    let refused = acme.heet_with(&publish_args, &[("DOCKER_CONFIG", &config_of(&wrong))]);
+    assert_eq!(refused.code(), 1, "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains(&format!(
+            "refused access as user {REGISTRY_USER} (from the docker config)"
+        )),
+        "{}",
+        refused.stderr()
+    );
+    assert!(
+        !refused.stderr().contains("wrong-password")
+            && !refused.stdout().contains("wrong-password"),
+        "a password is never printed: {}",
+        refused.stderr()
+    );
+
+    let login = registry.docker_config(REGISTRY_USER, REGISTRY_PASSWORD);
+    let docker = [("DOCKER_CONFIG", config_of(&login))];
+    let docker: Vec<(&str, &str)> = docker.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let published = acme.heet_with(&publish_args, &docker).json();
+    assert_eq!(published["signer"], key_id.as_str());
+
+    let shop = Project::new(&trusting(&public_key, "acme/*"), &[]);
+    let anonymous_add = shop.heet(&["plugins", "add", &target]);
+    assert_eq!(anonymous_add.code(), 1, "{}", anonymous_add.stderr());
+    assert!(
+        anonymous_add
+            .stderr()
+            .contains("refused access anonymously"),
+        "{}",
+        anonymous_add.stderr()
+    );
+    assert_nothing_written(&shop, "an add the registry refused");
+    let added = shop
+        .heet_with(&["plugins", "add", &target, "--output", "json"], &docker)
+        .json();
+    assert_eq!(added["signer"], key_id.as_str());
+    let lock = lock_of(&shop);
+    assert_eq!(
+        lock["plugins"]["naming"]["sha256"].as_str().unwrap(),
+        sha256_hex(&built("naming"))
+    );
+    assert!(
+        !std::fs::read_to_string(shop.path("heet.lock"))
+            .unwrap()
+            .contains(REGISTRY_PASSWORD),
+        "the lock holds no credential"
+    );
+    // plan needs no login: it reads the folder. The name is the added plugin's (heet's own
+    // would start with the project's).
+    drop(registry);
+    let plan = shop
+        .heet(&["plan", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(plan["plan"]["changes"][0]["name"], "staging-www-01");
 }

@@ -18,7 +18,8 @@
 //!
 //! `cargo xtask bench kinds` and `cargo xtask bench rollout` measure one estate each (see
 //! [`kinds`], [`rollout`]); the rollout's section of BENCHMARKS.md is kept when the main
-//! tables are written again.
+//! tables are written again. `cargo xtask bench plugins` runs the microbenchmarks alone and
+//! rewrites only their section (and the warm-call target).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -497,6 +498,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("kinds") => return kinds(),
         Some("rollout") => return rollout(),
+        Some("plugins") => return plugins(),
         _ => {}
     }
     let sizes: Vec<u32> = if args.is_empty() {
@@ -865,6 +867,70 @@ fn micro() -> anyhow::Result<Vec<(String, f64)>> {
     Ok(found)
 }
 
+/// BENCHMARKS.md's plugin section (from its heading to the next one's).
+const MICRO_HEADING: &str = "\n## Plugin microbenchmarks\n";
+
+fn render_micro(micro: &[(String, f64)]) -> String {
+    let mut out = format!(
+        "{MICRO_HEADING}\n`cargo bench -p heet --bench plugins` (criterion, release build, median; `cargo xtask bench\nplugins` writes this section). The warm call is the naming plugin's hook on an instantiated\nplugin, fuel and deadline set as for every call; the chain is `desired::compute` of 20\nroles × 500 instances through naming, tags, cname, cloud-init and guard (four hooks per\ninstance, and the guard once over the whole state). `guard-js` (JavaScript, jco and\nQuickJS) and `naming-py` (Python, componentize-py) are the same policies in other languages,\nbuilt from `plugins/`: their guard validates a state of 8 instances, their naming answers\none instance. `plugin/` is the Rust naming plugin.\n\n| benchmark | median |\n|---|---:|\n"
+    );
+    for (id, ns) in micro {
+        let _ = writeln!(out, "| {id} | {} |", human(*ns));
+    }
+    out
+}
+
+/// The Rust naming plugin's warm call, in µs: what the target row is about.
+fn warm_call_us(micro: &[(String, f64)]) -> Option<f64> {
+    micro
+        .iter()
+        .find(|(id, _)| id.starts_with("plugin/warm hook call"))
+        .map(|(_, ns)| ns / 1e3)
+}
+
+fn warm_call_row(micro: &[(String, f64)]) -> String {
+    let line = match warm_call_us(micro) {
+        Some(us) => format!("- | {us:.2} µs | {}", if us < 2.0 { "yes" } else { "no" }),
+        None => "- | not measured | -".to_owned(),
+    };
+    format!("| < 2 µs per warm hook call | - | {line} |")
+}
+
+/// `cargo xtask bench plugins`: the microbenchmarks alone; their section of BENCHMARKS.md
+/// and the warm-call target row are replaced, the rest of the file kept as it is.
+fn plugins() -> anyhow::Result<()> {
+    let micro = micro()?;
+    let saved = target_dir()?.join("heet-bench.json");
+    if let Ok(mut results) = Results::load(&saved) {
+        results.micro = micro.clone();
+        results.save(&saved)?;
+    }
+    let file = root().join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&file)?;
+    let text = with_micro(&old, &micro);
+    std::fs::write(&file, &text)?;
+    println!("{}", render_micro(&micro));
+    Ok(())
+}
+
+/// `text` with its plugin section and warm-call row replaced by `micro`'s.
+fn with_micro(text: &str, micro: &[(String, f64)]) -> String {
+    let section = render_micro(micro);
+    let mut text = match text.find(MICRO_HEADING) {
+        Some(start) => {
+            let rest = start + MICRO_HEADING.len();
+            let end = text[rest..].find("\n## ").map_or(text.len(), |e| e + rest);
+            format!("{}{}\n{}", &text[..start], section.trim_end(), &text[end..])
+        }
+        None => format!("{}\n{section}", text.trim_end()),
+    };
+    if let Some(start) = text.find("| < 2 µs per warm hook call |") {
+        let end = text[start..].find('\n').map_or(text.len(), |e| e + start);
+        text.replace_range(start..end, &warm_call_row(micro));
+    }
+    text
+}
+
 /// A duration in ns, in the unit that reads best.
 fn human(ns: f64) -> String {
     match ns {
@@ -976,13 +1042,7 @@ fn render(results: &Results) -> String {
         }
     }
     if !results.micro.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n## Plugin microbenchmarks\n\n`cargo bench -p heet --bench plugins` (criterion, release build, median). The warm\ncall is the naming plugin's hook on an instantiated plugin, fuel and deadline set as for\nevery call; the chain is `desired::compute` of 20 roles × 500 instances through naming,\ntags, cname, cloud-init and guard (four hooks per instance, and the guard once over the\nwhole state).\n\n| benchmark | median |\n|---|---:|"
-        );
-        for (id, ns) in &results.micro {
-            let _ = writeln!(out, "| {id} | {} |", human(*ns));
-        }
+        out.push_str(&render_micro(&results.micro));
     }
     targets(&mut out, results, &keys);
     out
@@ -1125,14 +1185,5 @@ fn targets(out: &mut String, results: &Results, keys: &[(String, u32)]) {
         "×",
         false,
     );
-    let warm = results
-        .micro
-        .iter()
-        .find(|(id, _)| id.contains("warm hook call"))
-        .map(|(_, ns)| ns / 1e3);
-    let line = match warm {
-        Some(us) => format!("- | {us:.2} µs | {}", if us < 2.0 { "yes" } else { "no" }),
-        None => "- | not measured | -".to_owned(),
-    };
-    let _ = writeln!(out, "| < 2 µs per warm hook call | - | {line} |");
+    let _ = writeln!(out, "{}", warm_call_row(&results.micro));
 }

@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup  install the wasm target, moto's server, jco and componentize-py (under ~/.cache/heet)\n         and docker-registry\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp,\n                 customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace\n  bench [N...]  heet vs Terraform, Ansible and boto3 on moto (N instances, default 10 100 300),\n                 into BENCHMARKS.md\n  bench kinds   heet's up, no-op up and down of a network and IAM estate under the AWS model"
+                "usage: cargo xtask <task>\n\n  setup  install the wasm target, moto's server, jco and componentize-py (under ~/.cache/heet)\n         and docker-registry\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp,\n                 customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace\n  bench [N...]  heet vs Terraform, Ansible and boto3 on moto (N instances, default 30 102 300),\n                 into BENCHMARKS.md\n  bench kinds   heet's up, no-op up and down of a network and IAM estate under the AWS model\n  bench rollout  a rolling replacement of 8 instances under the AWS model, against its bound\n  bench plugins  the plugin microbenchmarks alone (Rust, JavaScript, Python), into their section"
             );
             if task.is_empty() {
                 Ok(())
@@ -110,15 +110,36 @@ fn setup() -> anyhow::Result<PathBuf> {
         .is_err()
     {
         eprintln!("xtask: installing Debian's docker-registry (the plugin tests' OCI registry)");
-        let install = || {
-            let mut apt = Command::new("apt-get");
-            apt.args(["install", "-y", "-qq", "docker-registry"])
-                .env("DEBIAN_FRONTEND", "noninteractive");
-            run(&mut apt)
+        // apt-get needs root: as another user, sudo without a prompt (CI's), else say what
+        // to run rather than fail inside apt-get.
+        let root_user = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let sudo = !root_user
+            && Command::new("sudo")
+                .args(["-n", "true"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !root_user && !sudo {
+            bail!(
+                "docker-registry is not installed and installing it needs root: run `sudo apt-get install -y docker-registry`, then `cargo xtask setup` again"
+            );
+        }
+        let apt = |args: &[&str]| {
+            let mut c = if sudo {
+                let mut c = Command::new("sudo");
+                c.args(["-n", "--preserve-env=DEBIAN_FRONTEND", "apt-get"]);
+                c
+            } else {
+                Command::new("apt-get")
+            };
+            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            c
         };
-        if install().is_err() {
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-            install()?;
+        if run(&mut apt(&["install", "-y", "-qq", "docker-registry"])).is_err() {
+            run(&mut apt(&["update", "-qq"]))?;
+            run(&mut apt(&["install", "-y", "-qq", "docker-registry"]))?;
         }
     }
     Ok(server)

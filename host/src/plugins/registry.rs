@@ -137,6 +137,16 @@ pub enum RegistryError {
     NotAPlugin { reference: String, why: String },
     #[error("{reference}: the layer's bytes do not match its digest: {why}")]
     DigestMismatch { reference: String, why: String },
+    #[error(
+        "{reference}: the registry refused access {who}: {why}; log in with `docker login {registry}` (heet reads the docker config: $DOCKER_CONFIG/config.json or ~/.docker/config.json, and its credential helpers)"
+    )]
+    Unauthorized {
+        reference: String,
+        registry: String,
+        /// Whose access was refused, never with the secret: "as user ci", "anonymously (…)".
+        who: String,
+        why: String,
+    },
     #[error("{reference}: {why}")]
     Other { reference: String, why: String },
 }
@@ -156,7 +166,26 @@ pub struct Pulled {
 pub struct Registry {
     client: Client,
     auth: RegistryAuth,
+    /// Where `auth` came from, for messages (never the secret itself).
+    who: String,
     source: Source,
+}
+
+/// Anonymous access, for a registry the docker config has no login for.
+fn no_credentials(registry: &str) -> (RegistryAuth, String) {
+    (
+        RegistryAuth::Anonymous,
+        format!("anonymously (the docker config has no credentials for {registry})"),
+    )
+}
+
+/// The docker config file `docker_credential` reads: `$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`.
+fn docker_config_file() -> Option<std::path::PathBuf> {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
+        .map(|dir| dir.join("config.json"))
 }
 
 impl Registry {
@@ -174,18 +203,40 @@ impl Registry {
             read_timeout: Some(std::time::Duration::from_secs(60)),
             ..ClientConfig::default()
         });
-        let auth = match docker_credential::get_credential(&source.registry) {
-            Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
-                RegistryAuth::Basic(user, password)
+        use docker_credential::{CredentialRetrievalError as NoCredential, DockerCredential};
+        let (auth, who) = match docker_credential::get_credential(&source.registry) {
+            Ok(DockerCredential::UsernamePassword(user, password)) => {
+                let who = format!("as user {user} (from the docker config)");
+                (RegistryAuth::Basic(user, password), who)
             }
-            Ok(docker_credential::DockerCredential::IdentityToken(token)) => {
-                RegistryAuth::Bearer(token)
+            Ok(DockerCredential::IdentityToken(token)) => (
+                RegistryAuth::Bearer(token),
+                "with the identity token from the docker config".to_owned(),
+            ),
+            // Public registries need no login: no config, or none for this registry, is
+            // anonymous. A config or helper that fails is anonymous too, but said so when
+            // the registry then refuses. (The crate reports a config file that is not there
+            // as one it could not read.)
+            Err(NoCredential::ConfigNotFound | NoCredential::NoCredentialConfigured) => {
+                no_credentials(&source.registry)
             }
-            Err(_) => RegistryAuth::Anonymous,
+            Err(NoCredential::ConfigReadError)
+                if docker_config_file().is_none_or(|f| !f.exists()) =>
+            {
+                no_credentials(&source.registry)
+            }
+            Err(e) => (
+                RegistryAuth::Anonymous,
+                format!(
+                    "anonymously (the docker config's credentials for {} could not be read: {e})",
+                    source.registry
+                ),
+            ),
         };
         Registry {
             client,
             auth,
+            who,
             source: source.clone(),
         }
     }
@@ -207,6 +258,18 @@ impl Registry {
                 RegistryError::Unreachable { reference, why }
             }
             E::DigestError(_) => RegistryError::DigestMismatch { reference, why },
+            E::AuthenticationFailure(_)
+            | E::UnauthorizedError { .. }
+            | E::ServerError {
+                code: 401 | 403, ..
+            } => self.unauthorized(reference, why),
+            E::RegistryError { ref envelope, .. }
+                if envelope.errors.iter().any(|e| {
+                    matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
+                }) =>
+            {
+                self.unauthorized(reference, why)
+            }
             E::ImageManifestNotFoundError(_) | E::ServerError { code: 404, .. } => {
                 RegistryError::NotFound { reference }
             }
@@ -223,6 +286,15 @@ impl Registry {
                 RegistryError::NotFound { reference }
             }
             _ => RegistryError::Other { reference, why },
+        }
+    }
+
+    fn unauthorized(&self, reference: String, why: String) -> RegistryError {
+        RegistryError::Unauthorized {
+            reference,
+            registry: self.source.registry.clone(),
+            who: self.who.clone(),
+            why,
         }
     }
 
