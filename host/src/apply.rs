@@ -1,8 +1,9 @@
 //! Executes a [`Plan`]: the only code that changes anything in AWS.
 //!
-//! Order: releases and network creates, record deletes, terminate (deletes and the old half
-//! of replacements), retag, launch, then, while the new instances get their own tags, wait for
-//! them to run, associate addresses and write record upserts; network deletes last.
+//! Order: IAM and network creates (the two families at once, each tier by tier), record
+//! deletes, terminate (deletes and the old half of replacements), retag, launch, then, while
+//! the new instances get their own tags, wait for them to run, associate addresses and write
+//! record upserts; network and IAM deletes last, again at once.
 //!
 //! Launches go in batches: one RunInstances per role and launch settings, carrying the tags
 //! its instances share and `heet:batch`, written ahead in the ledger with its ClientToken and
@@ -37,6 +38,11 @@ use crate::rolling::Health;
 /// keeps them within the account's rates.
 const CONCURRENCY: usize = 16;
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// The ledger as apply writes it: one write at a time, as a write rewrites whole pages (two
+/// at once could each put back a page without the other's entries), while the work between
+/// the writes of different families runs at once.
+type Books<'l> = tokio::sync::Mutex<&'l mut Ledger>;
 
 /// One instance as a command reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -112,6 +118,7 @@ pub async fn apply(
         run_id,
         keep_failed,
     } = cx;
+    let ledger: &Books = &tokio::sync::Mutex::new(ledger);
     let mut applied = Applied::default();
     if !plan.conflicts.is_empty() {
         anyhow::bail!(
@@ -146,15 +153,6 @@ pub async fn apply(
         bookkeeping.extend(resource_entry(resource, Some(id), ledger::State::Done));
     }
     book(aws, ledger, bookkeeping).await?;
-    applied.iam = made_in(
-        aws,
-        ledger,
-        Stage::Before,
-        &plan.iam.changes,
-        &mut iam,
-        "iam",
-    )
-    .await?;
 
     let mut net = NetApply {
         aws,
@@ -170,14 +168,23 @@ pub async fn apply(
         moved: Mutex::default(),
         new_dns: BTreeMap::new(),
     };
-    applied.network = network_stage(Stage::Before, &mut net, ledger, &plan.network).await?;
+    // IAM and the network need nothing of each other (an instance profile and a key pair
+    // are for the instances, launched after both): their stages run at once, each tier by
+    // tier, sharing only the ledger's writes.
+    (applied.iam, applied.network) = both(tokio::join!(
+        made_in(
+            aws,
+            ledger,
+            Stage::Before,
+            &plan.iam.changes,
+            &mut iam,
+            "iam"
+        ),
+        network_stage(Stage::Before, &mut net, ledger, &plan.network),
+    ))?;
     // Entries of launches from before batch launches say nothing the instances' tags do not.
-    book(
-        aws,
-        ledger,
-        ledger.legacy().into_iter().map(|k| (k, None)).collect(),
-    )
-    .await?;
+    let legacy = ledger.lock().await.legacy();
+    book(aws, ledger, legacy.into_iter().map(|k| (k, None)).collect()).await?;
 
     let doomed: Vec<String> = plan
         .changes
@@ -260,19 +267,35 @@ pub async fn apply(
         }
     }
     sort_by_slot(&mut applied.launched);
-    let deleted = network_stage(Stage::After, &mut net, ledger, &plan.network).await?;
-    applied.network.extend(deleted);
-    let deleted = made_in(
-        aws,
-        ledger,
-        Stage::After,
-        &plan.iam.changes,
-        &mut iam,
-        "iam",
-    )
-    .await?;
-    applied.iam.extend(deleted);
+    // What the old instances needed goes once they are gone, both families at once.
+    let (network, iam) = both(tokio::join!(
+        network_stage(Stage::After, &mut net, ledger, &plan.network),
+        made_in(
+            aws,
+            ledger,
+            Stage::After,
+            &plan.iam.changes,
+            &mut iam,
+            "iam"
+        ),
+    ))?;
+    applied.network.extend(network);
+    applied.iam.extend(iam);
     Ok(applied)
+}
+
+/// The results of two stages run at once, once both are done (one failing does not cut the
+/// other off between its ledger writes and its calls): the first failure is the error, its
+/// typed cause and exit code with it; a second one is logged.
+fn both<A, B>((a, b): (anyhow::Result<A>, anyhow::Result<B>)) -> anyhow::Result<(A, B)> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(first), Err(other)) => {
+            tracing::error!("{other:#}");
+            Err(first)
+        }
+    }
 }
 
 /// A rollout batch whose successors did not become healthy in time: the rollout stopped
@@ -355,7 +378,7 @@ impl Rounds<'_> {
     async fn run(
         self,
         round: u32,
-        ledger: &mut Ledger,
+        ledger: &Books<'_>,
         net: &mut NetApply<'_>,
     ) -> anyhow::Result<RoundDone> {
         let Rounds { aws, plan, .. } = self;
@@ -405,7 +428,7 @@ impl Rounds<'_> {
         self,
         round: u32,
         launched: &Launched<'_>,
-        ledger: &mut Ledger,
+        ledger: &Books<'_>,
         net: &mut NetApply<'_>,
     ) -> anyhow::Result<RoundDone> {
         let Rounds { aws, plan, .. } = self;
@@ -613,12 +636,14 @@ impl Rounds<'_> {
 /// Stores `changes` in the ledger: the pages entries move to before the pages they leave.
 async fn book(
     aws: &Aws,
-    ledger: &mut Ledger,
+    ledger: &Books<'_>,
     changes: Vec<(String, Option<ledger::Entry>)>,
 ) -> anyhow::Result<()> {
     if changes.is_empty() {
         return Ok(());
     }
+    // Held until the pages are written: the next write stages against pages as stored.
+    let mut ledger = ledger.lock().await;
     let write = ledger.stage(changes);
     for step in write.steps() {
         let results: Vec<anyhow::Result<()>> = stream::iter(step)
@@ -651,7 +676,7 @@ fn resource_entry(resource: &str, aws_id: Option<&str>, state: ledger::State) ->
 /// entry of something that is gone is forgotten.
 async fn written_ahead<T, F>(
     aws: &Aws,
-    ledger: &mut Ledger,
+    ledger: &Books<'_>,
     ahead: Entries,
     work: F,
     after: impl FnOnce(&T) -> anyhow::Result<Entries>,
@@ -712,7 +737,7 @@ trait Executor<C: kinds::Change> {
 /// Returns the changes made, as the plan shows them.
 async fn made_in<C: kinds::Change, E: Executor<C>>(
     aws: &Aws,
-    ledger: &mut Ledger,
+    ledger: &Books<'_>,
     stage: Stage,
     changes: &[C],
     executor: &mut E,
@@ -921,7 +946,7 @@ fn resolve<'a>(ids: &'a BTreeMap<String, String>, resource: &str) -> anyhow::Res
 async fn network_stage(
     stage: Stage,
     net: &mut NetApply<'_>,
-    ledger: &mut Ledger,
+    ledger: &Books<'_>,
     changes: &[NetChange],
 ) -> anyhow::Result<Vec<String>> {
     let done = made_in(net.aws, ledger, stage, changes, net, "network").await?;
@@ -1146,7 +1171,7 @@ impl Executor<NetChange> for NetApply<'_> {
 async fn records_in(
     aws: &Aws,
     plan: &Plan,
-    ledger: &mut Ledger,
+    ledger: &Books<'_>,
     zone: &Option<Zone>,
     new_dns: &BTreeMap<String, String>,
     stage: Stage,
@@ -1325,7 +1350,7 @@ async fn launch<'a>(
     aws: &Aws,
     plan: &Plan,
     launches: &[&'a DesiredInstance],
-    ledger: &mut Ledger,
+    ledger: &Books<'_>,
     run_id: &str,
     ids: &BTreeMap<String, String>,
 ) -> anyhow::Result<Launched<'a>> {
@@ -1336,7 +1361,7 @@ async fn launch<'a>(
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let known = ledger.batches();
+    let known = ledger.lock().await.batches();
     let mut planned = Vec::new();
     for members in batches(launches) {
         let first = members[0];
@@ -1563,6 +1588,26 @@ async fn tag_members(aws: &Aws, batches: &[LaunchedBatch<'_>]) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn of_two_stages_run_at_once_the_first_failure_is_the_error_with_its_type() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("iam refused")]
+        struct Refused;
+        let ok = || anyhow::Ok(1);
+        let refused = || Err::<u32, _>(anyhow::Error::new(Refused));
+        let gone = || Err::<u32, _>(anyhow::anyhow!("vpc gone"));
+        assert_eq!(both((ok(), ok())).unwrap(), (1, 1));
+        let e = both((ok(), refused())).unwrap_err();
+        assert!(e.downcast_ref::<Refused>().is_some(), "{e:#}");
+        let e = both((gone(), refused())).unwrap_err();
+        assert_eq!(format!("{e:#}"), "vpc gone", "the first is the error");
+        let e = both((refused(), gone())).unwrap_err();
+        assert!(
+            e.downcast_ref::<Refused>().is_some(),
+            "its type kept: {e:#}"
+        );
+    }
     use crate::desired::{
         compute,
         tests::{NoPlugins, definition},

@@ -365,10 +365,10 @@ pub struct DownReport {
     pub terminated: Vec<InstanceSummary>,
     /// DNS records deleted.
     pub records: Vec<String>,
-    /// Network resources deleted or released, and rules revoked on the way.
-    pub network: Vec<String>,
-    /// IAM entities deleted, and what held them undone on the way.
-    pub iam: Vec<String>,
+    /// Each family's changes by its label (`network`: resources deleted or released and
+    /// rules revoked on the way; `iam`: entities deleted and what held them undone).
+    #[serde(flatten)]
+    pub families: FamilyLines,
     /// Tagged for this project/env but not created by heet: left alone.
     pub foreign: Vec<String>,
     /// Records heet created that someone changed since: forgotten, left alone.
@@ -381,8 +381,7 @@ impl fmt::Display for DownReport {
         let target = format!("{}/{}", self.project, self.env);
         if self.terminated.is_empty()
             && self.records.is_empty()
-            && self.network.is_empty()
-            && self.iam.is_empty()
+            && self.families.0.iter().all(|(_, lines)| lines.is_empty())
         {
             write!(f, "nothing to delete: heet runs nothing for {target}")?;
         } else {
@@ -406,7 +405,7 @@ impl fmt::Display for DownReport {
                     self.records.join(", ")
                 )?;
             }
-            for n in self.network.iter().chain(&self.iam) {
+            for n in self.families.0.iter().flat_map(|(_, lines)| lines) {
                 write!(f, "\n  {n}")?;
             }
         }
@@ -428,7 +427,37 @@ impl fmt::Display for DownReport {
     }
 }
 
-/// Lists what `down` deletes (the instances and records of `plan`, its network and IAM
+/// Lines by family label, in the plan's order of families; in JSON, one key per label.
+#[derive(Debug, Default)]
+pub struct FamilyLines(pub Vec<(&'static str, Vec<String>)>);
+
+impl FamilyLines {
+    /// Every change of each of `plan`'s families, as the plan shows it.
+    fn of(plan: &Plan) -> FamilyLines {
+        FamilyLines(
+            plan.families()
+                .iter()
+                .map(|f| {
+                    let lines = f.changes().iter().map(ToString::to_string).collect();
+                    (f.label(), lines)
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for FamilyLines {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (label, lines) in &self.0 {
+            map.serialize_entry(label, lines)?;
+        }
+        map.end()
+    }
+}
+
+/// Lists what `down` deletes (the instances and records of `plan`, and what each family
 /// deletes) and asks, unless `yes`.
 fn down_confirmed(
     plan: &Plan,
@@ -451,26 +480,25 @@ fn down_confirmed(
     for r in records {
         eprintln!("  record   {r}");
     }
-    let deleted: Vec<_> = plan.network.iter().filter(|c| c.is_delete()).collect();
-    for n in &deleted {
-        eprintln!("  network  {n}");
+    let mut counts = Vec::new();
+    for family in plan.families() {
+        let deleted: Vec<_> = kinds::deleted(family).collect();
+        for n in &deleted {
+            eprintln!("  {:<8} {n}", family.label());
+        }
+        counts.push(format!("{} {}", deleted.len(), family.deleted_noun()));
     }
-    let iam_deleted: Vec<_> = plan
-        .iam
-        .changes
-        .iter()
-        .filter(|c| matches!(c, kinds::iam::IamChange::Delete { .. }))
-        .collect();
-    for n in &iam_deleted {
-        eprintln!("  iam      {n}");
-    }
+    // "…, 2 network resource(s) and 1 IAM entit(ies)": the last family after an "and".
+    let families = match counts.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    };
     confirm(
         &format!(
-            "terminate {} instance(s), delete {} record(s), {} network resource(s) and {} IAM entit(ies)",
+            "terminate {} instance(s), delete {} record(s), {families}",
             terminated.len(),
             records.len(),
-            deleted.len(),
-            iam_deleted.len()
         ),
         environment.protected.then_some(env),
     )
@@ -694,26 +722,15 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
             RecordChange::Delete { .. } => {}
         }
     }
-    report.conflicts.extend(plan.iam.conflicts.iter().cloned());
-    report.foreign.extend(plan.iam.foreign.iter().cloned());
-    // A change that makes something says it is missing, one that removes it that it is
-    // not wanted; the rest repair it.
-    let network = plan
-        .network
-        .iter()
-        .map(|c| (c.to_string(), c.creates(), c.is_delete()));
-    let iam = plan
-        .iam
-        .changes
-        .iter()
-        .map(|c| (c.to_string(), c.creates(), c.is_delete()));
-    for (line, creates, deletes) in iam.chain(network) {
-        if creates {
-            report.missing.push(line);
-        } else if deletes {
-            report.unexpected.push(line);
-        } else {
-            report.changed.push(line);
+    for family in plan.families() {
+        report.conflicts.extend(family.conflicts().iter().cloned());
+        report.foreign.extend(family.foreign().iter().cloned());
+        for c in family.changes() {
+            match kinds::drift(c) {
+                kinds::Drift::Missing => report.missing.push(c.to_string()),
+                kinds::Drift::Unexpected => report.unexpected.push(c.to_string()),
+                kinds::Drift::Changed => report.changed.push(c.to_string()),
+            }
         }
     }
     report.drift = !(report.missing.is_empty()
@@ -830,8 +847,7 @@ pub async fn down(
             let records = deleted_records(&plan);
             if !doomed.is_empty()
                 || !records.is_empty()
-                || !plan.network.is_empty()
-                || !plan.iam.changes.is_empty()
+                || plan.families().iter().any(|f| !f.changes().is_empty())
             {
                 down_confirmed(&plan, &doomed, &records, yes, &environment)?;
             }
@@ -853,12 +869,11 @@ pub async fn down(
         env: env.to_owned(),
         terminated: terminated_by(&plan, &observed),
         records: deleted_records(&plan),
-        network: plan.network.iter().map(ToString::to_string).collect(),
-        iam: plan.iam.changes.iter().map(ToString::to_string).collect(),
+        families: FamilyLines::of(&plan),
         foreign: plan
             .foreign
             .iter()
-            .chain(&plan.iam.foreign)
+            .chain(plan.families().iter().flat_map(|f| f.foreign()))
             .cloned()
             .collect(),
         foreign_records: plan.foreign_records.clone(),

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::desired::{Desired, DesiredInstance};
+use crate::kinds::Family;
 use crate::kinds::iam::IamPlan;
 use crate::kinds::network::{self, NetChange, ObservedResource};
 use crate::kinds::records::{DnsState, RecordChange, plan_records};
@@ -215,10 +216,15 @@ pub enum Change {
 }
 
 impl Plan {
+    /// The families of kinds planned beside the instances and records, in the order the
+    /// plan shows them: the one place a family is registered for what reads a plan.
+    pub fn families(&self) -> [&dyn Family; 2] {
+        [&self.network, &self.iam]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
-            && self.network.is_empty()
-            && self.iam.is_empty()
+            && self.families().iter().all(|f| f.is_empty())
             && self.records.is_empty()
             && self.create_zone.is_none()
             && self.foreign_records.is_empty()
@@ -742,11 +748,11 @@ impl fmt::Display for Plan {
             if !self.records.is_empty() {
                 write!(f, ", {} record change(s)", self.records.len())?;
             }
-            if !self.network.is_empty() {
-                write!(f, ", {} network change(s)", self.network.len())?;
-            }
-            if !self.iam.changes.is_empty() {
-                write!(f, ", {} iam change(s)", self.iam.changes.len())?;
+            for family in self.families() {
+                match family.changes().len() {
+                    0 => {}
+                    n => write!(f, ", {n} {} change(s)", family.label())?,
+                }
             }
             for change in &self.changes {
                 write!(f, "\n  {change}")?;
@@ -765,17 +771,14 @@ impl fmt::Display for Plan {
                     r.timeout.as_secs()
                 )?;
             }
-            for change in &self.network {
-                write!(f, "\n  {change}")?;
-            }
-            for change in &self.iam.changes {
+            for change in self.families().iter().flat_map(|f| f.changes()) {
                 write!(f, "\n  {change}")?;
             }
         }
-        for c in &self.iam.conflicts {
+        for c in self.families().iter().flat_map(|f| f.conflicts()) {
             write!(f, "\n  conflict: {}", text::shown(c))?;
         }
-        for n in &self.iam.foreign {
+        for n in self.families().iter().flat_map(|f| f.foreign()) {
             write!(f, "\n  not heet's, left alone: {}", text::shown(n))?;
         }
         if let Some(zone) = &self.create_zone {
@@ -1047,6 +1050,68 @@ count = 2
         assert_eq!(
             p.to_string(),
             "no changes: shop/staging is up to date (2 instance(s))"
+        );
+    }
+
+    #[test]
+    fn each_registered_family_is_counted_shown_and_kept_from_an_empty_plan() {
+        use crate::kinds::iam::IamChange;
+        let d = desired("staging");
+        let mut p = plan(&d, &all_running(&d), &[], &DnsState::default(), None, 0);
+        assert!(p.is_empty());
+        // A conflict alone stops apply: the plan is not empty, and says why.
+        p.iam.conflicts = vec!["iam group shop-staging-ops".into()];
+        assert!(!p.is_empty());
+        assert!(
+            p.to_string()
+                .ends_with("\n  conflict: iam group shop-staging-ops"),
+            "{p}"
+        );
+        p.iam.conflicts.clear();
+        p.network = vec![NetChange::DeleteVpc {
+            resource: "vpc/main".into(),
+            vpc_id: "vpc-1".into(),
+        }];
+        p.iam.changes = vec![IamChange::CreateGroup {
+            name: "shop-staging-ops".into(),
+        }];
+        let shown = p.to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines[0],
+            "plan for shop/staging: 0 to create, 0 to replace, 0 to update, 0 to delete, 1 network change(s), 1 iam change(s)"
+        );
+        // In the order of `families`, each change as its kind shows it.
+        assert_eq!(lines.len(), 3, "{shown}");
+        assert_eq!(lines[1], format!("  {}", p.network[0]));
+        assert_eq!(lines[2], format!("  {}", p.iam.changes[0]));
+        assert_eq!(
+            p.families().map(|f| crate::kinds::drift(f.changes()[0])),
+            [
+                crate::kinds::Drift::Unexpected,
+                crate::kinds::Drift::Missing
+            ]
+        );
+        // `down` lists what a family deletes, not what it undoes on the way.
+        p.iam.changes = vec![
+            IamChange::Leave {
+                user: "shop-staging-ci".into(),
+                group: "shop-staging-ops".into(),
+            },
+            IamChange::Delete {
+                kind: crate::kinds::iam::Kind::Group,
+                name: "shop-staging-ops".into(),
+                arn: "arn:aws:iam::123456789012:group/shop-staging-ops".into(),
+            },
+        ];
+        let deleted = |f: &dyn crate::kinds::Family| -> Vec<String> {
+            crate::kinds::deleted(f).map(|c| c.to_string()).collect()
+        };
+        assert_eq!(deleted(&p.network), [p.network[0].to_string()]);
+        assert_eq!(deleted(&p.iam), [p.iam.changes[1].to_string()]);
+        assert_eq!(
+            crate::kinds::drift(p.iam.changes()[0]),
+            crate::kinds::Drift::Unexpected
         );
     }
 

@@ -264,9 +264,20 @@ fn iam_is_made_kept_repaired_and_removed_exactly() {
     assert_eq!(mutating(&settled), 0, "{}", settled.stdout());
 
     // Down: exactly heet's, everything that held it undone; alice and her group stay.
-    let down = p.heet(&["down", "--env", "staging", "--yes"]);
-    down.ok();
+    let down = p.heet(&["down", "--env", "staging", "--yes", "--output", "json"]);
+    let report = down.json();
     assert!(!all_output(&down).contains(&secret));
+    // Each family's changes under its own key: IAM's deletes and what held them undone.
+    let iam: Vec<&str> = report["iam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    for deleted in ["delete iam user", "delete iam group", "delete iam role"] {
+        assert!(iam.iter().any(|l| l.starts_with(deleted)), "{iam:?}");
+    }
+    assert_eq!(report["network"], serde_json::json!([]));
     assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
     assert!(config(&p, "IAM_DEPLOYER_SECRET_ACCESS_KEY").is_none());
     let users = moto().iam(&[("Action", "ListUsers")]);
@@ -376,4 +387,55 @@ fn killed_anywhere_during_iam_creation_the_next_up_converges_exactly() {
         p.heet(&["down", "--env", "staging", "--yes"]).ok();
         assert_eq!(moto().leftovers(&p.name), Vec::<String>::new(), "call {n}");
     }
+}
+
+/// The AWS operations of `run` in the order they completed, from heet's trace
+/// (`HEET_LOG=heet=trace`): `iam:CreatePolicy`, `ec2:CreateSecurityGroup`.
+fn completed(run: &Run) -> Vec<String> {
+    run.stderr()
+        .lines()
+        .filter(|l| l.contains("aws call "))
+        .filter_map(|l| l.split_once(" done: ").map(|(_, op)| op.trim().to_owned()))
+        .collect()
+}
+
+#[test]
+fn iam_and_the_network_are_made_at_once() {
+    // DEF with a firewall: groups and rules made before the instances, as IAM is.
+    let def = DEF.replace(
+        "[roles.www]\n",
+        "[roles.www]\nports = [80]\nallow_cidr = [\"0.0.0.0/0\"]\n",
+    );
+    let p = Project::new(&def, &[]);
+    let up = p.heet_with(&["up", "--env", "staging"], &[("HEET_LOG", "heet=trace")]);
+    up.ok();
+    let calls = completed(&up);
+    let at = |f: &dyn Fn(&str) -> bool| -> Vec<usize> {
+        calls
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| f(op))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let iam = at(&|op| op.starts_with("iam:Create") || op.starts_with("iam:Attach"));
+    let network =
+        at(&|op| op == "ec2:CreateSecurityGroup" || op == "ec2:AuthorizeSecurityGroupIngress");
+    assert!(!iam.is_empty() && !network.is_empty(), "{calls:?}");
+    // One after the other, every call of one family would come before the other's first.
+    assert!(
+        network[0] < *iam.last().unwrap() && iam[0] < *network.last().unwrap(),
+        "IAM and the network were not made at once: {calls:?}"
+    );
+    let launch = at(&|op| op == "ec2:RunInstances");
+    assert!(
+        launch[0] > *iam.last().unwrap() && launch[0] > *network.last().unwrap(),
+        "the instances come after what they need: {calls:?}"
+    );
+    let again = p.heet(&["up", "--env", "staging", "--output", "json"]);
+    assert_eq!(mutating(&again), 0, "{}", again.stdout());
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    assert_eq!(moto().iam_entities(&p.name), Vec::<String>::new());
+    assert_eq!(moto().ledger_keys(&p.name, "staging"), Vec::<String>::new());
 }

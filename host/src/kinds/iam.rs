@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
-use super::{Bookkeeping, Change, Stage};
+use super::{Bookkeeping, Change, Family, Stage};
 use crate::namespace::check_name;
 
 // ---------------------------------------------------------------------------------------
@@ -927,8 +927,23 @@ pub struct IamPlan {
     pub arns: BTreeMap<String, String>,
 }
 
-impl IamPlan {
-    pub fn is_empty(&self) -> bool {
+impl Family for IamPlan {
+    fn label(&self) -> &'static str {
+        "iam"
+    }
+    fn deleted_noun(&self) -> &'static str {
+        "IAM entit(ies)"
+    }
+    fn changes(&self) -> Vec<&dyn Change> {
+        self.changes.iter().map(|c| c as &dyn Change).collect()
+    }
+    fn conflicts(&self) -> &[String] {
+        &self.conflicts
+    }
+    fn foreign(&self) -> &[String] {
+        &self.foreign
+    }
+    fn is_empty(&self) -> bool {
         self.changes.is_empty()
             && self.conflicts.is_empty()
             && self.forgotten.is_empty()

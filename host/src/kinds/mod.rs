@@ -6,6 +6,10 @@
 //! ([`iam`]) and DNS records ([`records`]) are written this way: their changes implement
 //! [`Change`], and apply makes them stage by stage under one write-ahead protocol. Instances
 //! keep their own planning in `plan.rs` (see ARCHITECTURE.md).
+//!
+//! A family's part of a plan implements [`Family`], and `Plan::families` lists each family
+//! once: the plan's summary and lines, `status`'s drift, and `down`'s list, confirmation and
+//! report come from that list, not from code per family.
 
 use std::fmt;
 
@@ -58,6 +62,59 @@ pub trait Change: fmt::Display {
     /// Whether it removes something (`status` reports it as unexpected; a network delete
     /// makes apply wait until terminated instances are fully gone).
     fn is_delete(&self) -> bool;
+}
+
+/// A family of kinds as a plan holds it: its changes, and what it found but leaves alone.
+/// Registered once, in `Plan::families`; what reads a plan's families reads only this.
+pub trait Family {
+    /// The family's word in the plan's summary and `down`'s list: `network`, `iam`.
+    fn label(&self) -> &'static str;
+    /// What `down`'s confirmation counts of it: `network resource(s)`.
+    fn deleted_noun(&self) -> &'static str;
+    /// Its changes, in the plan's order.
+    fn changes(&self) -> Vec<&dyn Change>;
+    /// Names heet would make that something it did not make holds: while any exist, nothing
+    /// of the plan is applied.
+    fn conflicts(&self) -> &[String] {
+        &[]
+    }
+    /// What looks like heet's but is not: never touched.
+    fn foreign(&self) -> &[String] {
+        &[]
+    }
+    /// Whether applying the plan has nothing to do for this family: no change, conflict or
+    /// ledger bookkeeping.
+    fn is_empty(&self) -> bool;
+}
+
+/// The changes of a family `down`'s list names: the resources it deletes (not the rules,
+/// attachments and memberships undone on the way).
+pub fn deleted(family: &dyn Family) -> impl Iterator<Item = &dyn Change> {
+    family
+        .changes()
+        .into_iter()
+        .filter(|c| matches!(c.bookkeeping(), Bookkeeping::Delete(_)))
+}
+
+/// How `status` calls a change: something missing, something not wanted, or something to
+/// repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    Missing,
+    Unexpected,
+    Changed,
+}
+
+/// A change that makes something says it is missing, one that removes it that it is not
+/// wanted; the rest repair it.
+pub fn drift(change: &dyn Change) -> Drift {
+    if change.creates() {
+        Drift::Missing
+    } else if change.is_delete() {
+        Drift::Unexpected
+    } else {
+        Drift::Changed
+    }
 }
 
 /// The changes of `stage` in the order they are made there.

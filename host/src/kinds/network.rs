@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::definition::{Definition, KeyPair, Vpc};
-use crate::kinds::{Bookkeeping, Change, Stage};
+use crate::kinds::{Bookkeeping, Change, Family, Stage};
 use crate::namespace::{self, TAG_ENV, TAG_ID, TAG_PROJECT, TAG_RESOURCE};
 
 /// The kinds of network resource, in creation order (deletes go in reverse). Every match
@@ -737,6 +737,21 @@ impl Change for NetChange {
 
     fn is_delete(&self) -> bool {
         matches!(self.bookkeeping(), Bookkeeping::Delete(_))
+    }
+}
+
+impl Family for Vec<NetChange> {
+    fn label(&self) -> &'static str {
+        "network"
+    }
+    fn deleted_noun(&self) -> &'static str {
+        "network resource(s)"
+    }
+    fn changes(&self) -> Vec<&dyn Change> {
+        self.iter().map(|c| c as &dyn Change).collect()
+    }
+    fn is_empty(&self) -> bool {
+        <[NetChange]>::is_empty(self)
     }
 }
 
