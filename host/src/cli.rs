@@ -107,6 +107,19 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Run a scenario's steps (or one task) on the environment's instances through SSM Run
+    /// Command, each step on every instance before the next; stops at the first failed step
+    /// (exit 1)
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["scenario", "task"])))]
+    Run {
+        /// A scenario of the definition's `[scenarios]`
+        scenario: Option<String>,
+        /// One task instead, as ROLE.TASK
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(short, long)]
+        env: String,
+    },
     /// Environment variables and secrets of the app, in SSM Parameter Store
     #[command(subcommand)]
     Config(ConfigCommand),

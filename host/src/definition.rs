@@ -88,6 +88,8 @@ pub struct Definition {
     pub environments: BTreeMap<String, Environment>,
     /// `[iam]`: policies, groups, users and roles heet makes per environment.
     pub iam: crate::kinds::iam::Iam,
+    /// `[tasks]` and `[scenarios]`: what `heet run` runs on the instances.
+    pub tasks: crate::tasks::Tasks,
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +263,10 @@ struct RawDefinition {
     environments: BTreeMap<Spanned<String>, RawEnvironment>,
     #[serde(default)]
     iam: crate::kinds::iam::RawIam,
+    #[serde(default)]
+    tasks: crate::tasks::RawTasks,
+    #[serde(default)]
+    scenarios: crate::tasks::RawScenarios,
 }
 
 #[derive(Deserialize)]
@@ -556,6 +562,15 @@ impl Cx<'_> {
             }
         }
 
+        let tasks = crate::tasks::build(
+            &crate::tasks::Context {
+                roles: roles.iter().map(|r| r.name.as_str()).collect(),
+                base,
+                error: &error,
+            },
+            raw.tasks,
+            raw.scenarios,
+        )?;
         plugins.grants = self.grants(raw_grants, &roles, &environments)?;
         Ok(Definition {
             file: self.file.to_owned(),
@@ -574,6 +589,7 @@ impl Cx<'_> {
             roles,
             environments,
             iam,
+            tasks,
         })
     }
 

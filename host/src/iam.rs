@@ -204,6 +204,30 @@ pub fn policy(def: &Definition) -> Policy {
             .collect();
         statements.push(statement("HeetIamOwn", IAM_OWN.to_vec(), own, None));
     }
+    if !def.tasks.tasks.is_empty() {
+        // `heet run` sends AWS-RunShellScript, and only to instances tagged for the project
+        // (heet names each by id, from its own describe), then reads each run's result.
+        statements.push(statement(
+            "HeetRunShellScript",
+            vec!["ssm:SendCommand"],
+            vec!["arn:aws:ssm:*::document/AWS-RunShellScript".to_owned()],
+            None,
+        ));
+        statements.push(statement(
+            "HeetRunOnOwnInstances",
+            vec!["ssm:SendCommand"],
+            vec!["arn:aws:ec2:*:*:instance/*".to_owned()],
+            Some(serde_json::json!({
+                "StringEquals": { format!("ssm:resourceTag/{TAG_PROJECT}"): def.project }
+            })),
+        ));
+        statements.push(statement(
+            "HeetRunResults",
+            vec!["ssm:GetCommandInvocation"],
+            all(),
+            None,
+        ));
+    }
     if profiles {
         statements.push(statement(
             "HeetPassInstanceRole",
@@ -278,6 +302,34 @@ mod tests {
             json["Statement"][3]["Condition"]["StringEquals"]["ec2:ResourceTag/heet:project"],
             "shop"
         );
+    }
+
+    #[test]
+    fn tasks_may_send_the_shell_document_to_the_projects_instances_only() {
+        let plain = policy(&def(""));
+        assert!(!plain.actions().contains("ssm:SendCommand"));
+        let p = policy(&def("[tasks.www.update]\nrun = \"apt-get update\""));
+        let json = serde_json::to_value(&p).unwrap();
+        let by_sid = |sid: &str| {
+            json["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["Sid"] == sid)
+                .unwrap_or_else(|| panic!("no {sid} in {json}"))
+                .clone()
+        };
+        let on = by_sid("HeetRunOnOwnInstances");
+        assert_eq!(on["Action"][0], "ssm:SendCommand");
+        assert_eq!(
+            on["Condition"]["StringEquals"]["ssm:resourceTag/heet:project"],
+            "shop"
+        );
+        assert_eq!(
+            by_sid("HeetRunShellScript")["Resource"][0],
+            "arn:aws:ssm:*::document/AWS-RunShellScript"
+        );
+        assert!(p.actions().contains("ssm:GetCommandInvocation"));
     }
 
     #[test]

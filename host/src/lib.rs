@@ -18,6 +18,8 @@ pub mod plugins;
 pub mod progress;
 pub mod report;
 pub mod rolling;
+pub mod run;
+pub mod tasks;
 pub mod text;
 pub mod validate;
 
@@ -107,6 +109,18 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Status { env } => runtime()?.block_on(commands::status(global, env)),
         Command::Unlock { env, yes } => runtime()?.block_on(commands::unlock(global, env, *yes)),
+        Command::Run {
+            scenario,
+            task,
+            env,
+        } => {
+            let selection = match (scenario, task) {
+                (Some(s), _) => tasks::Selection::Scenario(s.clone()),
+                (None, Some(t)) => tasks::Selection::Task(t.clone()),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            runtime()?.block_on(run::run(global, env, &selection, &progress))
+        }
         Command::Config(ConfigCommand::List { env, reveal }) => {
             runtime()?.block_on(ops::config_list(global, env, *reveal))
         }

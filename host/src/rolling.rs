@@ -172,7 +172,7 @@ pub fn build(
 }
 
 /// `2`, or `"25%"` (1 to 100 %).
-fn amount(v: &toml::Value) -> Option<Amount> {
+pub(crate) fn amount(v: &toml::Value) -> Option<Amount> {
     match v {
         toml::Value::Integer(n) => u32::try_from(*n).ok().map(Amount::Count),
         toml::Value::String(s) => {
@@ -184,7 +184,7 @@ fn amount(v: &toml::Value) -> Option<Amount> {
 }
 
 /// `300` (seconds), `"90s"`, `"5m"` or `"1h"`.
-fn duration(v: &toml::Value) -> Option<Duration> {
+pub(crate) fn duration(v: &toml::Value) -> Option<Duration> {
     match v {
         toml::Value::Integer(n) => u64::try_from(*n).ok().map(Duration::from_secs),
         toml::Value::String(s) => {

@@ -23,6 +23,10 @@
 //!   a new change to the zone refused with `PriorRequestNotComplete` for the shorter window
 //!   Route53 takes to process the previous request (not while it propagates), and a repeated
 //!   CallerReference refused with `HostedZoneAlreadyExists`;
+//! - SSM Run Command: an invocation unknown (`InvocationDoesNotExist`) for a moment after
+//!   SendCommand, then `InProgress` while it runs, then `Failed` (exit 1) on instances
+//!   launched with a chosen instance type, or moto's `Success`; only the instances the
+//!   command named have an invocation (moto gives every instance of the region one);
 //! - lost answers: a share of chosen mutating calls is carried out and its answer dropped;
 //! - latency per call, and plain injected faults (throttling, 500, 503, a dropped
 //!   connection) at a set share, before the call reaches moto.
@@ -86,6 +90,13 @@ pub struct Model {
     pub impaired_types: Vec<String>,
     /// How long a new instance, group, subnet, VPC or gateway is invisible.
     pub consistency: Duration,
+    /// How long SSM does not know a command's invocations after SendCommand.
+    pub invocation_delay: Duration,
+    /// How long an invocation runs (`InProgress`) once SSM knows it.
+    pub command_run: Duration,
+    /// Instance types on whose instances every command fails (exit 1): a script that
+    /// breaks there.
+    pub failing_types: Vec<String>,
     /// How long a group or subnet cannot be deleted after an instance in it terminated.
     pub dependency: Duration,
     /// How long RunInstances refuses a new instance profile.
@@ -131,6 +142,9 @@ impl Model {
             status_checks: Duration::from_secs(30),
             impaired_types: Vec::new(),
             consistency: Duration::from_secs(2),
+            invocation_delay: Duration::from_secs(1),
+            command_run: Duration::from_secs(3),
+            failing_types: Vec::new(),
             dependency: Duration::from_secs(6),
             profile_propagation: Duration::from_secs(10),
             insync: Duration::from_secs(2),
@@ -154,6 +168,8 @@ impl Model {
             shutting_down: Duration::from_millis(600),
             status_checks: Duration::from_millis(800),
             consistency: Duration::from_millis(500),
+            invocation_delay: Duration::from_millis(300),
+            command_run: Duration::from_millis(600),
             dependency: Duration::from_millis(1500),
             profile_propagation: Duration::from_secs(2),
             insync: Duration::from_millis(400),
@@ -173,6 +189,9 @@ impl Model {
             status_checks: Duration::ZERO,
             impaired_types: Vec::new(),
             consistency: Duration::ZERO,
+            invocation_delay: Duration::ZERO,
+            command_run: Duration::ZERO,
+            failing_types: Vec::new(),
             dependency: Duration::ZERO,
             profile_propagation: Duration::ZERO,
             insync: Duration::ZERO,
@@ -196,6 +215,9 @@ impl Model {
             && self.status_checks.is_zero()
             && self.impaired_types.is_empty()
             && self.consistency.is_zero()
+            && self.invocation_delay.is_zero()
+            && self.command_run.is_zero()
+            && self.failing_types.is_empty()
             && self.dependency.is_zero()
             && self.profile_propagation.is_zero()
             && self.insync.is_zero()
@@ -216,6 +238,12 @@ impl Model {
     /// Instances launched as `instance_type` fail their status checks.
     pub fn impaired(mut self, instance_type: &str) -> Model {
         self.impaired_types.push(instance_type.to_owned());
+        self
+    }
+
+    /// Commands sent to instances launched as `instance_type` fail.
+    pub fn failing_commands(mut self, instance_type: &str) -> Model {
+        self.failing_types.push(instance_type.to_owned());
         self
     }
 
@@ -275,6 +303,32 @@ fn agent() -> ureq::Agent {
 pub struct AwsModel {
     pub endpoint: String,
     shared: Arc<Shared>,
+}
+
+/// An SSM command as heet sent it (AWS-RunShellScript's parameters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentCommand {
+    pub command_id: String,
+    pub instance_ids: Vec<String>,
+    /// The script's lines (`commands`).
+    pub commands: Vec<String>,
+    pub execution_timeout: Option<String>,
+    pub working_dir: Option<String>,
+    pub comment: String,
+    pub max_concurrency: Option<String>,
+    pub max_errors: Option<String>,
+}
+
+impl AwsModel {
+    /// The SSM commands sent through the model, in the order they were sent.
+    pub fn sent_commands(&self) -> Vec<SentCommand> {
+        let state = self.shared.state.lock().unwrap();
+        state
+            .sent
+            .iter()
+            .map(|id| state.commands[id].0.clone())
+            .collect()
+    }
 }
 
 struct Shared {
@@ -435,6 +489,11 @@ struct State {
     lost_once: BTreeSet<(String, Vec<u8>)>,
     /// Whether each VPC has DNS hostnames on, as moto said.
     dns_hostnames: BTreeMap<String, bool>,
+    /// SSM commands by id, and when each was sent; their ids in the order sent.
+    commands: BTreeMap<String, (SentCommand, Instant)>,
+    sent: Vec<String>,
+    /// Instances launched with one of the model's failing instance types.
+    failing: BTreeSet<String>,
 }
 
 impl State {
@@ -792,6 +851,9 @@ fn handle(shared: &Shared, agent: &ureq::Agent, req: Request) -> Answer {
     let answer = match service.as_str() {
         "ec2" => ec2(shared, agent, &op, &req, &form),
         "route53" => route53(shared, agent, &op, &req),
+        "ssm" if matches!(op.as_str(), "ssm:SendCommand" | "ssm:GetCommandInvocation") => {
+            run_command(shared, agent, &op, &req)
+        }
         "iam" => {
             if matches!(
                 op.as_str(),
@@ -878,6 +940,121 @@ fn forward(
 fn modelled(shared: &Shared, op: &str, answer: Answer) -> Answer {
     count(shared, op, |s| s.modelled += 1);
     answer
+}
+
+/// SSM Run Command as AWS runs it: SendCommand recorded (and answered naming only the
+/// instances it named), GetCommandInvocation unknown, then in progress, then failed on the
+/// model's failing instances or moto's `Success`.
+fn run_command(shared: &Shared, agent: &ureq::Agent, op: &str, req: &Request) -> Answer {
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    let first = |v: &serde_json::Value| strings(v).into_iter().next();
+    if op == "ssm:SendCommand" {
+        let (content_type, answer_body) = match forward(shared, agent, op, req, None) {
+            Answer::Send {
+                status: 200,
+                content_type,
+                body,
+            } => (content_type, body),
+            other => return other,
+        };
+        let mut out: serde_json::Value = serde_json::from_slice(&answer_body).unwrap_or_default();
+        let ids = strings(&body["InstanceIds"]);
+        let command_id = out["Command"]["CommandId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        out["Command"]["InstanceIds"] = serde_json::json!(ids);
+        out["Command"]["TargetCount"] = serde_json::json!(ids.len());
+        let params = &body["Parameters"];
+        let sent = SentCommand {
+            command_id: command_id.clone(),
+            instance_ids: ids,
+            commands: strings(&params["commands"]),
+            execution_timeout: first(&params["executionTimeout"]),
+            working_dir: first(&params["workingDirectory"]),
+            comment: body["Comment"].as_str().unwrap_or_default().to_owned(),
+            max_concurrency: body["MaxConcurrency"].as_str().map(str::to_owned),
+            max_errors: body["MaxErrors"].as_str().map(str::to_owned),
+        };
+        let mut state = shared.state.lock().unwrap();
+        state.sent.push(command_id.clone());
+        state.commands.insert(command_id, (sent, Instant::now()));
+        return Answer::Send {
+            status: 200,
+            content_type,
+            body: out.to_string().into_bytes(),
+        };
+    }
+    let model = &shared.model;
+    let command_id = body["CommandId"].as_str().unwrap_or_default();
+    let instance_id = body["InstanceId"].as_str().unwrap_or_default();
+    let (named, since, failing) = {
+        let state = shared.state.lock().unwrap();
+        match state.commands.get(command_id) {
+            None => return forward(shared, agent, op, req, None),
+            Some((sent, at)) => (
+                sent.instance_ids.iter().any(|i| i == instance_id),
+                at.elapsed(),
+                state.failing.contains(instance_id),
+            ),
+        }
+    };
+    if !named || since < model.invocation_delay {
+        return modelled(
+            shared,
+            op,
+            error(
+                "ssm",
+                400,
+                "InvocationDoesNotExist",
+                "An error occurred (InvocationDoesNotExist) when calling the GetCommandInvocation operation",
+            ),
+        );
+    }
+    let invocation = |status: &str, code: i64, output: &str, error: &str| {
+        modelled(
+            shared,
+            op,
+            Answer::Send {
+                status: 200,
+                content_type: "application/x-amz-json-1.1".into(),
+                body: serde_json::json!({
+                    "CommandId": command_id,
+                    "InstanceId": instance_id,
+                    "DocumentName": "AWS-RunShellScript",
+                    "PluginName": "aws:runShellScript",
+                    "Status": status,
+                    "StatusDetails": status,
+                    "ResponseCode": code,
+                    "StandardOutputContent": output,
+                    "StandardErrorContent": error,
+                })
+                .to_string()
+                .into_bytes(),
+            },
+        )
+    };
+    if since < model.invocation_delay + model.command_run {
+        invocation("InProgress", -1, "", "")
+    } else if failing {
+        invocation(
+            "Failed",
+            1,
+            "started\n",
+            &format!(
+                "the script failed on {instance_id} (the model's failing instance type)\nfailed to run commands: exit status 1"
+            ),
+        )
+    } else {
+        forward(shared, agent, op, req, None)
+    }
 }
 
 /// The EC2 NotFound code for an id, by its prefix.
@@ -1205,6 +1382,9 @@ fn run_instances(
             state.created.insert(id.clone(), now);
             if get("InstanceType").is_some_and(|t| model.impaired_types.contains(&t)) {
                 state.impaired.insert(id.clone());
+            }
+            if get("InstanceType").is_some_and(|t| model.failing_types.contains(&t)) {
+                state.failing.insert(id.clone());
             }
             ids.push(id);
         }

@@ -254,6 +254,10 @@ fn demo(name: &str) -> anyhow::Result<()> {
     heet_in_example(&["plan", "--env", "staging"])?;
     heet_in_example(&["up", "--env", "staging", "--stats"])?;
     heet_in_example(&["up", "--env", "staging", "--stats"])?;
+    if name == "webapp" {
+        // Knitting's deploy, step by step on the instances (SSM Run Command).
+        heet_in_example(&["run", "deploy", "--env", "staging"])?;
+    }
     heet_in_example(&["down", "--env", "staging", "--yes"])?;
     Ok(())
 }

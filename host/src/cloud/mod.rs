@@ -20,7 +20,7 @@ pub use ec2::{Ec2, Launch, LaunchError, Verdict};
 pub use iam::Iam;
 pub use net::Net;
 pub use route53::Route53;
-pub use ssm::{ConfigValue, EnvLocked, LockHolder, Ssm};
+pub use ssm::{ConfigValue, EnvLocked, Invocation, LockHolder, ShellCommand, Ssm};
 pub use stats::{CallStats, CallSummary};
 
 /// AWS cannot be used as set up: no credentials, no region, or an endpoint that refuses

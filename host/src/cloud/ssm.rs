@@ -1,5 +1,5 @@
 //! SSM Parameter Store: the per-environment lock, `/heet/<project>/<env>/lock`, and the
-//! ledger's parameters (see `crate::ledger`).
+//! ledger's parameters (see `crate::ledger`); SSM Run Command for `heet run`'s tasks.
 //!
 //! The lock is a parameter created with `Overwrite=false`, so creating it is atomic: of two
 //! runs, exactly one creates it and the other reads who holds it. No extra service.
@@ -375,5 +375,113 @@ impl Ssm {
                 .map_err(|e| sdk_error("ssm:DeleteParameters", e))?;
         }
         Ok(())
+    }
+}
+
+/// A shell script to run on instances with AWS-RunShellScript.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShellCommand {
+    /// At most [`crate::tasks::MAX_TARGETS`]: SendCommand's limit.
+    pub instance_ids: Vec<String>,
+    /// The script's lines.
+    pub commands: Vec<String>,
+    pub timeout_secs: u64,
+    pub working_dir: Option<String>,
+    /// At most 100 characters: says what sent it, in the console's command history.
+    pub comment: String,
+    /// SSM's MaxConcurrency and MaxErrors: `2` or `25%`.
+    pub max_concurrency: Option<String>,
+    pub max_errors: Option<String>,
+}
+
+/// One instance's run of a command, as SSM reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    /// `Pending`, `InProgress`, `Delayed`, `Success`, `Failed`, `TimedOut`, `Cancelled`,
+    /// `Cancelling`.
+    pub status: String,
+    /// The script's exit code, once it ran (-1 before).
+    pub response_code: i32,
+    /// The first 24,000 characters of its standard output, and 8,000 of its errors.
+    pub output: String,
+    pub error: String,
+}
+
+impl Invocation {
+    /// Whether SSM is done with it: it will not change any more.
+    pub fn is_over(&self) -> bool {
+        !matches!(
+            self.status.as_str(),
+            "Pending" | "InProgress" | "Delayed" | "Cancelling"
+        )
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.status == "Success"
+    }
+}
+
+impl Ssm {
+    /// Sends `command` (AWS-RunShellScript) to its instances; returns the command's id.
+    pub async fn send_command(&self, command: &ShellCommand) -> anyhow::Result<String> {
+        let mut send = self
+            .client
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .set_instance_ids(Some(command.instance_ids.clone()))
+            .parameters("commands", command.commands.clone())
+            .parameters("executionTimeout", vec![command.timeout_secs.to_string()])
+            .comment(command.comment.chars().take(100).collect::<String>());
+        if let Some(dir) = &command.working_dir {
+            send = send.parameters("workingDirectory", vec![dir.clone()]);
+        }
+        if let Some(c) = &command.max_concurrency {
+            send = send.max_concurrency(c);
+        }
+        if let Some(e) = &command.max_errors {
+            send = send.max_errors(e);
+        }
+        let out = send
+            .send()
+            .await
+            .map_err(|e| sdk_error("ssm:SendCommand", e))?;
+        out.command()
+            .and_then(|c| c.command_id())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("ssm:SendCommand answered without a command id"))
+    }
+
+    /// How `instance_id`'s run of `command_id` stands; `None` while SSM does not know it yet
+    /// (`InvocationDoesNotExist`: right after SendCommand, SSM is eventually consistent).
+    pub async fn invocation(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+    ) -> anyhow::Result<Option<Invocation>> {
+        match self
+            .client
+            .get_command_invocation()
+            .command_id(command_id)
+            .instance_id(instance_id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(Invocation {
+                status: out
+                    .status()
+                    .map_or_else(|| "Pending".to_owned(), |s| s.as_str().to_owned()),
+                response_code: out.response_code(),
+                output: out.standard_output_content().unwrap_or_default().to_owned(),
+                error: out.standard_error_content().unwrap_or_default().to_owned(),
+            })),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_invocation_does_not_exist()) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(sdk_error("ssm:GetCommandInvocation", err)),
+        }
     }
 }
