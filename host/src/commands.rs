@@ -557,6 +557,9 @@ pub struct StatusReport {
     /// Look-alikes: tagged for this project/env, not created by heet. Not drift: never touched.
     pub foreign: Vec<String>,
     pub foreign_records: Vec<String>,
+    /// Each role's last scenario run (`heet run`), from its instances' tags: `www: deploy
+    /// at 2026-12-07T01:56:10Z 1.4.2`. Not drift.
+    pub last_runs: Vec<String>,
     pub in_sync: usize,
     pub aws_calls: CallSummary,
 }
@@ -591,6 +594,7 @@ impl fmt::Display for StatusReport {
                 "record changed by someone else, left alone",
                 &self.foreign_records,
             ),
+            ("last run", &self.last_runs),
         ] {
             for item in items {
                 write!(f, "\n  {label}: {}", crate::text::shown(item))?;
@@ -623,6 +627,7 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
         conflicts: plan.conflicts.clone(),
         foreign: plan.foreign.clone(),
         foreign_records: plan.foreign_records.clone(),
+        last_runs: crate::tasks::last_runs(&observed, &def.project, env),
         in_sync: plan.unchanged,
         aws_calls: CallSummary::default(),
     };

@@ -74,6 +74,9 @@ pub struct Definition {
     pub file: PathBuf,
     pub project: String,
     pub region: Option<String>,
+    /// What the definition deploys (fabcloudkit's build): kept with each scenario run in the
+    /// instances' tags.
+    pub version: Option<String>,
     pub domain: Option<String>,
     /// Where `domain` is written, for errors about the zone found (or not) in AWS.
     pub domain_at: Option<Location>,
@@ -277,6 +280,7 @@ struct RawProject {
     domain: Option<Spanned<String>>,
     #[serde(default)]
     create_zone: bool,
+    version: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -464,6 +468,21 @@ impl Cx<'_> {
         if let Some(domain) = &raw.project.domain {
             validate::check_dns_name(domain.get_ref()).map_err(|m| self.at(domain, m))?;
         }
+        if let Some(version) = &raw.project.version {
+            let v = version.get_ref();
+            // It goes into a tag value after a 20-character time.
+            let ok = (1..=64).contains(&v.len())
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._:/=+-@".contains(c));
+            if !ok {
+                return Err(self.at(
+                    version,
+                    format!(
+                        "project.version {v:?}: 1 to 64 characters, letters, digits and ._:/=+-@ (it goes into a tag)"
+                    ),
+                ));
+            }
+        }
 
         let base = self.file.parent().unwrap_or(Path::new("."));
         let mut plugins = self.plugins(raw.plugins, base)?;
@@ -576,6 +595,7 @@ impl Cx<'_> {
             file: self.file.to_owned(),
             project: raw.project.name.into_inner(),
             region: raw.project.region.map(Spanned::into_inner),
+            version: raw.project.version.map(Spanned::into_inner),
             domain_at: raw
                 .project
                 .domain

@@ -25,6 +25,9 @@ pub const TAG_RESOURCE: &str = "heet:resource";
 /// a run killed before the instance got its slot's own tags can adopt it from the ledger.
 pub const TAG_BATCH: &str = "heet:batch";
 pub const TAG_NAME: &str = "Name";
+/// Prefix of the tag a scenario leaves on each instance it ran on once every step succeeded:
+/// `heet:scenario/deploy` = `2026-12-07T01:56:10Z 1.4.2` (when, and the project's version).
+pub const TAG_SCENARIO: &str = "heet:scenario/";
 /// Tags heet writes on every instance, `Name` included.
 pub const OWN_TAGS: usize = 10;
 /// Prefix of the tags heet owns; plugins may not set them.

@@ -3,6 +3,7 @@
 //! running instances of its role, by id (never by tags a look-alike could copy), and waited
 //! for on every one of them before the next; the first step that fails stops the scenario,
 //! and the report names each failed instance with its exit code and the tail of its output.
+//! A scenario that succeeds leaves `heet:scenario/<name>` on the instances it ran on.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -209,6 +210,11 @@ pub async fn run(
             reports.push(report);
         }
     }
+    if stopped.is_none()
+        && let Some(name) = &scenario
+    {
+        record_run(&aws, &def, name, &reports).await;
+    }
     let report = RunReport {
         project: def.project.clone(),
         env: env.to_owned(),
@@ -341,6 +347,29 @@ async fn run_step(
         commands,
         invocations,
     })
+}
+
+/// Leaves `heet:scenario/<name>` = when and the definition's version on every instance the
+/// scenario ran on (fabcloudkit's build tags; `status` shows each role's last run). The
+/// scenario has run whatever this says: a failure to tag is a warning, not the run's.
+async fn record_run(aws: &Aws, def: &Definition, name: &str, steps: &[StepReport]) {
+    let mut ids: Vec<String> = steps
+        .iter()
+        .flat_map(|s| &s.invocations)
+        .map(|i| i.instance_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let tag = BTreeMap::from([(
+        format!("{}{name}", crate::namespace::TAG_SCENARIO),
+        tasks::run_tag_value(now, def.version.as_deref()),
+    )]);
+    if let Err(e) = aws.ec2.set_tags(&ids, &tag).await {
+        tracing::warn!("scenario {name} ran; recording it in its instances' tags failed: {e:#}");
+    }
 }
 
 /// An invocation heet stopped waiting for.

@@ -448,6 +448,46 @@ fn quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// The value of the tag a successful scenario leaves on its instances: when it ended
+/// (RFC 3339, so values sort by time), then the definition's version, if it has one.
+pub fn run_tag_value(now_secs: i64, version: Option<&str>) -> String {
+    let now = aws_smithy_types::DateTime::from_secs(now_secs)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_else(|_| now_secs.to_string());
+    match version {
+        Some(v) => format!("{now} {v}"),
+        None => now,
+    }
+}
+
+/// The last scenario run on each role's instances (heet's own), as `status` shows it:
+/// `www: deploy at 2026-12-07T01:56:10Z 1.4.2`, by role.
+pub fn last_runs(observed: &[ObservedInstance], project: &str, env: &str) -> Vec<String> {
+    let mut last: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    for o in observed
+        .iter()
+        .filter(|o| o.slot_id(project, env).is_some())
+    {
+        let Some(role) = o.tags.get(crate::namespace::TAG_ROLE) else {
+            continue;
+        };
+        for (key, value) in &o.tags {
+            let Some(scenario) = key.strip_prefix(crate::namespace::TAG_SCENARIO) else {
+                continue;
+            };
+            let newer = last
+                .get(role.as_str())
+                .is_none_or(|(_, v)| value.as_str() > *v);
+            if newer {
+                last.insert(role, (scenario, value));
+            }
+        }
+    }
+    last.into_iter()
+        .map(|(role, (scenario, value))| format!("{role}: {scenario} at {value}"))
+        .collect()
+}
+
 /// The last `lines` lines of `text`: what a report shows of an instance's output.
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.trim_end().lines().collect();
@@ -649,6 +689,33 @@ mod tests {
         assert!(!step.fails(1, 4) && step.fails(2, 4));
         step.max_errors = Some(Amount::Percent(50));
         assert!(!step.fails(2, 4) && step.fails(3, 4));
+    }
+
+    #[test]
+    fn each_role_shows_its_latest_scenario_run_on_heets_instances() {
+        let mut www = observed("i-1", "www", 1, true, "running");
+        www.tags.insert(
+            "heet:scenario/deploy".into(),
+            run_tag_value(1_765_000_000, Some("1.4.2")),
+        );
+        www.tags.insert(
+            "heet:scenario/hotfix".into(),
+            run_tag_value(1_765_000_600, None),
+        );
+        let mut fake = observed("i-fake", "db", 1, false, "running");
+        fake.tags.insert(
+            "heet:scenario/deploy".into(),
+            run_tag_value(1_765_999_999, None),
+        );
+        let db = observed("i-db", "db", 1, true, "running");
+        assert_eq!(
+            run_tag_value(1_765_000_000, Some("1.4.2")),
+            "2025-12-06T05:46:40Z 1.4.2"
+        );
+        assert_eq!(
+            last_runs(&[www, fake, db], "shop", "staging"),
+            ["www: hotfix at 2025-12-06T05:56:40Z"]
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! look-alike with the role's tags is never one of them), with the task's script, timeout,
 //! directory and user; a failing step stops the scenario, names its instances with their exit
 //! code and output, and exits 1 with the later steps unsent; `max_errors` lets a step take
-//! failures; unknown scenarios and tasks, and an environment with nothing running, are clear
-//! errors.
+//! failures; a scenario that succeeds leaves `heet:scenario/<name>` (time and version) on its
+//! instances, which `status` shows per role and `up` leaves alone; unknown scenarios and
+//! tasks, and an environment with nothing running, are clear errors.
 
 use tests::model::SentCommand;
 use tests::{Project, moto, suite_model};
@@ -13,6 +14,7 @@ use tests::{Project, moto, suite_model};
 const DEF: &str = r#"
 [project]
 name = "{project}"
+version = "1.4.2"
 
 [defaults]
 ami = "ami-12c6146b"
@@ -174,6 +176,35 @@ fn a_scenario_runs_each_step_in_order_on_heets_instances_of_its_role() {
             .all(|i| i["status"] == "Success" && i["response_code"] == 0),
         "{report}"
     );
+
+    // Every instance the scenario ran on says so, with the version; the look-alike does not.
+    let mut stamp = None;
+    for i in moto().live_instances("heet:project", &p.name) {
+        let tag = i.tags.get("heet:scenario/deploy");
+        if i.id == fake {
+            assert_eq!(tag, None);
+        } else {
+            let v = tag.unwrap_or_else(|| panic!("{} has no heet:scenario/deploy", i.id));
+            assert!(v.starts_with("20") && v.ends_with("Z 1.4.2"), "{v}");
+            stamp = Some(v.clone());
+        }
+    }
+    let stamp = stamp.unwrap();
+    let status = p
+        .heet(&["status", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(
+        status["last_runs"],
+        serde_json::json!([
+            format!("db: deploy at {stamp}"),
+            format!("www: deploy at {stamp}")
+        ])
+    );
+    // Not heet's launch tags: nothing to undo.
+    let again = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(again["aws_calls"]["mutating"], 0, "{}", again["plan"]);
 
     // One task alone, in text.
     let one = p.heet(&["run", "--task", "www.site_up", "--env", "staging"]);
