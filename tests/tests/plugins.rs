@@ -1,6 +1,7 @@
 //! The plugin contract through real wasm components: chain semantics for every hook, one
 //! deliberately wrong answer per host-side validation rule, heet.lock, the reference plugins
-//! on the webapp example (plan snapshots), and `heet plugins new`.
+//! on the webapp example (plan snapshots, and its deploy scenario through `heet run`), and
+//! `heet plugins new`.
 
 use std::collections::BTreeMap;
 
@@ -379,6 +380,39 @@ fn webapp_staging_and_production_differ_only_by_what_the_plugins_decide() {
             "staging-frontend-01.webapp.example.com"
         ]
     );
+
+    // Knitting's deploy: each step to its role's instances by id, in the scenario's order
+    // (an ALL step one command per role), with the task's script.
+    let report = p
+        .heet(&["run", "deploy", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(report["status"], "succeeded", "{report}");
+    let frontend = live
+        .iter()
+        .find(|i| i.tags["heet:role"] == "frontend")
+        .unwrap();
+    let steps = [
+        (&frontend.id, "touch /srv/webapp/maintenance"),
+        (&db.id, "apt-get upgrade -y -q"),
+        (&frontend.id, "apt-get upgrade -y -q"),
+        (&db.id, "./manage.py migrate --noinput"),
+        (&frontend.id, "./manage.py collectstatic --noinput"),
+        (&frontend.id, "systemctl restart webapp"),
+        (&frontend.id, "rm -f /srv/webapp/maintenance"),
+    ];
+    let sent = p.aws.sent_commands();
+    assert_eq!(sent.len(), steps.len(), "{sent:#?}");
+    for (c, (id, script)) in sent.iter().zip(steps) {
+        assert_eq!(c.instance_ids, std::slice::from_ref(id), "{c:#?}");
+        assert!(
+            c.commands.concat().contains(script),
+            "{c:#?} runs no {script}"
+        );
+    }
+    assert_eq!(sent[5].max_concurrency.as_deref(), Some("50%"));
+    for i in moto().live_instances("heet:project", "webapp") {
+        assert!(i.tags.contains_key("heet:scenario/deploy"), "{}", i.id);
+    }
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
     assert!(moto().live_instances("heet:project", "webapp").is_empty());
     assert!(moto().cnames(&zone).is_empty());
