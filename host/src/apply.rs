@@ -1358,9 +1358,7 @@ async fn launch<'a>(
         return Ok(Launched::default());
     }
     let (project, env) = (plan.project.as_str(), plan.env.as_str());
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let since = crate::commands::now_secs();
     let known = ledger.lock().await.batches();
     let mut planned = Vec::new();
     for members in batches(launches) {

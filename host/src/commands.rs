@@ -221,7 +221,8 @@ async fn survey(
     })
 }
 
-fn now_secs() -> i64 {
+/// Seconds since the epoch (0 on a clock before it).
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -360,9 +360,7 @@ async fn record_run(aws: &Aws, def: &Definition, name: &str, steps: &[StepReport
         .collect();
     ids.sort();
     ids.dedup();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = crate::commands::now_secs();
     let tag = BTreeMap::from([(
         format!("{}{name}", crate::namespace::TAG_SCENARIO),
         tasks::run_tag_value(now, def.version.as_deref()),
