@@ -415,10 +415,6 @@ impl Invocation {
             "Pending" | "InProgress" | "Delayed" | "Cancelling"
         )
     }
-
-    pub fn succeeded(&self) -> bool {
-        self.status == "Success"
-    }
 }
 
 impl Ssm {
