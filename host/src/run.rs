@@ -16,6 +16,7 @@ use crate::cli::Global;
 use crate::cloud::{Aws, CallSummary, Invocation, ShellCommand};
 use crate::commands::{Outcome, UsageError, connection, emit, emit_stats};
 use crate::definition::Definition;
+use crate::plugins::{PluginSet, Runtime, api::TaskContext};
 use crate::progress::Progress;
 use crate::tasks::{self, Selection, Step, Target};
 use crate::text::shown;
@@ -143,25 +144,18 @@ pub async fn run(
     let def = Definition::load(&global.file)?;
     def.environment(env)?;
     let steps = def.tasks.steps(selection).map_err(UsageError)?;
+    let runtime = Runtime::new()?;
+    let mut plugins = PluginSet::load(&runtime, &def)?;
     let aws = Aws::connect(&connection(global, &def)).await?;
     let observed = aws.ec2.instances(&def.project, env).await?;
     let scenario = match selection {
         Selection::Scenario(s) => Some(s.clone()),
         Selection::Task(_) => None,
     };
-
-    let mut reports = Vec::new();
-    let mut stopped: Option<String> = None;
+    // Every step's targets and scripts before the first is sent: a step with no instance or
+    // a plugin that fails stops the run with nothing sent.
+    let mut sends = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        if stopped.is_some() {
-            reports.push(StepReport {
-                task: step.id(),
-                status: "not run",
-                commands: Vec::new(),
-                invocations: Vec::new(),
-            });
-            continue;
-        }
         let targets = tasks::targets(step, &observed, &def.project, env);
         if targets.is_empty() {
             anyhow::bail!(
@@ -175,22 +169,35 @@ pub async fn run(
                 def.project
             );
         }
+        sends.push(shape(
+            &def,
+            (env, &aws.region),
+            scenario.as_deref(),
+            step,
+            targets,
+            &mut plugins,
+        )?);
+    }
+
+    let mut reports = Vec::new();
+    let mut stopped: Option<String> = None;
+    for (i, (step, send)) in steps.iter().zip(&sends).enumerate() {
+        if stopped.is_some() {
+            reports.push(StepReport {
+                task: step.id(),
+                status: "not run",
+                commands: Vec::new(),
+                invocations: Vec::new(),
+            });
+            continue;
+        }
         tracing::info!(
             "step {}/{}: {step} on {} instance(s)",
             i + 1,
             steps.len(),
-            targets.len()
+            send.iter().map(|r| r.targets.len()).sum::<usize>()
         );
-        let report = run_step(
-            &aws,
-            &def,
-            env,
-            scenario.as_deref(),
-            step,
-            &targets,
-            progress,
-        )
-        .await?;
+        let report = run_step(&aws, &def, env, scenario.as_deref(), step, send, progress).await?;
         let failed = report.invocations.iter().filter(|i| !i.succeeded()).count();
         if step.fails(failed, report.invocations.len()) {
             stopped = Some(format!(
@@ -235,29 +242,74 @@ pub async fn run(
     }
 }
 
-/// Sends `step` to `targets` (one command per role, as the script says its role, and per 50
-/// instances, SendCommand's limit) and waits until SSM is done on every one.
+/// One role's part of a step: its instances, and the command lines its task is sent as.
+struct RoleSend {
+    role: String,
+    targets: Vec<Target>,
+    commands: Vec<String>,
+}
+
+/// `step`'s task for each role among `targets`, as the plugins shape it for that role.
+fn shape(
+    def: &Definition,
+    (env, region): (&str, &str),
+    scenario: Option<&str>,
+    step: &Step,
+    targets: Vec<Target>,
+    plugins: &mut PluginSet,
+) -> anyhow::Result<Vec<RoleSend>> {
+    let task = def.tasks.task(step);
+    let mut by_role: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    for t in targets {
+        by_role.entry(t.role.clone()).or_default().push(t);
+    }
+    by_role
+        .into_iter()
+        .map(|(role, targets)| {
+            let ctx = TaskContext {
+                project: def.project.clone(),
+                env: env.to_owned(),
+                region: region.to_owned(),
+                role: role.clone(),
+                task: task.name.clone(),
+                scenario: scenario.map(str::to_owned),
+                version: def.version.clone(),
+            };
+            let shaped = plugins.task(&ctx, tasks::script_of(task))?;
+            let commands = tasks::commands(task, &shaped, &def.project, env, &role, scenario);
+            Ok(RoleSend {
+                role,
+                targets,
+                commands,
+            })
+        })
+        .collect()
+}
+
+/// Sends `step` to its roles' instances (one command per role, as the script says its role,
+/// and per 50 instances, SendCommand's limit) and waits until SSM is done on every one.
 async fn run_step(
     aws: &Aws,
     def: &Definition,
     env: &str,
     scenario: Option<&str>,
     step: &Step,
-    targets: &[Target],
+    send: &[RoleSend],
     progress: &Progress,
 ) -> anyhow::Result<StepReport> {
     let task = def.tasks.task(step);
-    let mut by_role: BTreeMap<&str, Vec<&Target>> = BTreeMap::new();
-    for t in targets {
-        by_role.entry(&t.role).or_default().push(t);
-    }
     let mut sent: Vec<(String, &Target)> = Vec::new();
     let mut commands = Vec::new();
-    for (role, targets) in by_role {
+    for RoleSend {
+        role,
+        targets,
+        commands: lines,
+    } in send
+    {
         for chunk in targets.chunks(tasks::MAX_TARGETS) {
             let command = ShellCommand {
                 instance_ids: chunk.iter().map(|t| t.instance_id.clone()).collect(),
-                commands: tasks::commands(task, &def.project, env, role, scenario),
+                commands: lines.clone(),
                 timeout_secs: task.timeout.as_secs(),
                 working_dir: task.working_dir.clone(),
                 comment: format!(
@@ -270,7 +322,7 @@ async fn run_step(
             };
             let id = aws.ssm.send_command(&command).await?;
             tracing::info!("{step}: sent {id} to {} instance(s) of {role}", chunk.len());
-            sent.extend(chunk.iter().map(|t| (id.clone(), *t)));
+            sent.extend(chunk.iter().map(|t| (id.clone(), t)));
             commands.push(id);
         }
     }

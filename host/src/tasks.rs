@@ -18,6 +18,7 @@ use toml::Spanned;
 use crate::definition::DefinitionError;
 use crate::kinds::iam::ErrorAt;
 use crate::plan::ObservedInstance;
+use crate::plugins::api::TaskScript;
 use crate::rolling::Amount;
 
 /// The role name that stands for every role.
@@ -413,11 +414,20 @@ pub fn targets(
     out
 }
 
-/// The lines of AWS-RunShellScript's `commands` for `task` on an instance of `role`: the
-/// script, after the variables saying where it runs; under `runuser` when the task has a
-/// user.
+/// What the tasks hook is first handed for `task`: the definition's script, no variables.
+pub fn script_of(task: &Task) -> TaskScript {
+    TaskScript {
+        script: task.script.clone(),
+        env: Vec::new(),
+    }
+}
+
+/// The lines of AWS-RunShellScript's `commands` for `task` on an instance of `role`, as the
+/// plugins `shaped` it: the script, after the variables saying where it runs and then the
+/// plugins' variables; under `runuser` when the task has a user.
 pub fn commands(
     task: &Task,
+    shaped: &TaskScript,
     project: &str,
     env: &str,
     role: &str,
@@ -433,7 +443,10 @@ pub fn commands(
     if let Some(s) = scenario {
         script.push_str(&format!("export HEET_SCENARIO={}\n", quoted(s)));
     }
-    script.push_str(&task.script);
+    for var in &shaped.env {
+        script.push_str(&format!("export {}={}\n", var.name, quoted(&var.value)));
+    }
+    script.push_str(&shaped.script);
     match &task.user {
         Some(user) => vec![format!(
             "runuser -u {user} -- /bin/bash -c {}",
@@ -654,7 +667,14 @@ mod tests {
             working_dir: None,
         };
         assert_eq!(
-            commands(&task, "shop", "staging", "db", Some("deploy")),
+            commands(
+                &task,
+                &script_of(&task),
+                "shop",
+                "staging",
+                "db",
+                Some("deploy")
+            ),
             [
                 "export HEET_PROJECT='shop' HEET_ENV='staging' HEET_ROLE='db' HEET_TASK='migrate'",
                 "export HEET_SCENARIO='deploy'",
@@ -662,8 +682,24 @@ mod tests {
                 "./migrate"
             ]
         );
+        let shaped = TaskScript {
+            script: "flock /run/lock/migrate ./migrate".into(),
+            env: vec![crate::plugins::api::EnvVar {
+                name: "RAILS_ENV".into(),
+                value: "it's production".into(),
+            }],
+        };
+        assert_eq!(
+            commands(&task, &shaped, "shop", "production", "db", None),
+            [
+                "export HEET_PROJECT='shop' HEET_ENV='production' HEET_ROLE='db' HEET_TASK='migrate'",
+                "export RAILS_ENV='it'\\''s production'",
+                "flock /run/lock/migrate ./migrate"
+            ],
+            "the plugins' variables come after heet's, quoted, and their script replaces the definition's"
+        );
         task.user = Some("app".into());
-        let wrapped = commands(&task, "shop", "staging", "db", None);
+        let wrapped = commands(&task, &script_of(&task), "shop", "staging", "db", None);
         assert_eq!(wrapped.len(), 1);
         assert!(
             wrapped[0].starts_with(

@@ -70,7 +70,7 @@ fn newest_source(dirs: &[PathBuf]) -> Option<std::time::SystemTime> {
 }
 
 /// Every reference plugin and test fixture, by crate name.
-pub const PLUGINS: [&str; 11] = [
+pub const PLUGINS: [&str; 12] = [
     "naming",
     "guard",
     "sizing",
@@ -82,6 +82,7 @@ pub const PLUGINS: [&str; 11] = [
     "liar",
     "loud",
     "sneaky",
+    "v010",
 ];
 
 /// The plugins and fixtures, built from source with `heet plugins build` once per process.

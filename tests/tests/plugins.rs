@@ -1,7 +1,7 @@
 //! The plugin contract through real wasm components: chain semantics for every hook, one
 //! deliberately wrong answer per host-side validation rule, heet.lock, the reference plugins
 //! on the webapp example (plan snapshots, and its deploy scenario through `heet run`), and
-//! `heet plugins new`.
+//! `heet plugins new`, and a plugin of the earlier WIT 0.1.0 under today's 0.1.1.
 
 use std::collections::BTreeMap;
 
@@ -604,7 +604,7 @@ fn a_grant_limited_to_a_role_or_an_environment_is_never_called_outside_it() {
         )
     };
     const ALL_OF_CHAIN: &str =
-        r#"hooks = ["sizing", "naming", "tags", "cnames", "user-data", "guard"]"#;
+        r#"hooks = ["sizing", "naming", "tags", "cnames", "user-data", "guard", "tasks"]"#;
     let www_only = format!(
         "[plugins.grants.a]\n{ALL_OF_CHAIN}\nroles = [\"www\"]\n[plugins.grants.tags]\nhooks = [\"tags\"]\nroles = [\"www\"]\n"
     );
@@ -653,9 +653,79 @@ fn a_grant_limited_to_a_role_or_an_environment_is_never_called_outside_it() {
     assert!(plan.values().all(|c| c["tags"].get("chain-a").is_none()));
     let list = p.heet(&["plugins", "list"]);
     assert!(
-        list.stdout()
-            .contains("grant: sizing,naming,tags,cnames,user-data,guard roles=* envs=production"),
+        list.stdout().contains(
+            "grant: sizing,naming,tags,cnames,user-data,guard,tasks roles=* envs=production"
+        ),
         "{}",
         list.stdout()
+    );
+}
+
+#[test]
+fn a_plugin_built_against_wit_0_1_0_still_loads_and_answers() {
+    // v010 is built from the frozen 0.1.0 WIT, before the tasks hook: its imports and exports
+    // are `@0.1.0`, linked semver-compatibly to this heet's.
+    let p = Project::new(BASE, &["v010"]);
+    let list = p.heet(&["plugins", "list", "--output", "json"]).json();
+    let v010 = &list["plugins"][0];
+    assert_eq!(v010["wit"], serde_json::json!(["0.1.0"]), "{list}");
+    assert_eq!(v010["hooks"], serde_json::json!(["naming"]), "{list}");
+    let plan = creates(&plan_json(&p));
+    assert_eq!(
+        plan["www[1]"]["name"],
+        format!("{}-staging-www-01-v010", p.name)
+    );
+}
+
+#[test]
+fn plugins_test_runs_tasks_cases_with_heets_checks_of_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = dir.path().join("tasks.toml");
+    std::fs::write(
+        &fixture,
+        r#"
+config = { mark = "a" }
+
+[[case]]
+name = "a migration in a scenario"
+hook = "tasks"
+role = "db"
+task = "migrate"
+scenario = "deploy"
+current = { script = "./migrate", env = { APP = "shop" } }
+expect = { answer = { script = "./migrate\n# a deploy", env = { APP = "shop", CHAIN_A = "db.migrate in staging saw 1 var(s)" } } }
+
+[[case]]
+name = "no opinion"
+hook = "tasks"
+config = { opinion = false }
+expect = { none = true }
+
+[[case]]
+name = "a variable of heet's is refused"
+hook = "tasks"
+config = { mark = "a", task_var = "HEET_ROLE" }
+expect = { none = true }
+"#,
+    )
+    .unwrap();
+    let run = tests::heet_in(
+        dir.path(),
+        &[
+            "plugins",
+            "test",
+            fixture.to_str().unwrap(),
+            "--component",
+            tests::plugin_dir().join("chain.wasm").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code(), 1, "{}\n{}", run.stdout(), run.stderr());
+    let out = run.stdout();
+    assert!(
+        out.contains("a migration in a scenario ... ok")
+            && out.contains("no opinion ... ok")
+            && out.contains("a variable of heet's is refused ... FAILED")
+            && out.contains("heet refuses its answer: variable HEET_ROLE is heet's"),
+        "{out}"
     );
 }

@@ -6,7 +6,9 @@
 //! code and output, and exits 1 with the later steps unsent; `max_errors` lets a step take
 //! failures; a scenario that succeeds leaves `heet:scenario/<name>` (time and version) on its
 //! instances, which `status` shows per role and `up` leaves alone; unknown scenarios and
-//! tasks, and an environment with nothing running, are clear errors.
+//! tasks, and an environment with nothing running, are clear errors; plugins shape each
+//! role's task (variables and script) through the tasks hook, and an answer heet refuses
+//! stops the run with nothing sent.
 
 use tests::model::SentCommand;
 use tests::{Project, moto, suite_model};
@@ -316,4 +318,90 @@ fn unknown_scenarios_and_tasks_and_nothing_running_are_clear_errors() {
         early.stderr()
     );
     assert!(p.aws.sent_commands().is_empty());
+}
+
+/// Two tasks-only chain plugins: `a` everywhere, `b` granted db only; `b_extra` goes in b's
+/// config.
+fn shaping(b_extra: &str) -> String {
+    format!(
+        "{DEF}\n[plugins.config.a]\nmark = \"a\"\ntasks_only = true\n\
+         [plugins.config.b]\nmark = \"b\"\ntasks_only = true\n{b_extra}\n\
+         [plugins.grants.b]\n\
+         hooks = [\"sizing\", \"naming\", \"tags\", \"cnames\", \"user-data\", \"guard\", \"tasks\"]\n\
+         roles = [\"db\"]\n"
+    )
+}
+
+#[test]
+fn plugins_shape_each_roles_task_and_a_refused_answer_sends_nothing() {
+    let p = Project::new(&shaping(""), &[]);
+    p.write("migrate.sh", "./manage.py migrate --noinput\n");
+    p.add_plugin("chain", "a");
+    p.add_plugin("chain", "b");
+    p.heet(&["up", "--env", "staging"]).ok();
+    let (www, db) = (instances(&p, "www"), instances(&p, "db"));
+    assert_eq!(
+        (www.len(), db.len()),
+        (2, 1),
+        "tasks_only: sizing unchanged"
+    );
+
+    let report = p
+        .heet(&["run", "deploy", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(report["status"], "succeeded", "{report}");
+    let sent = p.aws.sent_commands();
+    assert_eq!(sent.len(), 5, "{sent:#?}");
+    // www.site_down: only a is granted www; its variable after heet's, its line after the
+    // script.
+    assert_eq!(sent[0].instance_ids, www);
+    assert_eq!(
+        sent[0].commands[1..],
+        [
+            "export HEET_SCENARIO='deploy'",
+            "export CHAIN_A='www.site_down in staging saw 0 var(s)'",
+            "touch /srv/maintenance",
+            "# a deploy",
+        ],
+        "{sent:#?}"
+    );
+    // ALL.update on db: a, then b, which sees a's answer.
+    assert_eq!(sent[1].instance_ids, db);
+    assert_eq!(
+        sent[1].commands[2..],
+        [
+            "export CHAIN_A='db.update in staging saw 0 var(s)'",
+            "export CHAIN_B='db.update in staging saw 1 var(s)'",
+            "apt-get update -q",
+            "apt-get upgrade -y -q",
+            "# a deploy",
+            "# b deploy",
+        ],
+        "{sent:#?}"
+    );
+    // The same step on www: a only.
+    assert_eq!(sent[2].instance_ids, www);
+    assert!(!sent[2].commands.concat().contains("CHAIN_B"), "{sent:#?}");
+    // A task with a user gets the plugins' variables inside its quoted script.
+    assert!(
+        sent[3].commands[0].contains("export CHAIN_B='\\''db.migrate in staging saw 1 var(s)'\\''"),
+        "{}",
+        sent[3].commands[0]
+    );
+
+    // b answers a variable of heet's: refused, naming plugin and hook, before anything is sent
+    // (its step is the second, the first is a's alone).
+    p.write("heet.toml", &shaping("task_var = \"HEET_ENV\""));
+    let refused = p.heet(&["run", "deploy", "--env", "staging"]);
+    assert_eq!(refused.code(), 1, "{}", refused.stderr());
+    assert!(
+        refused
+            .stderr()
+            .contains("plugin b: hook tasks: invalid answer: variable HEET_ENV is heet's"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(p.aws.sent_commands().len(), 5, "nothing more was sent");
+    p.write("heet.toml", &shaping(""));
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
 }

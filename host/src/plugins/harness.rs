@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::api::{
-    DesiredInstance, DesiredState, IngressRule, InstanceContext, RoleContext, RoleSize, Tag,
+    DesiredInstance, DesiredState, EnvVar, IngressRule, InstanceContext, RoleContext, RoleSize,
+    Tag, TaskContext, TaskScript,
 };
 use super::{Hook, Limits, PluginFile, Runtime};
 
@@ -50,8 +51,12 @@ struct Case {
     role: Option<String>,
     index: Option<u32>,
     count: Option<u32>,
+    /// The tasks hook's task, scenario and definition version.
+    task: Option<String>,
+    scenario: Option<String>,
+    version: Option<String>,
     /// What the chain hands the plugin: a string (naming, user-data), a list (cnames), a
-    /// table of tags (tags) or a size (sizing).
+    /// table of tags (tags), a size (sizing) or a script with its env (tasks).
     current: Option<toml::Value>,
     /// The guard's desired state.
     #[serde(default)]
@@ -238,6 +243,7 @@ enum Current {
     Names(Vec<String>),
     Tags(Vec<Tag>),
     Size(RoleSize),
+    Task(TaskContext, TaskScript),
     State(DesiredState),
     Config,
 }
@@ -261,6 +267,8 @@ enum Answer {
     Names(Vec<String>),
     Tags(Vec<(String, String)>),
     Size(String, u32, Option<u32>),
+    /// A script and its variables, sorted.
+    Task(String, Vec<(String, String)>),
 }
 
 impl fmt::Display for Answer {
@@ -276,6 +284,14 @@ impl fmt::Display for Answer {
                 Some(v) => write!(f, "{c} × {t} with {v} GiB"),
                 None => write!(f, "{c} × {t}"),
             },
+            Answer::Task(script, env) => {
+                let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+                write!(
+                    f,
+                    "{{ script = {script:?}, env = {{ {} }} }}",
+                    shown.join(", ")
+                )
+            }
         }
     }
 }
@@ -286,6 +302,44 @@ struct Size {
     instance_type: String,
     count: u32,
     volume_gb: Option<u32>,
+}
+
+/// A tasks hook's script as a fixture writes it: `{ script = "...", env = { K = "v" } }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Script {
+    script: String,
+    #[serde(default)]
+    env: toml::Table,
+}
+
+impl Script {
+    fn into_task(self) -> Result<TaskScript, String> {
+        let env = self
+            .env
+            .into_iter()
+            .map(|(name, value)| match value {
+                toml::Value::String(value) => Ok(EnvVar { name, value }),
+                other => Err(format!("env {name:?} must be a string, not {other}")),
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(TaskScript {
+            script: self.script,
+            env,
+        })
+    }
+}
+
+/// A tasks answer as it is compared: its script, and its variables sorted (a fixture's table
+/// has no order).
+fn task_answer(task: &TaskScript) -> Answer {
+    let mut env: Vec<(String, String)> = task
+        .env
+        .iter()
+        .map(|v| (v.name.clone(), v.value.clone()))
+        .collect();
+    env.sort();
+    Answer::Task(task.script.clone(), env)
 }
 
 impl From<Size> for RoleSize {
@@ -313,6 +367,10 @@ fn answer_of(hook: Hook, value: &toml::Value) -> Result<Answer, String> {
         Hook::Sizing => {
             let s: Size = value.clone().try_into().map_err(typed)?;
             Answer::Size(s.instance_type, s.count, s.volume_gb)
+        }
+        Hook::Tasks => {
+            let s: Script = value.clone().try_into().map_err(typed)?;
+            task_answer(&s.into_task()?)
         }
         Hook::Configure | Hook::Guard => {
             return Err(format!("{hook} has no answer to expect"));
@@ -436,6 +494,28 @@ impl Call {
                     .map_err(|e| format!("current: {}", e.message()))?
                     .into(),
             }),
+            Hook::Tasks => Current::Task(
+                TaskContext {
+                    project: ctx.project.clone(),
+                    env: ctx.env.clone(),
+                    region: ctx.region.clone(),
+                    role: ctx.role.clone(),
+                    task: case.task.clone().unwrap_or_else(|| "deploy".into()),
+                    scenario: case.scenario.clone(),
+                    version: case.version.clone(),
+                },
+                match &case.current {
+                    None => TaskScript {
+                        script: "true".into(),
+                        env: Vec::new(),
+                    },
+                    Some(v) => v
+                        .clone()
+                        .try_into::<Script>()
+                        .map_err(|e| format!("current: {}", e.message()))?
+                        .into_task()?,
+                },
+            ),
             Hook::Guard => Current::State(DesiredState {
                 project: ctx.project.clone(),
                 env: ctx.env.clone(),
@@ -558,6 +638,9 @@ fn check(plugin: &mut super::Plugin, call: &Call, config: &str) -> Result<(), St
             };
             answered(plugin.size(&rctx, current), hook, super::check_size)?
                 .map(|s| Answer::Size(s.instance_type, s.count, s.volume_gb))
+        }
+        Current::Task(tctx, current) => {
+            answered(plugin.shape(tctx, current), hook, super::check_task)?.map(|t| task_answer(&t))
         }
         Current::State(state) => {
             let violations = plugin

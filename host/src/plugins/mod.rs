@@ -27,7 +27,9 @@ use crate::definition::{Definition, DefinitionError};
 use crate::validate;
 pub use runtime::{Plugin, Prepared, Runtime, api};
 
-use api::{DesiredState, InstanceContext, RoleContext, RoleSize, Tag, Violation};
+use api::{
+    DesiredState, InstanceContext, RoleContext, RoleSize, Tag, TaskContext, TaskScript, Violation,
+};
 
 /// Per-call limits of a plugin. Defaults are documented in docs/plugins.md and overridable
 /// in `[plugins.limits]`.
@@ -62,10 +64,12 @@ pub enum Hook {
     Cnames,
     UserData,
     Guard,
+    /// Called by `heet run`, not by a plan.
+    Tasks,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 7] = [
+    pub const ALL: [Hook; 8] = [
         Hook::Configure,
         Hook::Sizing,
         Hook::Naming,
@@ -73,9 +77,10 @@ impl Hook {
         Hook::Cnames,
         Hook::UserData,
         Hook::Guard,
+        Hook::Tasks,
     ];
 
-    /// The WIT interface name, as in `heet:plugin/<name>@0.1.0`.
+    /// The WIT interface name, as in `heet:plugin/<name>@0.1.1`.
     pub fn interface(self) -> &'static str {
         match self {
             Hook::Configure => "configure",
@@ -85,6 +90,7 @@ impl Hook {
             Hook::Cnames => "cnames",
             Hook::UserData => "user-data",
             Hook::Guard => "guard",
+            Hook::Tasks => "tasks",
         }
     }
 }
@@ -328,6 +334,22 @@ impl PluginSet {
         }
         Ok(current)
     }
+
+    /// A task's script and environment for one role, through every plugin that exports
+    /// `tasks` and whose grant covers the role in the environment (`heet run`).
+    pub fn task(
+        &mut self,
+        ctx: &TaskContext,
+        current: TaskScript,
+    ) -> Result<TaskScript, PluginError> {
+        self.chain(
+            Hook::Tasks,
+            (&ctx.role, &ctx.env),
+            current,
+            |p, cur| p.shape(ctx, cur),
+            check_task,
+        )
+    }
 }
 
 impl Hooks for PluginSet {
@@ -417,6 +439,47 @@ pub(crate) fn check_size(size: &RoleSize) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// The largest script a tasks answer may hold: SSM takes it as a command parameter, and
+/// a script far beyond this belongs in a file on the instance.
+pub const MAX_TASK_SCRIPT: usize = 64 * 1024;
+
+/// What heet accepts of a tasks answer: a script that is not empty, and variables with
+/// shell names of their own (`HEET_*` is heet's), each once, with no NUL in a value.
+pub(crate) fn check_task(task: &TaskScript) -> Result<(), String> {
+    if task.script.trim().is_empty() {
+        return Err("empty script".into());
+    }
+    if task.script.len() > MAX_TASK_SCRIPT {
+        return Err(format!(
+            "script of {} bytes, more than {MAX_TASK_SCRIPT}",
+            task.script.len()
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for var in &task.env {
+        let name = var.name.as_str();
+        let shell_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !shell_name {
+            return Err(format!(
+                "variable {name:?} is not a shell name (letters, digits and _, not first a digit)"
+            ));
+        }
+        if name.starts_with("HEET_") {
+            return Err(format!(
+                "variable {name} is heet's (HEET_* are set by heet)"
+            ));
+        }
+        if var.value.contains('\0') {
+            return Err(format!("variable {name} holds a NUL"));
+        }
+        if !seen.insert(name) {
+            return Err(format!("variable {name} appears twice"));
+        }
+    }
+    Ok(())
 }
 
 /// What heet accepts of a naming answer.

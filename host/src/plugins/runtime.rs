@@ -29,7 +29,7 @@ use bindings::exports::heet::plugin as ex;
 
 /// The WIT package a plugin must be built against; only `host` and `types` may be imported.
 const WIT_PACKAGE: &str = "heet:plugin";
-const WIT_VERSION: &str = "0.1.0";
+const WIT_VERSION: &str = "0.1.1";
 /// How often the epoch ticks: the granularity of `timeout_ms`.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// A plugin's log line is cut here, and a call may log this many lines: a hostile plugin must
@@ -91,16 +91,21 @@ impl Runtime {
     /// offending import (instantiation would name only the first).
     fn check_imports(&self, file: &PluginFile, component: &Component) -> Result<(), LoadError> {
         let ty = component.component_type();
+        // An earlier compatible version's imports link to this one's (wasmtime matches names
+        // semver-compatibly), so a plugin built against 0.1.0 imports `host@0.1.0`.
+        let ours = |name: &str| {
+            let Some(rest) = name.strip_prefix(WIT_PACKAGE) else {
+                return false;
+            };
+            match rest.split_once('@') {
+                Some(("/host" | "/types", version)) => compatible(version),
+                _ => false,
+            }
+        };
         let foreign: Vec<String> = ty
             .imports(&self.engine)
             .map(|(name, _)| name.to_owned())
-            .filter(|name| {
-                ![
-                    format!("{WIT_PACKAGE}/host@{WIT_VERSION}"),
-                    format!("{WIT_PACKAGE}/types@{WIT_VERSION}"),
-                ]
-                .contains(name)
-            })
+            .filter(|name| !ours(name))
             .collect();
         if foreign.is_empty() {
             return Ok(());
@@ -304,6 +309,7 @@ fn exports_hook(pre: &InstancePre<HostState>, hook: Hook) -> bool {
         Hook::Cnames => ex::cnames::GuestIndices::new(pre).is_ok(),
         Hook::UserData => ex::user_data::GuestIndices::new(pre).is_ok(),
         Hook::Guard => ex::guard::GuestIndices::new(pre).is_ok(),
+        Hook::Tasks => ex::tasks::GuestIndices::new(pre).is_ok(),
     }
 }
 
@@ -317,6 +323,7 @@ struct Exports {
     cnames: Option<ex::cnames::Guest>,
     user_data: Option<ex::user_data::Guest>,
     guard: Option<ex::guard::Guest>,
+    tasks: Option<ex::tasks::Guest>,
 }
 
 impl Exports {
@@ -341,6 +348,7 @@ impl Exports {
             cnames: load!(cnames),
             user_data: load!(user_data),
             guard: load!(guard),
+            tasks: load!(tasks),
         })
     }
 }
@@ -543,6 +551,15 @@ impl Plugin {
         let guest = self.hooks.guard.clone()?;
         Some(self.guarded(Hook::Guard, |s| guest.call_validate(s, state)))
     }
+
+    pub fn shape(
+        &mut self,
+        ctx: &api::TaskContext,
+        current: &api::TaskScript,
+    ) -> Option<Result<Option<api::TaskScript>, PluginError>> {
+        let guest = self.hooks.tasks.clone()?;
+        Some(self.guarded(Hook::Tasks, |s| guest.call_shape(s, ctx, current)))
+    }
 }
 
 #[cfg(test)]
@@ -552,6 +569,7 @@ mod tests {
     #[test]
     fn wit_versions_are_compatible_within_a_minor_before_1_0() {
         assert!(compatible("0.1.0"));
+        assert!(compatible("0.1.1"));
         assert!(compatible("0.1.7"));
         assert!(!compatible("0.2.0"));
         assert!(!compatible("1.0.0"));

@@ -9,8 +9,8 @@
 //! ```ignore
 //! heet_sdk::bindings!(
 //!     world: "package my:plugin; world plugin {
-//!         include heet:plugin/base@0.1.0;
-//!         export heet:plugin/naming@0.1.0;
+//!         include heet:plugin/base@0.1.1;
+//!         export heet:plugin/naming@0.1.1;
 //!     }",
 //!     wit: "wit",
 //! );
@@ -34,8 +34,8 @@ mod generated {
 
 pub use generated::heet::plugin::{host, types};
 pub use types::{
-    DesiredInstance, DesiredState, IngressRule, InstanceContext, Level, RoleContext, RoleSize, Tag,
-    Violation,
+    DesiredInstance, DesiredState, EnvVar, IngressRule, InstanceContext, Level, RoleContext,
+    RoleSize, Tag, TaskContext, TaskScript, Violation,
 };
 #[doc(hidden)]
 pub use wit_bindgen;
@@ -85,6 +85,12 @@ pub trait Guard {
     fn validate(state: &DesiredState) -> Vec<Violation>;
 }
 
+/// Answers the `tasks` hook (WIT 0.1.1): a task's script and environment for one role, before
+/// `heet run` sends it.
+pub trait Tasks {
+    fn shape(ctx: &TaskContext, current: &TaskScript) -> Option<TaskScript>;
+}
+
 /// Writes a line to the host's log, attributed to this plugin.
 pub fn log(level: Level, message: &str) {
     #[cfg(target_arch = "wasm32")]
@@ -103,15 +109,15 @@ pub fn install_panic_hook() {
 }
 
 /// Generates a plugin's bindings, in a module `bindings`, from its world: `world` is the WIT
-/// text of a world including `heet:plugin/base@0.1.0` and exporting the hooks the plugin
+/// text of a world including `heet:plugin/base@0.1.1` and exporting the hooks the plugin
 /// implements; `wit` is the folder holding `heet.wit`, relative to the plugin's Cargo.toml.
 /// The WIT records come from this SDK, so every plugin shares them.
 ///
 /// ```ignore
 /// heet_sdk::bindings!(
 ///     world: "package my:plugin; world plugin {
-///         include heet:plugin/base@0.1.0;
-///         export heet:plugin/naming@0.1.0;
+///         include heet:plugin/base@0.1.1;
+///         export heet:plugin/naming@0.1.1;
 ///     }",
 ///     wit: "wit",
 /// );
@@ -124,8 +130,8 @@ macro_rules! bindings {
                 inline: $world,
                 path: $wit,
                 with: {
-                    "heet:plugin/types@0.1.0": heet_sdk::types,
-                    "heet:plugin/host@0.1.0": heet_sdk::host,
+                    "heet:plugin/types@0.1.1": heet_sdk::types,
+                    "heet:plugin/host@0.1.1": heet_sdk::host,
                 },
             });
         }
@@ -205,6 +211,17 @@ macro_rules! __export_hook {
             fn validate(state: $crate::DesiredState) -> Vec<$crate::Violation> {
                 $crate::install_panic_hook();
                 <$ty as $crate::Guard>::validate(&state)
+            }
+        }
+    };
+    (tasks, $ty:ident, $b:ident) => {
+        impl $b::exports::heet::plugin::tasks::Guest for $ty {
+            fn shape(
+                ctx: $crate::TaskContext,
+                current: $crate::TaskScript,
+            ) -> Option<$crate::TaskScript> {
+                $crate::install_panic_hook();
+                <$ty as $crate::Tasks>::shape(&ctx, &current)
             }
         }
     };

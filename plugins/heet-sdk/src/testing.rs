@@ -1,6 +1,9 @@
 //! Builders for hook inputs, so a plugin's logic is unit-tested natively with `cargo test`.
 
-use crate::{DesiredInstance, DesiredState, InstanceContext, RoleContext, Tag};
+use crate::{
+    DesiredInstance, DesiredState, EnvVar, InstanceContext, RoleContext, Tag, TaskContext,
+    TaskScript,
+};
 
 /// An instance context for `project`/`env`/`role`, index 1 of 1, in us-east-1, no domain.
 pub fn instance(project: &str, env: &str, role: &str) -> InstanceContext {
@@ -59,5 +62,33 @@ pub fn tag(key: &str, value: &str) -> Tag {
     Tag {
         key: key.to_owned(),
         value: value.to_owned(),
+    }
+}
+
+/// The context of `role.task` in `project`/`env`, us-east-1, run on its own (no scenario) of a
+/// definition without a version.
+pub fn task(project: &str, env: &str, role: &str, task: &str) -> TaskContext {
+    TaskContext {
+        project: project.to_owned(),
+        env: env.to_owned(),
+        region: "us-east-1".to_owned(),
+        role: role.to_owned(),
+        task: task.to_owned(),
+        scenario: None,
+        version: None,
+    }
+}
+
+/// A task's script with `env` as its variables, in order.
+pub fn script(script: &str, env: &[(&str, &str)]) -> TaskScript {
+    TaskScript {
+        script: script.to_owned(),
+        env: env
+            .iter()
+            .map(|(name, value)| EnvVar {
+                name: (*name).to_owned(),
+                value: (*value).to_owned(),
+            })
+            .collect(),
     }
 }

@@ -18,9 +18,9 @@ use heet_sdk::{Configure, InstanceContext, Tag, Tags};
 heet_sdk::bindings!(
     world: "package heet-plugins:tags;
         world plugin {
-            include heet:plugin/base@0.1.0;
-            export heet:plugin/configure@0.1.0;
-            export heet:plugin/tags@0.1.0;
+            include heet:plugin/base@0.1.1;
+            export heet:plugin/configure@0.1.1;
+            export heet:plugin/tags@0.1.1;
         }",
     wit: "../../wit",
 );
