@@ -70,13 +70,14 @@ fn newest_source(dirs: &[PathBuf]) -> Option<std::time::SystemTime> {
 }
 
 /// Every reference plugin and test fixture, by crate name.
-pub const PLUGINS: [&str; 12] = [
+pub const PLUGINS: [&str; 13] = [
     "naming",
     "guard",
     "sizing",
     "cname",
     "cloud-init",
     "tags",
+    "task-env",
     "trap",
     "chain",
     "liar",

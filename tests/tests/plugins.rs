@@ -49,6 +49,17 @@ fn creates(plan: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
+/// The reference plugins the webapp example runs.
+const WEBAPP_PLUGINS: [&str; 7] = [
+    "sizing",
+    "naming",
+    "tags",
+    "cname",
+    "cloud-init",
+    "guard",
+    "task-env",
+];
+
 fn chain_config(a: &str, b: &str) -> String {
     format!("[plugins.config.a]\n{a}\n[plugins.config.b]\n{b}\n")
 }
@@ -345,10 +356,7 @@ fn digest(plan: &serde_json::Value) -> String {
 fn webapp_staging_and_production_differ_only_by_what_the_plugins_decide() {
     let def =
         std::fs::read_to_string(tests::repo_root().join("examples/webapp/heet.toml")).unwrap();
-    let p = Project::new(
-        &def,
-        &["sizing", "naming", "tags", "cname", "cloud-init", "guard"],
-    );
+    let p = Project::new(&def, &WEBAPP_PLUGINS);
     let plan = |env: &str| p.heet(&["plan", "--env", env, "--output", "json"]).json();
     insta::assert_snapshot!("webapp_staging", digest(&plan("staging")));
     insta::assert_snapshot!("webapp_production", digest(&plan("production")));
@@ -410,6 +418,16 @@ fn webapp_staging_and_production_differ_only_by_what_the_plugins_decide() {
         );
     }
     assert_eq!(sent[5].max_concurrency.as_deref(), Some("50%"));
+    // The task-env plugin's staging variables on every command; the lock is production's.
+    for c in &sent {
+        // A task with a user has its script quoted whole: unquote it first.
+        let script = c.commands.join("\n").replace("'\\''", "'");
+        assert!(
+            script.contains("export DJANGO_SETTINGS_MODULE='webapp.settings'\n"),
+            "{c:#?}"
+        );
+        assert!(!c.commands.concat().contains("flock"), "{c:#?}");
+    }
     for i in moto().live_instances("heet:project", "webapp") {
         assert!(i.tags.contains_key("heet:scenario/deploy"), "{}", i.id);
     }
@@ -508,10 +526,7 @@ fn a_reference_plugin_refuses_bad_config_at_load_with_its_place_in_heet_toml() {
     let def = std::fs::read_to_string(tests::repo_root().join("examples/webapp/heet.toml"))
         .unwrap()
         .replace("instance_type = \"r5.large\"", "instance_type = \"huge\"");
-    let p = Project::new(
-        &def,
-        &["sizing", "naming", "tags", "cname", "cloud-init", "guard"],
-    );
+    let p = Project::new(&def, &WEBAPP_PLUGINS);
     let run = p.heet(&["plan", "--env", "staging"]);
     assert_eq!(run.code(), 2, "{}", run.stderr());
     // The table heet.toml gives the plugin, with the place of the table the error is in.

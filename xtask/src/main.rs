@@ -150,7 +150,15 @@ const EXAMPLES: [(&str, &[&str]); 3] = [
     ("simple-demo", &["naming"]),
     (
         "webapp",
-        &["sizing", "naming", "tags", "cname", "cloud-init", "guard"],
+        &[
+            "sizing",
+            "naming",
+            "tags",
+            "cname",
+            "cloud-init",
+            "guard",
+            "task-env",
+        ],
     ),
     (
         "customers",
