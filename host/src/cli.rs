@@ -62,6 +62,13 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a project here: a commented heet.toml (name from the folder, region from your
+    /// AWS config) and the naming plugin's source in plugins/naming; never overwrites
+    Init {
+        /// The project name [default: the folder's name, made a valid one]
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Show what `up` would change, without changing anything
     Plan {
         #[arg(short, long)]

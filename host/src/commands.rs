@@ -38,7 +38,11 @@ pub enum Outcome {
 pub fn emit<R: fmt::Display + Serialize>(global: &Global, report: &R) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match global.output {
-        Output::Text => writeln!(out, "{report}")?,
+        Output::Text => writeln!(
+            out,
+            "{}",
+            crate::style::changes(&report.to_string(), crate::style::stdout_color())
+        )?,
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(report)?)?,
     }
     Ok(())
@@ -1295,5 +1299,53 @@ pub fn plugins_build(
             built: plugins::build::build(req)?,
         },
     )?;
+    Ok(Outcome::Done)
+}
+
+/// What `heet init` made.
+#[derive(Debug, Serialize)]
+pub struct InitReport {
+    pub project: String,
+    pub region: String,
+    /// The files written, relative to the project's folder.
+    pub files: Vec<PathBuf>,
+    #[serde(skip)]
+    next: String,
+}
+
+impl fmt::Display for InitReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.next)
+    }
+}
+
+/// Starts a project in the folder of `--file` (the current one by default).
+pub async fn init(global: &Global, name: Option<&str>) -> anyhow::Result<Outcome> {
+    let folder = match global.file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    let dir = folder
+        .canonicalize()
+        .with_context(|| format!("cannot read {}", folder.display()))?;
+    let project = crate::init::project_name(name, &dir)?;
+    let region = match &global.region {
+        Some(r) => crate::init::Region {
+            name: r.clone(),
+            source: "from --region",
+        },
+        None => crate::init::region(global.profile.as_deref()).await,
+    };
+    let files = crate::init::files(&project, &region)?;
+    crate::init::create(&dir, &files)?;
+    let report = InitReport {
+        next: crate::init::next_steps(&project, &region),
+        project,
+        region: region.name,
+        files: files.into_iter().map(|(p, _)| p).collect(),
+    };
+    emit(global, &report)?;
     Ok(Outcome::Done)
 }

@@ -7,7 +7,9 @@ pub mod cloud;
 pub mod commands;
 pub mod definition;
 pub mod desired;
+pub mod diagnostic;
 pub mod iam;
+pub mod init;
 pub mod kinds;
 pub mod launch;
 pub mod ledger;
@@ -19,6 +21,7 @@ pub mod progress;
 pub mod report;
 pub mod rolling;
 pub mod run;
+pub mod style;
 pub mod tasks;
 pub mod text;
 pub mod validate;
@@ -76,6 +79,14 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Changes) => ExitCode::from(exit::CHANGES),
         Err(err) => {
             eprintln!("error: {err:#}");
+            // A definition error's line, with a caret under the place and a help line.
+            let place = err
+                .chain()
+                .find_map(|c| c.downcast_ref::<definition::DefinitionError>());
+            if let Some(snippet) = place.and_then(|d| diagnostic::snippet(d, style::stderr_color()))
+            {
+                eprint!("{snippet}");
+            }
             ExitCode::from(exit_code(&err))
         }
     }
@@ -91,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             .build()
     };
     match &cli.command {
+        Command::Init { name } => runtime()?.block_on(commands::init(global, name.as_deref())),
         Command::Plan {
             env,
             detailed_exitcode,

@@ -1,7 +1,8 @@
 //! The bad definition catalog: every file in `tests/tests/bad-definitions/` is a heet.toml
 //! with one mistake. `heet plan` must exit 2 with the exact error, at `file:line:col` where
 //! the mistake has a place, before any AWS mutation. One insta snapshot holds them all, so
-//! a changed message is reviewed like code.
+//! a changed message is reviewed like code, with the source line, the caret under the place,
+//! its key path and the help line shown below it.
 
 use tests::{Project, repo_root};
 
@@ -44,7 +45,14 @@ fn every_bad_definition_exits_2_with_the_place_and_the_reason() {
                 run.stderr()
             ));
         }
-        report.push_str(&format!("{name}\n  {}\n", error.join("\n  ")));
+        // The error, then what is shown below it: the line, the caret, the key, the help.
+        let stderr = run.stderr();
+        let shown: Vec<&str> = stderr
+            .lines()
+            .skip_while(|l| !l.starts_with("error: "))
+            .filter(|l| !l.starts_with("aws calls:"))
+            .collect();
+        report.push_str(&format!("{name}\n  {}\n", shown.join("\n  ")));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     insta::assert_snapshot!(report);

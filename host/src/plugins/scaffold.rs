@@ -26,6 +26,12 @@ const JS_SOURCE: &str = include_str!("scaffold/plugin.js.tmpl");
 const PY_MANIFEST: &str = include_str!("scaffold/py-plugin.toml.tmpl");
 const PY_SOURCE: &str = include_str!("scaffold/app.py.tmpl");
 const README_OTHER: &str = include_str!("scaffold/README-other.md.tmpl");
+const NAMING_LIB: &str = include_str!("../../../plugins/naming/src/lib.rs");
+const NAMING_FIXTURE: &str = include_str!("../init/names.toml.tmpl");
+
+/// Where a reference plugin finds the WIT in this repository, and where it is in a crate.
+const PLUGIN_WIT_HERE: &str = r#"wit: "../../wit","#;
+const PLUGIN_WIT_THERE: &str = r#"wit: "wit","#;
 
 /// The language of a new plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,13 +109,34 @@ pub fn files(name: &str, lang: Lang) -> anyhow::Result<Vec<(PathBuf, String)>> {
     ])
 }
 
+/// The reference naming plugin as a crate of its own (`heet init`): the Rust scaffold, with
+/// the naming plugin's source and a fixture of its own instead of the policy example.
+pub fn naming_files() -> anyhow::Result<Vec<(PathBuf, String)>> {
+    if !NAMING_LIB.contains(PLUGIN_WIT_HERE) {
+        bail!("internal: the naming plugin no longer reads its WIT from {PLUGIN_WIT_HERE}");
+    }
+    let mut files = files("naming", Lang::Rust)?;
+    files.retain(|(path, _)| path != Path::new("tests/limits.toml"));
+    for (path, text) in &mut files {
+        if path == Path::new("src/lib.rs") {
+            *text = NAMING_LIB.replace(PLUGIN_WIT_HERE, PLUGIN_WIT_THERE);
+        }
+    }
+    files.push(("tests/names.toml".into(), NAMING_FIXTURE.to_owned()));
+    Ok(files)
+}
+
 /// Writes the crate into `dir`, which must not exist or be empty: nothing is overwritten.
 pub fn create(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let files = files(name, lang)?;
+    write_new(&files(name, lang)?, dir)
+}
+
+/// Writes `files` into `dir`, which must not exist or be empty: nothing is overwritten.
+pub fn write_new(files: &[(PathBuf, String)], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let occupied = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
     if occupied {
         bail!(
-            "{} exists and is not empty: heet plugins new never overwrites",
+            "{} exists and is not empty: heet never overwrites it",
             dir.display()
         );
     }
