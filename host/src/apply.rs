@@ -58,13 +58,10 @@ pub struct InstanceSummary {
 
 impl InstanceSummary {
     pub fn of(o: &ObservedInstance) -> InstanceSummary {
+        let (role, index) = o.role_index();
         InstanceSummary {
-            role: o.tags.get(namespace::TAG_ROLE).cloned().unwrap_or_default(),
-            index: o
-                .tags
-                .get(namespace::TAG_INDEX)
-                .and_then(|i| i.parse().ok())
-                .unwrap_or(0),
+            role: role.unwrap_or_default().to_owned(),
+            index: index.unwrap_or(0),
             name: o.name().to_owned(),
             instance_id: o.instance_id.clone(),
             instance_type: o.instance_type.clone(),
@@ -120,20 +117,18 @@ pub async fn apply(
     } = cx;
     let ledger: &Books = &tokio::sync::Mutex::new(ledger);
     let mut applied = Applied::default();
-    if !plan.conflicts.is_empty() {
-        anyhow::bail!(
-            "nothing applied: {} DNS name(s) are held by records heet did not create: {}",
-            plan.conflicts.len(),
-            plan.conflicts.join("; ")
-        );
-    }
-
-    if !plan.iam.conflicts.is_empty() {
-        anyhow::bail!(
-            "nothing applied: {} IAM name(s) are held by entities heet did not create: {}",
-            plan.iam.conflicts.len(),
-            plan.iam.conflicts.join("; ")
-        );
+    // A name someone else holds stops everything, whichever family would write it.
+    let families = plan.families();
+    let held = std::iter::once(("DNS", plan.conflicts.as_slice()))
+        .chain(families.iter().map(|f| (f.label(), f.conflicts())));
+    for (label, names) in held {
+        if !names.is_empty() {
+            anyhow::bail!(
+                "nothing applied: {} {label} name(s) are held by what heet did not create: {}",
+                names.len(),
+                names.join("; ")
+            );
+        }
     }
     let mut iam = IamApply {
         aws,

@@ -63,6 +63,14 @@ impl ObservedInstance {
             .map_or("", String::as_str)
     }
 
+    /// The role and index its tags give it (`heet:role`, `heet:index`), whoever made it.
+    pub fn role_index(&self) -> (Option<&str>, Option<u32>) {
+        (
+            self.tags.get(TAG_ROLE).map(String::as_str),
+            self.tags.get(TAG_INDEX).and_then(|i| i.parse().ok()),
+        )
+    }
+
     /// The batch launch this instance came from, when it is tagged for `project`/`env` but
     /// not (yet) with a slot of its own: a run was killed between its launch and its tags.
     fn unadopted_batch(&self, project: &str, env: &str) -> Option<&str> {

@@ -397,15 +397,14 @@ pub fn targets(
         .iter()
         .filter(|o| o.state == "running" && o.slot_id(project, env).is_some())
         .filter_map(|o| {
-            let role = o.tags.get(crate::namespace::TAG_ROLE)?;
-            (step.role == ALL || *role == step.role).then(|| Target {
+            // A slot id is derived from both: heet's own instance has them.
+            let (Some(role), Some(index)) = o.role_index() else {
+                return None;
+            };
+            (step.role == ALL || role == step.role).then(|| Target {
                 instance_id: o.instance_id.clone(),
-                role: role.clone(),
-                index: o
-                    .tags
-                    .get(crate::namespace::TAG_INDEX)
-                    .and_then(|i| i.parse().ok())
-                    .unwrap_or(0),
+                role: role.to_owned(),
+                index,
                 name: o.name().to_owned(),
             })
         })
@@ -464,9 +463,7 @@ fn quoted(s: &str) -> String {
 /// The value of the tag a successful scenario leaves on its instances: when it ended
 /// (RFC 3339, so values sort by time), then the definition's version, if it has one.
 pub fn run_tag_value(now_secs: i64, version: Option<&str>) -> String {
-    let now = aws_smithy_types::DateTime::from_secs(now_secs)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_else(|_| now_secs.to_string());
+    let now = crate::text::rfc3339(now_secs);
     match version {
         Some(v) => format!("{now} {v}"),
         None => now,

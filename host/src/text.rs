@@ -20,6 +20,14 @@ pub fn shown(text: &str) -> Shown<'_> {
     Shown(text)
 }
 
+/// `secs` since the epoch as RFC 3339 in UTC (`2026-12-07T01:56:10Z`: sorts by time), as
+/// heet writes times in tags and messages; the number itself if it is out of range.
+pub fn rfc3339(secs: i64) -> String {
+    aws_smithy_types::DateTime::from_secs(secs)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_else(|_| secs.to_string())
+}
+
 /// Each of `items` [`shown`], joined by ", ".
 pub fn shown_all(items: &[String]) -> String {
     let shown: Vec<String> = items.iter().map(|i| shown(i).to_string()).collect();

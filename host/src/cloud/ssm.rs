@@ -76,9 +76,7 @@ impl LockHolder {
 
     /// `since` as RFC 3339, e.g. `2026-11-22T23:40:00Z`.
     pub fn since_rfc3339(&self) -> String {
-        aws_smithy_types::DateTime::from_secs(self.since)
-            .fmt(aws_smithy_types::date_time::Format::DateTime)
-            .unwrap_or_else(|_| self.since.to_string())
+        crate::text::rfc3339(self.since)
     }
 }
 
