@@ -60,6 +60,14 @@ pub enum Output {
     Json,
 }
 
+/// What `heet graph` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+    Svg,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a project here: a commented heet.toml (name from the folder, region from your
@@ -99,6 +107,15 @@ pub enum Command {
         /// Do not ask for confirmation (required when stdin is not a terminal)
         #[arg(short, long)]
         yes: bool,
+    },
+    /// Draw an environment: its roles, the ports each admits from networks and other roles,
+    /// and the names pointing at them (from the definition and plugins, as plan makes it)
+    Graph {
+        #[arg(short, long)]
+        env: String,
+        /// dot (Graphviz), mermaid (GitHub Markdown) or svg (drawn by heet, no Graphviz)
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
     },
     /// Compare what runs with the definition and plugins: missing, unexpected, changed,
     /// records pointing at dead instances (exit 2 when there is drift)

@@ -1349,3 +1349,21 @@ pub async fn init(global: &Global, name: Option<&str>) -> anyhow::Result<Outcome
     emit(global, &report)?;
     Ok(Outcome::Done)
 }
+
+/// Draws `env` as `format` on stdout: from the definition and the plugins, no AWS call.
+pub async fn graph(
+    global: &Global,
+    env: &str,
+    format: crate::cli::GraphFormat,
+) -> anyhow::Result<Outcome> {
+    let (def, _, desired) = prepare(global, env).await?;
+    let graph = crate::graph::of(&desired, def.domain.as_deref());
+    let text = match format {
+        crate::cli::GraphFormat::Dot => crate::graph::dot(&graph),
+        crate::cli::GraphFormat::Mermaid => crate::graph::mermaid(&graph),
+        crate::cli::GraphFormat::Svg => crate::graph::svg(&graph)?,
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    Ok(Outcome::Done)
+}

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod definition;
 pub mod desired;
 pub mod diagnostic;
+pub mod graph;
 pub mod iam;
 pub mod init;
 pub mod kinds;
@@ -118,6 +119,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         } => runtime()?.block_on(commands::up(global, env, *yes, *keep_failed, &progress)),
         Command::Down { env, yes } => {
             runtime()?.block_on(commands::down(global, env, *yes, &progress))
+        }
+        Command::Graph { env, format } => {
+            runtime()?.block_on(commands::graph(global, env, *format))
         }
         Command::Status { env } => runtime()?.block_on(commands::status(global, env)),
         Command::Unlock { env, yes } => runtime()?.block_on(commands::unlock(global, env, *yes)),

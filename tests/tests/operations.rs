@@ -650,3 +650,57 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
         assert_eq!(moto().ssm_under(&format!("/heet/{project}/")), []);
     }
 }
+
+#[test]
+fn graph_draws_roles_their_firewall_and_names_as_dot_mermaid_and_svg() {
+    let root = customers();
+    let acme = root.path().join("acme");
+    heet_in(&acme, &["plugins", "lock"]).ok();
+
+    let dot = heet_in(&acme, &["graph", "--env", "prod"]).ok().stdout();
+    for line in [
+        "digraph \"acme/prod\" {",
+        "\"role:www\" [shape=box, color=black, label=\"www\\n2 × m5.large\"];",
+        "\"role:db\" [shape=box, color=black, label=\"db\\n1 × r5.large\\nvolume 200 GiB\"];",
+        "\"net:0.0.0.0/0\" -> \"role:www\" [label=\"tcp 80, 443\"];",
+        "\"role:www\" -> \"role:db\" [label=\"tcp 5432\"];",
+        "\"name:prod-www-02.acme.customers.example\" -> \"role:www\" [label=\"CNAME → www[2]\"];",
+    ] {
+        assert!(dot.contains(line), "{line}\nin\n{dot}");
+    }
+    assert!(
+        !dot.contains("\"net:0.0.0.0/0\" -> \"role:db\""),
+        "only www reaches the db: {dot}"
+    );
+
+    let mermaid = heet_in(&acme, &["graph", "--env", "dev", "--format", "mermaid"])
+        .ok()
+        .stdout();
+    assert!(mermaid.starts_with("flowchart LR\n"), "{mermaid}");
+    assert!(mermaid.contains("[\"www<br/>1 × t3.small\"]"), "{mermaid}");
+
+    // The SVG is XML holding every role, network and port of the drawing.
+    let svg = heet_in(&acme, &["graph", "--env", "prod", "--format", "svg"])
+        .ok()
+        .stdout();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.descendants().filter_map(|t| t.text()).collect::<String>())
+        .collect();
+    for want in [
+        "www",
+        "2 × m5.large",
+        "db",
+        "0.0.0.0/0",
+        "tcp 80, 443",
+        "tcp 5432",
+    ] {
+        assert!(
+            texts.iter().any(|t| t.contains(want)),
+            "{want} in {texts:?}"
+        );
+    }
+}

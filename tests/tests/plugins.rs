@@ -361,6 +361,24 @@ fn webapp_staging_and_production_differ_only_by_what_the_plugins_decide() {
     insta::assert_snapshot!("webapp_staging", digest(&plan("staging")));
     insta::assert_snapshot!("webapp_production", digest(&plan("production")));
 
+    // Its drawing: production's sizes and names, as the plugins decide them.
+    let graph = p
+        .heet(&["graph", "--env", "production", "--format", "mermaid"])
+        .ok()
+        .stdout();
+    assert!(
+        graph.contains("[\"frontend<br/>8 × m5.xlarge\"]"),
+        "{graph}"
+    );
+    assert!(
+        graph.contains("[\"db<br/>2 × r5.large<br/>volume 500 GiB\"]"),
+        "{graph}"
+    );
+    assert!(
+        graph.contains("[\"production-frontend-08.webapp.example.com\"]"),
+        "{graph}"
+    );
+
     // Through moto: the cloud-init document carries the instance's facts.
     p.heet(&["up", "--env", "staging", "--yes"]).ok();
     let live = moto().live_instances("heet:project", "webapp");

@@ -1,0 +1,281 @@
+//! `heet graph`: an environment as a picture, from the definition and the plugins' answers as
+//! `plan` would make it: its roles (how many of which type, with their addresses, volumes and
+//! key pairs), who may reach them on which ports (the firewall: from networks and from other
+//! roles' groups), and the DNS names pointing at their instances. A value built once, then
+//! written as DOT, as Mermaid, or as SVG drawn here by layout-rs (no Graphviz needed).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::desired::Desired;
+use crate::kinds::network::Source;
+
+/// What a node stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NodeKind {
+    Role,
+    /// A network a role's group admits (`allow_cidr`).
+    Network,
+    /// A DNS name pointing at a role's instances.
+    Name,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Node {
+    /// Stable and unique within the graph: `role:www`, `net:0.0.0.0/0`, `name:www-01.shop.com`.
+    pub id: String,
+    /// Lines, shown one under the other.
+    pub label: Vec<String>,
+    pub kind: NodeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graph {
+    /// `project/env`.
+    pub title: String,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+/// The graph of `desired`; `domain` completes its CNAMEs.
+pub fn of(desired: &Desired, domain: Option<&str>) -> Graph {
+    let mut roles: BTreeMap<&str, Vec<&crate::desired::DesiredInstance>> = BTreeMap::new();
+    for i in &desired.instances {
+        roles.entry(&i.role).or_default().push(i);
+    }
+    for g in &desired.network.groups {
+        roles.entry(&g.role).or_default();
+    }
+    let mut nodes = BTreeSet::new();
+    let mut edges = BTreeSet::new();
+    for (role, instances) in &roles {
+        let mut types: BTreeMap<&str, usize> = BTreeMap::new();
+        for i in instances {
+            *types.entry(&i.instance_type).or_default() += 1;
+        }
+        let mut label = vec![role.to_string()];
+        if types.is_empty() {
+            label.push("no instances".to_owned());
+        }
+        label.extend(types.iter().map(|(t, n)| format!("{n} × {t}")));
+        if let Some(v) = instances.iter().find_map(|i| i.volume) {
+            label.push(format!("volume {} GiB", v.gb));
+        }
+        if instances.iter().any(|i| i.eip) {
+            label.push("elastic ip".to_owned());
+        }
+        if desired.network.keys.iter().any(|k| k.role == *role) {
+            label.push("key pair".to_owned());
+        }
+        nodes.insert(Node {
+            id: format!("role:{role}"),
+            label,
+            kind: NodeKind::Role,
+        });
+        for i in instances {
+            for cname in &i.cnames {
+                let name = match domain {
+                    Some(d) => format!("{cname}.{d}"),
+                    None => cname.clone(),
+                };
+                nodes.insert(Node {
+                    id: format!("name:{name}"),
+                    label: vec![name.clone()],
+                    kind: NodeKind::Name,
+                });
+                edges.insert(Edge {
+                    from: format!("name:{name}"),
+                    to: format!("role:{role}"),
+                    label: format!("CNAME → {role}[{}]", i.index),
+                });
+            }
+        }
+    }
+    // One edge per source and role, with every port it is admitted on.
+    let mut ports: BTreeMap<(String, String), Vec<u16>> = BTreeMap::new();
+    for g in &desired.network.groups {
+        for rule in &g.rules {
+            let from = match &rule.source {
+                Source::Cidr(c) => {
+                    nodes.insert(Node {
+                        id: format!("net:{c}"),
+                        label: vec![c.clone()],
+                        kind: NodeKind::Network,
+                    });
+                    format!("net:{c}")
+                }
+                Source::Role(r) => format!("role:{r}"),
+            };
+            ports
+                .entry((from, format!("role:{}", g.role)))
+                .or_default()
+                .push(rule.port);
+        }
+    }
+    for ((from, to), mut ports) in ports {
+        ports.sort_unstable();
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        edges.insert(Edge {
+            from,
+            to,
+            label: format!("tcp {}", ports.join(", ")),
+        });
+    }
+    Graph {
+        title: format!("{}/{}", desired.project, desired.env),
+        nodes: nodes.into_iter().collect(),
+        edges: edges.into_iter().collect(),
+    }
+}
+
+/// `s` as a DOT string, quotes and backslashes escaped.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The graph in Graphviz's DOT.
+pub fn dot(g: &Graph) -> String {
+    let mut out = format!("digraph {} {{\n  rankdir=LR;\n", quoted(&g.title));
+    for n in &g.nodes {
+        let (shape, color) = match n.kind {
+            NodeKind::Role => ("box", "black"),
+            NodeKind::Network => ("box", "red"),
+            NodeKind::Name => ("box", "blue"),
+        };
+        let label: Vec<String> = n
+            .label
+            .iter()
+            .map(|l| l.replace('\\', "\\\\").replace('"', "\\\""))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {} [shape={shape}, color={color}, label=\"{}\"];",
+            quoted(&n.id),
+            label.join("\\n")
+        );
+    }
+    for e in &g.edges {
+        let _ = writeln!(
+            out,
+            "  {} -> {} [label={}];",
+            quoted(&e.from),
+            quoted(&e.to),
+            quoted(&e.label)
+        );
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// A Mermaid identifier for `id`: letters, digits and `_` only, unique as long as ids are.
+fn mermaid_id(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                format!("_{:x}_", c as u32)
+            }
+        })
+        .collect()
+}
+
+/// The graph as a Mermaid flowchart (GitHub renders it in Markdown).
+pub fn mermaid(g: &Graph) -> String {
+    let text = |s: &str| s.replace('"', "#quot;");
+    let mut out = String::from("flowchart LR\n");
+    for n in &g.nodes {
+        let label: Vec<String> = n.label.iter().map(|l| text(l)).collect();
+        let _ = writeln!(out, "  {}[\"{}\"]", mermaid_id(&n.id), label.join("<br/>"));
+    }
+    for e in &g.edges {
+        let _ = writeln!(
+            out,
+            "  {} -->|\"{}\"| {}",
+            mermaid_id(&e.from),
+            text(&e.label),
+            mermaid_id(&e.to)
+        );
+    }
+    out
+}
+
+/// The graph drawn as SVG by layout-rs, from its DOT.
+pub fn svg(g: &Graph) -> anyhow::Result<String> {
+    let dot = dot(g);
+    let ast = layout::gv::DotParser::new(&dot)
+        .process()
+        .map_err(|e| anyhow::anyhow!("internal: the graph's DOT does not parse: {e}"))?;
+    let mut builder = layout::gv::GraphBuilder::new();
+    builder.visit_graph(&ast);
+    let mut visual = builder.get();
+    let mut writer = layout::backends::svg::SVGWriter::new();
+    visual.do_it(false, false, false, &mut writer);
+    Ok(writer.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph() -> Graph {
+        Graph {
+            title: "shop/staging".into(),
+            nodes: vec![
+                Node {
+                    id: "net:0.0.0.0/0".into(),
+                    label: vec!["0.0.0.0/0".into()],
+                    kind: NodeKind::Network,
+                },
+                Node {
+                    id: "role:www".into(),
+                    label: vec!["www".into(), "2 × t3.micro".into()],
+                    kind: NodeKind::Role,
+                },
+            ],
+            edges: vec![Edge {
+                from: "net:0.0.0.0/0".into(),
+                to: "role:www".into(),
+                label: "tcp 80, 443".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn dot_and_mermaid_name_every_node_and_edge() {
+        let dot = dot(&graph());
+        assert!(
+            dot.contains("\"role:www\" [shape=box, color=black, label=\"www\\n2 × t3.micro\"];"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\"net:0.0.0.0/0\" -> \"role:www\" [label=\"tcp 80, 443\"];"),
+            "{dot}"
+        );
+        let mermaid = mermaid(&graph());
+        assert!(
+            mermaid.contains("role_3a_www[\"www<br/>2 × t3.micro\"]"),
+            "{mermaid}"
+        );
+        assert!(
+            mermaid.contains("-->|\"tcp 80, 443\"| role_3a_www"),
+            "{mermaid}"
+        );
+    }
+
+    #[test]
+    fn the_svg_holds_every_label() {
+        let svg = svg(&graph()).unwrap();
+        assert!(svg.starts_with("<svg") || svg.contains("<svg"), "{svg}");
+        for text in ["www", "2 × t3.micro", "0.0.0.0/0", "tcp 80, 443"] {
+            assert!(svg.contains(text), "{text} in {svg}");
+        }
+    }
+}
