@@ -116,6 +116,9 @@ pub enum Command {
         /// dot (Graphviz), mermaid (GitHub Markdown) or svg (drawn by heet, no Graphviz)
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
+        /// Draw what runs (heet's own instances, its groups' rules, its records) instead
+        #[arg(long)]
+        live: bool,
     },
     /// Compare what runs with the definition and plugins: missing, unexpected, changed,
     /// records pointing at dead instances (exit 2 when there is drift)

@@ -1350,14 +1350,26 @@ pub async fn init(global: &Global, name: Option<&str>) -> anyhow::Result<Outcome
     Ok(Outcome::Done)
 }
 
-/// Draws `env` as `format` on stdout: from the definition and the plugins, no AWS call.
+/// Draws `env` as `format` on stdout: from the definition and the plugins (no AWS call), or
+/// from what runs (`live`: reads only).
 pub async fn graph(
     global: &Global,
     env: &str,
     format: crate::cli::GraphFormat,
+    live: bool,
 ) -> anyhow::Result<Outcome> {
-    let (def, _, desired) = prepare(global, env).await?;
-    let graph = crate::graph::of(&desired, def.domain.as_deref());
+    let (def, aws, desired) = prepare(global, env).await?;
+    let graph = if live {
+        let Survey {
+            observed,
+            resources,
+            dns,
+            ..
+        } = survey(&aws, &def, &desired, true).await?;
+        crate::graph::live(&def.project, env, &observed, &resources, &dns)
+    } else {
+        crate::graph::of(&desired, def.domain.as_deref())
+    };
     let text = match format {
         crate::cli::GraphFormat::Dot => crate::graph::dot(&graph),
         crate::cli::GraphFormat::Mermaid => crate::graph::mermaid(&graph),

@@ -1,14 +1,18 @@
 //! `heet graph`: an environment as a picture, from the definition and the plugins' answers as
 //! `plan` would make it: its roles (how many of which type, with their addresses, volumes and
 //! key pairs), who may reach them on which ports (the firewall: from networks and from other
-//! roles' groups), and the DNS names pointing at their instances. A value built once, then
-//! written as DOT, as Mermaid, or as SVG drawn here by layout-rs (no Graphviz needed).
+//! roles' groups), and the DNS names pointing at their instances; or, `--live`, the same of
+//! what runs: heet's own instances, the rules of its groups, the records of its ledger. A
+//! value built once, then written as DOT, as Mermaid, or as SVG drawn here by layout-rs (no
+//! Graphviz needed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::desired::Desired;
-use crate::kinds::network::Source;
+use crate::kinds::network::{Detail, ObservedResource, Source};
+use crate::kinds::records::DnsState;
+use crate::plan::ObservedInstance;
 
 /// What a node stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -130,6 +134,162 @@ pub fn of(desired: &Desired, domain: Option<&str>) -> Graph {
     }
     Graph {
         title: format!("{}/{}", desired.project, desired.env),
+        nodes: nodes.into_iter().collect(),
+        edges: edges.into_iter().collect(),
+    }
+}
+
+/// The graph of what runs in `project`/`env`: heet's own instances by role (count, type and
+/// state), the rules of heet's groups, Elastic IPs, and the records its ledger owns (`dns`
+/// read with the ledger) pointing at them. Look-alikes are not drawn.
+pub fn live(
+    project: &str,
+    env: &str,
+    observed: &[ObservedInstance],
+    resources: &[ObservedResource],
+    dns: &DnsState,
+) -> Graph {
+    let mine: Vec<&ObservedInstance> = observed
+        .iter()
+        .filter(|o| o.slot_id(project, env).is_some())
+        .collect();
+    let mut roles: BTreeMap<&str, BTreeMap<(&str, &str), usize>> = BTreeMap::new();
+    for o in &mine {
+        if let (Some(role), _) = o.role_index() {
+            *roles
+                .entry(role)
+                .or_default()
+                .entry((&o.instance_type, &o.state))
+                .or_default() += 1;
+        }
+    }
+    // Groups by id, to name the role a rule admits; addresses by instance.
+    let mut group_roles: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut eips: BTreeSet<&str> = BTreeSet::new();
+    for r in resources {
+        match &r.detail {
+            Detail::Group { .. } => {
+                if let Some(role) = r.resource.strip_prefix("group/") {
+                    group_roles.insert(&r.aws_id, role);
+                    roles.entry(role).or_default();
+                }
+            }
+            Detail::Address {
+                instance_id: Some(id),
+                ..
+            } => {
+                eips.insert(id);
+            }
+            _ => {}
+        }
+    }
+    let role_of = |id: &str| {
+        mine.iter()
+            .find(|o| o.instance_id == id)
+            .and_then(|o| o.role_index().0)
+    };
+    let eip_roles: BTreeSet<&str> = eips.iter().filter_map(|id| role_of(id)).collect();
+    let mut nodes = BTreeSet::new();
+    let mut edges = BTreeSet::new();
+    for (role, counts) in &roles {
+        let mut label = vec![role.to_string()];
+        if counts.is_empty() {
+            label.push("no instances".to_owned());
+        }
+        label.extend(
+            counts
+                .iter()
+                .map(|((t, state), n)| format!("{n} × {t} {state}")),
+        );
+        if eip_roles.contains(role) {
+            label.push("elastic ip".to_owned());
+        }
+        nodes.insert(Node {
+            id: format!("role:{role}"),
+            label,
+            kind: NodeKind::Role,
+        });
+    }
+    // Ports by number, a range by its first.
+    let mut ports: BTreeMap<(String, String), BTreeSet<(i32, i32)>> = BTreeMap::new();
+    for r in resources {
+        let (Detail::Group { rules, .. }, Some(role)) =
+            (&r.detail, r.resource.strip_prefix("group/"))
+        else {
+            continue;
+        };
+        for rule in rules {
+            let from = match (&rule.cidr, &rule.group_id) {
+                (Some(c), _) => {
+                    nodes.insert(Node {
+                        id: format!("net:{c}"),
+                        label: vec![c.clone()],
+                        kind: NodeKind::Network,
+                    });
+                    format!("net:{c}")
+                }
+                (None, Some(g)) => match group_roles.get(g.as_str()) {
+                    Some(other) => format!("role:{other}"),
+                    None => {
+                        // A group heet did not make: drawn by its id.
+                        nodes.insert(Node {
+                            id: format!("net:{g}"),
+                            label: vec![g.clone()],
+                            kind: NodeKind::Network,
+                        });
+                        format!("net:{g}")
+                    }
+                },
+                (None, None) => continue,
+            };
+            ports
+                .entry((from, format!("role:{role}")))
+                .or_default()
+                .insert((rule.from_port, rule.to_port));
+        }
+    }
+    for ((from, to), ports) in ports {
+        let ports: Vec<String> = ports
+            .into_iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        edges.insert(Edge {
+            from,
+            to,
+            label: format!("tcp {}", ports.join(", ")),
+        });
+    }
+    let by_dns: BTreeMap<String, &ObservedInstance> = mine
+        .iter()
+        .filter_map(|o| o.dns_name().map(|d| (d.to_ascii_lowercase(), *o)))
+        .collect();
+    for name in dns.owned.iter().flat_map(|owned| owned.keys()) {
+        let live = dns.records.get(name).and_then(|r| r.cname());
+        let Some(o) = live.and_then(|t| by_dns.get(t)) else {
+            continue;
+        };
+        let (Some(role), index) = o.role_index() else {
+            continue;
+        };
+        nodes.insert(Node {
+            id: format!("name:{name}"),
+            label: vec![name.clone()],
+            kind: NodeKind::Name,
+        });
+        edges.insert(Edge {
+            from: format!("name:{name}"),
+            to: format!("role:{role}"),
+            label: format!("CNAME → {role}[{}]", index.unwrap_or(0)),
+        });
+    }
+    Graph {
+        title: format!("{project}/{env} (live)"),
         nodes: nodes.into_iter().collect(),
         edges: edges.into_iter().collect(),
     }

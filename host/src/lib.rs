@@ -120,8 +120,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Down { env, yes } => {
             runtime()?.block_on(commands::down(global, env, *yes, &progress))
         }
-        Command::Graph { env, format } => {
-            runtime()?.block_on(commands::graph(global, env, *format))
+        Command::Graph { env, format, live } => {
+            runtime()?.block_on(commands::graph(global, env, *format, *live))
         }
         Command::Status { env } => runtime()?.block_on(commands::status(global, env)),
         Command::Unlock { env, yes } => runtime()?.block_on(commands::unlock(global, env, *yes)),
