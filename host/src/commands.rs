@@ -65,13 +65,20 @@ pub(crate) fn emit_stats(global: &Global, stats: &CallSummary) {
     }
 }
 
-pub(crate) fn connection(global: &Global, def: &Definition) -> Connection {
+/// How `env` of `def` reaches AWS: the command line's settings, and the account the
+/// environment is pinned to.
+pub(crate) fn connection(global: &Global, def: &Definition, env: &str) -> Connection {
     Connection {
         region: global.region.clone(),
         profile: global.profile.clone(),
         endpoint_url: global.endpoint_url.clone(),
         default_region: def.region.clone(),
         pace: def.aws.pace,
+        pin: def
+            .environments
+            .get(env)
+            .and_then(|e| e.account_id.clone())
+            .map(|id| (env.to_owned(), id)),
     }
 }
 
@@ -82,7 +89,7 @@ async fn prepare(global: &Global, env: &str) -> anyhow::Result<(Definition, Aws,
     def.environment(env)?;
     let runtime = Runtime::new()?;
     let mut plugins = PluginSet::load(&runtime, &def)?;
-    let aws = Aws::connect(&connection(global, &def)).await?;
+    let aws = Aws::connect(&connection(global, &def, env)).await?;
     let desired = desired::compute(&def, env, &aws.region, &mut plugins)?;
     Ok((def, aws, desired))
 }
@@ -788,7 +795,7 @@ impl fmt::Display for UnlockReport {
 pub async fn unlock(global: &Global, env: &str, yes: bool) -> anyhow::Result<Outcome> {
     let def = Definition::load(&global.file)?;
     def.environment(env)?;
-    let aws = Aws::connect(&connection(global, &def)).await?;
+    let aws = Aws::connect(&connection(global, &def, env)).await?;
     let name = crate::namespace::lock_parameter(&def.project, env);
     let broken = aws.ssm.holder(&name).await?;
     if let Some(h) = &broken {
@@ -827,7 +834,7 @@ pub async fn down(
     // plan of an empty definition, applied: every instance and record heet made goes.
     let def = Definition::load(&global.file)?;
     let environment = def.environment(env)?.clone();
-    let aws = Aws::connect(&connection(global, &def)).await?;
+    let aws = Aws::connect(&connection(global, &def, env)).await?;
     let nothing = Desired::nothing(&def.project, env, &aws.region);
     // A first look: anything heet made is in the ledger (records, network resources,
     // batches) or tagged for the env (instances); only an empty ledger needs the describe.

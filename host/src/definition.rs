@@ -229,6 +229,8 @@ pub struct Environment {
     pub protected: bool,
     /// The CIDR of the VPC heet creates for this environment (else `network.cidr`).
     pub cidr: Option<ipnet::Ipv4Net>,
+    /// The AWS account the environment lives in: heet refuses credentials of another.
+    pub account_id: Option<String>,
 }
 
 impl Definition {
@@ -375,6 +377,7 @@ struct RawEnvironment {
     #[serde(default)]
     protected: bool,
     cidr: Option<Spanned<String>>,
+    account_id: Option<Spanned<String>>,
 }
 
 impl Definition {
@@ -541,11 +544,24 @@ impl Cx<'_> {
                     ),
                 ));
             }
+            if let Some(id) = &env.account_id
+                && !(id.get_ref().len() == 12 && id.get_ref().chars().all(|c| c.is_ascii_digit()))
+            {
+                return Err(self.at(
+                    id,
+                    format!(
+                        "environments.{}.account_id: {:?} is not an AWS account id (12 digits, e.g. \"111111111111\")",
+                        env_name.get_ref(),
+                        id.get_ref()
+                    ),
+                ));
+            }
             environments.insert(
                 env_name.into_inner(),
                 Environment {
                     protected: env.protected,
                     cidr,
+                    account_id: env.account_id.map(Spanned::into_inner),
                 },
             );
         }

@@ -51,7 +51,7 @@ fn role_named<'a>(
 async fn connect(global: &Global, env: &str) -> anyhow::Result<(Definition, Aws)> {
     let def = Definition::load(&global.file)?;
     def.environment(env)?;
-    let aws = Aws::connect(&connection(global, &def)).await?;
+    let aws = Aws::connect(&connection(global, &def, env)).await?;
     Ok((def, aws))
 }
 

@@ -146,7 +146,7 @@ pub async fn run(
     let steps = def.tasks.steps(selection).map_err(UsageError)?;
     let runtime = Runtime::new()?;
     let mut plugins = PluginSet::load(&runtime, &def)?;
-    let aws = Aws::connect(&connection(global, &def)).await?;
+    let aws = Aws::connect(&connection(global, &def, env)).await?;
     let observed = aws.ec2.instances(&def.project, env).await?;
     let scenario = match selection {
         Selection::Scenario(s) => Some(s.clone()),

@@ -37,6 +37,14 @@ pub enum SetupError {
         "cannot reach AWS at {endpoint}: {op}: connection refused (is the endpoint right and its server up? --endpoint-url, AWS_ENDPOINT_URL)"
     )]
     Unreachable { endpoint: String, op: String },
+    #[error(
+        "{env} is pinned to account {pinned} (environments.{env}.account_id), but these credentials are for account {actual}: nothing was done; use the credentials or profile of {pinned}"
+    )]
+    WrongAccount {
+        env: String,
+        pinned: String,
+        actual: String,
+    },
 }
 
 /// Where this process sends its AWS calls, for [`SetupError::Unreachable`].
@@ -56,6 +64,9 @@ pub struct Connection {
     pub default_region: Option<String>,
     /// A scale of AWS's default request rates (`[aws] pace`).
     pub pace: f64,
+    /// The environment and the account it is pinned to (`account_id`): before any other
+    /// call, the credentials must be that account's.
+    pub pin: Option<(String, String)>,
 }
 
 /// The AWS clients of one heet process.
@@ -142,6 +153,29 @@ impl Aws {
                 .interceptor(pacer.interceptor())
                 .build(),
         );
+        if let Some((env, pinned)) = &conn.pin {
+            let sts = aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&config)
+                    .retry_classifier(RefusedIsFinal)
+                    .interceptor(stats.clone())
+                    .build(),
+            );
+            let actual = sts
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| sdk_error("GetCallerIdentity", e))?
+                .account
+                .unwrap_or_default();
+            if actual != *pinned {
+                return Err(SetupError::WrongAccount {
+                    env: env.clone(),
+                    pinned: pinned.clone(),
+                    actual,
+                }
+                .into());
+            }
+        }
         let ssm = Ssm::new(ssm);
         Ok(Aws {
             iam: Iam::new(iam, ssm.clone()),
