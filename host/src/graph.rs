@@ -48,6 +48,92 @@ pub struct Graph {
     pub edges: Vec<Edge>,
 }
 
+/// What `of` and `live` add to a graph, each node and edge made one way: nodes and edges
+/// once each, and the ports each source may reach each role on, gathered into one edge.
+#[derive(Default)]
+struct Builder {
+    nodes: BTreeSet<Node>,
+    edges: BTreeSet<Edge>,
+    /// By (source, role): ports, a range by its first.
+    ports: BTreeMap<(String, String), BTreeSet<(i32, i32)>>,
+}
+
+impl Builder {
+    fn role(&mut self, role: &str, label: Vec<String>) {
+        self.nodes.insert(Node {
+            id: format!("role:{role}"),
+            label: std::iter::once(role.to_owned()).chain(label).collect(),
+            kind: NodeKind::Role,
+        });
+    }
+
+    /// A network (a CIDR, or a group heet did not make), as the source of an edge.
+    fn network(&mut self, name: &str) -> String {
+        let id = format!("net:{name}");
+        self.nodes.insert(Node {
+            id: id.clone(),
+            label: vec![name.to_owned()],
+            kind: NodeKind::Network,
+        });
+        id
+    }
+
+    /// `name` points at `role`'s instance `index`.
+    fn name(&mut self, name: &str, role: &str, index: u32) {
+        self.nodes.insert(Node {
+            id: format!("name:{name}"),
+            label: vec![name.to_owned()],
+            kind: NodeKind::Name,
+        });
+        self.edges.insert(Edge {
+            from: format!("name:{name}"),
+            to: format!("role:{role}"),
+            label: format!("CNAME → {role}[{index}]"),
+        });
+    }
+
+    /// `from` may reach `role` on the ports `from..=to`.
+    fn admits(&mut self, from: String, role: &str, ports: (i32, i32)) {
+        self.ports
+            .entry((from, format!("role:{role}")))
+            .or_default()
+            .insert(ports);
+    }
+
+    fn finish(mut self, title: String) -> Graph {
+        for ((from, to), ports) in self.ports {
+            let ports: Vec<String> = ports
+                .into_iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect();
+            self.edges.insert(Edge {
+                from,
+                to,
+                label: format!("tcp {}", ports.join(", ")),
+            });
+        }
+        Graph {
+            title,
+            nodes: self.nodes.into_iter().collect(),
+            edges: self.edges.into_iter().collect(),
+        }
+    }
+}
+
+/// The lines under a role's name: its instances by type (and state), or that it has none.
+fn counts<K: std::fmt::Display>(counts: &BTreeMap<K, usize>) -> Vec<String> {
+    if counts.is_empty() {
+        return vec!["no instances".to_owned()];
+    }
+    counts.iter().map(|(k, n)| format!("{n} × {k}")).collect()
+}
+
 /// The graph of `desired`; `domain` completes its CNAMEs.
 pub fn of(desired: &Desired, domain: Option<&str>) -> Graph {
     let mut roles: BTreeMap<&str, Vec<&crate::desired::DesiredInstance>> = BTreeMap::new();
@@ -57,18 +143,13 @@ pub fn of(desired: &Desired, domain: Option<&str>) -> Graph {
     for g in &desired.network.groups {
         roles.entry(&g.role).or_default();
     }
-    let mut nodes = BTreeSet::new();
-    let mut edges = BTreeSet::new();
+    let mut b = Builder::default();
     for (role, instances) in &roles {
         let mut types: BTreeMap<&str, usize> = BTreeMap::new();
         for i in instances {
             *types.entry(&i.instance_type).or_default() += 1;
         }
-        let mut label = vec![role.to_string()];
-        if types.is_empty() {
-            label.push("no instances".to_owned());
-        }
-        label.extend(types.iter().map(|(t, n)| format!("{n} × {t}")));
+        let mut label = counts(&types);
         if let Some(v) = instances.iter().find_map(|i| i.volume) {
             label.push(format!("volume {} GiB", v.gb));
         }
@@ -78,65 +159,28 @@ pub fn of(desired: &Desired, domain: Option<&str>) -> Graph {
         if desired.network.keys.iter().any(|k| k.role == *role) {
             label.push("key pair".to_owned());
         }
-        nodes.insert(Node {
-            id: format!("role:{role}"),
-            label,
-            kind: NodeKind::Role,
-        });
+        b.role(role, label);
         for i in instances {
             for cname in &i.cnames {
                 let name = match domain {
                     Some(d) => format!("{cname}.{d}"),
                     None => cname.clone(),
                 };
-                nodes.insert(Node {
-                    id: format!("name:{name}"),
-                    label: vec![name.clone()],
-                    kind: NodeKind::Name,
-                });
-                edges.insert(Edge {
-                    from: format!("name:{name}"),
-                    to: format!("role:{role}"),
-                    label: format!("CNAME → {role}[{}]", i.index),
-                });
+                b.name(&name, role, i.index);
             }
         }
     }
-    // One edge per source and role, with every port it is admitted on.
-    let mut ports: BTreeMap<(String, String), Vec<u16>> = BTreeMap::new();
     for g in &desired.network.groups {
         for rule in &g.rules {
             let from = match &rule.source {
-                Source::Cidr(c) => {
-                    nodes.insert(Node {
-                        id: format!("net:{c}"),
-                        label: vec![c.clone()],
-                        kind: NodeKind::Network,
-                    });
-                    format!("net:{c}")
-                }
+                Source::Cidr(c) => b.network(c),
                 Source::Role(r) => format!("role:{r}"),
             };
-            ports
-                .entry((from, format!("role:{}", g.role)))
-                .or_default()
-                .push(rule.port);
+            let port = i32::from(rule.port);
+            b.admits(from, &g.role, (port, port));
         }
     }
-    for ((from, to), mut ports) in ports {
-        ports.sort_unstable();
-        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-        edges.insert(Edge {
-            from,
-            to,
-            label: format!("tcp {}", ports.join(", ")),
-        });
-    }
-    Graph {
-        title: format!("{}/{}", desired.project, desired.env),
-        nodes: nodes.into_iter().collect(),
-        edges: edges.into_iter().collect(),
-    }
+    b.finish(format!("{}/{}", desired.project, desired.env))
 }
 
 /// The graph of what runs in `project`/`env`: heet's own instances by role (count, type and
@@ -153,13 +197,13 @@ pub fn live(
         .iter()
         .filter(|o| o.slot_id(project, env).is_some())
         .collect();
-    let mut roles: BTreeMap<&str, BTreeMap<(&str, &str), usize>> = BTreeMap::new();
+    let mut roles: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
     for o in &mine {
         if let (Some(role), _) = o.role_index() {
             *roles
                 .entry(role)
                 .or_default()
-                .entry((&o.instance_type, &o.state))
+                .entry(format!("{} {}", o.instance_type, o.state))
                 .or_default() += 1;
         }
     }
@@ -189,29 +233,14 @@ pub fn live(
             .and_then(|o| o.role_index().0)
     };
     let eip_roles: BTreeSet<&str> = eips.iter().filter_map(|id| role_of(id)).collect();
-    let mut nodes = BTreeSet::new();
-    let mut edges = BTreeSet::new();
-    for (role, counts) in &roles {
-        let mut label = vec![role.to_string()];
-        if counts.is_empty() {
-            label.push("no instances".to_owned());
-        }
-        label.extend(
-            counts
-                .iter()
-                .map(|((t, state), n)| format!("{n} × {t} {state}")),
-        );
+    let mut b = Builder::default();
+    for (role, states) in &roles {
+        let mut label = counts(states);
         if eip_roles.contains(role) {
             label.push("elastic ip".to_owned());
         }
-        nodes.insert(Node {
-            id: format!("role:{role}"),
-            label,
-            kind: NodeKind::Role,
-        });
+        b.role(role, label);
     }
-    // Ports by number, a range by its first.
-    let mut ports: BTreeMap<(String, String), BTreeSet<(i32, i32)>> = BTreeMap::new();
     for r in resources {
         let (Detail::Group { rules, .. }, Some(role)) =
             (&r.detail, r.resource.strip_prefix("group/"))
@@ -220,50 +249,16 @@ pub fn live(
         };
         for rule in rules {
             let from = match (&rule.cidr, &rule.group_id) {
-                (Some(c), _) => {
-                    nodes.insert(Node {
-                        id: format!("net:{c}"),
-                        label: vec![c.clone()],
-                        kind: NodeKind::Network,
-                    });
-                    format!("net:{c}")
-                }
+                (Some(c), _) => b.network(c),
                 (None, Some(g)) => match group_roles.get(g.as_str()) {
                     Some(other) => format!("role:{other}"),
-                    None => {
-                        // A group heet did not make: drawn by its id.
-                        nodes.insert(Node {
-                            id: format!("net:{g}"),
-                            label: vec![g.clone()],
-                            kind: NodeKind::Network,
-                        });
-                        format!("net:{g}")
-                    }
+                    // A group heet did not make: drawn by its id.
+                    None => b.network(g),
                 },
                 (None, None) => continue,
             };
-            ports
-                .entry((from, format!("role:{role}")))
-                .or_default()
-                .insert((rule.from_port, rule.to_port));
+            b.admits(from, role, (rule.from_port, rule.to_port));
         }
-    }
-    for ((from, to), ports) in ports {
-        let ports: Vec<String> = ports
-            .into_iter()
-            .map(|(a, b)| {
-                if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                }
-            })
-            .collect();
-        edges.insert(Edge {
-            from,
-            to,
-            label: format!("tcp {}", ports.join(", ")),
-        });
     }
     let by_dns: BTreeMap<String, &ObservedInstance> = mine
         .iter()
@@ -274,25 +269,11 @@ pub fn live(
         let Some(o) = live.and_then(|t| by_dns.get(t)) else {
             continue;
         };
-        let (Some(role), index) = o.role_index() else {
-            continue;
-        };
-        nodes.insert(Node {
-            id: format!("name:{name}"),
-            label: vec![name.clone()],
-            kind: NodeKind::Name,
-        });
-        edges.insert(Edge {
-            from: format!("name:{name}"),
-            to: format!("role:{role}"),
-            label: format!("CNAME → {role}[{}]", index.unwrap_or(0)),
-        });
+        if let (Some(role), index) = o.role_index() {
+            b.name(name, role, index.unwrap_or(0));
+        }
     }
-    Graph {
-        title: format!("{project}/{env} (live)"),
-        nodes: nodes.into_iter().collect(),
-        edges: edges.into_iter().collect(),
-    }
+    b.finish(format!("{project}/{env} (live)"))
 }
 
 /// `s` as a DOT string, quotes and backslashes escaped.

@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-
 use crate::commands::UsageError;
 use crate::plugins::scaffold;
 
@@ -101,17 +99,7 @@ pub fn create(dir: &Path, files: &[(PathBuf, String)]) -> anyhow::Result<Vec<Pat
             .into());
         }
     }
-    let mut written = Vec::new();
-    for (rel, text) in files {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        written.push(path);
-    }
-    Ok(written)
+    scaffold::write_files(files, dir)
 }
 
 /// What to run next, as `heet init` prints it.

@@ -86,6 +86,22 @@ pub const PLUGINS: [&str; 13] = [
     "v010",
 ];
 
+/// The reference plugins the customers example runs, in its `plugins.order`.
+pub const CUSTOMERS_PLUGINS: [&str; 6] =
+    ["sizing", "naming", "tags", "cname", "cloud-init", "guard"];
+
+/// The reference plugins the webapp example runs, in its `plugins.order`: the customers'
+/// and task-env, which shapes its scenarios' tasks.
+pub const WEBAPP_PLUGINS: [&str; 7] = [
+    "sizing",
+    "naming",
+    "tags",
+    "cname",
+    "cloud-init",
+    "guard",
+    "task-env",
+];
+
 /// The plugins and fixtures, built from source with `heet plugins build` once per process.
 pub fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -450,7 +450,7 @@ fn customers() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    for p in ["sizing", "naming", "tags", "cname", "cloud-init", "guard"] {
+    for p in tests::CUSTOMERS_PLUGINS {
         std::fs::copy(
             plugin_dir().join(format!("{p}.wasm")),
             plugins.join(format!("{p}.wasm")),

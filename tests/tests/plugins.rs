@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use tests::{Project, moto, sha256_hex};
+use tests::{Project, WEBAPP_PLUGINS, moto, sha256_hex};
 
 /// One role of one instance in a project with a zone; each test adds plugins and config.
 const BASE: &str = r#"
@@ -48,17 +48,6 @@ fn creates(plan: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
         })
         .collect()
 }
-
-/// The reference plugins the webapp example runs.
-const WEBAPP_PLUGINS: [&str; 7] = [
-    "sizing",
-    "naming",
-    "tags",
-    "cname",
-    "cloud-init",
-    "guard",
-    "task-env",
-];
 
 fn chain_config(a: &str, b: &str) -> String {
     format!("[plugins.config.a]\n{a}\n[plugins.config.b]\n{b}\n")

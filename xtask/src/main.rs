@@ -148,22 +148,8 @@ fn setup() -> anyhow::Result<PathBuf> {
 /// The examples and the reference plugins each one uses.
 const EXAMPLES: [(&str, &[&str]); 3] = [
     ("simple-demo", &["naming"]),
-    (
-        "webapp",
-        &[
-            "sizing",
-            "naming",
-            "tags",
-            "cname",
-            "cloud-init",
-            "guard",
-            "task-env",
-        ],
-    ),
-    (
-        "customers",
-        &["sizing", "naming", "tags", "cname", "cloud-init", "guard"],
-    ),
+    ("webapp", &tests::WEBAPP_PLUGINS),
+    ("customers", &tests::CUSTOMERS_PLUGINS),
 ];
 
 /// The projects of the customers example, one folder each, sharing `../plugins`.

@@ -140,6 +140,12 @@ pub fn write_new(files: &[(PathBuf, String)], dir: &Path) -> anyhow::Result<Vec<
             dir.display()
         );
     }
+    write_files(files, dir)
+}
+
+/// Writes `files` (paths relative to `dir`), making their folders; the caller has made sure
+/// none is there.
+pub fn write_files(files: &[(PathBuf, String)], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for (rel, contents) in files {
         let path = dir.join(rel);
