@@ -707,39 +707,37 @@ fn graph_draws_roles_their_firewall_and_names_as_dot_mermaid_and_svg() {
 
 #[test]
 fn graph_live_draws_what_runs_and_leaves_look_alikes_out() {
-    // The customers example's acme under names of its own: the other tests bring acme up.
-    let root = customers();
-    let dir = root.path().join("acme");
-    let toml = std::fs::read_to_string(dir.join("heet.toml"))
+    // The customers example's acme under a name and an AWS model of its own: the other tests
+    // bring acme up, through the model they share.
+    let toml = std::fs::read_to_string(repo_root().join("examples/customers/acme/heet.toml"))
         .unwrap()
-        .replace("name = \"acme\"", "name = \"graph-acme\"")
-        .replace("acme.customers.example", "graph-acme.customers.example");
-    std::fs::write(dir.join("heet.toml"), toml).unwrap();
-    heet_in(&dir, &["plugins", "lock"]).ok();
+        .replace("name = \"acme\"", "name = \"{project}\"")
+        .replace("acme.customers.example", "{project}.customers.example")
+        .replace("dir = \"../plugins\"", "dir = \"plugins\"");
+    let p = tests::Project::new(&toml, &tests::CUSTOMERS_PLUGINS);
 
-    let empty = heet_in(&dir, &["graph", "--env", "dev", "--live"])
-        .ok()
-        .stdout();
+    let empty = p.heet(&["graph", "--env", "dev", "--live"]).ok().stdout();
     assert!(!empty.contains("\"role:www\""), "nothing runs yet: {empty}");
-    heet_in(&dir, &["up", "--env", "dev"]).ok();
+    p.heet(&["up", "--env", "dev"]).ok();
     let fake = moto().launch_foreign(&[
-        ("heet:project", "graph-acme"),
+        ("heet:project", &p.name),
         ("heet:env", "dev"),
         ("heet:role", "www"),
         ("heet:index", "9"),
     ]);
-    let live = heet_in(&dir, &["graph", "--env", "dev", "--live"])
-        .ok()
-        .stdout();
+    let live = p.heet(&["graph", "--env", "dev", "--live"]).ok().stdout();
     for line in [
-        "digraph \"graph-acme/dev (live)\" {",
-        "\"role:www\" [shape=box, color=black, label=\"www\\n1 × t3.small running\"];",
-        "\"net:0.0.0.0/0\" -> \"role:www\" [label=\"tcp 80, 443\"];",
-        "\"role:www\" -> \"role:db\" [label=\"tcp 5432\"];",
-        "\"name:dev-www-01.graph-acme.customers.example\" -> \"role:www\" [label=\"CNAME → www[1]\"];",
+        format!("digraph \"{}/dev (live)\" {{", p.name),
+        "\"role:www\" [shape=box, color=black, label=\"www\\n1 × t3.small running\"];".to_owned(),
+        "\"net:0.0.0.0/0\" -> \"role:www\" [label=\"tcp 80, 443\"];".to_owned(),
+        "\"role:www\" -> \"role:db\" [label=\"tcp 5432\"];".to_owned(),
+        format!(
+            "\"name:dev-www-01.{}.customers.example\" -> \"role:www\" [label=\"CNAME → www[1]\"];",
+            p.name
+        ),
     ] {
-        assert!(live.contains(line), "{line}\nin\n{live}");
+        assert!(live.contains(&line), "{line}\nin\n{live}");
     }
     moto().terminate(&fake);
-    heet_in(&dir, &["down", "--env", "dev", "--yes"]).ok();
+    p.heet(&["down", "--env", "dev", "--yes"]).ok();
 }
