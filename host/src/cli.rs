@@ -34,10 +34,12 @@ pub struct Global {
     /// AWS endpoint, e.g. a local emulator
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
-    /// AWS profile from the shared config files
-    #[arg(long, global = true, env = "AWS_PROFILE")]
+    /// AWS profile from the shared config files (else the environment's `profile`, else
+    /// AWS_PROFILE)
+    #[arg(long, global = true)]
     pub profile: Option<String>,
-    /// AWS region (else the AWS config chain, else project.region)
+    /// AWS region (else the environment's `region`, else the AWS config chain, else
+    /// project.region)
     #[arg(long, global = true)]
     pub region: Option<String>,
     /// Output format of the command's result (logs always go to stderr)
@@ -173,7 +175,16 @@ pub enum Command {
         role: Option<String>,
     },
     /// Print the least-privilege IAM policy heet needs for this definition
-    IamPolicy,
+    IamPolicy {
+        /// Print instead the trust policy of this environment's `assume_role`: who may
+        /// assume it (the account of the credentials in use, or --principal)
+        #[arg(long, value_name = "ENV")]
+        trust: Option<String>,
+        /// The account whose principals may assume the role (default: the account of the
+        /// credentials in use, asked of STS)
+        #[arg(long, value_name = "ACCOUNT", requires = "trust")]
+        principal: Option<String>,
+    },
     /// Build, inspect and manage plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),

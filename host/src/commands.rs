@@ -48,6 +48,47 @@ pub fn emit<R: fmt::Display + Serialize>(global: &Global, report: &R) -> anyhow:
     Ok(())
 }
 
+/// A report of a command that acted in an AWS account: in JSON, the account comes first.
+#[derive(Serialize)]
+struct InAccount<'a, R> {
+    account: &'a str,
+    #[serde(flatten)]
+    report: &'a R,
+}
+
+/// Writes `report` as [`emit`] does; its JSON names the account heet acted in.
+pub fn emit_in<R: fmt::Display + Serialize>(
+    global: &Global,
+    aws: &Aws,
+    report: &R,
+) -> anyhow::Result<()> {
+    match global.output {
+        Output::Text => emit(global, report),
+        Output::Json => emit(
+            global,
+            &Json(InAccount {
+                account: &aws.account,
+                report,
+            }),
+        ),
+    }
+}
+
+/// A value only ever written as JSON.
+struct Json<T>(T);
+
+impl<T> fmt::Display for Json<T> {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Ok(())
+    }
+}
+
+impl<T: Serialize> Serialize for Json<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
 pub(crate) fn emit_stats(global: &Global, stats: &CallSummary) {
     if global.stats && global.output == Output::Text {
         let ops: Vec<String> = stats
@@ -65,21 +106,75 @@ pub(crate) fn emit_stats(global: &Global, stats: &CallSummary) {
     }
 }
 
-/// How `env` of `def` reaches AWS: the command line's settings, and the account the
-/// environment is pinned to.
+/// How `env` of `def` reaches AWS. Region and profile: the command line's, else the
+/// environment's, else the AWS config chain's (`AWS_REGION`, `AWS_PROFILE`, the profile's
+/// region), else (region) `project.region`. The account it is pinned to, the role it is
+/// reached through.
 pub(crate) fn connection(global: &Global, def: &Definition, env: &str) -> Connection {
+    let environment = def.environments.get(env);
+    let given = |flag: &Option<String>, name: &str, key: Option<&String>| {
+        flag.as_ref()
+            .map(|v| crate::cloud::Source {
+                value: v.clone(),
+                from: format!("--{name}"),
+            })
+            .or_else(|| {
+                key.map(|v| crate::cloud::Source {
+                    value: v.clone(),
+                    from: format!("environments.{env}.{name}"),
+                })
+            })
+    };
     Connection {
-        region: global.region.clone(),
-        profile: global.profile.clone(),
+        region: given(
+            &global.region,
+            "region",
+            environment.and_then(|e| e.region.as_ref()),
+        ),
+        profile: given(
+            &global.profile,
+            "profile",
+            environment.and_then(|e| e.profile.as_ref()),
+        ),
         endpoint_url: global.endpoint_url.clone(),
         default_region: def.region.clone(),
         pace: def.aws.pace,
-        pin: def
-            .environments
-            .get(env)
+        pin: environment
             .and_then(|e| e.account_id.clone())
             .map(|id| (env.to_owned(), id)),
+        assume_role: environment
+            .and_then(|e| e.assume_role.clone())
+            .map(|r| (env.to_owned(), r)),
     }
+}
+
+/// `heet iam-policy --trust ENV`: the trust policy of the role `env` assumes, for
+/// `principal`'s account, else for the account of the credentials in use (before any role
+/// is assumed: they are who will assume it).
+pub async fn trust_policy(
+    global: &Global,
+    env: &str,
+    principal: Option<&str>,
+) -> anyhow::Result<Outcome> {
+    let def = Definition::load(&global.file)?;
+    def.environment(env)?;
+    let account = match principal {
+        Some(a) if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) => a.to_owned(),
+        Some(a) => {
+            return Err(UsageError(format!(
+                "--principal {a:?} is not an AWS account id (12 digits)"
+            ))
+            .into());
+        }
+        None => {
+            let mut base = connection(global, &def, env);
+            (base.assume_role, base.pin) = (None, None);
+            Aws::connect(&base).await?.account
+        }
+    };
+    let trust = crate::iam::trust(&def, env, &account).map_err(UsageError)?;
+    emit(global, &trust)?;
+    Ok(Outcome::Done)
 }
 
 /// Definition, plugins and desired state: everything before the first AWS call. A bad
@@ -269,7 +364,7 @@ pub async fn plan(global: &Global, env: &str, detailed_exitcode: bool) -> anyhow
         plan,
         aws_calls: aws.stats.summary(),
     };
-    emit(global, &report)?;
+    emit_in(global, &aws, &report)?;
     emit_stats(global, &report.aws_calls);
     Ok(if detailed_exitcode && !report.plan.is_empty() {
         Outcome::Changes
@@ -365,7 +460,7 @@ pub async fn up(
         applied,
         aws_calls: aws.stats.summary(),
     };
-    emit(global, &report)?;
+    emit_in(global, &aws, &report)?;
     emit_stats(global, &report.aws_calls);
     Ok(Outcome::Done)
 }
@@ -526,7 +621,7 @@ async fn locked<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     let name = crate::namespace::lock_parameter(project, env);
-    let me = LockHolder::this_process(command);
+    let me = LockHolder::this_process(command, &aws.account);
     aws.ssm.acquire(&name, &me, project, env).await?;
     tracing::debug!("holding {name}");
     // Tests widen the window in which a second run meets the lock (documented in docs/cli.md).
@@ -756,7 +851,7 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
         && report.dead_records.is_empty()
         && report.conflicts.is_empty());
     report.aws_calls = aws.stats.summary();
-    emit(global, &report)?;
+    emit_in(global, &aws, &report)?;
     emit_stats(global, &report.aws_calls);
     Ok(if report.drift || !report.rolling.is_empty() {
         Outcome::Changes
@@ -779,12 +874,10 @@ impl fmt::Display for UnlockReport {
         match &self.broken {
             Some(h) => write!(
                 f,
-                "unlocked {}/{}: the lock of {} (pid {}, heet {}, since {}) is gone",
+                "unlocked {}/{}: the lock of {} since {} is gone",
                 self.project,
                 self.env,
-                h.holder,
-                h.pid,
-                h.command,
+                h.who(),
                 h.since_rfc3339()
             ),
             None => write!(f, "{}/{} is not locked", self.project, self.env),
@@ -801,19 +894,18 @@ pub async fn unlock(global: &Global, env: &str, yes: bool) -> anyhow::Result<Out
     if let Some(h) = &broken {
         if !yes {
             eprintln!(
-                "{}/{env} is locked by {} (pid {}, heet {}) since {}",
+                "{}/{env} is locked by {} since {}",
                 def.project,
-                h.holder,
-                h.pid,
-                h.command,
+                h.who(),
                 h.since_rfc3339()
             );
             confirm("break the lock (only if that run is gone)", None)?;
         }
         aws.ssm.delete(&name).await?;
     }
-    emit(
+    emit_in(
         global,
+        &aws,
         &UnlockReport {
             project: def.project.clone(),
             env: env.to_owned(),
@@ -896,7 +988,7 @@ pub async fn down(
         foreign_records: plan.foreign_records.clone(),
         aws_calls: aws.stats.summary(),
     };
-    emit(global, &report)?;
+    emit_in(global, &aws, &report)?;
     emit_stats(global, &report.aws_calls);
     Ok(Outcome::Done)
 }

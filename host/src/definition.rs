@@ -231,7 +231,33 @@ pub struct Environment {
     pub cidr: Option<ipnet::Ipv4Net>,
     /// The AWS account the environment lives in: heet refuses credentials of another.
     pub account_id: Option<String>,
+    /// The AWS profile its credentials come from (after `--profile`, before the config
+    /// chain's `AWS_PROFILE`).
+    pub profile: Option<String>,
+    /// Its region (after `--region`, before the config chain and `project.region`).
+    pub region: Option<String>,
+    /// The role heet assumes in it, from the profile's credentials.
+    pub assume_role: Option<AssumeRole>,
 }
+
+/// `assume_role` and its companions in `[environments.NAME]`: the role heet works as in that
+/// environment's account (through aws-config's assume-role provider, which refreshes the
+/// credentials during long runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssumeRole {
+    pub arn: String,
+    /// The account the ARN names.
+    pub account: String,
+    pub external_id: Option<String>,
+    /// `session_name`, else `heet-<user>`.
+    pub session_name: Option<String>,
+    /// `duration` in seconds (STS's default, one hour, when unset).
+    pub duration: Option<u32>,
+}
+
+/// STS's bounds on an assumed role's session, in seconds (the role's own maximum may be
+/// lower: STS says so when asked for more).
+pub const SESSION_SECONDS: std::ops::RangeInclusive<u32> = 900..=43_200;
 
 impl Definition {
     /// The CIDR of the VPC heet creates for `env`.
@@ -378,6 +404,12 @@ struct RawEnvironment {
     protected: bool,
     cidr: Option<Spanned<String>>,
     account_id: Option<Spanned<String>>,
+    profile: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    assume_role: Option<Spanned<String>>,
+    external_id: Option<Spanned<String>>,
+    session_name: Option<Spanned<String>>,
+    duration: Option<Spanned<u32>>,
 }
 
 impl Definition {
@@ -462,6 +494,96 @@ impl Cx<'_> {
 
     fn at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> DefinitionError {
         self.error(Some(spanned.span().start), message)
+    }
+
+    /// How an environment reaches its account: `profile`, `region`, and `assume_role` with
+    /// its companions, each checked where it is written; a role in another account than
+    /// `account_id` is refused here, not by AWS.
+    fn access(&self, env: &str, raw: &RawEnvironment) -> Result<Environment, DefinitionError> {
+        let key = |k: &str| format!("environments.{env}.{k}");
+        if let Some(p) = &raw.profile
+            && p.get_ref().trim().is_empty()
+        {
+            return Err(self.at(
+                p,
+                format!("{}: a profile name may not be empty", key("profile")),
+            ));
+        }
+        if let Some(r) = &raw.region {
+            validate::check_region(r.get_ref())
+                .map_err(|m| self.at(r, format!("{}: {m}", key("region"))))?;
+        }
+        let companion = [
+            raw.external_id
+                .as_ref()
+                .map(|s| (s.span().start, "external_id")),
+            raw.session_name
+                .as_ref()
+                .map(|s| (s.span().start, "session_name")),
+            raw.duration.as_ref().map(|s| (s.span().start, "duration")),
+        ];
+        let assume_role = match &raw.assume_role {
+            None => {
+                if let Some((at, k)) = companion.into_iter().flatten().next() {
+                    return Err(self.error(
+                        Some(at),
+                        format!("{} is for assume_role, which is not set", key(k)),
+                    ));
+                }
+                None
+            }
+            Some(arn) => {
+                let account = validate::role_arn_account(arn.get_ref())
+                    .map_err(|m| self.at(arn, format!("{}: {m}", key("assume_role"))))?;
+                if let Some(pinned) = &raw.account_id
+                    && pinned.get_ref() != account
+                {
+                    return Err(self.at(
+                        arn,
+                        format!(
+                            "{}: the role is in account {account}, but the environment is pinned to {} (account_id)",
+                            key("assume_role"),
+                            pinned.get_ref()
+                        ),
+                    ));
+                }
+                if let Some(id) = &raw.external_id {
+                    validate::check_sts_word(&key("external_id"), id.get_ref(), 1224, ":/")
+                        .map_err(|m| self.at(id, m))?;
+                }
+                if let Some(name) = &raw.session_name {
+                    validate::check_sts_word(&key("session_name"), name.get_ref(), 64, "")
+                        .map_err(|m| self.at(name, m))?;
+                }
+                if let Some(d) = &raw.duration
+                    && !SESSION_SECONDS.contains(d.get_ref())
+                {
+                    return Err(self.at(
+                        d,
+                        format!(
+                            "{}: {} seconds is outside STS's {} to {} (e.g. duration = 3600)",
+                            key("duration"),
+                            d.get_ref(),
+                            SESSION_SECONDS.start(),
+                            SESSION_SECONDS.end()
+                        ),
+                    ));
+                }
+                Some(AssumeRole {
+                    arn: arn.get_ref().clone(),
+                    account: account.to_owned(),
+                    external_id: raw.external_id.as_ref().map(|s| s.get_ref().clone()),
+                    session_name: raw.session_name.as_ref().map(|s| s.get_ref().clone()),
+                    duration: raw.duration.as_ref().map(|d| *d.get_ref()),
+                })
+            }
+        };
+        Ok(Environment {
+            profile: raw.profile.as_ref().map(|p| p.get_ref().clone()),
+            region: raw.region.as_ref().map(|r| r.get_ref().clone()),
+            assume_role,
+            ..Environment::default()
+        })
     }
 
     fn build(&self, mut raw: RawDefinition) -> Result<Definition, DefinitionError> {
@@ -556,12 +678,14 @@ impl Cx<'_> {
                     ),
                 ));
             }
+            let access = self.access(env_name.get_ref(), &env)?;
             environments.insert(
                 env_name.into_inner(),
                 Environment {
                     protected: env.protected,
                     cidr,
                     account_id: env.account_id.map(Spanned::into_inner),
+                    ..access
                 },
             );
         }

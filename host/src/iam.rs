@@ -128,7 +128,9 @@ pub fn policy(def: &Definition) -> Policy {
             .flat_map(move |k| f(k.actions()).iter().copied())
             .collect::<Vec<_>>()
     };
-    let mut observe = vec!["ec2:DescribeInstances"];
+    // Every run asks STS who it is first (the account in every report, `account_id`'s
+    // check). AWS needs no permission for it; it is listed so the policy names every call.
+    let mut observe = vec!["sts:GetCallerIdentity", "ec2:DescribeInstances"];
     // A rollout healthy at `status-ok` waits for EC2's status checks.
     let status_checks = def
         .roles
@@ -173,7 +175,7 @@ pub fn policy(def: &Definition) -> Policy {
             ],
             vec![format!(
                 "arn:aws:ssm:{}:*:parameter/heet/{}/*",
-                def.region.as_deref().unwrap_or("*"),
+                one_region(def).unwrap_or("*"),
                 def.project
             )],
             None,
@@ -244,6 +246,58 @@ pub fn policy(def: &Definition) -> Policy {
     }
 }
 
+/// The region every environment of `def` runs in, when they share one the definition names
+/// (`project.region`, or each environment's `region`).
+fn one_region(def: &Definition) -> Option<&str> {
+    let mut regions = def
+        .environments
+        .values()
+        .map(|e| e.region.as_deref().or(def.region.as_deref()));
+    let first = regions.next().flatten()?;
+    regions.all(|r| r == Some(first)).then_some(first)
+}
+
+/// The trust policy the role `env` assumes (`assume_role`) needs: principals of
+/// `principal_account` may assume it, with the environment's `external_id` when it has one.
+/// The role also needs [`policy`]'s permissions attached.
+pub fn trust(def: &Definition, env: &str, principal_account: &str) -> Result<Trust, String> {
+    let role = def
+        .environments
+        .get(env)
+        .and_then(|e| e.assume_role.as_ref())
+        .ok_or_else(|| {
+            format!("environments.{env} has no assume_role: there is no role to trust anyone")
+        })?;
+    let mut statement = serde_json::json!({
+        "Sid": "HeetAssume",
+        "Effect": "Allow",
+        "Principal": { "AWS": format!("arn:aws:iam::{principal_account}:root") },
+        "Action": "sts:AssumeRole",
+    });
+    if let Some(id) = &role.external_id {
+        statement["Condition"] = serde_json::json!({ "StringEquals": { "sts:ExternalId": id } });
+    }
+    Ok(Trust {
+        role: role.arn.clone(),
+        document: serde_json::json!({ "Version": "2012-10-17", "Statement": [statement] }),
+    })
+}
+
+/// A role's trust policy, as `heet iam-policy --trust ENV` prints it: the document alone
+/// (it is pasted into IAM as is), the role it is for in the JSON report.
+#[derive(Debug, Serialize)]
+pub struct Trust {
+    pub role: String,
+    pub document: serde_json::Value,
+}
+
+impl fmt::Display for Trust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let json = serde_json::to_string_pretty(&self.document).map_err(|_| fmt::Error)?;
+        write!(f, "{json}")
+    }
+}
+
 impl Policy {
     /// Every action, once, sorted.
     pub fn actions(&self) -> std::collections::BTreeSet<&'static str> {
@@ -275,6 +329,34 @@ mod tests {
     }
 
     #[test]
+    fn an_assumed_role_trusts_the_account_named_with_the_external_id() {
+        let d = Definition::parse(
+            Path::new("heet.toml"),
+            "[project]\nname = \"shop\"\n[defaults]\nami = \"ami-1\"\n[roles.www]\n\
+             [environments.staging]\nregion = \"eu-west-1\"\n\
+             [environments.prod]\nregion = \"us-east-2\"\n\
+             assume_role = \"arn:aws:iam::222222222222:role/heet\"\nexternal_id = \"shop-prod\"\n",
+        )
+        .unwrap();
+        let t = trust(&d, "prod", "111111111111").unwrap();
+        assert_eq!(t.role, "arn:aws:iam::222222222222:role/heet");
+        let s = &t.document["Statement"][0];
+        assert_eq!(s["Principal"]["AWS"], "arn:aws:iam::111111111111:root");
+        assert_eq!(s["Action"], "sts:AssumeRole");
+        assert_eq!(
+            s["Condition"]["StringEquals"]["sts:ExternalId"],
+            "shop-prod"
+        );
+        assert!(trust(&d, "staging", "111111111111").is_err());
+        // Two regions: the parameters' ARNs cannot name one.
+        let json = serde_json::to_value(policy(&d)).unwrap();
+        assert_eq!(
+            json["Statement"][4]["Resource"][0],
+            "arn:aws:ssm:*:*:parameter/heet/shop/*"
+        );
+    }
+
+    #[test]
     fn a_plain_definition_needs_instances_and_its_own_parameters_only() {
         let p = policy(&def(""));
         let actions: Vec<&str> = p.actions().into_iter().collect();
@@ -290,6 +372,7 @@ mod tests {
                 "ssm:GetParameter",
                 "ssm:GetParametersByPath",
                 "ssm:PutParameter",
+                "sts:GetCallerIdentity",
             ]
         );
         let json = serde_json::to_value(&p).unwrap();

@@ -161,11 +161,15 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Hosts { env, role } => {
             runtime()?.block_on(ops::hosts(global, env, role.as_deref()))
         }
-        Command::IamPolicy => {
+        Command::IamPolicy { trust: None, .. } => {
             let def = definition::Definition::load(&global.file)?;
             commands::emit(global, &iam::policy(&def))?;
             Ok(Outcome::Done)
         }
+        Command::IamPolicy {
+            trust: Some(env),
+            principal,
+        } => runtime()?.block_on(commands::trust_policy(global, env, principal.as_deref())),
         Command::Plugins(PluginsCommand::List) => commands::plugins_list(global),
         Command::Plugins(PluginsCommand::Lock) => commands::plugins_lock(global),
         Command::Plugins(PluginsCommand::Add {
@@ -279,7 +283,7 @@ mod tests {
         let locked = anyhow::Error::new(cloud::EnvLocked {
             project: "shop".into(),
             env: "staging".into(),
-            holder: cloud::LockHolder::this_process("up"),
+            holder: cloud::LockHolder::this_process("up", "111111111111"),
         })
         .context("while taking the lock");
         assert_eq!(exit_code(&locked), exit::LOCKED);

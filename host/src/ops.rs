@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::Global;
 use crate::cloud::{Aws, ConfigValue};
-use crate::commands::{Outcome, UsageError, connection, emit, emit_stats};
+use crate::commands::{Outcome, UsageError, connection, emit, emit_in, emit_stats};
 use crate::definition::Definition;
 use crate::namespace;
 use crate::plan::ObservedInstance;
@@ -110,7 +110,7 @@ pub async fn config_list(global: &Global, env: &str, reveal: bool) -> anyhow::Re
         .into_iter()
         .map(|v| ConfigEntry::of(&path, v))
         .collect();
-    emit(global, &ConfigList { path, keys })?;
+    emit_in(global, &aws, &ConfigList { path, keys })?;
     emit_stats(global, &aws.stats.summary());
     Ok(Outcome::Done)
 }
@@ -145,7 +145,7 @@ pub async fn config_get(
     let Some(v) = aws.ssm.config_get(&format!("{path}{key}"), reveal).await? else {
         return Err(UsageError(format!("{key} is not set in {}/{env}", def.project)).into());
     };
-    emit(global, &ConfigGot(ConfigEntry::of(&path, v)))?;
+    emit_in(global, &aws, &ConfigGot(ConfigEntry::of(&path, v)))?;
     emit_stats(global, &aws.stats.summary());
     Ok(Outcome::Done)
 }
@@ -203,7 +203,7 @@ pub async fn key_get(
         version: v.version,
         private_key: v.value,
     };
-    emit(global, &got)?;
+    emit_in(global, &aws, &got)?;
     emit_stats(global, &aws.stats.summary());
     Ok(Outcome::Done)
 }
@@ -254,8 +254,9 @@ pub async fn config_set(
         .into());
     }
     let version = aws.ssm.config_put(&name, &value, secret).await?;
-    emit(
+    emit_in(
         global,
+        &aws,
         &ConfigSet {
             key: key.to_owned(),
             secret,
@@ -290,8 +291,9 @@ pub async fn config_unset(global: &Global, env: &str, key: &str) -> anyhow::Resu
     if was_set {
         aws.ssm.delete(&name).await?;
     }
-    emit(
+    emit_in(
         global,
+        &aws,
         &ConfigUnset {
             key: key.to_owned(),
             was_set,
@@ -489,7 +491,7 @@ pub async fn hosts(global: &Global, env: &str, role: Option<&str>) -> anyhow::Re
         role_named(&def, role)?;
         hosts.retain(|h| h.role == role);
     }
-    emit(global, &HostList { hosts })?;
+    emit_in(global, &aws, &HostList { hosts })?;
     emit_stats(global, &aws.stats.summary());
     Ok(Outcome::Done)
 }

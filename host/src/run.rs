@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::cli::Global;
 use crate::cloud::{Aws, CallSummary, Invocation, ShellCommand};
-use crate::commands::{Outcome, UsageError, connection, emit, emit_stats};
+use crate::commands::{Outcome, UsageError, connection, emit_in, emit_stats};
 use crate::definition::Definition;
 use crate::plugins::{PluginSet, Runtime, api::TaskContext};
 use crate::progress::Progress;
@@ -234,7 +234,7 @@ pub async fn run(
         steps: reports,
         aws_calls: aws.stats.summary(),
     };
-    emit(global, &report)?;
+    emit_in(global, &aws, &report)?;
     emit_stats(global, &report.aws_calls);
     match stopped {
         Some(why) => Err(anyhow::anyhow!(why)),

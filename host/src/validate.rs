@@ -20,6 +20,75 @@ pub fn check_user_data(user_data: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An AWS region name: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-4`.
+pub fn check_region(region: &str) -> Result<(), String> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok_and(|n| n > 0);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{region:?} is not an AWS region (e.g. \"eu-west-1\")"
+        ))
+    }
+}
+
+/// The account an IAM role's ARN names: `arn:<partition>:iam::<12 digits>:role/<path/name>`.
+pub fn role_arn_account(arn: &str) -> Result<&str, String> {
+    let wrong = || {
+        format!(
+            "{arn:?} is not an IAM role ARN (e.g. \"arn:aws:iam::222222222222:role/heet-deploy\")"
+        )
+    };
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(wrong());
+    };
+    let name = resource.strip_prefix("role/").unwrap_or("");
+    let name_ok = !name.is_empty()
+        && name.len() <= 512
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c));
+    if partition.starts_with("aws")
+        && account.len() == 12
+        && account.chars().all(|c| c.is_ascii_digit())
+        && name_ok
+    {
+        Ok(account)
+    } else {
+        Err(wrong())
+    }
+}
+
+/// STS's rule for a role session name (2 to 64 of `[A-Za-z0-9+=,.@_-]`); for an external id
+/// (2 to 1224 of the same and `:/`) with `extra`.
+pub fn check_sts_word(what: &str, value: &str, max: usize, extra: &str) -> Result<(), String> {
+    let ok = (2..=max).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) || extra.contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {value:?} must be 2 to {max} letters, digits or any of +=,.@_-{extra}"
+        ))
+    }
+}
+
 /// `family.size`, e.g. `t3.micro`, `m5.xlarge`, `u-6tb1.metal`.
 pub fn check_instance_type(t: &str) -> Result<(), String> {
     let ok = match t.split_once('.') {
@@ -164,6 +233,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn regions_role_arns_and_session_names_are_checked_as_aws_does() {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-4",
+        ] {
+            assert_eq!(check_region(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "us-east",
+            "useast1",
+            "US-EAST-1",
+            "us-east-0",
+            "u-east-1",
+        ] {
+            assert!(check_region(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            role_arn_account("arn:aws:iam::222222222222:role/ops/heet-deploy"),
+            Ok("222222222222")
+        );
+        assert_eq!(
+            role_arn_account("arn:aws-cn:iam::111111111111:role/d"),
+            Ok("111111111111")
+        );
+        for bad in [
+            "arn:aws:iam::22222222222:role/d",
+            "arn:aws:iam::222222222222:user/d",
+            "arn:aws:iam::222222222222:role/",
+            "arn:aws:sts::222222222222:role/d",
+            "222222222222",
+        ] {
+            assert!(role_arn_account(bad).is_err(), "{bad}");
+        }
+        assert_eq!(check_sts_word("session_name", "heet-alice", 64, ""), Ok(()));
+        assert!(check_sts_word("session_name", "a", 64, "").is_err());
+        assert!(check_sts_word("session_name", "has space", 64, "").is_err());
+        assert_eq!(check_sts_word("external_id", "org:1/x", 1224, ":/"), Ok(()));
+    }
+
+    #[test]
     fn public_keys_are_checked_and_lose_their_comment() {
         let key =
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHe21njEm5jyACCSs2x886LlE5CtVJDr3kiT8Yx3kmbo";
@@ -295,6 +407,14 @@ mod tests {
                     prop_assert!(value.chars().count() <= MAX_TAG_VALUE);
                     prop_assert!(!key.to_ascii_lowercase().starts_with("aws:"));
                     prop_assert!(!key.starts_with(RESERVED_PREFIX));
+                }
+            }
+
+            #[test]
+            fn an_accepted_role_arn_names_its_account(arn in "\\PC{0,80}") {
+                if let Ok(account) = role_arn_account(&arn) {
+                    prop_assert!(arn.starts_with("arn:aws") && arn.contains(":role/"));
+                    prop_assert!(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()));
                 }
             }
 

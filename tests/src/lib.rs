@@ -183,16 +183,23 @@ pub fn ledger_page(value: &str) -> Result<serde_json::Map<String, serde_json::Va
 /// A raw Query API call (EC2, IAM, ...) to `endpoint`: the status and the body, whatever
 /// they are. A dropped connection is status 0.
 pub fn call(endpoint: &str, service: &str, params: &[(&str, &str)]) -> (u16, String) {
+    call_as(endpoint, DEFAULT_KEY, service, params)
+}
+
+/// As [`call`], signed (as far as moto looks) with the access key `key`: moto answers for
+/// the account the key belongs to.
+pub fn call_as(endpoint: &str, key: &str, service: &str, params: &[(&str, &str)]) -> (u16, String) {
     let mut form = vec![(
         "Version",
         match service {
             "iam" => "2010-05-08",
+            "sts" => "2011-06-15",
             _ => "2016-11-15",
         },
     )];
     form.extend_from_slice(params);
     let response = ureq::post(format!("{endpoint}/"))
-        .header("Authorization", auth(service))
+        .header("Authorization", auth_as(key, service))
         .config()
         .http_status_as_error(false)
         .build()
@@ -246,7 +253,10 @@ pub fn xml_members(xml: &str) -> Vec<std::collections::BTreeMap<String, String>>
 /// The moto server of this test process.
 pub struct Moto {
     pub endpoint: String,
-    _child: Child,
+    /// The access key its calls are made with: whose account they see.
+    key: String,
+    /// The server, for the one value that started it (not for an account's view of it).
+    _child: Option<Child>,
 }
 
 pub fn moto() -> &'static Moto {
@@ -317,8 +327,46 @@ impl Moto {
         }
         Moto {
             endpoint,
-            _child: child,
+            key: DEFAULT_KEY.to_owned(),
+            _child: Some(child),
         }
+    }
+
+    /// This server as `account` sees it: calls made with credentials STS's AssumeRole gives
+    /// for a role in that account (moto keeps accounts apart and needs no such role).
+    pub fn in_account(&self, account: &str) -> Moto {
+        let role = format!("arn:aws:iam::{account}:role/heet-tests");
+        let (status, body) = call(
+            &self.endpoint,
+            "sts",
+            &[
+                ("Action", "AssumeRole"),
+                ("RoleArn", &role),
+                ("RoleSessionName", "tests"),
+            ],
+        );
+        assert_eq!(status, 200, "sts AssumeRole: {body}");
+        Moto {
+            endpoint: self.endpoint.clone(),
+            key: xml_text(&body, "AccessKeyId"),
+            _child: None,
+        }
+    }
+
+    /// The account this view's calls are for (STS GetCallerIdentity).
+    pub fn account(&self) -> String {
+        let (status, body) = call_as(
+            &self.endpoint,
+            &self.key,
+            "sts",
+            &[("Action", "GetCallerIdentity")],
+        );
+        assert_eq!(status, 200, "sts GetCallerIdentity: {body}");
+        xml_text(&body, "Account")
+    }
+
+    fn auth(&self, service: &str) -> String {
+        auth_as(&self.key, service)
     }
 
     /// Forgets everything moto holds, as if just started.
@@ -330,7 +378,7 @@ impl Moto {
 
     /// A raw EC2 Query API call, bypassing heet entirely.
     pub fn ec2(&self, params: &[(&str, &str)]) -> String {
-        let (status, body) = call(&self.endpoint, "ec2", params);
+        let (status, body) = call_as(&self.endpoint, &self.key, "ec2", params);
         assert!(status < 500, "ec2 {params:?}: {status} {body}");
         body
     }
@@ -338,7 +386,7 @@ impl Moto {
     /// Creates an IAM instance profile (RunInstances refuses a profile that does not exist).
     pub fn instance_profile(&self, name: &str) {
         let response = ureq::post(format!("{}/", self.endpoint))
-            .header("Authorization", auth("iam"))
+            .header("Authorization", self.auth("iam"))
             .send_form([
                 ("Action", "CreateInstanceProfile"),
                 ("Version", "2010-05-08"),
@@ -349,7 +397,7 @@ impl Moto {
 
     /// A raw IAM Query API call, bypassing heet entirely.
     pub fn iam(&self, params: &[(&str, &str)]) -> String {
-        let (status, body) = call(&self.endpoint, "iam", params);
+        let (status, body) = call_as(&self.endpoint, &self.key, "iam", params);
         assert!(status < 500, "iam {params:?}: {status} {body}");
         body
     }
@@ -400,7 +448,7 @@ impl Moto {
         let mut response = ureq::post(format!("{}/", self.endpoint))
             .header("X-Amz-Target", format!("AmazonSSM.{action}"))
             .header("Content-Type", "application/x-amz-json-1.1")
-            .header("Authorization", auth("ssm"))
+            .header("Authorization", self.auth("ssm"))
             .config()
             .http_status_as_error(false)
             .build()
@@ -487,7 +535,7 @@ impl Moto {
     /// A raw Route53 REST call, bypassing heet: `path` under `/2013-04-01/`.
     fn route53(&self, method: &str, path: &str, body: Option<String>) -> String {
         let url = format!("{}/2013-04-01/{path}", self.endpoint);
-        let auth = auth("route53");
+        let auth = self.auth("route53");
         let response = match body {
             Some(body) => ureq::post(&url).header("Authorization", &auth).send(body),
             None if method == "GET" => ureq::get(&url).header("Authorization", &auth).call(),
@@ -553,7 +601,7 @@ impl Moto {
     pub fn delete_zone(&self, zone: &str) {
         let url = format!("{}/2013-04-01/hostedzone/{zone}", self.endpoint);
         ureq::delete(&url)
-            .header("Authorization", &auth("route53"))
+            .header("Authorization", &self.auth("route53"))
             .call()
             .unwrap();
     }
@@ -899,8 +947,10 @@ impl Moto {
 impl Drop for Moto {
     fn drop(&mut self) {
         // Closing the pipe makes the owning shell kill moto.
-        drop(self._child.stdin.take());
-        let _ = self._child.wait();
+        if let Some(child) = &mut self._child {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
     }
 }
 
@@ -947,8 +997,15 @@ fn tag_specification(kind: &str, tags: &[(&str, &str)]) -> Vec<(String, String)>
 
 /// An Authorization header moto accepts and routes to `service` (moto checks no signature).
 pub(crate) fn auth(service: &str) -> String {
+    auth_as(DEFAULT_KEY, service)
+}
+
+/// The access key of moto's default account (123456789012), as every test's heet gets it.
+pub const DEFAULT_KEY: &str = "testing";
+
+fn auth_as(key: &str, service: &str) -> String {
     format!(
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=x"
+        "AWS4-HMAC-SHA256 Credential={key}/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=x"
     )
 }
 

@@ -22,7 +22,8 @@
 //!   of an existing one is `InvalidChangeBatch`), changes `PENDING` for a window (GetChange),
 //!   a new change to the zone refused with `PriorRequestNotComplete` for the shorter window
 //!   Route53 takes to process the previous request (not while it propagates), and a repeated
-//!   CallerReference refused with `HostedZoneAlreadyExists`;
+//!   CallerReference refused with `HostedZoneAlreadyExists` (in the caller's account: two
+//!   accounts may use one reference, as in AWS);
 //! - SSM Run Command: an invocation unknown (`InvocationDoesNotExist`) for a moment after
 //!   SendCommand, then `InProgress` while it runs, then `Failed` (exit 1) on instances
 //!   launched with a chosen instance type, or moto's `Success`; only the instances the
@@ -30,6 +31,10 @@
 //! - lost answers: a share of chosen mutating calls is carried out and its answer dropped;
 //! - latency per call, and plain injected faults (throttling, 500, 503, a dropped
 //!   connection) at a set share, before the call reaches moto.
+//!
+//! Its own look at moto (an instance terminated yet, a VPC's DNS hostnames) is made with the
+//! caller's credentials, so an environment in another account (an assumed role) is modelled
+//! from what that account holds.
 //!
 //! It counts, per operation, the calls it received, forwarded, throttled, faulted, lost and
 //! answered itself, and moto's service time. docs/testing.md lists the defaults.
@@ -484,7 +489,10 @@ struct State {
     /// Route53: the last change to each zone, and when each change was submitted.
     zone_changed: BTreeMap<String, Instant>,
     changes: BTreeMap<String, Instant>,
-    caller_references: BTreeSet<String>,
+    /// Route53's caller references, by account.
+    caller_references: BTreeSet<(String, String)>,
+    /// The account of each access key seen (moto's STS says).
+    accounts: BTreeMap<String, String>,
     /// Requests whose answer was lost once (`lose_once`), by path and body.
     lost_once: BTreeSet<(String, Vec<u8>)>,
     /// Whether each VPC has DNS hostnames on, as moto said.
@@ -1214,7 +1222,14 @@ fn ec2(
             let (stripped, states) = without_state_filter(form);
             let answer = forward(shared, agent, op, req, Some(encode(&stripped)));
             rewrite(answer, |xml| {
-                instances_as_aws(shared, agent, xml, states.as_deref(), Launch::No)
+                instances_as_aws(
+                    shared,
+                    agent,
+                    req.header("authorization"),
+                    xml,
+                    states.as_deref(),
+                    Launch::No,
+                )
             })
         }
         a if a.starts_with("Describe") => {
@@ -1335,7 +1350,7 @@ fn run_instances(
                     ),
                 );
             }
-            if all_terminated(shared, agent, &used.instances) {
+            if all_terminated(shared, agent, req.header("authorization"), &used.instances) {
                 return modelled(
                     shared,
                     op,
@@ -1350,7 +1365,14 @@ fn run_instances(
                 );
             }
             // The first answer again, with the instances' states as they are now.
-            let answer = instances_as_aws(shared, agent, &used.answer, None, Launch::Replay);
+            let answer = instances_as_aws(
+                shared,
+                agent,
+                req.header("authorization"),
+                &used.answer,
+                None,
+                Launch::Replay,
+            );
             return modelled(shared, op, Answer::xml(200, answer));
         }
     }
@@ -1401,12 +1423,24 @@ fn run_instances(
     }
     Answer::xml(
         200,
-        instances_as_aws(shared, agent, xml, None, Launch::First),
+        instances_as_aws(
+            shared,
+            agent,
+            req.header("authorization"),
+            xml,
+            None,
+            Launch::First,
+        ),
     )
 }
 
 /// Whether every one of `ids` is terminated, as moto says.
-fn all_terminated(shared: &Shared, agent: &ureq::Agent, ids: &[String]) -> bool {
+fn all_terminated(
+    shared: &Shared,
+    agent: &ureq::Agent,
+    auth: Option<&str>,
+    ids: &[String],
+) -> bool {
     if ids.is_empty() {
         return false;
     }
@@ -1417,7 +1451,7 @@ fn all_terminated(shared: &Shared, agent: &ureq::Agent, ids: &[String]) -> bool 
     for (i, id) in ids.iter().enumerate() {
         form.push((format!("InstanceId.{}", i + 1), id.clone()));
     }
-    let Some(xml) = upstream_ec2(shared, agent, &form) else {
+    let Some(xml) = upstream_ec2(shared, agent, auth, &form) else {
         return false;
     };
     let Ok(doc) = roxmltree::Document::parse(&xml) else {
@@ -1434,11 +1468,18 @@ fn all_terminated(shared: &Shared, agent: &ureq::Agent, ids: &[String]) -> bool 
     !states.is_empty() && states.iter().all(|s| s == "terminated")
 }
 
-/// A call of the model's own to moto's EC2 (not counted, not throttled).
-fn upstream_ec2(shared: &Shared, agent: &ureq::Agent, form: &[(String, String)]) -> Option<String> {
+/// A call of the model's own to moto's EC2 (not counted, not throttled), in the account of
+/// the caller whose request it models (`auth`, its Authorization header).
+fn upstream_ec2(
+    shared: &Shared,
+    agent: &ureq::Agent,
+    auth: Option<&str>,
+    form: &[(String, String)],
+) -> Option<String> {
+    let default = crate::auth("ec2");
     let mut response = agent
         .post(format!("{}/", shared.upstream))
-        .header("Authorization", crate::auth("ec2"))
+        .header("Authorization", auth.unwrap_or(&default))
         .header("Content-Type", "application/x-www-form-urlencoded")
         .send(encode(form))
         .ok()?;
@@ -1452,7 +1493,7 @@ fn upstream_ec2(shared: &Shared, agent: &ureq::Agent, form: &[(String, String)])
 }
 
 /// Whether `vpc` has DNS hostnames on, asked of moto once and remembered.
-fn dns_hostnames(shared: &Shared, agent: &ureq::Agent, vpc: &str) -> bool {
+fn dns_hostnames(shared: &Shared, agent: &ureq::Agent, auth: Option<&str>, vpc: &str) -> bool {
     if vpc.is_empty() {
         return true;
     }
@@ -1466,7 +1507,7 @@ fn dns_hostnames(shared: &Shared, agent: &ureq::Agent, vpc: &str) -> bool {
         ("Attribute", "enableDnsHostnames"),
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
-    let on = upstream_ec2(shared, agent, &form)
+    let on = upstream_ec2(shared, agent, auth, &form)
         .and_then(|xml| {
             let doc = roxmltree::Document::parse(&xml).ok()?;
             let attr = doc
@@ -1528,6 +1569,7 @@ enum Launch {
 fn instances_as_aws(
     shared: &Shared,
     agent: &ureq::Agent,
+    auth: Option<&str>,
     xml: &str,
     states: Option<&[String]>,
     launch: Launch,
@@ -1591,7 +1633,7 @@ fn instances_as_aws(
                 e.extend(text_range(s, "code").map(|r| (r, code.to_owned())));
                 e.extend(text_range(s, "name").map(|r| (r, now_state.clone())));
             }
-            let no_dns = now_state == "pending" || !dns_hostnames(shared, agent, &vpc);
+            let no_dns = now_state == "pending" || !dns_hostnames(shared, agent, auth, &vpc);
             if no_dns {
                 e.extend(text_range(*item, "dnsName").map(|r| (r, String::new())));
             }
@@ -1687,6 +1729,37 @@ struct RecordChange {
     kind: String,
 }
 
+/// The account the caller of `req` acts in: what moto's STS says of its access key (the
+/// default account's key, or credentials an AssumeRole gave), asked once per key.
+fn account_of(shared: &Shared, agent: &ureq::Agent, req: &Request) -> String {
+    let auth = req.header("authorization").unwrap_or_default().to_owned();
+    let key = auth
+        .split("Credential=")
+        .nth(1)
+        .and_then(|c| c.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(account) = shared.state.lock().unwrap().accounts.get(&key) {
+        return account.clone();
+    }
+    let answer = agent
+        .post(format!("{}/", shared.upstream))
+        .header("Authorization", auth.replace("/route53/", "/sts/"))
+        .send_form([("Action", "GetCallerIdentity"), ("Version", "2011-06-15")]);
+    let account = answer
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .map(|xml| crate::xml_text(&xml, "Account"))
+        .unwrap_or_default();
+    shared
+        .state
+        .lock()
+        .unwrap()
+        .accounts
+        .insert(key, account.clone());
+    account
+}
+
 fn route53(shared: &Shared, agent: &ureq::Agent, op: &str, req: &Request) -> Answer {
     let model = &shared.model;
     let body = String::from_utf8_lossy(&req.body).into_owned();
@@ -1700,12 +1773,14 @@ fn route53(shared: &Shared, agent: &ureq::Agent, op: &str, req: &Request) -> Ans
                         .and_then(|n| n.text().map(str::to_owned))
                 })
                 .unwrap_or_default();
+            // Route53 keeps caller references per account.
+            let account = account_of(shared, agent, req);
             if !shared
                 .state
                 .lock()
                 .unwrap()
                 .caller_references
-                .insert(reference.clone())
+                .insert((account, reference.clone()))
             {
                 return modelled(
                     shared,

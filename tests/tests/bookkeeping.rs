@@ -44,13 +44,18 @@ fn of_two_concurrent_ups_exactly_one_proceeds() {
     let holder = wait_for_lock(&p);
     assert_eq!(holder["pid"], first.id(), "{holder}");
     assert_eq!(holder["command"], "up");
+    // The lock says which account the run acts in (moto's default).
+    assert_eq!(holder["account"], "123456789012");
 
     let second = p.heet(&["up", "--env", "staging"]);
     assert_eq!(second.code(), 4, "{}", second.stderr());
     let err = second.stderr();
     assert!(
         err.contains(&format!("{}/staging is locked by", p.name))
-            && err.contains(&format!("(pid {}, heet up) since 20", first.id()))
+            && err.contains(&format!(
+                "(pid {}, heet up, account 123456789012) since 20",
+                first.id()
+            ))
             && err.contains("`heet unlock --env staging`"),
         "{err}"
     );
@@ -321,11 +326,11 @@ fn a_no_op_up_of_3_roles_by_20_instances_makes_at_most_6_calls_and_no_mutation()
 
 #[test]
 fn killed_at_any_aws_call_the_next_up_converges_exactly() {
-    // Call numbers of a first `up` here (`HEET_LOG=heet=trace` lists them): 3 takes the
-    // lock, 7 writes the launches ahead (one ledger page), 8-9 launch, 10 confirms, 11 waits,
-    // 12 creates the zone, 13 writes the records ahead, 14 is the batch, 15 confirms, 16-17
-    // release the lock.
-    for n in [3, 7, 8, 10, 12, 13, 14, 15, 16] {
+    // Call numbers of a first `up` here (`HEET_LOG=heet=trace` lists them): 1 asks STS
+    // whose the credentials are, 4 takes the lock, 8 writes the launches ahead (one ledger
+    // page), 9-10 launch, 11 confirms, 12 waits, 13 creates the zone, 14 writes the records
+    // ahead, 15 is the batch, 16 confirms, 17-18 release the lock.
+    for n in [4, 8, 9, 11, 13, 14, 15, 16, 17] {
         let p = Project::new(DNS, &["cname"]);
         let crashed = p.heet_with(
             &["up", "--env", "staging"],
@@ -341,7 +346,7 @@ fn killed_at_any_aws_call_the_next_up_converges_exactly() {
         let next = p.heet(&["up", "--env", "staging"]);
         next.ok();
         // Until the records are in, the next up has work to do and finds the dead lock.
-        if (3..=13).contains(&n) {
+        if (4..=14).contains(&n) {
             assert!(
                 next.stderr().contains("breaking the lock of pid"),
                 "call {n}: {}",

@@ -105,8 +105,9 @@ fn with_every_call_failing_heet_stops_clearly_and_the_next_clean_up_converges() 
     assert_eq!(run.code(), 1, "{}", run.stderr());
     let err = run.stderr();
     let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
-    // The first look describes instances, the network and the zone at once: whichever of
-    // them fails first is the one named, with what it met.
+    // The first look asks STS whose the credentials are, then describes instances, the
+    // network and the zone at once: whichever call fails first is the one named, with what
+    // it met.
     let op = line
         .trim_start_matches("error: ")
         .split(": ")

@@ -444,6 +444,10 @@ fn a_bootstrap_user_with_only_heets_policy_runs_every_command() {
     );
 }
 
+/// The accounts `examples/customers` runs its customers in.
+const ACME_ACCOUNT: &str = "111111111111";
+const GLOBEX_ACCOUNT: &str = "222222222222";
+
 /// Copies `examples/customers` (the definitions, and the built plugins as `plugins/`) into
 /// a temporary folder.
 fn customers() -> tempfile::TempDir {
@@ -479,6 +483,13 @@ fn heet_in(dir: &Path, args: &[&str]) -> Run {
 fn customers_come_up_fully_separate_and_go_leaving_nothing() {
     let root = customers();
     let (acme, globex) = (root.path().join("acme"), root.path().join("globex"));
+    // Each customer's own account, reached by assuming a role there (the example says so).
+    let account = |project: &str| {
+        moto().in_account(match project {
+            "acme" => ACME_ACCOUNT,
+            _ => GLOBEX_ACCOUNT,
+        })
+    };
     for c in [&acme, &globex] {
         heet_in(c, &["plugins", "lock"]).ok();
         for env in ["dev", "prod"] {
@@ -488,7 +499,7 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
 
     // Each customer and environment has its own VPC, with the CIDR its definition gives.
     let vpc_of = |project: &str, env: &str| {
-        let ids = moto().ids(
+        let ids = account(project).ids(
             ("DescribeVpcs", "vpcSet", "vpcId"),
             &[("tag:heet:project", project), ("tag:heet:env", env)],
         );
@@ -505,7 +516,7 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
     .map(|(p, e)| vpc_of(p, e))
     .collect();
     assert_eq!(vpcs.len(), 4);
-    let cidr = moto().ids(
+    let cidr = account("globex").ids(
         ("DescribeVpcs", "vpcSet", "cidrBlock"),
         &[("vpc-id", &vpc_of("globex", "prod"))],
     );
@@ -513,16 +524,17 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
 
     // Every instance is in its customer's VPC and tagged for it.
     for (project, env) in [("acme", "prod"), ("globex", "dev")] {
-        let subnets = moto().ids(
+        let aws = account(project);
+        let subnets = aws.ids(
             ("DescribeSubnets", "subnetSet", "subnetId"),
             &[("vpc-id", &vpc_of(project, env))],
         );
-        for i in moto().live_instances("heet:project", project) {
+        for i in aws.live_instances("heet:project", project) {
             if i.tags["heet:env"] != env {
                 continue;
             }
             assert_eq!(i.tags["customer"], project);
-            let (_, subnet, _) = moto().placement(&i.id);
+            let (_, subnet, _) = aws.placement(&i.id);
             assert!(
                 subnets.contains(&subnet),
                 "{} of {project} in {subnet}",
@@ -563,7 +575,8 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
     // www launches with; nothing of one customer names the other.
     for (project, env) in [("acme", "dev"), ("globex", "prod")] {
         let full = |n: &str| format!("{project}-{env}-{n}");
-        let mut mine: Vec<String> = moto()
+        let aws = account(project);
+        let mut mine: Vec<String> = aws
             .iam_entities(project)
             .into_iter()
             .filter(|e| e.contains(&format!("{project}-{env}-")))
@@ -579,12 +592,12 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
                 format!("user {}", full("deploy")),
             ]
         );
-        let group = moto().iam(&[("Action", "GetGroup"), ("GroupName", &full("ops"))]);
+        let group = aws.iam(&[("Action", "GetGroup"), ("GroupName", &full("ops"))]);
         assert!(
             group.contains(&format!("<UserName>{}</UserName>", full("deploy"))),
             "{group}"
         );
-        let policies = moto().iam(&[
+        let policies = aws.iam(&[
             ("Action", "ListAttachedGroupPolicies"),
             ("GroupName", &full("ops")),
         ]);
@@ -592,7 +605,7 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
             policies.contains("arn:aws:iam::aws:policy/ReadOnlyAccess"),
             "{policies}"
         );
-        let key = moto().ssm_parameter(&format!(
+        let key = aws.ssm_parameter(&format!(
             "/heet/{project}/{env}/config/IAM_DEPLOY_SECRET_ACCESS_KEY"
         ));
         assert!(
@@ -611,10 +624,10 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
             "{}",
             listed.stdout()
         );
-        for i in moto().live_instances("heet:project", project) {
+        for i in aws.live_instances("heet:project", project) {
             if i.tags["heet:env"] == env && i.tags["heet:role"] == "www" {
                 let described =
-                    moto().ec2(&[("Action", "DescribeInstances"), ("InstanceId.1", &i.id)]);
+                    aws.ec2(&[("Action", "DescribeInstances"), ("InstanceId.1", &i.id)]);
                 assert!(
                     described.contains(&full("app")),
                     "{} has no app profile: {described}",
@@ -624,16 +637,26 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
         }
     }
 
+    // Nothing of either customer is in the other's account, or in the account whose
+    // credentials assumed the roles.
+    for project in ["acme", "globex"] {
+        let other = if project == "acme" { "globex" } else { "acme" };
+        assert!(!account(project).leftovers(project).is_empty());
+        assert_eq!(account(other).leftovers(project), Vec::<String>::new());
+        assert_eq!(moto().leftovers(project), Vec::<String>::new());
+        assert_eq!(moto().ssm_under(&format!("/heet/{project}/")), []);
+    }
+
     // Taking acme's prod down leaves acme's dev and all of globex as they were.
-    let before = moto().leftovers("globex");
-    let acme_dev = moto().ids(
+    let before = account("globex").leftovers("globex");
+    let acme_dev = account("acme").ids(
         ("DescribeSecurityGroups", "securityGroupInfo", "groupId"),
         &[("tag:heet:project", "acme"), ("tag:heet:env", "dev")],
     );
     heet_in(&acme, &["down", "--env", "prod", "--yes"]).ok();
-    assert_eq!(moto().leftovers("globex"), before);
+    assert_eq!(account("globex").leftovers("globex"), before);
     assert_eq!(
-        moto().ids(
+        account("acme").ids(
             ("DescribeSecurityGroups", "securityGroupInfo", "groupId"),
             &[("tag:heet:project", "acme")],
         ),
@@ -646,8 +669,8 @@ fn customers_come_up_fully_separate_and_go_leaving_nothing() {
         }
     }
     for project in ["acme", "globex"] {
-        assert_eq!(moto().leftovers(project), Vec::<String>::new());
-        assert_eq!(moto().ssm_under(&format!("/heet/{project}/")), []);
+        assert_eq!(account(project).leftovers(project), Vec::<String>::new());
+        assert_eq!(account(project).ssm_under(&format!("/heet/{project}/")), []);
     }
 }
 
@@ -719,7 +742,9 @@ fn graph_live_draws_what_runs_and_leaves_look_alikes_out() {
     let empty = p.heet(&["graph", "--env", "dev", "--live"]).ok().stdout();
     assert!(!empty.contains("\"role:www\""), "nothing runs yet: {empty}");
     p.heet(&["up", "--env", "dev"]).ok();
-    let fake = moto().launch_foreign(&[
+    // The look-alike where heet works: acme's account.
+    let acme = moto().in_account(ACME_ACCOUNT);
+    let fake = acme.launch_foreign(&[
         ("heet:project", &p.name),
         ("heet:env", "dev"),
         ("heet:role", "www"),
@@ -738,6 +763,6 @@ fn graph_live_draws_what_runs_and_leaves_look_alikes_out() {
     ] {
         assert!(live.contains(&line), "{line}\nin\n{live}");
     }
-    moto().terminate(&fake);
+    acme.terminate(&fake);
     p.heet(&["down", "--env", "dev", "--yes"]).ok();
 }

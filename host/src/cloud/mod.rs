@@ -45,6 +45,14 @@ pub enum SetupError {
         pinned: String,
         actual: String,
     },
+    #[error(
+        "cannot assume {arn} (environments.{env}.assume_role): {cause}; the role's trust policy must let these credentials assume it (heet iam-policy --env {env} prints one)"
+    )]
+    CannotAssume {
+        env: String,
+        arn: String,
+        cause: String,
+    },
 }
 
 /// Where this process sends its AWS calls, for [`SetupError::Unreachable`].
@@ -56,8 +64,10 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
 /// How to reach AWS: the standard chain (env, profile, IMDS) with these overrides.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    pub region: Option<String>,
-    pub profile: Option<String>,
+    /// The region `--region` or the environment's `region` names.
+    pub region: Option<Source>,
+    /// The profile `--profile` or the environment's `profile` names.
+    pub profile: Option<Source>,
     pub endpoint_url: Option<String>,
     /// The region when neither the command line nor the AWS config chain names one
     /// (`project.region`).
@@ -67,6 +77,34 @@ pub struct Connection {
     /// The environment and the account it is pinned to (`account_id`): before any other
     /// call, the credentials must be that account's.
     pub pin: Option<(String, String)>,
+    /// The environment and the role heet assumes there.
+    pub assume_role: Option<(String, crate::definition::AssumeRole)>,
+}
+
+/// A setting and where it was given (`--region`, `environments.production.region`), which
+/// `-v` shows.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub value: String,
+    pub from: String,
+}
+
+/// The session name heet uses for an assumed role when `session_name` does not say:
+/// `heet-<user>`, in the characters STS accepts, at most 64.
+pub fn session_name() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let user: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(59)
+        .collect();
+    format!("heet-{user}")
 }
 
 /// The AWS clients of one heet process.
@@ -79,6 +117,8 @@ pub struct Aws {
     pub iam: Iam,
     pub stats: CallStats,
     pub region: String,
+    /// The account the credentials are for (STS GetCallerIdentity): in every report.
+    pub account: String,
 }
 
 impl Aws {
@@ -95,22 +135,48 @@ impl Aws {
             // limiter waits seconds after a single throttle.
             .retry_config(RetryConfig::standard().with_max_attempts(attempts));
         if let Some(region) = &conn.region {
-            loader = loader.region(Region::new(region.clone()));
+            loader = loader.region(Region::new(region.value.clone()));
         }
         if let Some(profile) = &conn.profile {
-            loader = loader.profile_name(profile);
+            loader = loader.profile_name(&profile.value);
         }
         if let Some(url) = &conn.endpoint_url {
             loader = loader.endpoint_url(url);
         }
         let mut config = loader.load().await;
-        if config.region().is_none() {
-            let Some(region) = &conn.default_region else {
-                return Err(SetupError::NoRegion.into());
-            };
+        let region_from = match (&conn.region, config.region()) {
+            (Some(r), _) => r.from.clone(),
+            (None, Some(_)) => "the AWS config chain".to_owned(),
+            (None, None) => {
+                let Some(region) = &conn.default_region else {
+                    return Err(SetupError::NoRegion.into());
+                };
+                config = config
+                    .into_builder()
+                    .region(Region::new(region.clone()))
+                    .build();
+                "project.region".to_owned()
+            }
+        };
+        if let Some((_, role)) = &conn.assume_role {
+            // aws-config's provider: its credentials are cached and assumed again before
+            // they expire, so a long rollout never runs out of them.
+            let mut provider = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
+                .configure(&config)
+                .session_name(role.session_name.clone().unwrap_or_else(session_name));
+            if let Some(id) = &role.external_id {
+                provider = provider.external_id(id);
+            }
+            if let Some(seconds) = role.duration {
+                provider = provider.session_length(std::time::Duration::from_secs(seconds.into()));
+            }
             config = config
                 .into_builder()
-                .region(Region::new(region.clone()))
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(
+                        provider.build().await,
+                    ),
+                )
                 .build();
         }
         let pacer = pace::Pacer::new(conn.pace);
@@ -153,28 +219,49 @@ impl Aws {
                 .interceptor(pacer.interceptor())
                 .build(),
         );
-        if let Some((env, pinned)) = &conn.pin {
-            let sts = aws_sdk_sts::Client::from_conf(
-                aws_sdk_sts::config::Builder::from(&config)
-                    .retry_classifier(RefusedIsFinal)
-                    .interceptor(stats.clone())
-                    .build(),
-            );
-            let actual = sts
-                .get_caller_identity()
-                .send()
-                .await
-                .map_err(|e| sdk_error("GetCallerIdentity", e))?
-                .account
-                .unwrap_or_default();
-            if actual != *pinned {
-                return Err(SetupError::WrongAccount {
+        // Every run asks who it is before anything else: the account goes in every report
+        // and the lock, and a pinned environment refuses another account's credentials
+        // before the lock, the ledger or anything else is touched.
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&config)
+                .retry_classifier(RefusedIsFinal)
+                .interceptor(stats.clone())
+                .build(),
+        );
+        let identity = sts.get_caller_identity().send().await;
+        let account = match (identity, &conn.assume_role) {
+            (Ok(out), _) => out.account.unwrap_or_default(),
+            (Err(e), Some((env, role))) if is_credentials_error(&e) => {
+                return Err(SetupError::CannotAssume {
                     env: env.clone(),
-                    pinned: pinned.clone(),
-                    actual,
+                    arn: role.arn.clone(),
+                    cause: error_chain(&e),
                 }
                 .into());
             }
+            (Err(e), _) => return Err(sdk_error("sts:GetCallerIdentity", e)),
+        };
+        if let Some((env, pinned)) = &conn.pin
+            && account != *pinned
+        {
+            return Err(SetupError::WrongAccount {
+                env: env.clone(),
+                pinned: pinned.clone(),
+                actual: account,
+            }
+            .into());
+        }
+        tracing::debug!("region {region} (from {region_from})");
+        match &conn.profile {
+            Some(p) => tracing::debug!("profile {} (from {})", p.value, p.from),
+            None => tracing::debug!("credentials from the AWS config chain"),
+        }
+        match &conn.assume_role {
+            Some((env, role)) => tracing::debug!(
+                "account {account}, as the role {} (environments.{env}.assume_role)",
+                role.arn
+            ),
+            None => tracing::debug!("account {account}"),
         }
         let ssm = Ssm::new(ssm);
         Ok(Aws {
@@ -185,6 +272,7 @@ impl Aws {
             ssm,
             stats,
             region,
+            account,
         })
     }
 }
@@ -234,6 +322,21 @@ where
             }
         }
     }
+}
+
+/// Whether `err` failed for want of credentials (an assumed role's refusal among them).
+fn is_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(err), |e| e.source())
+        .any(|e| e.is::<aws_credential_types::provider::error::CredentialsError>())
+}
+
+/// `err` and its causes in one line, repeats dropped.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain: Vec<String> = std::iter::successors(Some(err), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    chain.dedup();
+    chain.join(": ")
 }
 
 /// Whether `err` itself is a refused connection (not its causes).

@@ -27,11 +27,14 @@ pub struct LockHolder {
     /// Tells this run's lock from a later one, so a run never releases a lock it lost to
     /// `heet unlock` and someone else's run.
     pub token: String,
+    /// The account the run acts in (empty in locks of heet before it said).
+    #[serde(default)]
+    pub account: String,
 }
 
 impl LockHolder {
-    /// The holder this process would be, running `command`.
-    pub fn this_process(command: &str) -> LockHolder {
+    /// The holder this process would be, running `command` in `account`.
+    pub fn this_process(command: &str, account: &str) -> LockHolder {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -49,6 +52,7 @@ impl LockHolder {
             pid,
             command: command.to_owned(),
             since,
+            account: account.to_owned(),
             token: crate::plugins::sha256_hex(
                 format!(
                     "{user}/{host}/{pid}/{since:?}/{:?}",
@@ -74,6 +78,19 @@ impl LockHolder {
                 .exists()
     }
 
+    /// Who, how and where: `alice@build boot 1a2b (pid 42, heet up, account 111111111111)`.
+    pub fn who(&self) -> String {
+        let account = if self.account.is_empty() {
+            String::new()
+        } else {
+            format!(", account {}", self.account)
+        };
+        format!(
+            "{} (pid {}, heet {}{account})",
+            self.holder, self.pid, self.command
+        )
+    }
+
     /// `since` as RFC 3339, e.g. `2026-11-22T23:40:00Z`.
     pub fn since_rfc3339(&self) -> String {
         crate::text::rfc3339(self.since)
@@ -90,8 +107,8 @@ fn boot_id() -> Option<String> {
 /// Another run holds the environment. Exit code 4.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{project}/{env} is locked by {} (pid {}, heet {}) since {}; if that run is gone, `heet unlock --env {env}`",
-    holder.holder, holder.pid, holder.command, holder.since_rfc3339()
+    "{project}/{env} is locked by {} since {}; if that run is gone, `heet unlock --env {env}`",
+    holder.who(), holder.since_rfc3339()
 )]
 pub struct EnvLocked {
     pub project: String,
@@ -255,6 +272,7 @@ impl Ssm {
                     command: "?".into(),
                     since: 0,
                     token: String::new(),
+                    account: String::new(),
                 });
                 Err(EnvLocked {
                     project: project.to_owned(),
@@ -280,6 +298,7 @@ impl Ssm {
                         command: "?".into(),
                         since: 0,
                         token: String::new(),
+                        account: String::new(),
                     }
                 })))
             }
