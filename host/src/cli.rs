@@ -190,6 +190,8 @@ pub enum Command {
     Plugins(PluginsCommand),
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
+    /// Print the JSON Schema of heet.toml, for editors (Taplo, Even Better TOML)
+    Schema,
 }
 
 #[derive(Debug, Subcommand)]

@@ -278,137 +278,221 @@ pub const MAX_VOLUME_GB: u32 = 16_384;
 pub const MAX_COUNT: u32 = 500;
 pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Definition")]
 struct RawDefinition {
+    /// `[project]`: its name, and the region and DNS zone it uses.
     project: RawProject,
+    /// `[plugins]`: the sandboxed WebAssembly plugins heet asks for names, sizes, tags,
+    /// user_data and verdicts (docs/plugins.md).
     #[serde(default)]
     plugins: RawPlugins,
+    /// `[network]`: the VPC and subnets (without it: the account's default VPC).
     network: Option<RawNetwork>,
+    /// `[aws]`: how heet paces its calls to AWS.
     aws: Option<RawAws>,
+    /// `[defaults]`: any role key, for every role; a role's own value wins.
     #[serde(default)]
     defaults: RawRole,
+    /// `[roles.NAME]`: the roles, each a set of like instances.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawRole>")]
     roles: BTreeMap<Spanned<String>, Spanned<RawRole>>,
+    /// `[environments.NAME]`: the environments `--env` names, each with resources (and
+    /// optionally an account) of its own.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawEnvironment>")]
     environments: BTreeMap<Spanned<String>, RawEnvironment>,
+    /// `[iam]`: the IAM policies, groups, users and roles heet makes in each environment.
     #[serde(default)]
     iam: crate::kinds::iam::RawIam,
+    /// `[tasks.ROLE.NAME]`: shell scripts `heet run` sends to a role's instances.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, BTreeMap<String, crate::tasks::RawTask>>")]
     tasks: crate::tasks::RawTasks,
+    /// `[scenarios.NAME]`: the tasks `heet run NAME` runs, step by step.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, crate::tasks::RawScenario>")]
     scenarios: crate::tasks::RawScenarios,
 }
 
-#[derive(Deserialize)]
+/// The JSON Schema of heet.toml, from the structs it is read with: draft 7, the one every
+/// TOML editor's validator (Taplo's among them) reads.
+pub(crate) fn raw_schema() -> schemars::Schema {
+    schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<RawDefinition>()
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Project")]
 struct RawProject {
+    #[schemars(with = "String")]
     name: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     region: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     domain: Option<Spanned<String>>,
     #[serde(default)]
     create_zone: bool,
+    #[schemars(with = "Option<String>")]
     version: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Plugins")]
 struct RawPlugins {
+    #[schemars(with = "Option<String>")]
     dir: Option<Spanned<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
     order: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     limits: RawLimits,
+    /// `[plugins.config.NAME]`: each plugin's settings, handed to it as JSON.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Map<String, serde_json::Value>>")]
     config: BTreeMap<Spanned<String>, Spanned<toml::Table>>,
+    /// `[plugins.grants.NAME]`: what each plugin may answer.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawGrant>")]
     grants: BTreeMap<Spanned<String>, Spanned<RawGrant>>,
+    #[schemars(with = "Option<bool>")]
     require_grants: Option<Spanned<bool>>,
+    /// `[plugins.trust]`: the keys plugins must be signed with.
+    #[schemars(with = "Option<RawTrust>")]
     trust: Option<Spanned<RawTrust>>,
 }
 
 /// `[plugins.trust]`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Trust")]
 struct RawTrust {
+    #[schemars(with = "Vec<RawTrustKey>")]
     keys: Vec<Spanned<RawTrustKey>>,
 }
 
 /// One `[[plugins.trust.keys]]`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TrustKey")]
 struct RawTrustKey {
+    #[schemars(with = "Option<String>")]
     public_key: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     public_key_file: Option<Spanned<String>>,
+    #[schemars(with = "String")]
     scope: Spanned<String>,
 }
 
 /// `[plugins.grants.NAME]`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Grant")]
 struct RawGrant {
+    #[schemars(with = "Vec<String>")]
     hooks: Vec<Spanned<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
     roles: Option<Vec<Spanned<String>>>,
+    #[schemars(with = "Option<Vec<String>>")]
     envs: Option<Vec<Spanned<String>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Network")]
 struct RawNetwork {
+    #[schemars(with = "Option<String>")]
     vpc: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     cidr: Option<Spanned<String>>,
+    #[schemars(with = "Option<u32>")]
     subnets: Option<Spanned<u32>>,
+    #[schemars(with = "Option<Vec<String>>")]
     subnet_ids: Option<Spanned<Vec<String>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Aws")]
 struct RawAws {
+    #[schemars(with = "Option<f64>")]
     pace: Option<Spanned<f64>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Limits")]
 struct RawLimits {
+    #[schemars(with = "Option<u64>")]
     fuel: Option<Spanned<u64>>,
+    #[schemars(with = "Option<u64>")]
     memory_mb: Option<Spanned<u64>>,
+    #[schemars(with = "Option<u64>")]
     timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[defaults]` and `[roles.*]` share this shape; a role's value wins over the default.
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, Default, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Role")]
 struct RawRole {
+    #[schemars(with = "Option<u32>")]
     count: Option<Spanned<u32>>,
+    #[schemars(with = "Option<String>")]
     instance_type: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     ami: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     user_data: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     key_name: Option<Spanned<String>>,
+    #[schemars(with = "Option<serde_json::Value>")]
     key_pair: Option<Spanned<toml::Value>>,
+    #[schemars(with = "Option<String>")]
     instance_profile: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     subnet_id: Option<Spanned<String>>,
     security_group_ids: Option<Vec<String>>,
+    #[schemars(with = "Option<Vec<i64>>")]
     ports: Option<Vec<Spanned<i64>>>,
+    #[schemars(with = "Option<Vec<String>>")]
     allow_from: Option<Vec<Spanned<String>>>,
+    #[schemars(with = "Option<Vec<String>>")]
     allow_cidr: Option<Vec<Spanned<String>>>,
+    #[schemars(with = "Option<u32>")]
     volume_gb: Option<Spanned<u32>>,
     volume_keep: Option<bool>,
     eip: Option<bool>,
     rolling: Option<crate::rolling::RawRolling>,
+    #[schemars(with = "Option<Vec<String>>")]
     replace_on: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Environment")]
 struct RawEnvironment {
     #[serde(default)]
     protected: bool,
+    #[schemars(with = "Option<String>")]
     cidr: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     account_id: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     profile: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     region: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     assume_role: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     external_id: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     session_name: Option<Spanned<String>>,
+    #[schemars(with = "Option<u32>")]
     duration: Option<Spanned<u32>>,
 }
 

@@ -22,6 +22,7 @@ pub mod progress;
 pub mod report;
 pub mod rolling;
 pub mod run;
+pub mod schema;
 pub mod style;
 pub mod tasks;
 pub mod text;
@@ -229,6 +230,11 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         ),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "heet", &mut std::io::stdout());
+            Ok(Outcome::Done)
+        }
+        Command::Schema => {
+            let schema = serde_json::to_string_pretty(&schema::schema())?;
+            println!("{schema}");
             Ok(Outcome::Done)
         }
     }

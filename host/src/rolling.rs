@@ -96,12 +96,17 @@ impl Health {
 }
 
 /// `rolling` as written, in `[defaults]` or a role; a role's keys win one by one.
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, Default, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Rolling")]
 pub struct RawRolling {
+    #[schemars(with = "Option<serde_json::Value>")]
     batch: Option<Spanned<toml::Value>>,
+    #[schemars(with = "Option<serde_json::Value>")]
     max_unavailable: Option<Spanned<toml::Value>>,
+    #[schemars(with = "Option<String>")]
     health: Option<Spanned<String>>,
+    #[schemars(with = "Option<serde_json::Value>")]
     timeout: Option<Spanned<toml::Value>>,
 }
 

@@ -31,36 +31,48 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(172_800);
 pub const MAX_TARGETS: usize = 50;
 
 /// `[tasks.ROLE.NAME]`, as written.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Task")]
 pub(crate) struct RawTask {
+    #[schemars(with = "Option<String>")]
     run: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     script: Option<Spanned<String>>,
+    #[schemars(with = "Option<serde_json::Value>")]
     timeout: Option<Spanned<toml::Value>>,
+    #[schemars(with = "Option<String>")]
     user: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     working_dir: Option<Spanned<String>>,
 }
 
 /// `[scenarios.NAME]`, as written.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Scenario")]
 pub(crate) struct RawScenario {
+    #[schemars(with = "Vec<RawStep>")]
     steps: Spanned<Vec<Spanned<RawStep>>>,
 }
 
 /// A step: `"ROLE.TASK"`, or `{ task = "ROLE.TASK", max_concurrency = 1, max_errors = "10%" }`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Step")]
 enum RawStep {
     Task(String),
     Table(RawStepTable),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "StepTable")]
 struct RawStepTable {
     task: String,
+    #[schemars(with = "Option<serde_json::Value>")]
     max_concurrency: Option<toml::Value>,
+    #[schemars(with = "Option<serde_json::Value>")]
     max_errors: Option<toml::Value>,
 }
 

@@ -99,57 +99,79 @@ pub const MAX_POLICY_CHARS: usize = 6_144;
 /// A role's trust document (the default quota), white space not counted.
 pub const MAX_TRUST_CHARS: usize = 2_048;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Iam")]
 pub(crate) struct RawIam {
+    /// `[iam.policies.NAME]`: managed policies.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawPolicy>")]
     policies: BTreeMap<Spanned<String>, Spanned<RawPolicy>>,
+    /// `[iam.groups.NAME]`: groups and the policies attached to them.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawGroup>")]
     groups: BTreeMap<Spanned<String>, Spanned<RawGroup>>,
+    /// `[iam.users.NAME]`: users, their groups and access key.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawUser>")]
     users: BTreeMap<Spanned<String>, Spanned<RawUser>>,
+    /// `[iam.roles.NAME]`: roles, each with an instance profile of its name.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawRole>")]
     roles: BTreeMap<Spanned<String>, Spanned<RawRole>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "IamPolicy")]
 struct RawPolicy {
+    #[schemars(with = "Option<String>")]
     document: Option<Spanned<String>>,
+    #[schemars(with = "Option<Vec<RawStatement>>")]
     statements: Option<Spanned<Vec<RawStatement>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "IamStatement")]
 struct RawStatement {
     sid: Option<String>,
+    #[schemars(with = "Option<String>")]
     effect: Option<Spanned<String>>,
     actions: Vec<String>,
     resources: Vec<String>,
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     condition: Option<toml::Table>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "IamGroup")]
 struct RawGroup {
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     policies: Vec<Spanned<String>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "IamUser")]
 struct RawUser {
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     groups: Vec<Spanned<String>>,
     #[serde(default)]
     access_key: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "IamRole")]
 struct RawRole {
+    #[schemars(with = "String")]
     assume: Spanned<String>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     policies: Vec<Spanned<String>>,
 }
 
