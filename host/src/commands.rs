@@ -158,6 +158,8 @@ pub async fn trust_policy(
 ) -> anyhow::Result<Outcome> {
     let def = Definition::load(&global.file)?;
     def.environment(env)?;
+    // Refused before any call when there is no role to trust anyone.
+    crate::iam::trust(&def, env, "000000000000").map_err(UsageError)?;
     let account = match principal {
         Some(a) if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) => a.to_owned(),
         Some(a) => {

@@ -259,7 +259,9 @@ fn one_region(def: &Definition) -> Option<&str> {
 
 /// The trust policy the role `env` assumes (`assume_role`) needs: principals of
 /// `principal_account` may assume it, with the environment's `external_id` when it has one.
-/// The role also needs [`policy`]'s permissions attached.
+/// The role also needs [`policy`]'s permissions attached, and whoever assumes it a grant of
+/// `sts:AssumeRole` on its ARN in their own account (trusting `:root` delegates to that
+/// account's IAM).
 pub fn trust(def: &Definition, env: &str, principal_account: &str) -> Result<Trust, String> {
     let role = def
         .environments
@@ -268,10 +270,12 @@ pub fn trust(def: &Definition, env: &str, principal_account: &str) -> Result<Tru
         .ok_or_else(|| {
             format!("environments.{env} has no assume_role: there is no role to trust anyone")
         })?;
+    // The role's partition (aws, aws-cn, aws-us-gov) is its trusted account's too.
+    let partition = role.arn.split(':').nth(1).unwrap_or("aws");
     let mut statement = serde_json::json!({
         "Sid": "HeetAssume",
         "Effect": "Allow",
-        "Principal": { "AWS": format!("arn:aws:iam::{principal_account}:root") },
+        "Principal": { "AWS": format!("arn:{partition}:iam::{principal_account}:root") },
         "Action": "sts:AssumeRole",
     });
     if let Some(id) = &role.external_id {

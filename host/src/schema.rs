@@ -27,19 +27,39 @@ pub fn schema() -> Value {
                 .into(),
         );
     }
+    // The types' own doc comments are about reading them; the keys' descriptions say what
+    // a user writes.
+    if let Some(defs) = schema.get_mut("definitions").and_then(Value::as_object_mut) {
+        for def in defs.values_mut().filter_map(Value::as_object_mut) {
+            def.remove("description");
+        }
+    }
     for (path, text) in described(REFERENCE) {
         let Some(node) = pointer(&schema, &path).and_then(|at| schema.pointer_mut(&at)) else {
             continue;
         };
-        // Any value (`true`, as schemars writes it) can carry a description as `{}`.
-        if *node == Value::Bool(true) {
-            *node = Value::Object(Default::default());
-        }
-        if let Some(node) = node.as_object_mut() {
-            node.entry("description").or_insert_with(|| text.into());
-        }
+        describe(node, text);
     }
     schema
+}
+
+/// Gives `node` its description, unless a doc comment gave it one. Any value (`true`, as
+/// schemars writes it) becomes `{}` to carry it; a bare `$ref` becomes `allOf: [ref]`, as
+/// draft 7 ignores a `$ref`'s siblings.
+fn describe(node: &mut Value, text: String) {
+    if *node == Value::Bool(true) {
+        *node = Value::Object(Default::default());
+    }
+    let Some(map) = node.as_object_mut() else {
+        return;
+    };
+    if map.contains_key("description") {
+        return;
+    }
+    if let Some(target) = map.remove("$ref") {
+        map.insert("allOf".into(), serde_json::json!([{ "$ref": target }]));
+    }
+    map.insert("description".into(), text.into());
 }
 
 /// A key's place in heet.toml: its table path and name, and whether a segment is an array
@@ -255,6 +275,24 @@ mod tests {
                 properties(def, format!("{at}/definitions/{name}"), out);
             }
         }
+    }
+
+    #[test]
+    fn every_key_docs_definition_md_describes_is_one_heet_reads() {
+        let schema = schema();
+        let lost: Vec<String> = described(REFERENCE)
+            .into_iter()
+            .filter(|(path, _)| pointer(&schema, path).is_none())
+            // A plugin's own settings are its to define.
+            .filter(|(path, _)| {
+                !matches!(&path[..], [Segment::Key(p), Segment::Key(c), _, _, ..] if p == "plugins" && c == "config")
+            })
+            .map(|(path, text)| format!("{path:?}: {text}"))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "described, but not a key heet reads: {lost:#?}"
+        );
     }
 
     #[test]

@@ -353,6 +353,11 @@ impl Moto {
         }
     }
 
+    /// The access key this view's calls are made with (moto needs no secret to match it).
+    pub fn access_key(&self) -> &str {
+        &self.key
+    }
+
     /// The account this view's calls are for (STS GetCallerIdentity).
     pub fn account(&self) -> String {
         let (status, body) = call_as(

@@ -126,6 +126,9 @@ pub struct Model {
     pub fault_percent: u32,
     /// Seeds the choice of faults and lost answers.
     pub seed: u64,
+    /// The roles STS lets the callers assume, each with the external id its trust policy
+    /// asks for (`None`: moto's way, any role of any account, no trust checked).
+    pub trusted_roles: Option<Vec<(String, Option<String>)>>,
 }
 
 /// The operations whose lost answers heet must survive, as `Model::lose` defaults them.
@@ -161,6 +164,7 @@ impl Model {
             lose_once: false,
             fault_percent: 0,
             seed: 1,
+            trusted_roles: None,
         }
     }
 
@@ -208,6 +212,7 @@ impl Model {
             lose_once: false,
             fault_percent: 0,
             seed: 1,
+            trusted_roles: None,
         }
     }
 
@@ -228,6 +233,7 @@ impl Model {
             && self.insync.is_zero()
             && self.processing.is_zero()
             && self.lost_percent == 0
+            && self.trusted_roles.is_none()
     }
 
     /// Every bucket's size and refill multiplied by `scale`: an account with raised limits.
@@ -264,6 +270,18 @@ impl Model {
     pub fn lose_first(mut self, ops: &[&str]) -> Model {
         self = self.lose(100, ops);
         self.lose_once = true;
+        self
+    }
+
+    /// STS lets the callers assume only these roles (ARN, and the external id their trust
+    /// asks for), as trust policies do; any other AssumeRole is `AccessDenied`.
+    pub fn trusting(mut self, roles: &[(&str, Option<&str>)]) -> Model {
+        self.trusted_roles = Some(
+            roles
+                .iter()
+                .map(|(arn, id)| ((*arn).to_owned(), id.map(str::to_owned)))
+                .collect(),
+        );
         self
     }
 
@@ -325,6 +343,12 @@ pub struct SentCommand {
 }
 
 impl AwsModel {
+    /// The AssumeRole requests the model saw, in order: each its form (`RoleArn`,
+    /// `RoleSessionName`, `ExternalId`, `DurationSeconds`, ...).
+    pub fn assume_requests(&self) -> Vec<BTreeMap<String, String>> {
+        self.shared.state.lock().unwrap().assumed.clone()
+    }
+
     /// The SSM commands sent through the model, in the order they were sent.
     pub fn sent_commands(&self) -> Vec<SentCommand> {
         let state = self.shared.state.lock().unwrap();
@@ -493,6 +517,8 @@ struct State {
     caller_references: BTreeSet<(String, String)>,
     /// The account of each access key seen (moto's STS says).
     accounts: BTreeMap<String, String>,
+    /// AssumeRole requests, in order.
+    assumed: Vec<BTreeMap<String, String>>,
     /// Requests whose answer was lost once (`lose_once`), by path and body.
     lost_once: BTreeSet<(String, Vec<u8>)>,
     /// Whether each VPC has DNS hostnames on, as moto said.
@@ -877,6 +903,7 @@ fn handle(shared: &Shared, agent: &ureq::Agent, req: Request) -> Answer {
             }
             forward(shared, agent, &op, &req, None)
         }
+        "sts" if op == "sts:AssumeRole" => assume_role(shared, agent, &op, &req, &form),
         _ => forward(shared, agent, &op, &req, None),
     };
     let lose = model.lost_percent > 0
@@ -1729,6 +1756,40 @@ struct RecordChange {
     kind: String,
 }
 
+/// STS's AssumeRole, recorded; refused as AWS refuses it when the model names the roles that
+/// trust the callers (`Model::trusting`): another role, or a missing or wrong external id.
+fn assume_role(
+    shared: &Shared,
+    agent: &ureq::Agent,
+    op: &str,
+    req: &Request,
+    form: &[(String, String)],
+) -> Answer {
+    let asked: BTreeMap<String, String> = form.iter().cloned().collect();
+    shared.state.lock().unwrap().assumed.push(asked.clone());
+    if let Some(trusted) = &shared.model.trusted_roles {
+        let arn = asked.get("RoleArn").cloned().unwrap_or_default();
+        let allowed = trusted
+            .iter()
+            .any(|(role, id)| *role == arn && id.as_ref() == asked.get("ExternalId"));
+        if !allowed {
+            return modelled(
+                shared,
+                op,
+                error(
+                    "sts",
+                    403,
+                    "AccessDenied",
+                    &format!(
+                        "User is not authorized to perform: sts:AssumeRole on resource: {arn}"
+                    ),
+                ),
+            );
+        }
+    }
+    forward(shared, agent, op, req, None)
+}
+
 /// The account the caller of `req` acts in: what moto's STS says of its access key (the
 /// default account's key, or credentials an AssumeRole gave), asked once per key.
 fn account_of(shared: &Shared, agent: &ureq::Agent, req: &Request) -> String {
@@ -1751,12 +1812,15 @@ fn account_of(shared: &Shared, agent: &ureq::Agent, req: &Request) -> String {
         .and_then(|mut r| r.body_mut().read_to_string().ok())
         .map(|xml| crate::xml_text(&xml, "Account"))
         .unwrap_or_default();
-    shared
-        .state
-        .lock()
-        .unwrap()
-        .accounts
-        .insert(key, account.clone());
+    // Only an answer is kept: a key moto could not place is asked about again.
+    if !account.is_empty() {
+        shared
+            .state
+            .lock()
+            .unwrap()
+            .accounts
+            .insert(key, account.clone());
+    }
     account
 }
 

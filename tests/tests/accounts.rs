@@ -4,6 +4,7 @@
 //! with its own account's credentials it runs as ever. moto's default account is
 //! 123456789012.
 
+use tests::model::Model;
 use tests::{Project, moto};
 
 const DEF: &str = r#"
@@ -123,21 +124,52 @@ fn seen_in(p: &Project, account: &str, env: &str) -> (usize, usize, usize) {
     (instances, records, aws.ledger_keys(&p.name, env).len())
 }
 
+/// The roles of `TWO_ACCOUNTS`, trusting the default account as their trust policies would:
+/// production's only with its external id.
+fn trusting(p: &Project) -> Model {
+    let production = format!("{}-production", p.name);
+    tests::suite_model().trusting(&[
+        ("arn:aws:iam::111111111111:role/heet-deploy", None),
+        (
+            "arn:aws:iam::222222222222:role/heet-deploy",
+            Some(production.as_str()),
+        ),
+    ])
+}
+
 #[test]
 fn each_environment_lives_in_its_own_account_through_an_assumed_role() {
-    let p = Project::new(TWO_ACCOUNTS, &["cname"]);
+    let mut p = Project::new(TWO_ACCOUNTS, &["cname"]);
+    p.use_model(trusting(&p));
     for env in ["staging", "production"] {
-        let up = p.heet(&["up", "--env", env, "--yes", "--output", "json"]);
-        let up = up.ok().json();
-        assert_eq!(up["applied"]["launched"].as_array().unwrap().len(), 1);
         let account = if env == "staging" {
             STAGING
         } else {
             PRODUCTION
         };
+        let plan = p.heet(&["plan", "--env", env, "--output", "json"]);
+        assert_eq!(plan.ok().json()["account"], account);
+        let up = p.heet(&["up", "--env", env, "--yes", "--output", "json"]);
+        let up = up.ok().json();
+        assert_eq!(up["applied"]["launched"].as_array().unwrap().len(), 1);
         // The account heet acted in heads its report.
         assert_eq!(up["account"], account, "{up}");
     }
+    // The roles were assumed as the environments say: production with its external id
+    // (its trust refuses any other), session name and duration; staging as heet-<user>.
+    let asked = p.aws.assume_requests();
+    let of = |account: &str| {
+        let role = format!("arn:aws:iam::{account}:role/heet-deploy");
+        asked
+            .iter()
+            .find(|a| a["RoleArn"] == role)
+            .unwrap_or_else(|| panic!("{role} assumed: {asked:?}"))
+            .clone()
+    };
+    assert_eq!(of(PRODUCTION)["RoleSessionName"], "heet-ci");
+    assert_eq!(of(PRODUCTION)["DurationSeconds"], "1800");
+    assert!(of(STAGING)["RoleSessionName"].starts_with("heet-"));
+    assert!(!of(STAGING).contains_key("ExternalId"));
 
     // Each environment's instance, record and ledger exist in its own account only, and
     // nothing in the account whose credentials assumed the roles.
@@ -158,13 +190,46 @@ fn each_environment_lives_in_its_own_account_through_an_assumed_role() {
     // Config and status act in the environment's account too.
     let status = p.heet(&["status", "--env", "production", "--output", "json"]);
     assert_eq!(status.ok().json()["account"], PRODUCTION);
+    let config = p.heet(&["config", "list", "--env", "staging", "--output", "json"]);
+    assert_eq!(config.ok().json()["account"], STAGING);
 
     // `down` of production leaves staging whole.
-    p.heet(&["down", "--env", "production", "--yes"]).ok();
+    let down = p.heet(&["down", "--env", "production", "--yes", "--output", "json"]);
+    assert_eq!(down.ok().json()["account"], PRODUCTION);
     assert_eq!(seen_in(&p, PRODUCTION, "production"), (0, 0, 0));
     assert_eq!(seen_in(&p, STAGING, "staging"), (1, 1, 1));
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
     assert_eq!(seen_in(&p, STAGING, "staging"), (0, 0, 0));
+}
+
+#[test]
+fn a_role_that_does_not_trust_these_credentials_stops_everything_naming_it() {
+    let mut p = Project::new(TWO_ACCOUNTS, &["cname"]);
+    // Production's trust asks for an external id the definition does not send.
+    p.use_model(tests::suite_model().trusting(&[(
+        "arn:aws:iam::222222222222:role/heet-deploy",
+        Some("another-id"),
+    )]));
+    let run = p.heet(&["up", "--env", "production", "--yes"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    let err = run.stderr();
+    assert!(
+        err.contains(
+            "cannot assume arn:aws:iam::222222222222:role/heet-deploy (environments.production.assume_role):"
+        ) && err.contains("AccessDenied")
+            && err.contains("heet iam-policy --trust production prints one"),
+        "{err}"
+    );
+    // STS refused before heet made any call of its own.
+    let calls: Vec<String> = p
+        .aws
+        .stats()
+        .0
+        .into_iter()
+        .filter(|(_, s)| s.calls > 0)
+        .map(|(op, _)| op)
+        .collect();
+    assert_eq!(calls, ["sts:AssumeRole"]);
 }
 
 #[test]
@@ -203,13 +268,17 @@ fn the_trust_policy_names_the_account_that_assumes_and_the_external_id() {
 #[test]
 fn plan_v_says_where_the_region_profile_and_account_come_from() {
     let p = Project::new(
-        &format!("{TWO_ACCOUNTS}region = \"eu-west-1\"\nprofile = \"ops\"\n\n[environments.dev]\n"),
+        &format!(
+            "{TWO_ACCOUNTS}region = \"eu-west-1\"\nprofile = \"ops\"\n\n[environments.dev]\n\n[environments.ops]\nprofile = \"ops\"\n"
+        ),
         &["cname"],
     );
-    // The profile the environment names, with the default account's test keys.
+    // The profile `ops` holds keys of account 333333333333: whoever uses it acts there,
+    // whatever keys the shell has (the tests' are the default account's).
+    let ops_key = moto().in_account("333333333333").access_key().to_owned();
     p.write(
         "aws-config",
-        "[profile ops]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+        &format!("[profile ops]\naws_access_key_id = {ops_key}\naws_secret_access_key = x\n"),
     );
     let config = p.path("aws-config");
     let config = config.to_str().unwrap();
@@ -237,7 +306,7 @@ fn plan_v_says_where_the_region_profile_and_account_come_from() {
         "{}",
         flags.stderr()
     );
-    // An environment with no keys: the AWS config chain (the tests' AWS_REGION).
+    // An environment with no keys: the AWS config chain (the tests' AWS_REGION and keys).
     let dev = p.heet_with(&["plan", "--env", "dev", "-v"], &env);
     let err = dev.ok().stderr();
     assert!(
@@ -246,4 +315,23 @@ fn plan_v_says_where_the_region_profile_and_account_come_from() {
             && err.contains("account 123456789012"),
         "{err}"
     );
+    // A profile, from the environment or the command line, wins over the shell's keys.
+    for (args, from) in [
+        (
+            &["plan", "--env", "ops", "-v"][..],
+            "environments.ops.profile",
+        ),
+        (
+            &["plan", "--env", "dev", "-v", "--profile", "ops"][..],
+            "--profile",
+        ),
+    ] {
+        let run = p.heet_with(args, &env);
+        let err = run.ok().stderr();
+        assert!(
+            err.contains(&format!("profile ops (from {from})"))
+                && err.contains("account 333333333333"),
+            "{args:?}: {err}"
+        );
+    }
 }

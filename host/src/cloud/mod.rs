@@ -28,10 +28,12 @@ pub use stats::{CallStats, CallSummary};
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error(
-        "no AWS credentials found: use a profile (--profile or AWS_PROFILE, from ~/.aws/config), set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or, for an emulator such as moto, --endpoint-url with any test keys"
+        "no AWS credentials found: use a profile (--profile, the environment's profile, or AWS_PROFILE, from ~/.aws/config), set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or, for an emulator such as moto, --endpoint-url with any test keys"
     )]
     NoCredentials,
-    #[error("no AWS region: pass --region, set AWS_REGION, or set project.region in heet.toml")]
+    #[error(
+        "no AWS region: pass --region, set AWS_REGION, or set the environment's region or project.region in heet.toml"
+    )]
     NoRegion,
     #[error(
         "cannot reach AWS at {endpoint}: {op}: connection refused (is the endpoint right and its server up? --endpoint-url, AWS_ENDPOINT_URL)"
@@ -46,7 +48,7 @@ pub enum SetupError {
         actual: String,
     },
     #[error(
-        "cannot assume {arn} (environments.{env}.assume_role): {cause}; the role's trust policy must let these credentials assume it (heet iam-policy --env {env} prints one)"
+        "cannot assume {arn} (environments.{env}.assume_role): {cause}; the role's trust policy must let these credentials assume it (heet iam-policy --trust {env} prints one)"
     )]
     CannotAssume {
         env: String,
@@ -138,7 +140,13 @@ impl Aws {
             loader = loader.region(Region::new(region.value.clone()));
         }
         if let Some(profile) = &conn.profile {
-            loader = loader.profile_name(&profile.value);
+            // A profile named on purpose wins over access keys in the shell, as with the AWS
+            // CLI: the default chain would read AWS_ACCESS_KEY_ID first and ignore it.
+            loader = loader.profile_name(&profile.value).credentials_provider(
+                aws_config::profile::ProfileFileCredentialsProvider::builder()
+                    .profile_name(&profile.value)
+                    .build(),
+            );
         }
         if let Some(url) = &conn.endpoint_url {
             loader = loader.endpoint_url(url);
@@ -231,7 +239,7 @@ impl Aws {
         let identity = sts.get_caller_identity().send().await;
         let account = match (identity, &conn.assume_role) {
             (Ok(out), _) => out.account.unwrap_or_default(),
-            (Err(e), Some((env, role))) if is_credentials_error(&e) => {
+            (Err(e), Some((env, role))) if sts_refused_assume(&e) => {
                 return Err(SetupError::CannotAssume {
                     env: env.clone(),
                     arn: role.arn.clone(),
@@ -324,10 +332,11 @@ where
     }
 }
 
-/// Whether `err` failed for want of credentials (an assumed role's refusal among them).
-fn is_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether `err` failed because STS refused to let the credentials assume the role (its
+/// answer to AssumeRole, not a missing base credential or an endpoint that is down).
+fn sts_refused_assume(err: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(err), |e| e.source())
-        .any(|e| e.is::<aws_credential_types::provider::error::CredentialsError>())
+        .any(|e| e.is::<aws_sdk_sts::operation::assume_role::AssumeRoleError>())
 }
 
 /// `err` and its causes in one line, repeats dropped.
