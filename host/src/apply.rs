@@ -118,10 +118,8 @@ pub async fn apply(
     let ledger: &Books = &tokio::sync::Mutex::new(ledger);
     let mut applied = Applied::default();
     // A name someone else holds stops everything, whichever family would write it.
-    let families = plan.families();
-    let held = std::iter::once(("DNS", plan.conflicts.as_slice()))
-        .chain(families.iter().map(|f| (f.label(), f.conflicts())));
-    for (label, names) in held {
+    for family in plan.families() {
+        let (label, names) = (family.label(), family.conflicts());
         if !names.is_empty() {
             anyhow::bail!(
                 "nothing applied: {} {label} name(s) are held by what heet did not create: {}",
@@ -456,7 +454,8 @@ impl Rounds<'_> {
             }
         }
         let booting: Vec<(&str, &str)> = if round == 0 {
-            plan.records
+            plan.dns
+                .changes
                 .iter()
                 .filter_map(RecordChange::waits_for)
                 .collect()
@@ -584,7 +583,8 @@ impl Rounds<'_> {
         .await?;
         if round == 0 {
             let forgotten: Vec<_> = plan
-                .foreign_records
+                .dns
+                .forgotten
                 .iter()
                 .map(|name| (ledger::record_key(name), None))
                 .collect();
@@ -1174,7 +1174,7 @@ async fn records_in(
 ) -> anyhow::Result<Vec<String>> {
     let mut unresolved = Vec::new();
     let (mut ops, mut ahead, mut after) = (Vec::new(), Vec::new(), Vec::new());
-    for c in kinds::in_stage(&plan.records, stage)
+    for c in kinds::in_stage(&plan.dns.changes, stage)
         .into_iter()
         .filter(|c| now(c))
     {
@@ -1198,7 +1198,7 @@ async fn records_in(
         book(aws, ledger, after).await?;
         return Ok(unresolved);
     }
-    let zone = match (zone, &plan.create_zone) {
+    let zone = match (zone, &plan.dns.create_zone) {
         (Some(zone), _) => zone.clone(),
         (None, Some(domain)) => {
             tracing::info!("creating the hosted zone {domain}");

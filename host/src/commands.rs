@@ -14,9 +14,9 @@ use crate::cli::{Global, Output};
 use crate::cloud::{Aws, CallSummary, Connection, LockHolder};
 use crate::definition::Definition;
 use crate::desired::{self, Desired};
+use crate::kinds;
 use crate::kinds::network::{self, ObservedResource};
-use crate::kinds::records::{DnsState, RecordChange};
-use crate::kinds::{self, Change};
+use crate::kinds::records::DnsState;
 use crate::ledger::{self, Ledger};
 use crate::plan::{self, Plan};
 use crate::plugins::{self, PluginInfo, PluginSet, Runtime};
@@ -472,10 +472,9 @@ pub struct DownReport {
     pub project: String,
     pub env: String,
     pub terminated: Vec<InstanceSummary>,
-    /// DNS records deleted.
-    pub records: Vec<String>,
-    /// Each family's changes by its label (`network`: resources deleted or released and
-    /// rules revoked on the way; `iam`: entities deleted and what held them undone).
+    /// Each family's changes by its label (`record`: records deleted, or found gone and
+    /// forgotten; `network`: resources deleted or released and rules revoked on the way;
+    /// `iam`: entities deleted and what held them undone).
     #[serde(flatten)]
     pub families: FamilyLines,
     /// Tagged for this project/env but not created by heet: left alone.
@@ -488,10 +487,7 @@ pub struct DownReport {
 impl fmt::Display for DownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let target = format!("{}/{}", self.project, self.env);
-        if self.terminated.is_empty()
-            && self.records.is_empty()
-            && self.families.0.iter().all(|(_, lines)| lines.is_empty())
-        {
+        if self.terminated.is_empty() && self.families.0.iter().all(|(_, lines)| lines.is_empty()) {
             write!(f, "nothing to delete: heet runs nothing for {target}")?;
         } else {
             write!(
@@ -504,14 +500,6 @@ impl fmt::Display for DownReport {
                     f,
                     "\n  {} {} ({}[{}])",
                     i.name, i.instance_id, i.role, i.index
-                )?;
-            }
-            if !self.records.is_empty() {
-                write!(
-                    f,
-                    "\ndeleted {} record(s): {}",
-                    self.records.len(),
-                    self.records.join(", ")
                 )?;
             }
             for n in self.families.0.iter().flat_map(|(_, lines)| lines) {
@@ -566,12 +554,11 @@ impl Serialize for FamilyLines {
     }
 }
 
-/// Lists what `down` deletes (the instances and records of `plan`, and what each family
-/// deletes) and asks, unless `yes`.
+/// Lists what `down` deletes (the instances of `plan`, and what each family deletes) and
+/// asks, unless `yes`.
 fn down_confirmed(
     plan: &Plan,
     terminated: &[InstanceSummary],
-    records: &[String],
     yes: bool,
     environment: &crate::definition::Environment,
 ) -> anyhow::Result<()> {
@@ -585,9 +572,6 @@ fn down_confirmed(
             "  instance {} {} ({}[{}], {})",
             i.name, i.instance_id, i.role, i.index, i.state
         );
-    }
-    for r in records {
-        eprintln!("  record   {r}");
     }
     let mut counts = Vec::new();
     for family in plan.families() {
@@ -605,9 +589,8 @@ fn down_confirmed(
     };
     confirm(
         &format!(
-            "terminate {} instance(s), delete {} record(s), {families}",
+            "terminate {} instance(s), delete {families}",
             terminated.len(),
-            records.len(),
         ),
         environment.protected.then_some(env),
     )
@@ -733,9 +716,9 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
         rolling: Vec::new(),
         as_launched: plan.as_launched.iter().map(ToString::to_string).collect(),
         dead_records: Vec::new(),
-        conflicts: plan.conflicts.clone(),
+        conflicts: Vec::new(),
         foreign: plan.foreign.clone(),
-        foreign_records: plan.foreign_records.clone(),
+        foreign_records: plan.dns.forgotten.clone(),
         last_runs: crate::tasks::last_runs(&observed, &def.project, env),
         in_sync: plan.unchanged,
         aws_calls: CallSummary::default(),
@@ -801,45 +784,21 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
             report.dead_records.push(format!("{name} → {target}"));
         }
     }
-    // A rolling slot's names move with its rollout: part of it, not drift of their own.
+    // What points at a rolling slot (its names, its address) moves with its rollout: part
+    // of it, not drift of its own.
     let rolling: std::collections::BTreeSet<&str> = plan
         .changes
         .iter()
         .filter(|c| c.successor().is_some())
         .filter_map(|c| c.rollout().map(|(d, _)| d.id.as_str()))
         .collect();
-    for r in &plan.records {
-        if r.slot().is_some_and(|s| rolling.contains(s)) {
-            continue;
-        }
-        match r {
-            RecordChange::Upsert {
-                name,
-                instance,
-                target,
-                was: Some(was),
-                ..
-            } => report.changed.push(format!(
-                "record {name}: points at {was}, wants {}",
-                target
-                    .clone()
-                    .unwrap_or_else(|| format!("the new instance {instance}"))
-            )),
-            RecordChange::Upsert {
-                name, was: None, ..
-            } => report.missing.push(format!("record {name}")),
-            RecordChange::Delete {
-                name,
-                present: true,
-                ..
-            } => report.unexpected.push(format!("record {name}")),
-            RecordChange::Delete { .. } => {}
-        }
-    }
     for family in plan.families() {
         report.conflicts.extend(family.conflicts().iter().cloned());
         report.foreign.extend(family.foreign().iter().cloned());
         for c in family.changes() {
+            if !c.is_drift() || c.slot().is_some_and(|s| rolling.contains(s)) {
+                continue;
+            }
             match kinds::drift(c) {
                 kinds::Drift::Missing => report.missing.push(c.to_string()),
                 kinds::Drift::Unexpected => report.unexpected.push(c.to_string()),
@@ -955,12 +914,8 @@ pub async fn down(
             } = survey(&aws, &def, &nothing, true).await?;
             (observed, plan) = (now, now_plan);
             let doomed = terminated_by(&plan, &observed);
-            let records = deleted_records(&plan);
-            if !doomed.is_empty()
-                || !records.is_empty()
-                || plan.families().iter().any(|f| !f.changes().is_empty())
-            {
-                down_confirmed(&plan, &doomed, &records, yes, &environment)?;
+            if !doomed.is_empty() || plan.families().iter().any(|f| !f.changes().is_empty()) {
+                down_confirmed(&plan, &doomed, yes, &environment)?;
             }
             let cx = apply::Context {
                 ledger: &mut ledger,
@@ -979,7 +934,6 @@ pub async fn down(
         project: def.project.clone(),
         env: env.to_owned(),
         terminated: terminated_by(&plan, &observed),
-        records: deleted_records(&plan),
         families: FamilyLines::of(&plan),
         foreign: plan
             .foreign
@@ -987,7 +941,7 @@ pub async fn down(
             .chain(plan.families().iter().flat_map(|f| f.foreign()))
             .cloned()
             .collect(),
-        foreign_records: plan.foreign_records.clone(),
+        foreign_records: plan.dns.forgotten.clone(),
         aws_calls: aws.stats.summary(),
     };
     emit_in(global, &aws, &report)?;
@@ -1021,15 +975,6 @@ fn terminated_by(plan: &Plan, observed: &[plan::ObservedInstance]) -> Vec<Instan
         .collect();
     apply::sort_by_slot(&mut out);
     out
-}
-
-/// The records `plan` deletes from the zone.
-fn deleted_records(plan: &Plan) -> Vec<String> {
-    plan.records
-        .iter()
-        .filter(|r| r.is_delete())
-        .map(|r| r.name().to_owned())
-        .collect()
 }
 
 /// Asks on the terminal; refuses outright without one. `type_back` makes the user type that

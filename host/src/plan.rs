@@ -8,7 +8,7 @@ use crate::desired::{Desired, DesiredInstance};
 use crate::kinds::Family;
 use crate::kinds::iam::IamPlan;
 use crate::kinds::network::{self, NetChange, ObservedResource};
-use crate::kinds::records::{DnsState, RecordChange, plan_records};
+use crate::kinds::records::{DnsPlan, DnsState, RecordChange, plan_records};
 use crate::launch::{self, Fit, Setting};
 use crate::ledger;
 use crate::namespace::{
@@ -133,14 +133,9 @@ pub struct Plan {
     pub network: Vec<NetChange>,
     /// IAM policies, groups, users, roles and instance profiles (`kinds::iam`).
     pub iam: IamPlan,
-    /// Route53 changes, applied as one batch per zone after the instances.
-    pub records: Vec<RecordChange>,
-    /// The zone to create first, when the definition asks for one that does not exist.
-    pub create_zone: Option<String>,
-    /// Names heet would write but someone else holds: nothing is applied while any exist.
-    pub conflicts: Vec<String>,
-    /// Records heet created that someone has since changed: forgotten, left alone.
-    pub foreign_records: Vec<String>,
+    /// DNS records (`kinds::records`): Route53 changes, the zone to create, names others
+    /// hold, records others changed.
+    pub dns: DnsPlan,
     /// Instances already as desired.
     pub unchanged: usize,
     /// Instances that stay with settings their role's `replace_on` leaves out, as they were
@@ -226,17 +221,13 @@ pub enum Change {
 impl Plan {
     /// The families of kinds planned beside the instances and records, in the order the
     /// plan shows them: the one place a family is registered for what reads a plan.
-    pub fn families(&self) -> [&dyn Family; 2] {
-        [&self.network, &self.iam]
+    pub fn families(&self) -> [&dyn Family; 3] {
+        [&self.dns, &self.network, &self.iam]
     }
 
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
             && self.families().iter().all(|f| f.is_empty())
-            && self.records.is_empty()
-            && self.create_zone.is_none()
-            && self.foreign_records.is_empty()
-            && self.conflicts.is_empty()
             && self.unadopted.is_empty()
     }
 
@@ -544,7 +535,7 @@ pub fn plan(
 
     let mut dns_plan = plan_records(desired, &targets, &booting, dns);
     // Names of instances without any DNS name are not written (and said so).
-    dns_plan.records.retain(|r| match r {
+    dns_plan.changes.retain(|r| match r {
         RecordChange::Upsert {
             slot,
             target: None,
@@ -562,10 +553,7 @@ pub fn plan(
         changes,
         network,
         iam: IamPlan::default(),
-        records: dns_plan.records,
-        create_zone: dns_plan.create_zone,
-        conflicts: dns_plan.conflicts,
-        foreign_records: dns_plan.foreign_records,
+        dns: dns_plan,
         unchanged,
         as_launched,
         foreign,
@@ -753,9 +741,6 @@ impl fmt::Display for Plan {
                 self.count(|c| matches!(c, Change::UpdateTags { .. })),
                 self.count(|c| matches!(c, Change::Delete { .. })),
             )?;
-            if !self.records.is_empty() {
-                write!(f, ", {} record change(s)", self.records.len())?;
-            }
             for family in self.families() {
                 match family.changes().len() {
                     0 => {}
@@ -779,6 +764,9 @@ impl fmt::Display for Plan {
                     r.timeout.as_secs()
                 )?;
             }
+            if let Some(zone) = &self.dns.create_zone {
+                write!(f, "\n  + zone     {zone}")?;
+            }
             for change in self.families().iter().flat_map(|f| f.changes()) {
                 write!(f, "\n  {change}")?;
             }
@@ -789,21 +777,12 @@ impl fmt::Display for Plan {
         for n in self.families().iter().flat_map(|f| f.foreign()) {
             write!(f, "\n  not heet's, left alone: {}", text::shown(n))?;
         }
-        if let Some(zone) = &self.create_zone {
-            write!(f, "\n  + zone     {zone}")?;
-        }
-        for r in &self.records {
-            write!(f, "\n  {r}")?;
-        }
-        for name in &self.foreign_records {
+        for name in &self.dns.forgotten {
             write!(
                 f,
                 "\n  record {}: changed by someone else since heet made it; forgotten, left alone",
                 text::shown(name)
             )?;
-        }
-        for c in &self.conflicts {
-            write!(f, "\n  conflict: {c}")?;
         }
         if !self.unadopted.is_empty() {
             write!(
@@ -1094,7 +1073,10 @@ count = 2
         assert_eq!(lines[1], format!("  {}", p.network[0]));
         assert_eq!(lines[2], format!("  {}", p.iam.changes[0]));
         assert_eq!(
-            p.families().map(|f| crate::kinds::drift(f.changes()[0])),
+            p.families()
+                .iter()
+                .filter_map(|f| f.changes().first().map(|c| crate::kinds::drift(*c)))
+                .collect::<Vec<_>>(),
             [
                 crate::kinds::Drift::Unexpected,
                 crate::kinds::Drift::Missing
@@ -1610,7 +1592,8 @@ mod record_tests {
         let (d, observed) = setup();
         let p = plan(&d, &observed, &[], &dns(&[], Some(&[])), None, 0);
         let targets: Vec<(&str, Option<&str>)> = p
-            .records
+            .dns
+            .changes
             .iter()
             .map(|r| match r {
                 RecordChange::Upsert { name, target, .. } => (name.as_str(), target.as_deref()),
@@ -1641,7 +1624,7 @@ mod record_tests {
         let (d, observed) = setup();
         let p = plan(&d, &observed[..1], &[], &dns(&[], Some(&[])), None, 0);
         assert!(matches!(
-            &p.records[1],
+            &p.dns.changes[1],
             RecordChange::Upsert { name, target: None, .. } if name == "www-02.example.com"
         ));
     }
@@ -1664,10 +1647,11 @@ mod record_tests {
             None,
             0,
         );
-        assert!(p.records.is_empty(), "{:?}", p.records);
-        assert_eq!(p.conflicts.len(), 1);
+        assert!(p.dns.changes.is_empty(), "{:?}", p.dns.changes);
+        assert_eq!(p.dns.conflicts.len(), 1);
         assert!(
-            p.conflicts[0].starts_with("www-02.example.com exists (CNAME someone-else.example)")
+            p.dns.conflicts[0]
+                .starts_with("www-02.example.com exists (CNAME someone-else.example)")
         );
         assert!(!p.is_empty());
     }
@@ -1690,7 +1674,8 @@ mod record_tests {
         ];
         let p = plan(&d, &observed, &[], &dns(&records, Some(&owned)), None, 0);
         let deletes: Vec<(&str, bool)> = p
-            .records
+            .dns
+            .changes
             .iter()
             .map(|r| match r {
                 RecordChange::Delete { name, present, .. } => (name.as_str(), *present),
@@ -1701,7 +1686,7 @@ mod record_tests {
             deletes,
             [("www-01.example.com", true), ("www-09.example.com", false)]
         );
-        assert_eq!(p.foreign_records, ["www-02.example.com"]);
+        assert_eq!(p.dns.forgotten, ["www-02.example.com"]);
     }
 
     #[test]
@@ -1739,11 +1724,11 @@ mod record_tests {
         let p = plan(&d, &observed, &[], &dns(&[], Some(&[])), None, 0);
         assert!(
             matches!(
-                &p.records[1],
+                &p.dns.changes[1],
                 RecordChange::Upsert { target: None, instance_id: Some(id), .. } if id == "i-1"
             ),
             "{:?}",
-            p.records
+            p.dns.changes
         );
     }
 
@@ -1753,7 +1738,7 @@ mod record_tests {
         observed[0].public_dns = None;
         observed[0].private_dns = None;
         let p = plan(&d, &observed, &[], &dns(&[], Some(&[])), None, 0);
-        assert_eq!(p.records.len(), 1, "{:?}", p.records);
+        assert_eq!(p.dns.changes.len(), 1, "{:?}", p.dns.changes);
         assert_eq!(p.unresolved.len(), 1);
         assert!(
             p.to_string()
@@ -1768,7 +1753,7 @@ mod record_tests {
         let mut state = dns(&[], Some(&[]));
         state.zone = None;
         let p = plan(&d, &observed, &[], &state, None, 0);
-        assert_eq!(p.create_zone.as_deref(), Some("example.com"));
+        assert_eq!(p.dns.create_zone.as_deref(), Some("example.com"));
         assert!(p.to_string().contains("+ zone     example.com"), "{p}");
     }
 }

@@ -53,10 +53,10 @@ impl<'a> PlanJson<'a> {
                 foreign: &p.iam.foreign,
                 forgotten: &p.iam.forgotten,
             },
-            records: p.records.iter().map(RecordJson::of).collect(),
-            create_zone: p.create_zone.as_deref(),
-            conflicts: &p.conflicts,
-            foreign_records: &p.foreign_records,
+            records: p.dns.changes.iter().map(RecordJson::of).collect(),
+            create_zone: p.dns.create_zone.as_deref(),
+            conflicts: &p.dns.conflicts,
+            foreign_records: &p.dns.forgotten,
             unchanged: p.unchanged,
             as_launched: p
                 .as_launched

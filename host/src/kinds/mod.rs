@@ -4,8 +4,9 @@
 //!
 //! The network kinds ([`network`]: VPC, gateway, subnets, groups, addresses, key pairs), IAM
 //! ([`iam`]) and DNS records ([`records`]) are written this way: their changes implement
-//! [`Change`], and apply makes them stage by stage under one write-ahead protocol. Instances
-//! keep their own planning in `plan.rs` (see ARCHITECTURE.md).
+//! [`Change`], their part of a plan [`Family`], and apply makes them stage by stage under one
+//! write-ahead protocol. Instances keep their own planning in `plan.rs` (see
+//! ARCHITECTURE.md).
 //!
 //! A family's part of a plan implements [`Family`], and `Plan::families` lists each family
 //! once: the plan's summary and lines, `status`'s drift, and `down`'s list, confirmation and
@@ -62,6 +63,15 @@ pub trait Change: fmt::Display {
     /// Whether it removes something (`status` reports it as unexpected; a network delete
     /// makes apply wait until terminated instances are fully gone).
     fn is_delete(&self) -> bool;
+    /// Whether `status` reports it as drift (a record already gone is only bookkeeping).
+    fn is_drift(&self) -> bool {
+        true
+    }
+    /// The instance slot it points at what runs in (an address, a name), if any: it moves
+    /// in that slot's rollout round, and while that rollout is under way it is not drift.
+    fn slot(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A family of kinds as a plan holds it: its changes, and what it found but leaves alone.
@@ -87,13 +97,14 @@ pub trait Family {
     fn is_empty(&self) -> bool;
 }
 
-/// The changes of a family `down`'s list names: the resources it deletes (not the rules,
-/// attachments and memberships undone on the way).
+/// The changes of a family `down`'s list names: the resources it deletes and the ledger
+/// lists (not the rules, attachments and memberships undone on the way, nor a record found
+/// gone already).
 pub fn deleted(family: &dyn Family) -> impl Iterator<Item = &dyn Change> {
     family
         .changes()
         .into_iter()
-        .filter(|c| matches!(c.bookkeeping(), Bookkeeping::Delete(_)))
+        .filter(|c| c.is_delete() && !matches!(c.bookkeeping(), Bookkeeping::None))
 }
 
 /// How `status` calls a change: something missing, something not wanted, or something to

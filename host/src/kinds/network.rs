@@ -738,6 +738,10 @@ impl Change for NetChange {
     fn is_delete(&self) -> bool {
         matches!(self.bookkeeping(), Bookkeeping::Delete(_))
     }
+
+    fn slot(&self) -> Option<&str> {
+        NetChange::slot(self)
+    }
 }
 
 impl Family for Vec<NetChange> {

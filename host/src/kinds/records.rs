@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::desired::Desired;
-use crate::kinds::{Bookkeeping, Change, Stage};
+use crate::kinds::{Bookkeeping, Change, Family, Stage};
 use crate::ledger;
 use crate::text;
 
@@ -160,6 +160,15 @@ impl Change for RecordChange {
     fn is_delete(&self) -> bool {
         matches!(self, RecordChange::Delete { present: true, .. })
     }
+
+    fn is_drift(&self) -> bool {
+        // A record already gone is only the ledger's to forget.
+        !matches!(self, RecordChange::Delete { present: false, .. })
+    }
+
+    fn slot(&self) -> Option<&str> {
+        RecordChange::slot(self)
+    }
 }
 
 impl RecordChange {
@@ -237,16 +246,43 @@ impl RecordChange {
     }
 }
 
-/// What [`plan_records`] finds.
-#[derive(Default)]
+/// The DNS family's part of a plan: what [`plan_records`] finds. Registered in
+/// `Plan::families` as `record`.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DnsPlan {
-    pub records: Vec<RecordChange>,
+    pub changes: Vec<RecordChange>,
     /// The zone to create first, when the definition asks for one that does not exist.
     pub create_zone: Option<String>,
-    /// Names heet would write but someone else holds.
+    /// Names heet would write but someone else holds: nothing is applied while any exist.
     pub conflicts: Vec<String>,
-    /// Records heet created that someone has since changed: forgotten, left alone.
-    pub foreign_records: Vec<String>,
+    /// Records heet created that someone has since changed: dropped from the ledger, left
+    /// alone.
+    pub forgotten: Vec<String>,
+}
+
+impl Family for DnsPlan {
+    fn label(&self) -> &'static str {
+        "record"
+    }
+
+    fn deleted_noun(&self) -> &'static str {
+        "record(s)"
+    }
+
+    fn changes(&self) -> Vec<&dyn Change> {
+        self.changes.iter().map(|c| c as &dyn Change).collect()
+    }
+
+    fn conflicts(&self) -> &[String] {
+        &self.conflicts
+    }
+
+    fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+            && self.create_zone.is_none()
+            && self.conflicts.is_empty()
+            && self.forgotten.is_empty()
+    }
 }
 
 /// The record changes that point every CNAME of `desired` at its instance: `targets` are the
@@ -283,7 +319,7 @@ pub fn plan_records(
                 ));
                 continue;
             }
-            out.records.push(RecordChange::Upsert {
+            out.changes.push(RecordChange::Upsert {
                 name,
                 slot: d.id.clone(),
                 instance: d.name.clone(),
@@ -302,20 +338,20 @@ pub fn plan_records(
         }
         match dns.records.get(name) {
             Some(r) if r.cname() == Some(owned.target.as_str()) => {
-                out.records.push(RecordChange::Delete {
+                out.changes.push(RecordChange::Delete {
                     name: name.clone(),
                     target: owned.target.clone(),
                     ttl: r.ttl.unwrap_or(owned.ttl),
                     present: true,
                 });
             }
-            None => out.records.push(RecordChange::Delete {
+            None => out.changes.push(RecordChange::Delete {
                 name: name.clone(),
                 target: owned.target.clone(),
                 ttl: owned.ttl,
                 present: false,
             }),
-            Some(_) => out.foreign_records.push(name.clone()),
+            Some(_) => out.forgotten.push(name.clone()),
         }
     }
     out
