@@ -36,15 +36,24 @@ pub enum Outcome {
 }
 
 pub fn emit<R: fmt::Display + Serialize>(global: &Global, report: &R) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
     match global.output {
         Output::Text => writeln!(
-            out,
+            std::io::stdout().lock(),
             "{}",
             crate::style::changes(&report.to_string(), crate::style::stdout_color())
         )?,
-        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(report)?)?,
+        Output::Json => json(report)?,
     }
+    Ok(())
+}
+
+/// Writes `value` as `--output json` does.
+fn json(value: &impl Serialize) -> anyhow::Result<()> {
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(value)?
+    )?;
     Ok(())
 }
 
@@ -64,28 +73,10 @@ pub fn emit_in<R: fmt::Display + Serialize>(
 ) -> anyhow::Result<()> {
     match global.output {
         Output::Text => emit(global, report),
-        Output::Json => emit(
-            global,
-            &Json(InAccount {
-                account: &aws.account,
-                report,
-            }),
-        ),
-    }
-}
-
-/// A value only ever written as JSON.
-struct Json<T>(T);
-
-impl<T> fmt::Display for Json<T> {
-    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Ok(())
-    }
-}
-
-impl<T: Serialize> Serialize for Json<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        Output::Json => json(&InAccount {
+            account: &aws.account,
+            report,
+        }),
     }
 }
 
@@ -159,9 +150,9 @@ pub async fn trust_policy(
     let def = Definition::load(&global.file)?;
     def.environment(env)?;
     // Refused before any call when there is no role to trust anyone.
-    crate::iam::trust(&def, env, "000000000000").map_err(UsageError)?;
+    let role = crate::iam::assumed_role(&def, env).map_err(UsageError)?;
     let account = match principal {
-        Some(a) if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) => a.to_owned(),
+        Some(a) if crate::validate::is_account_id(a) => a.to_owned(),
         Some(a) => {
             return Err(UsageError(format!(
                 "--principal {a:?} is not an AWS account id (12 digits)"
@@ -174,8 +165,7 @@ pub async fn trust_policy(
             Aws::connect(&base).await?.account
         }
     };
-    let trust = crate::iam::trust(&def, env, &account).map_err(UsageError)?;
-    emit(global, &trust)?;
+    emit(global, &crate::iam::trust(role, &account))?;
     Ok(Outcome::Done)
 }
 

@@ -246,8 +246,6 @@ pub struct Environment {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssumeRole {
     pub arn: String,
-    /// The account the ARN names.
-    pub account: String,
     pub external_id: Option<String>,
     /// `session_name`, else `heet-<user>`.
     pub session_name: Option<String>,
@@ -655,7 +653,6 @@ impl Cx<'_> {
                 }
                 Some(AssumeRole {
                     arn: arn.get_ref().clone(),
-                    account: account.to_owned(),
                     external_id: raw.external_id.as_ref().map(|s| s.get_ref().clone()),
                     session_name: raw.session_name.as_ref().map(|s| s.get_ref().clone()),
                     duration: raw.duration.as_ref().map(|d| *d.get_ref()),
@@ -751,7 +748,7 @@ impl Cx<'_> {
                 ));
             }
             if let Some(id) = &env.account_id
-                && !(id.get_ref().len() == 12 && id.get_ref().chars().all(|c| c.is_ascii_digit()))
+                && !validate::is_account_id(id.get_ref())
             {
                 return Err(self.at(
                     id,

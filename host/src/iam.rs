@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::definition::Definition;
+use crate::definition::{AssumeRole, Definition};
 use crate::kinds::network;
 use crate::namespace::TAG_PROJECT;
 
@@ -262,16 +262,9 @@ fn one_region(def: &Definition) -> Option<&str> {
 /// The role also needs [`policy`]'s permissions attached, and whoever assumes it a grant of
 /// `sts:AssumeRole` on its ARN in their own account (trusting `:root` delegates to that
 /// account's IAM).
-pub fn trust(def: &Definition, env: &str, principal_account: &str) -> Result<Trust, String> {
-    let role = def
-        .environments
-        .get(env)
-        .and_then(|e| e.assume_role.as_ref())
-        .ok_or_else(|| {
-            format!("environments.{env} has no assume_role: there is no role to trust anyone")
-        })?;
+pub fn trust(role: &AssumeRole, principal_account: &str) -> Trust {
     // The role's partition (aws, aws-cn, aws-us-gov) is its trusted account's too.
-    let partition = role.arn.split(':').nth(1).unwrap_or("aws");
+    let partition = crate::validate::iam_arn(&role.arn).map_or("aws", |(p, _, _)| p);
     let mut statement = serde_json::json!({
         "Sid": "HeetAssume",
         "Effect": "Allow",
@@ -281,10 +274,20 @@ pub fn trust(def: &Definition, env: &str, principal_account: &str) -> Result<Tru
     if let Some(id) = &role.external_id {
         statement["Condition"] = serde_json::json!({ "StringEquals": { "sts:ExternalId": id } });
     }
-    Ok(Trust {
+    Trust {
         role: role.arn.clone(),
         document: serde_json::json!({ "Version": "2012-10-17", "Statement": [statement] }),
-    })
+    }
+}
+
+/// The role `env` of `def` assumes, or why there is none to trust anyone.
+pub fn assumed_role<'a>(def: &'a Definition, env: &str) -> Result<&'a AssumeRole, String> {
+    def.environments
+        .get(env)
+        .and_then(|e| e.assume_role.as_ref())
+        .ok_or_else(|| {
+            format!("environments.{env} has no assume_role: there is no role to trust anyone")
+        })
 }
 
 /// A role's trust policy, as `heet iam-policy --trust ENV` prints it: the document alone
@@ -342,7 +345,7 @@ mod tests {
              assume_role = \"arn:aws:iam::222222222222:role/heet\"\nexternal_id = \"shop-prod\"\n",
         )
         .unwrap();
-        let t = trust(&d, "prod", "111111111111").unwrap();
+        let t = trust(assumed_role(&d, "prod").unwrap(), "111111111111");
         assert_eq!(t.role, "arn:aws:iam::222222222222:role/heet");
         let s = &t.document["Statement"][0];
         assert_eq!(s["Principal"]["AWS"], "arn:aws:iam::111111111111:root");
@@ -351,7 +354,7 @@ mod tests {
             s["Condition"]["StringEquals"]["sts:ExternalId"],
             "shop-prod"
         );
-        assert!(trust(&d, "staging", "111111111111").is_err());
+        assert!(assumed_role(&d, "staging").is_err());
         // Two regions: the parameters' ARNs cannot name one.
         let json = serde_json::to_value(policy(&d)).unwrap();
         assert_eq!(

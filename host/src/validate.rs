@@ -38,38 +38,54 @@ pub fn check_region(region: &str) -> Result<(), String> {
     }
 }
 
+/// The characters IAM and STS allow in names beside letters and digits: role and session
+/// names, external ids (with more).
+pub const IAM_NAME_CHARS: &str = "+=,.@_-";
+
+/// An AWS account id: 12 digits.
+pub fn is_account_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The partition, account and resource of an IAM ARN (`arn:aws:iam::111111111111:role/x`),
+/// by its shape alone; the parts are for the caller to check.
+pub fn iam_arn(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource))
+            if partition.starts_with("aws") =>
+        {
+            Some((partition, account, resource))
+        }
+        _ => None,
+    }
+}
+
 /// The account an IAM role's ARN names: `arn:<partition>:iam::<12 digits>:role/<path/name>`.
 pub fn role_arn_account(arn: &str) -> Result<&str, String> {
-    let wrong = || {
-        format!(
+    let name_ok = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 512
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || IAM_NAME_CHARS.contains(c) || c == '/')
+    };
+    match iam_arn(arn) {
+        Some((_, account, resource))
+            if is_account_id(account) && resource.strip_prefix("role/").is_some_and(name_ok) =>
+        {
+            Ok(account)
+        }
+        _ => Err(format!(
             "{arn:?} is not an IAM role ARN (e.g. \"arn:aws:iam::222222222222:role/heet-deploy\")"
-        )
-    };
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(wrong());
-    };
-    let name = resource.strip_prefix("role/").unwrap_or("");
-    let name_ok = !name.is_empty()
-        && name.len() <= 512
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c));
-    if partition.starts_with("aws")
-        && account.len() == 12
-        && account.chars().all(|c| c.is_ascii_digit())
-        && name_ok
-    {
-        Ok(account)
-    } else {
-        Err(wrong())
+        )),
     }
 }
 
@@ -79,12 +95,12 @@ pub fn check_sts_word(what: &str, value: &str, max: usize, extra: &str) -> Resul
     let ok = (2..=max).contains(&value.len())
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) || extra.contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || IAM_NAME_CHARS.contains(c) || extra.contains(c));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "{what} {value:?} must be 2 to {max} letters, digits or any of +=,.@_-{extra}"
+            "{what} {value:?} must be 2 to {max} letters, digits or any of {IAM_NAME_CHARS}{extra}"
         ))
     }
 }

@@ -98,7 +98,7 @@ pub fn session_name() -> String {
     let user: String = user
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) {
+            if c.is_ascii_alphanumeric() || crate::validate::IAM_NAME_CHARS.contains(c) {
                 c
             } else {
                 '-'
@@ -312,21 +312,17 @@ where
         (Some(code), Some(message)) => anyhow::anyhow!("{op}: {code}: {message}"),
         (Some(code), None) => anyhow::anyhow!("{op}: {code}"),
         _ => {
-            let mut chain = vec![err.to_string()];
-            let mut source = err.source();
-            while let Some(cause) = source {
-                if let Some(setup) = setup_error(op, cause) {
-                    return setup.into();
-                }
-                chain.push(cause.to_string());
-                source = cause.source();
+            if let Some(setup) =
+                std::iter::successors(err.source(), |e| e.source()).find_map(|c| setup_error(op, c))
+            {
+                return setup.into();
             }
-            chain.dedup();
+            let chain = error_chain(&err);
             // An answer without an error code the SDK can read (an emulator's, a proxy's):
             // its HTTP status is the one thing that says what happened.
             match err.http_status() {
-                Some(status) => anyhow::anyhow!("{op}: HTTP {status}: {}", chain.join(": ")),
-                None => anyhow::anyhow!("{op}: {}", chain.join(": ")),
+                Some(status) => anyhow::anyhow!("{op}: HTTP {status}: {chain}"),
+                None => anyhow::anyhow!("{op}: {chain}"),
             }
         }
     }
@@ -340,10 +336,9 @@ fn sts_refused_assume(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// `err` and its causes in one line, repeats dropped.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut chain: Vec<String> = std::iter::successors(Some(err), |e| e.source())
-        .map(ToString::to_string)
-        .collect();
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut chain = vec![err.to_string()];
+    chain.extend(std::iter::successors(err.source(), |e| e.source()).map(ToString::to_string));
     chain.dedup();
     chain.join(": ")
 }

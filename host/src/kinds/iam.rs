@@ -23,6 +23,7 @@ use toml::Spanned;
 
 use super::{Bookkeeping, Change, Family, Stage};
 use crate::namespace::check_name;
+use crate::validate;
 
 // ---------------------------------------------------------------------------------------
 // The definition
@@ -451,16 +452,12 @@ pub fn check_document(doc: &Value, limit: usize) -> Result<(), String> {
 }
 
 fn check_policy_arn(arn: &str) -> Result<(), String> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let ok = parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == "iam"
-        && parts[3].is_empty()
-        && (parts[4] == "aws"
-            || (parts[4].len() == 12 && parts[4].bytes().all(|b| b.is_ascii_digit())))
-        && parts[5].starts_with("policy/")
-        && parts[5].len() > "policy/".len();
+    let ok = validate::iam_arn(arn).is_some_and(|(_, account, resource)| {
+        (account == "aws" || validate::is_account_id(account))
+            && resource
+                .strip_prefix("policy/")
+                .is_some_and(|name| !name.is_empty())
+    });
     if ok {
         Ok(())
     } else {

@@ -650,28 +650,6 @@ impl NetChange {
             | NetChange::DeleteKey { resource, .. } => resource,
         }
     }
-
-    /// The instance slot this change moves something to: an address's association, made in
-    /// the slot's rollout round.
-    pub fn slot(&self) -> Option<&str> {
-        match self {
-            NetChange::Associate { slot, .. } => Some(slot),
-            NetChange::CreateVpc { .. }
-            | NetChange::AttachGateway { .. }
-            | NetChange::CreateSubnet { .. }
-            | NetChange::CreateGroup { .. }
-            | NetChange::Authorize { .. }
-            | NetChange::Revoke { .. }
-            | NetChange::Allocate { .. }
-            | NetChange::Release { .. }
-            | NetChange::DeleteGroup { .. }
-            | NetChange::DeleteSubnet { .. }
-            | NetChange::DeleteGateway { .. }
-            | NetChange::DeleteVpc { .. }
-            | NetChange::CreateKey { .. }
-            | NetChange::DeleteKey { .. } => None,
-        }
-    }
 }
 
 impl Change for NetChange {
@@ -739,8 +717,26 @@ impl Change for NetChange {
         matches!(self.bookkeeping(), Bookkeeping::Delete(_))
     }
 
+    /// The instance slot this change moves something to: an address's association, made in
+    /// the slot's rollout round.
     fn slot(&self) -> Option<&str> {
-        NetChange::slot(self)
+        match self {
+            NetChange::Associate { slot, .. } => Some(slot),
+            NetChange::CreateVpc { .. }
+            | NetChange::AttachGateway { .. }
+            | NetChange::CreateSubnet { .. }
+            | NetChange::CreateGroup { .. }
+            | NetChange::Authorize { .. }
+            | NetChange::Revoke { .. }
+            | NetChange::Allocate { .. }
+            | NetChange::Release { .. }
+            | NetChange::DeleteGroup { .. }
+            | NetChange::DeleteSubnet { .. }
+            | NetChange::DeleteGateway { .. }
+            | NetChange::DeleteVpc { .. }
+            | NetChange::CreateKey { .. }
+            | NetChange::DeleteKey { .. } => None,
+        }
     }
 }
 

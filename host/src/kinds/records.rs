@@ -167,26 +167,14 @@ impl Change for RecordChange {
     }
 
     fn slot(&self) -> Option<&str> {
-        RecordChange::slot(self)
-    }
-}
-
-impl RecordChange {
-    /// The fully qualified name it changes.
-    pub fn name(&self) -> &str {
-        match self {
-            RecordChange::Upsert { name, .. } | RecordChange::Delete { name, .. } => name,
-        }
-    }
-
-    /// The slot whose instance an upsert points the name at.
-    pub fn slot(&self) -> Option<&str> {
         match self {
             RecordChange::Upsert { slot, .. } => Some(slot),
             RecordChange::Delete { .. } => None,
         }
     }
+}
 
+impl RecordChange {
     /// The kept instance still booting whose name this record waits for: (slot, id).
     pub fn waits_for(&self) -> Option<(&str, &str)> {
         match self {
