@@ -1,9 +1,11 @@
 //! Executes a [`Plan`]: the only code that changes anything in AWS.
 //!
-//! Order: IAM and network creates (the two families at once, each tier by tier), record
-//! deletes, terminate (deletes and the old half of replacements), retag, launch, then, while
-//! the new instances get their own tags, wait for them to run, associate addresses and write
-//! record upserts; network and IAM deletes last, again at once.
+//! Order: one loop over stages, rollout rounds and places (`Plan::places`), every family's
+//! changes of a place made at once: IAM and network creates, record deletes, terminations
+//! that come first, retags; then per round the old instances that may go first, the
+//! launches and the wait until they are healthy (while they get their own tags), addresses
+//! and record upserts for the round's slots, the old instances they replace; network and
+//! IAM deletes last. docs/kinds.md has the table of places.
 //!
 //! Launches go in batches: one RunInstances per role and launch settings, carrying the tags
 //! its instances share and `heet:batch`, written ahead in the ledger with its ClientToken and
@@ -12,12 +14,13 @@
 //! places in their slots from the ledger, so whatever a crash interrupts, the next plan
 //! finishes it, with no twin and no orphan.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::LocalBoxFuture;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -25,12 +28,13 @@ use tokio::sync::OnceCell;
 use crate::cloud::{Aws, Launch, LaunchError, Verdict};
 use crate::desired::DesiredInstance;
 use crate::kinds::iam::{self as iam_kind, Attachable, IamChange, Kind as IamKind};
+use crate::kinds::instances::{Ending, InstanceChange, ObservedInstance, Phase};
 use crate::kinds::network::{self, NetChange, ObservedResource, Source, SubnetRef, VpcRef};
 use crate::kinds::records::{RECORD_TTL, RecordChange, RecordOp, Zone};
 use crate::kinds::{self, Bookkeeping, Change as _, Stage};
 use crate::ledger::{self, Ledger};
 use crate::namespace;
-use crate::plan::{Change, Ending, ObservedInstance, Plan};
+use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::rolling::Health;
 
@@ -115,8 +119,6 @@ pub async fn apply(
         run_id,
         keep_failed,
     } = cx;
-    let ledger: &Books = &tokio::sync::Mutex::new(ledger);
-    let mut applied = Applied::default();
     // A name someone else holds stops everything, whichever family would write it.
     for family in plan.families() {
         let (label, names) = (family.label(), family.conflicts());
@@ -128,15 +130,25 @@ pub async fn apply(
             );
         }
     }
-    let mut iam = IamApply {
+    let ids: BTreeMap<String, String> = resources
+        .iter()
+        .filter(|r| r.is_heets(&plan.project, &plan.env))
+        .map(|r| (r.resource.clone(), r.aws_id.clone()))
+        .collect();
+    let shared = Shared {
         aws,
-        project: &plan.project,
-        env: &plan.env,
-        arns: Mutex::new(plan.iam.arns.clone()),
-        fresh: Default::default(),
+        ledger: &tokio::sync::Mutex::new(ledger),
+        rounds: plan.instances.slot_rounds(),
+        live: Mutex::new(Live {
+            resources: ids.clone(),
+            ..Live::default()
+        }),
     };
-    // Entities a killed run made are confirmed, the ones that are gone forgotten.
-    let mut bookkeeping: Vec<(String, Option<ledger::Entry>)> = plan
+    // What the ledger says that is only bookkeeping: IAM entities a killed run made are
+    // confirmed and the gone ones forgotten, records someone changed are forgotten, and the
+    // entries of launches from before batch launches (which say nothing the instances' tags
+    // do not) go.
+    let mut bookkeeping: Entries = plan
         .iam
         .forgotten
         .iter()
@@ -145,149 +157,207 @@ pub async fn apply(
     for (resource, id) in &plan.iam.adopted {
         bookkeeping.extend(resource_entry(resource, Some(id), ledger::State::Done));
     }
-    book(aws, ledger, bookkeeping).await?;
-
-    let mut net = NetApply {
-        aws,
-        project: &plan.project,
-        env: &plan.env,
-        ids: resources
+    bookkeeping.extend(
+        plan.dns
+            .forgotten
             .iter()
-            .filter(|r| r.is_heets(&plan.project, &plan.env))
-            .map(|r| (r.resource.clone(), r.aws_id.clone()))
-            .collect(),
-        zones: OnceCell::new(),
-        launched: BTreeMap::new(),
-        moved: Mutex::default(),
-        new_dns: BTreeMap::new(),
-    };
-    // IAM and the network need nothing of each other (an instance profile and a key pair
-    // are for the instances, launched after both): their stages run at once, each tier by
-    // tier, sharing only the ledger's writes.
-    (applied.iam, applied.network) = both(tokio::join!(
-        made_in(
-            aws,
-            ledger,
-            Stage::Before,
-            &plan.iam.changes,
-            &mut iam,
-            "iam"
-        ),
-        network_stage(Stage::Before, &mut net, ledger, &plan.network),
-    ))?;
-    // Entries of launches from before batch launches say nothing the instances' tags do not.
-    let legacy = ledger.lock().await.legacy();
-    book(aws, ledger, legacy.into_iter().map(|k| (k, None)).collect()).await?;
-
-    let doomed: Vec<String> = plan
-        .changes
-        .iter()
-        .filter_map(|c| match c.terminates()? {
-            (id, Ending::First) => Some(id.to_owned()),
-            (_, Ending::BeforeRound(_) | Ending::AfterRound(_)) => None,
-        })
-        .collect();
-    // Groups and subnets can only go once their instances are fully gone.
-    let full = plan.network.iter().any(NetChange::is_delete);
-    let terminated = async {
-        if !doomed.is_empty() {
-            terminate(aws, &doomed, full, progress).await?;
-        }
-        anyhow::Ok(())
-    };
-    let no_new_names = BTreeMap::new();
-    let deletes = records_in(
-        aws,
-        plan,
-        ledger,
-        &zone,
-        &no_new_names,
-        Stage::Before,
-        |_| true,
+            .map(|name| (ledger::record_key(name), None)),
     );
-    if plan.teardown {
-        // Nothing stays: records and instances go together.
-        let (deleted, terminated) = tokio::join!(deletes, terminated);
-        deleted?;
-        terminated?;
-    } else {
-        // Records go before their instances: a run killed in between leaves instances that
-        // the next plan sees without the ledger, where the other order would leave records
-        // that only the ledger knows of, and a no-op `up` does not read it.
-        deletes.await?;
-        terminated.await?;
-    }
-    applied.terminated = doomed;
+    let legacy = shared.ledger.lock().await.legacy();
+    bookkeeping.extend(legacy.into_iter().map(|k| (k, None)));
+    book(aws, shared.ledger, bookkeeping).await?;
 
-    let retags: Vec<_> = plan.changes.iter().filter_map(Change::retags).collect();
-    let results: Vec<anyhow::Result<()>> = stream::iter(&retags)
-        .map(|(id, name, set)| async move {
-            tracing::info!("retagging {id} ({name})");
-            aws.ec2.set_tags(&[(*id).to_owned()], set).await
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    results.into_iter().collect::<anyhow::Result<()>>()?;
-    applied.retagged = retags.iter().map(|(id, _, _)| (*id).to_owned()).collect();
-    // Batches whose instances all carry their slot tags now are over.
-    book(
-        aws,
-        ledger,
-        plan.settled.iter().map(|k| (k.clone(), None)).collect(),
-    )
-    .await?;
-
-    let rounds = Rounds {
-        aws,
+    // Groups, subnets and instance profiles can only go once their instances are fully gone.
+    let full = plan
+        .families()
+        .iter()
+        .flat_map(|f| f.changes())
+        .any(|c| c.is_delete() && c.stage().0 == Stage::After);
+    let mut instances = InstanceSteps {
         plan,
-        zone: &zone,
         run_id,
         full,
         keep_failed,
         progress,
+        done: InstancesDone::default(),
+        round: None,
     };
-    for round in 0..plan.rounds() {
-        let done = rounds.run(round, ledger, &mut net).await?;
-        applied.launched.extend(done.launched);
-        applied.network.extend(done.moved);
-        applied.unresolved.extend(done.unresolved);
-        applied.terminated.extend(done.terminated);
-        if let Some(stopped) = done.stopped {
-            // What this round moved is in the ledger; the rest of the rollout, and whatever
-            // its old instances need, stays for a later `up`.
-            return Err(anyhow::Error::new(stopped));
+    let mut records = RecordSteps {
+        plan,
+        zone,
+        unresolved: Vec::new(),
+    };
+    let mut network = Tiered::new(
+        "network",
+        &plan.network,
+        NetApply {
+            aws,
+            project: &plan.project,
+            env: &plan.env,
+            ids,
+            zones: OnceCell::new(),
+            launched: BTreeMap::new(),
+            moved: Mutex::default(),
+        },
+    );
+    let mut iam = Tiered::new(
+        "iam",
+        &plan.iam.changes,
+        IamApply {
+            aws,
+            project: &plan.project,
+            env: &plan.env,
+            arns: Mutex::new(plan.iam.arns.clone()),
+            fresh: Default::default(),
+        },
+    );
+    {
+        // The one registration of each family's executor; the loop below is apply's order.
+        let mut steps: [&mut dyn Steps; 4] = [&mut instances, &mut records, &mut network, &mut iam];
+        for stage in Stage::ALL {
+            for round in 0..plan.rounds(stage) {
+                for place in plan.places(stage, round) {
+                    let at = At {
+                        stage,
+                        round,
+                        place,
+                    };
+                    let results =
+                        futures::future::join_all(steps.iter_mut().map(|s| s.run(at, &shared)))
+                            .await;
+                    first_error(results)?;
+                }
+            }
         }
     }
-    sort_by_slot(&mut applied.launched);
-    // What the old instances needed goes once they are gone, both families at once.
-    let (network, iam) = both(tokio::join!(
-        network_stage(Stage::After, &mut net, ledger, &plan.network),
-        made_in(
-            aws,
-            ledger,
-            Stage::After,
-            &plan.iam.changes,
-            &mut iam,
-            "iam"
-        ),
-    ))?;
-    applied.network.extend(network);
-    applied.iam.extend(iam);
-    Ok(applied)
+    let InstancesDone {
+        terminated,
+        retagged,
+        mut launched,
+    } = instances.done;
+    sort_by_slot(&mut launched);
+    Ok(Applied {
+        terminated,
+        retagged,
+        launched,
+        network: network.done,
+        iam: iam.done,
+        unresolved: records.unresolved,
+    })
 }
 
-/// The results of two stages run at once, once both are done (one failing does not cut the
-/// other off between its ledger writes and its calls): the first failure is the error, its
-/// typed cause and exit code with it; a second one is logged.
-fn both<A, B>((a, b): (anyhow::Result<A>, anyhow::Result<B>)) -> anyhow::Result<(A, B)> {
-    match (a, b) {
-        (Ok(a), Ok(b)) => Ok((a, b)),
-        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
-        (Err(first), Err(other)) => {
-            tracing::error!("{other:#}");
-            Err(first)
+/// Of the results of the families' steps at one place, run at once and awaited all (one
+/// failing does not cut another off between its ledger writes and its calls): the first
+/// failure is the error, its typed cause and exit code with it; the others are logged.
+fn first_error(results: Vec<anyhow::Result<()>>) -> anyhow::Result<()> {
+    let mut errors = results.into_iter().filter_map(Result::err);
+    let Some(first) = errors.next() else {
+        return Ok(());
+    };
+    for other in errors {
+        tracing::error!("{other:#}");
+    }
+    Err(first)
+}
+
+/// Where apply is: a stage, the rollout round (0 outside the rounds), a place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct At {
+    stage: Stage,
+    round: u32,
+    place: u8,
+}
+
+/// What the families' executors share while a plan is applied.
+struct Shared<'a, 'l> {
+    aws: &'a Aws,
+    ledger: &'a Books<'l>,
+    /// The round each replaced slot's rollout moves what points at it in (others: 0).
+    rounds: BTreeMap<&'a str, u32>,
+    live: Mutex<Live>,
+}
+
+/// What apply learns as it goes that other families need.
+#[derive(Default)]
+struct Live {
+    /// heet's network resources by `heet:resource`, as found and as created: what launches
+    /// go into.
+    resources: BTreeMap<String, String>,
+    /// The instance launched in each slot this run: what addresses are associated with.
+    launched: BTreeMap<String, String>,
+    /// The DNS name of each slot's instance once it runs (or got an address): what its
+    /// records point at.
+    dns: BTreeMap<String, String>,
+    /// The slots of this round whose successors did not become healthy: nothing moves to
+    /// them, and their old instances keep serving.
+    failed: BTreeSet<String>,
+}
+
+impl Shared<'_, '_> {
+    fn live(&self) -> MutexGuard<'_, Live> {
+        locked(&self.live)
+    }
+
+    /// Whether `c` is made at `at`: due there ([`kinds::due`]), and not pointing at a slot
+    /// that failed.
+    fn now(&self, c: &dyn kinds::Change, at: At) -> bool {
+        c.stage().1 == at.place
+            && kinds::due(c, at.stage, at.round, &self.rounds)
+            && !c.slot().is_some_and(|s| self.live().failed.contains(s))
+    }
+}
+
+/// A family's executor as apply's loop runs it: at each place of each stage (and rollout
+/// round), every family's changes of that place are made at once.
+trait Steps {
+    /// Makes its changes at `at` (none: nothing is called).
+    fn run<'s>(
+        &'s mut self,
+        at: At,
+        shared: &'s Shared<'_, '_>,
+    ) -> LocalBoxFuture<'s, anyhow::Result<()>>;
+}
+
+/// A family whose changes are made one by one, tier by tier (network, IAM), by its
+/// [`Executor`].
+struct Tiered<'a, C, E> {
+    family: &'static str,
+    changes: &'a [C],
+    exec: E,
+    /// The changes made, as the plan shows them.
+    done: Vec<String>,
+}
+
+impl<'a, C, E> Tiered<'a, C, E> {
+    fn new(family: &'static str, changes: &'a [C], exec: E) -> Self {
+        Tiered {
+            family,
+            changes,
+            exec,
+            done: Vec::new(),
         }
+    }
+}
+
+impl<C: kinds::Change, E: Executor<C>> Steps for Tiered<'_, C, E> {
+    fn run<'s>(
+        &'s mut self,
+        at: At,
+        shared: &'s Shared<'_, '_>,
+    ) -> LocalBoxFuture<'s, anyhow::Result<()>> {
+        async move {
+            let tier: Vec<&C> = self.changes.iter().filter(|c| shared.now(*c, at)).collect();
+            if tier.is_empty() {
+                return Ok(());
+            }
+            self.exec.begin(&shared.live());
+            let done = made_tier(shared, &tier, &mut self.exec, self.family).await;
+            // What it made is published even when another change of the tier failed.
+            self.exec.end(shared).await?;
+            self.done.extend(done?);
+            Ok(())
+        }
+        .boxed_local()
     }
 }
 
@@ -339,70 +409,137 @@ impl fmt::Display for RolloutStopped {
     }
 }
 
-/// What one rollout round did.
+/// What the instances' steps did.
 #[derive(Default)]
-struct RoundDone {
-    launched: Vec<InstanceSummary>,
-    /// Network changes made (addresses moved), as the plan shows them.
-    moved: Vec<String>,
-    unresolved: Vec<String>,
+struct InstancesDone {
     terminated: Vec<String>,
-    stopped: Option<RolloutStopped>,
+    retagged: Vec<String>,
+    launched: Vec<InstanceSummary>,
 }
 
-/// The instance rounds of an apply. Round 0 launches new slots and the first batch of every
-/// role's rollout (all of a replacement all at once); each later round the next batch. A
-/// round: the old instances that may go first go, the round's instances are launched and
-/// waited for until healthy, what points at the slots of the round (addresses, names) is
-/// moved to them, and the old instances they replace go.
-#[derive(Clone, Copy)]
-struct Rounds<'a> {
-    aws: &'a Aws,
+/// What a round's launch step leaves for its retire step.
+#[derive(Default)]
+struct RoundWaited {
+    /// Successors waited on that did not become healthy.
+    failed: Vec<Verdict>,
+    /// Each successor's slot, by its instance id.
+    successor_of: BTreeMap<String, String>,
+}
+
+/// The instances' executor, phase by phase ([`Phase`]). Round 0 launches new slots and the
+/// first batch of every role's rollout (all of a replacement all at once); each later round
+/// the next batch. A round: the old instances that may go first go, the round's instances
+/// are launched and waited for until healthy, what points at the slots of the round
+/// (addresses, names) is moved to them by its own family, and the old instances they
+/// replace go.
+struct InstanceSteps<'a> {
     plan: &'a Plan,
-    zone: &'a Option<Zone>,
     run_id: &'a str,
-    /// Whether terminated instances must be fully gone (groups and subnets are deleted).
+    /// Whether terminated instances must be fully gone (what they used is deleted after).
     full: bool,
     keep_failed: bool,
     progress: &'a Progress,
+    done: InstancesDone,
+    round: Option<RoundWaited>,
 }
 
-impl Rounds<'_> {
-    async fn run(
-        self,
-        round: u32,
-        ledger: &Books<'_>,
-        net: &mut NetApply<'_>,
-    ) -> anyhow::Result<RoundDone> {
-        let Rounds { aws, plan, .. } = self;
-        let first: Vec<String> = plan
-            .changes
-            .iter()
-            .filter_map(|c| match c.terminates()? {
-                (id, Ending::BeforeRound(r)) if r == round => Some(id.to_owned()),
-                _ => None,
-            })
-            .collect();
-        if !first.is_empty() {
-            terminate(aws, &first, self.full, self.progress).await?;
+impl Steps for InstanceSteps<'_> {
+    fn run<'s>(
+        &'s mut self,
+        at: At,
+        shared: &'s Shared<'_, '_>,
+    ) -> LocalBoxFuture<'s, anyhow::Result<()>> {
+        async move {
+            let Some(phase) = Phase::of(at.stage, at.place) else {
+                return Ok(());
+            };
+            if !self.plan.instances.has_work(phase, at.round) {
+                return Ok(());
+            }
+            match phase {
+                Phase::Terminate => self.terminate(shared, Ending::First).await,
+                Phase::Retag => self.retag(shared).await,
+                Phase::RetireFirst => self.terminate(shared, Ending::BeforeRound(at.round)).await,
+                Phase::Launch => self.launch(at.round, shared).await,
+                Phase::Retire => self.retire(at.round, shared).await,
+            }
         }
-        let launches: Vec<&DesiredInstance> = plan
+        .boxed_local()
+    }
+}
+
+impl InstanceSteps<'_> {
+    /// Terminates the old instances that end at `ending`.
+    async fn terminate(&mut self, shared: &Shared<'_, '_>, ending: Ending) -> anyhow::Result<()> {
+        let ids: Vec<String> = self
+            .plan
+            .instances
             .changes
             .iter()
-            .filter_map(Change::launches)
+            .filter_map(|c| c.terminates())
+            .filter(|(_, e)| *e == ending)
+            .map(|(id, _)| id.to_owned())
+            .collect();
+        terminate(shared.aws, &ids, self.full, self.progress).await?;
+        self.done.terminated.extend(ids);
+        Ok(())
+    }
+
+    /// Sets the tags of the instances that stay; then the batches whose instances all carry
+    /// their slot tags are over.
+    async fn retag(&mut self, shared: &Shared<'_, '_>) -> anyhow::Result<()> {
+        let aws = shared.aws;
+        let retags: Vec<_> = self
+            .plan
+            .instances
+            .changes
+            .iter()
+            .filter_map(InstanceChange::retags)
+            .collect();
+        let results: Vec<anyhow::Result<()>> = stream::iter(&retags)
+            .map(|(id, name, set)| async move {
+                tracing::info!("retagging {id} ({name})");
+                aws.ec2.set_tags(&[(*id).to_owned()], set).await
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect::<anyhow::Result<()>>()?;
+        self.done
+            .retagged
+            .extend(retags.iter().map(|(id, _, _)| (*id).to_owned()));
+        let settled = &self.plan.instances.settled;
+        book(
+            aws,
+            shared.ledger,
+            settled.iter().map(|k| (k.clone(), None)).collect(),
+        )
+        .await
+    }
+
+    /// Launches the round's instances and waits until they (and the successors and booting
+    /// instances the round needs) are healthy; each instance's own tags go on meanwhile.
+    async fn launch(&mut self, round: u32, shared: &Shared<'_, '_>) -> anyhow::Result<()> {
+        let (aws, plan) = (shared.aws, self.plan);
+        let launches: Vec<&DesiredInstance> = plan
+            .instances
+            .changes
+            .iter()
+            .filter_map(InstanceChange::launches)
             .filter(|(_, r)| *r == round)
             .map(|(d, _)| d)
             .collect();
-        let launched = launch(aws, plan, &launches, ledger, self.run_id, &net.ids).await?;
-        // Each instance's own tags go on while the instances boot and their names move.
+        let resources = shared.live().resources.clone();
+        let launched = launch(aws, plan, &launches, shared.ledger, self.run_id, &resources).await?;
         let tagging = tag_members(aws, &launched.batches);
-        let rest = self.settle(round, &launched, ledger, net);
-        let (tagged, rest) = tokio::join!(tagging, rest);
-        let mut done = rest?;
+        let (tagged, waited) = tokio::join!(tagging, self.wait(round, &launched, shared));
+        let waited = waited?;
         tagged?;
         // Every instance of these batches carries its own tags: the batches are over.
-        book(aws, ledger, launched.settled()).await?;
+        book(aws, shared.ledger, launched.settled()).await?;
         if !launched.failures.is_empty() {
+            // The launched ones have their tags (the ledger kept their batches until then):
+            // the next `up` keeps them and retries the rest.
             anyhow::bail!(
                 "{} of {} launch(es) failed; {} instance(s) launched and kept for the next run: {}",
                 launched.failures.len(),
@@ -411,53 +548,53 @@ impl Rounds<'_> {
                 launched.failures.join("; ")
             );
         }
-        done.terminated.splice(0..0, first);
-        Ok(done)
+        self.round = Some(waited);
+        Ok(())
     }
 
-    /// Waits for the round's instances, moves what points at its slots and retires the old
-    /// instances of the slots whose successor is healthy.
-    async fn settle(
-        self,
+    /// Waits for the round's instances; what became healthy is published for what points at
+    /// them, what did not is the round's failed slots.
+    async fn wait(
+        &mut self,
         round: u32,
         launched: &Launched<'_>,
-        ledger: &Books<'_>,
-        net: &mut NetApply<'_>,
-    ) -> anyhow::Result<RoundDone> {
-        let Rounds { aws, plan, .. } = self;
+        shared: &Shared<'_, '_>,
+    ) -> anyhow::Result<RoundWaited> {
+        let (aws, plan) = (shared.aws, self.plan);
         let rolled: BTreeMap<&str, &DesiredInstance> = plan
+            .instances
             .changes
             .iter()
-            .filter_map(Change::rollout)
+            .filter_map(InstanceChange::rollout)
             .filter(|(_, s)| s.round == round)
             .map(|(d, _)| (d.id.as_str(), d))
             .collect();
         // What the round waits for, and how: a successor as its role's rolling says; a new
         // slot's instance, or a kept one still booting whose names wait, until it runs.
         let mut wants: Vec<(String, Health, Duration)> = Vec::new();
-        let mut successor_of: BTreeMap<String, &str> = BTreeMap::new();
+        let mut successor_of: BTreeMap<String, String> = BTreeMap::new();
         for (slot, _, id) in launched.members() {
             match rolled.get(slot.as_str()) {
                 Some(d) => {
                     wants.push((id.clone(), d.rolling.health, d.rolling.timeout));
-                    successor_of.insert(id, &d.id);
+                    successor_of.insert(id, d.id.clone());
                 }
                 None => wants.push((id, Health::Running, WAIT_TIMEOUT)),
             }
         }
-        for c in &plan.changes {
+        for c in &plan.instances.changes {
             if let (Some(id), Some((d, step))) = (c.successor(), c.rollout())
                 && step.round == round
             {
                 wants.push((id.to_owned(), d.rolling.health, d.rolling.timeout));
-                successor_of.insert(id.to_owned(), &d.id);
+                successor_of.insert(id.to_owned(), d.id.clone());
             }
         }
         let booting: Vec<(&str, &str)> = if round == 0 {
-            plan.dns
-                .changes
+            let awaited = &plan.instances.awaited;
+            awaited
                 .iter()
-                .filter_map(RecordChange::waits_for)
+                .map(|(s, i)| (s.as_str(), i.as_str()))
                 .collect()
         } else {
             Vec::new()
@@ -498,7 +635,7 @@ impl Rounds<'_> {
             .map(|o| (o.instance_id.as_str(), o))
             .collect();
         tag_volumes(aws, launched, &by_id).await?;
-        let mut new_dns: BTreeMap<String, String> = BTreeMap::new();
+        let mut dns: BTreeMap<String, String> = BTreeMap::new();
         let mut summaries = Vec::new();
         for (slot, d, id) in launched.members() {
             let Some(o) = by_id.get(id.as_str()) else {
@@ -513,17 +650,18 @@ impl Rounds<'_> {
                 state: o.state.clone(),
                 dns_name: o.dns_name().map(str::to_owned),
             });
-            if let Some(dns) = o.dns_name() {
-                new_dns.insert(slot, dns.to_ascii_lowercase());
+            if let Some(name) = o.dns_name() {
+                dns.insert(slot, name.to_ascii_lowercase());
             }
         }
-        let waited = booting
-            .iter()
-            .copied()
-            .chain(successor_of.iter().map(|(id, slot)| (*slot, id.as_str())));
+        let waited = booting.iter().copied().chain(
+            successor_of
+                .iter()
+                .map(|(id, slot)| (slot.as_str(), id.as_str())),
+        );
         for (slot, id) in waited {
-            if let Some(dns) = by_id.get(id).and_then(|o| o.dns_name()) {
-                new_dns.insert(slot.to_owned(), dns.to_ascii_lowercase());
+            if let Some(name) = by_id.get(id).and_then(|o| o.dns_name()) {
+                dns.insert(slot.to_owned(), name.to_ascii_lowercase());
             }
         }
         sort_by_slot(&mut summaries);
@@ -535,96 +673,107 @@ impl Rounds<'_> {
                 s.instance_id
             );
         }
-        if !launched.failures.is_empty() {
-            // The launched ones get their tags (and the ledger keeps their batches until
-            // then): the next `up` keeps them and retries the rest.
-            return Ok(RoundDone {
-                launched: summaries,
-                ..RoundDone::default()
-            });
-        }
-        let failed_slots: std::collections::BTreeSet<&str> = failed
-            .iter()
-            .filter_map(|v| successor_of.get(&v.instance_id).copied())
-            .collect();
-        // What points at a slot moves in the slot's round, once its instance is healthy;
-        // what belongs to no slot in the first round.
-        let rounds = plan.slot_rounds();
-        let moves_now = |slot: Option<&str>| match slot {
-            Some(s) => rounds.get(s).copied().unwrap_or(0) == round && !failed_slots.contains(s),
-            None => round == 0,
-        };
-        net.launched = summaries
-            .iter()
-            .map(|i| {
-                (
-                    namespace::slot_id(&plan.project, &plan.env, &i.role, i.index),
-                    i.instance_id.clone(),
-                )
-            })
-            .collect();
-        let moves: Vec<NetChange> = plan
-            .network
-            .iter()
-            .filter(|c| c.stage().0 == Stage::Running && moves_now(c.slot()))
-            .cloned()
-            .collect();
-        let moved = network_stage(Stage::Running, net, ledger, &moves).await?;
-        new_dns.extend(std::mem::take(&mut net.new_dns));
-        let unresolved = records_in(
-            aws,
-            plan,
-            ledger,
-            self.zone,
-            &new_dns,
-            Stage::Running,
-            |r| moves_now(r.slot()),
-        )
-        .await?;
-        if round == 0 {
-            let forgotten: Vec<_> = plan
-                .dns
-                .forgotten
+        {
+            let mut live = shared.live();
+            live.launched = summaries
                 .iter()
-                .map(|name| (ledger::record_key(name), None))
+                .map(|i| {
+                    let slot = namespace::slot_id(&plan.project, &plan.env, &i.role, i.index);
+                    (slot, i.instance_id.clone())
+                })
                 .collect();
-            book(aws, ledger, forgotten).await?;
+            live.dns.extend(dns);
+            live.failed = failed
+                .iter()
+                .filter_map(|v| successor_of.get(&v.instance_id).cloned())
+                .collect();
         }
-        let (retired, kept) = plan.after_round(round, &failed_slots);
-        let mut retired: Vec<String> = retired.into_iter().map(str::to_owned).collect();
-        let kept: Vec<String> = kept.into_iter().map(str::to_owned).collect();
-        if !retired.is_empty() {
-            terminate(aws, &retired, self.full, self.progress).await?;
-        }
-        let stopped = if failed.is_empty() {
-            None
-        } else {
-            let ids: Vec<String> = failed.iter().map(|v| v.instance_id.clone()).collect();
-            if !self.keep_failed {
-                terminate(aws, &ids, false, self.progress).await?;
-                retired.extend(ids);
-            }
-            Some(RolloutStopped {
-                batch: round + 1,
-                failed: failed
-                    .iter()
-                    .map(|v| {
-                        let slot = successor_of[&v.instance_id];
-                        let d = rolled[slot];
-                        (format!("{}[{}] {}", d.role, d.index, d.name), (*v).clone())
-                    })
-                    .collect(),
-                kept,
-                successors_kept: self.keep_failed,
-            })
-        };
-        Ok(RoundDone {
-            launched: summaries,
-            moved,
-            unresolved,
-            terminated: retired,
-            stopped,
+        self.done.launched.extend(summaries);
+        Ok(RoundWaited {
+            failed: failed.into_iter().cloned().collect(),
+            successor_of,
         })
+    }
+
+    /// Retires the old instances whose successors are healthy and hold their names; stops
+    /// the rollout when a successor of the round was not healthy in time.
+    async fn retire(&mut self, round: u32, shared: &Shared<'_, '_>) -> anyhow::Result<()> {
+        let RoundWaited {
+            failed,
+            successor_of,
+        } = self.round.take().unwrap_or_default();
+        let failed_slots: BTreeSet<String> = shared.live().failed.clone();
+        let failed_refs: BTreeSet<&str> = failed_slots.iter().map(String::as_str).collect();
+        let (retired, kept) = self.plan.instances.after_round(round, &failed_refs);
+        let retired: Vec<String> = retired.into_iter().map(str::to_owned).collect();
+        let kept: Vec<String> = kept.into_iter().map(str::to_owned).collect();
+        terminate(shared.aws, &retired, self.full, self.progress).await?;
+        self.done.terminated.extend(retired);
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = failed.iter().map(|v| v.instance_id.clone()).collect();
+        if !self.keep_failed {
+            terminate(shared.aws, &ids, false, self.progress).await?;
+            self.done.terminated.extend(ids);
+        }
+        let slots: BTreeMap<&str, &DesiredInstance> = self
+            .plan
+            .instances
+            .changes
+            .iter()
+            .filter_map(InstanceChange::rollout)
+            .map(|(d, _)| (d.id.as_str(), d))
+            .collect();
+        // What this round moved is in the ledger; the rest of the rollout, and whatever its
+        // old instances need, stays for a later `up`.
+        Err(anyhow::Error::new(RolloutStopped {
+            batch: round + 1,
+            failed: failed
+                .into_iter()
+                .map(|v| {
+                    let d = slots[successor_of[&v.instance_id].as_str()];
+                    (format!("{}[{}] {}", d.role, d.index, d.name), v)
+                })
+                .collect(),
+            kept,
+            successors_kept: self.keep_failed,
+        }))
+    }
+}
+
+/// The records' executor: each place's record changes as one Route53 change.
+struct RecordSteps<'a> {
+    plan: &'a Plan,
+    /// The project's zone, once it exists.
+    zone: Option<Zone>,
+    /// Names not written because their instance has no DNS name at all.
+    unresolved: Vec<String>,
+}
+
+impl Steps for RecordSteps<'_> {
+    fn run<'s>(
+        &'s mut self,
+        at: At,
+        shared: &'s Shared<'_, '_>,
+    ) -> LocalBoxFuture<'s, anyhow::Result<()>> {
+        async move {
+            let changes: Vec<&RecordChange> = self
+                .plan
+                .dns
+                .changes
+                .iter()
+                .filter(|c| shared.now(*c, at))
+                .collect();
+            if changes.is_empty() {
+                return Ok(());
+            }
+            let dns = shared.live().dns.clone();
+            let unresolved = records_in(shared, self.plan, &mut self.zone, &dns, &changes).await?;
+            self.unresolved.extend(unresolved);
+            Ok(())
+        }
+        .boxed_local()
     }
 }
 
@@ -715,78 +864,81 @@ fn entries(
 }
 
 /// What makes one kind's changes: the calls behind each, and what it keeps of what it made
-/// for the changes after it. The ledger is not its business: [`made_in`] books every change.
+/// for the changes after it. The ledger is not its business: [`made_tier`] books every
+/// change.
 trait Executor<C: kinds::Change> {
     /// Makes one change; returns the AWS id of what it created. The changes of a tier run at
     /// once, so it takes `&self`: what it keeps of a call is kept behind a lock.
     async fn run(&self, c: &C) -> anyhow::Result<Option<String>>;
     /// After a change is made and booked: its bookkeeping and the id `run` returned.
     fn made(&mut self, bookkeeping: &Bookkeeping, id: Option<&str>);
+    /// Before a tier: takes what it needs of what other families made.
+    fn begin(&mut self, _live: &Live) {}
+    /// After a tier: gives other families what they need of what it made.
+    async fn end(&mut self, _shared: &Shared<'_, '_>) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
-/// The one executor of kinds' changes made one by one: the changes of one stage, tier by
-/// tier ([`kinds::tiers`]). A tier is written ahead together, its changes are made at once
-/// (up to [`CONCURRENCY`] in flight, each kind's calls paced by the account's buckets), and
-/// the ones made are confirmed together, under [`written_ahead`]; a change that failed
-/// leaves its entry written ahead for the next plan, and stops the stage after its tier.
-/// Returns the changes made, as the plan shows them.
-async fn made_in<C: kinds::Change, E: Executor<C>>(
-    aws: &Aws,
-    ledger: &Books<'_>,
-    stage: Stage,
-    changes: &[C],
+/// The one executor of kinds' changes made one by one, for one tier: the changes of one
+/// place, which need nothing of each other. The tier is written ahead together, its changes
+/// are made at once (up to [`CONCURRENCY`] in flight, each kind's calls paced by the
+/// account's buckets), and the ones made are confirmed together, under [`written_ahead`]; a
+/// change that failed leaves its entry written ahead for the next plan, and stops apply
+/// after its tier. Returns the changes made, as the plan shows them.
+async fn made_tier<C: kinds::Change, E: Executor<C>>(
+    shared: &Shared<'_, '_>,
+    tier: &[&C],
     executor: &mut E,
     family: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let mut done = Vec::new();
-    for tier in kinds::tiers(changes, stage) {
-        let booked: Vec<(&C, Bookkeeping)> = tier.iter().map(|c| (*c, c.bookkeeping())).collect();
-        let mut ahead = Vec::new();
-        for (_, b) in &booked {
-            ahead.extend(entries(b, ledger::State::Pending, None)?);
-        }
-        let runner = &*executor;
-        let runs = stream::iter(&booked)
-            .map(|(c, _)| async move {
-                tracing::info!("{family}: {c}");
-                runner.run(c).await
-            })
-            .buffered(CONCURRENCY)
-            .collect::<Vec<anyhow::Result<Option<String>>>>()
-            .map(anyhow::Ok);
-        let results = written_ahead(aws, ledger, ahead, runs, |results| {
-            let mut after = Vec::new();
-            for ((_, b), result) in booked.iter().zip(results) {
-                if let Ok(id) = result {
-                    after.extend(entries(b, ledger::State::Done, id.as_deref())?);
-                }
-            }
-            Ok(after)
+    let booked: Vec<(&C, Bookkeeping)> = tier.iter().map(|c| (*c, c.bookkeeping())).collect();
+    let mut ahead = Vec::new();
+    for (_, b) in &booked {
+        ahead.extend(entries(b, ledger::State::Pending, None)?);
+    }
+    let runner = &*executor;
+    let runs = stream::iter(&booked)
+        .map(|(c, _)| async move {
+            tracing::info!("{family}: {c}");
+            runner.run(c).await
         })
-        .await?;
-        let mut failed = Vec::new();
-        for ((c, b), result) in booked.iter().zip(results) {
-            match result {
-                Ok(id) => {
-                    executor.made(b, id.as_deref());
-                    done.push(c.to_string());
-                }
-                Err(e) => failed.push((c.to_string(), e)),
+        .buffered(CONCURRENCY)
+        .collect::<Vec<anyhow::Result<Option<String>>>>()
+        .map(anyhow::Ok);
+    let results = written_ahead(shared.aws, shared.ledger, ahead, runs, |results| {
+        let mut after = Vec::new();
+        for ((_, b), result) in booked.iter().zip(results) {
+            if let Ok(id) = result {
+                after.extend(entries(b, ledger::State::Done, id.as_deref())?);
             }
         }
-        let mut failed = failed.into_iter();
-        if let Some((change, first)) = failed.next() {
-            let others: Vec<String> = failed.map(|(c, e)| format!("{c}: {e:#}")).collect();
-            if others.is_empty() {
-                return Err(first);
+        Ok(after)
+    })
+    .await?;
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for ((c, b), result) in booked.iter().zip(results) {
+        match result {
+            Ok(id) => {
+                executor.made(b, id.as_deref());
+                done.push(c.to_string());
             }
-            // The first failure stays the error, its typed cause (and exit code) with it.
-            return Err(first.context(format!(
-                "{} {family} changes failed (also {}); {change}",
-                others.len() + 1,
-                others.join("; ")
-            )));
+            Err(e) => failed.push((c.to_string(), e)),
         }
+    }
+    let mut failed = failed.into_iter();
+    if let Some((change, first)) = failed.next() {
+        let others: Vec<String> = failed.map(|(c, e)| format!("{c}: {e:#}")).collect();
+        if others.is_empty() {
+            return Err(first);
+        }
+        // The first failure stays the error, its typed cause (and exit code) with it.
+        return Err(first.context(format!(
+            "{} {family} changes failed (also {}); {change}",
+            others.len() + 1,
+            others.join("; ")
+        )));
     }
     Ok(done)
 }
@@ -936,28 +1088,6 @@ fn resolve<'a>(ids: &'a BTreeMap<String, String>, resource: &str) -> anyhow::Res
         .ok_or_else(|| anyhow::anyhow!("internal: {resource} is neither observed nor created"))
 }
 
-/// Makes network changes of one stage, in the order [`NetChange::stage`] gives. Returns
-/// them as the plan shows them.
-async fn network_stage(
-    stage: Stage,
-    net: &mut NetApply<'_>,
-    ledger: &Books<'_>,
-    changes: &[NetChange],
-) -> anyhow::Result<Vec<String>> {
-    let done = made_in(net.aws, ledger, stage, changes, net, "network").await?;
-    let moved = std::mem::take(&mut *locked(&net.moved));
-    if !moved.is_empty() {
-        // Instances that got an address have a new public DNS name for their records.
-        let ids: Vec<String> = moved.keys().cloned().collect();
-        for o in net.aws.ec2.by_ids(&ids).await? {
-            if let (Some(slot), Some(dns)) = (moved.get(&o.instance_id), o.dns_name()) {
-                net.new_dns.insert(slot.clone(), dns.to_ascii_lowercase());
-            }
-        }
-    }
-    Ok(done)
-}
-
 /// What network changes need beyond themselves.
 struct NetApply<'a> {
     aws: &'a Aws,
@@ -971,8 +1101,6 @@ struct NetApply<'a> {
     launched: BTreeMap<String, String>,
     /// Instances an address moved to (instance id → slot).
     moved: Mutex<BTreeMap<String, String>>,
-    /// The DNS names of those instances, after the move (slot → name).
-    new_dns: BTreeMap<String, String>,
 }
 
 impl NetApply<'_> {
@@ -982,6 +1110,30 @@ impl NetApply<'_> {
 }
 
 impl Executor<NetChange> for NetApply<'_> {
+    fn begin(&mut self, live: &Live) {
+        self.launched = live.launched.clone();
+    }
+
+    /// Instances launch into the resources as they are now; an instance that got an address
+    /// has a new public DNS name for its records.
+    async fn end(&mut self, shared: &Shared<'_, '_>) -> anyhow::Result<()> {
+        shared.live().resources = self.ids.clone();
+        let moved = std::mem::take(&mut *locked(&self.moved));
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = moved.keys().cloned().collect();
+        for o in self.aws.ec2.by_ids(&ids).await? {
+            if let (Some(slot), Some(dns)) = (moved.get(&o.instance_id), o.dns_name()) {
+                shared
+                    .live()
+                    .dns
+                    .insert(slot.clone(), dns.to_ascii_lowercase());
+            }
+        }
+        Ok(())
+    }
+
     fn made(&mut self, bookkeeping: &Bookkeeping, id: Option<&str>) {
         match bookkeeping {
             Bookkeeping::Create(resource) => {
@@ -1159,25 +1311,22 @@ impl Executor<NetChange> for NetApply<'_> {
     }
 }
 
-/// Makes the plan's record changes of `stage` that `now` picks as one Route53 change (which
+/// Makes `changes` (records of one place) as one Route53 change (which
 /// `cloud::route53::change` splits only where Route53's batch limits say), under the one
-/// write-ahead protocol. `new_dns` holds the DNS names of the instances that run now, by
-/// slot; returns the names not written because their instance has no DNS name at all.
+/// write-ahead protocol, creating the zone first when the plan says so. `new_dns` holds the
+/// DNS names of the instances that run now, by slot; returns the names not written because
+/// their instance has no DNS name at all.
 async fn records_in(
-    aws: &Aws,
+    shared: &Shared<'_, '_>,
     plan: &Plan,
-    ledger: &Books<'_>,
-    zone: &Option<Zone>,
+    zone: &mut Option<Zone>,
     new_dns: &BTreeMap<String, String>,
-    stage: Stage,
-    now: impl Fn(&RecordChange) -> bool,
+    changes: &[&RecordChange],
 ) -> anyhow::Result<Vec<String>> {
+    let (aws, ledger) = (shared.aws, shared.ledger);
     let mut unresolved = Vec::new();
     let (mut ops, mut ahead, mut after) = (Vec::new(), Vec::new(), Vec::new());
-    for c in kinds::in_stage(&plan.dns.changes, stage)
-        .into_iter()
-        .filter(|c| now(c))
-    {
+    for c in changes {
         let op = match c.op(new_dns) {
             Ok(op) => op,
             Err(why) => {
@@ -1198,11 +1347,13 @@ async fn records_in(
         book(aws, ledger, after).await?;
         return Ok(unresolved);
     }
-    let zone = match (zone, &plan.dns.create_zone) {
+    let zone = match (&*zone, &plan.dns.create_zone) {
         (Some(zone), _) => zone.clone(),
         (None, Some(domain)) => {
             tracing::info!("creating the hosted zone {domain}");
-            aws.route53.create_zone(domain, &plan.project).await?
+            let made = aws.route53.create_zone(domain, &plan.project).await?;
+            *zone = Some(made.clone());
+            made
         }
         (None, None) => anyhow::bail!("internal: record changes without a zone"),
     };
@@ -1227,6 +1378,9 @@ pub async fn terminate(
     fully: bool,
     progress: &Progress,
 ) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     tracing::info!("terminating {} instance(s): {}", ids.len(), ids.join(", "));
     aws.ec2.terminate(ids).await?;
     if !fully {
@@ -1583,24 +1737,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn of_two_stages_run_at_once_the_first_failure_is_the_error_with_its_type() {
+    fn of_families_run_at_once_the_first_failure_is_the_error_with_its_type() {
         #[derive(Debug, thiserror::Error)]
         #[error("iam refused")]
         struct Refused;
-        let ok = || anyhow::Ok(1);
-        let refused = || Err::<u32, _>(anyhow::Error::new(Refused));
-        let gone = || Err::<u32, _>(anyhow::anyhow!("vpc gone"));
-        assert_eq!(both((ok(), ok())).unwrap(), (1, 1));
-        let e = both((ok(), refused())).unwrap_err();
+        let ok = || anyhow::Ok(());
+        let refused = || Err::<(), _>(anyhow::Error::new(Refused));
+        let gone = || Err::<(), _>(anyhow::anyhow!("vpc gone"));
+        assert!(first_error(vec![ok(), ok()]).is_ok());
+        let e = first_error(vec![ok(), refused()]).unwrap_err();
         assert!(e.downcast_ref::<Refused>().is_some(), "{e:#}");
-        let e = both((gone(), refused())).unwrap_err();
+        let e = first_error(vec![gone(), refused(), ok()]).unwrap_err();
         assert_eq!(format!("{e:#}"), "vpc gone", "the first is the error");
-        let e = both((refused(), gone())).unwrap_err();
+        let e = first_error(vec![refused(), gone()]).unwrap_err();
         assert!(
             e.downcast_ref::<Refused>().is_some(),
             "its type kept: {e:#}"
         );
     }
+
     use crate::desired::{
         compute,
         tests::{NoPlugins, definition},

@@ -15,6 +15,7 @@ use crate::cloud::{Aws, CallSummary, Connection, LockHolder};
 use crate::definition::Definition;
 use crate::desired::{self, Desired};
 use crate::kinds;
+use crate::kinds::instances::InstanceChange;
 use crate::kinds::network::{self, ObservedResource};
 use crate::kinds::records::DnsState;
 use crate::ledger::{self, Ledger};
@@ -246,7 +247,7 @@ async fn observe_dns(
 struct Survey {
     /// Empty when it was not read.
     ledger: Ledger,
-    observed: Vec<plan::ObservedInstance>,
+    observed: Vec<crate::kinds::instances::ObservedInstance>,
     resources: Vec<ObservedResource>,
     dns: DnsState,
     plan: Plan,
@@ -425,8 +426,8 @@ pub async fn up(
             if plan.is_empty() {
                 return Ok(None);
             }
-            if plan.is_destructive() && !yes {
-                let doomed = plan.terminated_ids().count();
+            if plan.instances.is_destructive() && !yes {
+                let doomed = plan.instances.terminated_ids().count();
                 eprintln!("{plan}");
                 confirm(
                     &format!(
@@ -485,13 +486,6 @@ impl fmt::Display for DownReport {
                 "terminated {} instance(s) of {target}",
                 self.terminated.len()
             )?;
-            for i in &self.terminated {
-                write!(
-                    f,
-                    "\n  {} {} ({}[{}])",
-                    i.name, i.instance_id, i.role, i.index
-                )?;
-            }
             for n in self.families.0.iter().flat_map(|(_, lines)| lines) {
                 write!(f, "\n  {n}")?;
             }
@@ -548,7 +542,6 @@ impl Serialize for FamilyLines {
 /// asks, unless `yes`.
 fn down_confirmed(
     plan: &Plan,
-    terminated: &[InstanceSummary],
     yes: bool,
     environment: &crate::definition::Environment,
 ) -> anyhow::Result<()> {
@@ -557,12 +550,6 @@ fn down_confirmed(
         return Ok(());
     }
     eprintln!("heet will delete these resources of {project}/{env}:");
-    for i in terminated {
-        eprintln!(
-            "  instance {} {} ({}[{}], {})",
-            i.name, i.instance_id, i.role, i.index, i.state
-        );
-    }
     let mut counts = Vec::new();
     for family in plan.families() {
         let deleted: Vec<_> = kinds::deleted(family).collect();
@@ -578,10 +565,7 @@ fn down_confirmed(
         None => String::new(),
     };
     confirm(
-        &format!(
-            "terminate {} instance(s), delete {families}",
-            terminated.len(),
-        ),
+        &format!("delete {families}"),
         environment.protected.then_some(env),
     )
 }
@@ -704,64 +688,20 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
         unexpected: Vec::new(),
         changed: Vec::new(),
         rolling: Vec::new(),
-        as_launched: plan.as_launched.iter().map(ToString::to_string).collect(),
+        as_launched: plan
+            .instances
+            .as_launched
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         dead_records: Vec::new(),
         conflicts: Vec::new(),
-        foreign: plan.foreign.clone(),
+        foreign: Vec::new(),
         foreign_records: plan.dns.forgotten.clone(),
         last_runs: crate::tasks::last_runs(&observed, &def.project, env),
-        in_sync: plan.unchanged,
+        in_sync: plan.instances.unchanged,
         aws_calls: CallSummary::default(),
     };
-    for c in &plan.changes {
-        match c {
-            plan::Change::Create { instance: d } => report
-                .missing
-                .push(format!("{}[{}] {}", d.role, d.index, d.name)),
-            plan::Change::Replace {
-                instance_id,
-                instance: d,
-                successor: Some(successor),
-                ..
-            } => report.rolling.push(format!(
-                "{}[{}] {} {instance_id}: its successor {successor} runs with the new settings",
-                d.role, d.index, d.name
-            )),
-            plan::Change::Replace {
-                instance_id,
-                reasons,
-                instance: d,
-                successor: None,
-                ..
-            } => report.changed.push(format!(
-                "{}[{}] {} {instance_id}: {}",
-                d.role,
-                d.index,
-                d.name,
-                reasons.join(", ")
-            )),
-            plan::Change::UpdateTags {
-                instance_id,
-                role,
-                index,
-                name,
-                set,
-            } => report.changed.push(format!(
-                "{role}[{index}] {name} {instance_id}: tags {}",
-                set.keys().cloned().collect::<Vec<_>>().join(", ")
-            )),
-            plan::Change::Delete {
-                instance_id,
-                role,
-                index,
-                name,
-                reason,
-                ..
-            } => report
-                .unexpected
-                .push(format!("{role}[{index}] {name} {instance_id}: {reason}")),
-        }
-    }
     let live: std::collections::BTreeSet<String> = observed
         .iter()
         .filter_map(|o| o.dns_name().map(str::to_ascii_lowercase))
@@ -776,24 +716,27 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
     }
     // What points at a rolling slot (its names, its address) moves with its rollout: part
     // of it, not drift of its own.
-    let rolling: std::collections::BTreeSet<&str> = plan
-        .changes
-        .iter()
-        .filter(|c| c.successor().is_some())
-        .filter_map(|c| c.rollout().map(|(d, _)| d.id.as_str()))
+    let families = plan.families();
+    let changes = || families.iter().flat_map(|f| f.changes());
+    let rolling: std::collections::BTreeSet<&str> = changes()
+        .filter(|c| c.rolls())
+        .filter_map(|c| c.slot())
         .collect();
-    for family in plan.families() {
+    for family in families {
         report.conflicts.extend(family.conflicts().iter().cloned());
         report.foreign.extend(family.foreign().iter().cloned());
-        for c in family.changes() {
-            if !c.is_drift() || c.slot().is_some_and(|s| rolling.contains(s)) {
-                continue;
-            }
-            match kinds::drift(c) {
-                kinds::Drift::Missing => report.missing.push(c.to_string()),
-                kinds::Drift::Unexpected => report.unexpected.push(c.to_string()),
-                kinds::Drift::Changed => report.changed.push(c.to_string()),
-            }
+    }
+    for c in changes() {
+        let rolls_with = !c.rolls() && c.slot().is_some_and(|s| rolling.contains(s));
+        if !c.is_drift() || rolls_with {
+            continue;
+        }
+        let line = c.drift_line();
+        match kinds::drift(c) {
+            kinds::Drift::Missing => report.missing.push(line),
+            kinds::Drift::Unexpected => report.unexpected.push(line),
+            kinds::Drift::Changed => report.changed.push(line),
+            kinds::Drift::Rolling => report.rolling.push(line),
         }
     }
     report.drift = !(report.missing.is_empty()
@@ -903,9 +846,8 @@ pub async fn down(
                 plan: now_plan,
             } = survey(&aws, &def, &nothing, true).await?;
             (observed, plan) = (now, now_plan);
-            let doomed = terminated_by(&plan, &observed);
-            if !doomed.is_empty() || plan.families().iter().any(|f| !f.changes().is_empty()) {
-                down_confirmed(&plan, &doomed, yes, &environment)?;
+            if plan.families().iter().any(|f| !f.changes().is_empty()) {
+                down_confirmed(&plan, yes, &environment)?;
             }
             let cx = apply::Context {
                 ledger: &mut ledger,
@@ -926,9 +868,9 @@ pub async fn down(
         terminated: terminated_by(&plan, &observed),
         families: FamilyLines::of(&plan),
         foreign: plan
-            .foreign
+            .families()
             .iter()
-            .chain(plan.families().iter().flat_map(|f| f.foreign()))
+            .flat_map(|f| f.foreign())
             .cloned()
             .collect(),
         foreign_records: plan.dns.forgotten.clone(),
@@ -941,15 +883,18 @@ pub async fn down(
 
 /// The instances `plan` terminates, as reported: in the slots the plan placed them in (an
 /// adopted instance has no slot tags yet).
-fn terminated_by(plan: &Plan, observed: &[plan::ObservedInstance]) -> Vec<InstanceSummary> {
-    let ids: std::collections::BTreeSet<&str> = plan.terminated_ids().collect();
+fn terminated_by(
+    plan: &Plan,
+    observed: &[crate::kinds::instances::ObservedInstance],
+) -> Vec<InstanceSummary> {
+    let ids: std::collections::BTreeSet<&str> = plan.instances.terminated_ids().collect();
     let mut out: Vec<InstanceSummary> = observed
         .iter()
         .filter(|o| ids.contains(o.instance_id.as_str()))
         .map(|o| {
             let mut s = InstanceSummary::of(o);
-            for c in &plan.changes {
-                if let plan::Change::Delete {
+            for c in &plan.instances.changes {
+                if let InstanceChange::Delete {
                     instance_id,
                     role,
                     index,

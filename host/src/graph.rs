@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::desired::Desired;
+use crate::kinds::instances::ObservedInstance;
 use crate::kinds::network::{Detail, ObservedResource, Source};
 use crate::kinds::records::DnsState;
-use crate::plan::ObservedInstance;
 
 /// What a node stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

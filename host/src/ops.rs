@@ -11,8 +11,8 @@ use crate::cli::Global;
 use crate::cloud::{Aws, ConfigValue};
 use crate::commands::{Outcome, UsageError, connection, emit, emit_in, emit_stats};
 use crate::definition::Definition;
+use crate::kinds::instances::ObservedInstance;
 use crate::namespace;
-use crate::plan::ObservedInstance;
 
 /// Where an environment's config lives: `/heet/<project>/<env>/config/`.
 pub fn config_path(project: &str, env: &str) -> String {

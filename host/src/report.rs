@@ -11,9 +11,10 @@ use serde::{Serialize, Serializer};
 
 use crate::desired::DesiredInstance;
 use crate::kinds::iam::{Attachable, Holder, IamChange, Kind};
+use crate::kinds::instances::InstanceChange as Change;
 use crate::kinds::network::{NetChange, ObservedRule, Rule, Source, SubnetRef, VpcRef};
 use crate::kinds::records::RecordChange;
-use crate::plan::{Change, Plan};
+use crate::plan::Plan;
 
 /// `serialize_with` for a report's `plan` field.
 pub fn plan<S: Serializer>(plan: &Plan, s: S) -> Result<S::Ok, S::Error> {
@@ -45,7 +46,7 @@ impl<'a> PlanJson<'a> {
         PlanJson {
             project: &p.project,
             env: &p.env,
-            changes: p.changes.iter().map(ChangeJson::of).collect(),
+            changes: p.instances.changes.iter().map(ChangeJson::of).collect(),
             network: p.network.iter().map(NetJson::of).collect(),
             iam: IamJson {
                 changes: p.iam.changes.iter().map(IamChangeJson::of).collect(),
@@ -57,8 +58,9 @@ impl<'a> PlanJson<'a> {
             create_zone: p.dns.create_zone.as_deref(),
             conflicts: &p.dns.conflicts,
             foreign_records: &p.dns.forgotten,
-            unchanged: p.unchanged,
+            unchanged: p.instances.unchanged,
             as_launched: p
+                .instances
                 .as_launched
                 .iter()
                 .map(|a| AsLaunchedJson {
@@ -69,11 +71,11 @@ impl<'a> PlanJson<'a> {
                     settings: a.settings.iter().map(|s| s.name()).collect(),
                 })
                 .collect(),
-            foreign: &p.foreign,
-            unadopted: &p.unadopted,
-            unresolved: &p.unresolved,
+            foreign: &p.instances.foreign,
+            unadopted: &p.instances.unadopted,
+            unresolved: &p.instances.unresolved,
             teardown: p.teardown,
-            settled: &p.settled,
+            settled: &p.instances.settled,
         }
     }
 }
@@ -810,7 +812,7 @@ mod tests {
     #[test]
     fn plans_show_user_data_only_as_size_and_hash() {
         let mut p = every_change();
-        let Change::Create { instance } = &mut p.changes[0] else {
+        let Change::Create { instance } = &mut p.instances.changes[0] else {
             panic!("a create first")
         };
         instance.user_data = "secret=hunter2".into();

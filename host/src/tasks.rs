@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use crate::definition::DefinitionError;
 use crate::kinds::iam::ErrorAt;
-use crate::plan::ObservedInstance;
+use crate::kinds::instances::ObservedInstance;
 use crate::plugins::api::TaskScript;
 use crate::rolling::Amount;
 

@@ -14,8 +14,8 @@ use aws_sdk_ec2::types::{
 
 use super::{FRESH_ID_WAIT, PROFILE_WAIT, not_known_yet, retry_raw, retry_while, sdk_error};
 use crate::desired::{DATA_DEVICE, DesiredInstance};
+use crate::kinds::instances::ObservedInstance;
 use crate::namespace::{TAG_ENV, TAG_PROJECT};
-use crate::plan::ObservedInstance;
 use crate::rolling::Health;
 
 /// One RunInstances: `count` instances with `instance`'s launch settings (the batch's first

@@ -2,23 +2,27 @@
 //! observed forms, the pure diff between them as a list of changes, each with the stage and
 //! order apply makes it in and the ledger entry written ahead of it.
 //!
-//! The network kinds ([`network`]: VPC, gateway, subnets, groups, addresses, key pairs), IAM
-//! ([`iam`]) and DNS records ([`records`]) are written this way: their changes implement
-//! [`Change`], their part of a plan [`Family`], and apply makes them stage by stage under one
-//! write-ahead protocol. Instances keep their own planning in `plan.rs` (see
-//! ARCHITECTURE.md).
+//! Instances ([`instances`]), the network kinds ([`network`]: VPC, gateway, subnets, groups,
+//! addresses, key pairs), IAM ([`iam`]) and DNS records ([`records`]) are written this way:
+//! their changes implement [`Change`], their part of a plan [`Family`], and apply makes them
+//! stage by stage under one write-ahead protocol.
 //!
 //! A family's part of a plan implements [`Family`], and `Plan::families` lists each family
 //! once: the plan's summary and lines, `status`'s drift, and `down`'s list, confirmation and
 //! report come from that list, not from code per family.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 pub mod iam;
+pub mod instances;
 pub mod network;
 pub mod records;
 
-/// When apply makes a change, relative to the instances.
+/// When apply makes a change, relative to the instances. Within a stage, a change's place
+/// (see [`Change::stage`]) is shared by every kind: apply makes a stage place by place, every
+/// kind's changes of one place at once, so a kind's place says what it comes after in every
+/// other kind too (ARCHITECTURE.md has the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
     /// Before any instance is launched or terminated: what instances need.
@@ -27,6 +31,11 @@ pub enum Stage {
     Running,
     /// Once the old instances are gone: what they needed.
     After,
+}
+
+impl Stage {
+    /// In apply's order.
+    pub const ALL: [Stage; 3] = [Stage::Before, Stage::Running, Stage::After];
 }
 
 /// The ledger bookkeeping a change needs, which apply does around it: what it makes is
@@ -63,6 +72,11 @@ pub trait Change: fmt::Display {
     /// Whether it removes something (`status` reports it as unexpected; a network delete
     /// makes apply wait until terminated instances are fully gone).
     fn is_delete(&self) -> bool;
+    /// Whether it removes something `down` lists: a resource the ledger lists, not the rules,
+    /// attachments and memberships undone on the way, nor a record found gone already.
+    fn removes(&self) -> bool {
+        self.is_delete() && !matches!(self.bookkeeping(), Bookkeeping::None)
+    }
     /// Whether `status` reports it as drift (a record already gone is only bookkeeping).
     fn is_drift(&self) -> bool {
         true
@@ -71,6 +85,19 @@ pub trait Change: fmt::Display {
     /// in that slot's rollout round, and while that rollout is under way it is not drift.
     fn slot(&self) -> Option<&str> {
         None
+    }
+    /// A kept instance still booting that it waits for before it is made: (slot, id).
+    fn waits_for(&self) -> Option<(&str, &str)> {
+        None
+    }
+    /// Whether it is a rollout under way (its successor runs): `status` reports it as
+    /// rolling, and what points at its slot as part of it.
+    fn rolls(&self) -> bool {
+        false
+    }
+    /// How `status` names it; the plan's line unless the kind says it shorter.
+    fn drift_line(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -83,6 +110,18 @@ pub trait Family {
     fn deleted_noun(&self) -> &'static str;
     /// Its changes, in the plan's order.
     fn changes(&self) -> Vec<&dyn Change>;
+    /// Its part of the plan's first line; by default its count of changes, when it has any.
+    fn summary(&self) -> Option<String> {
+        match self.changes().len() {
+            0 => None,
+            n => Some(format!("{n} {} change(s)", self.label())),
+        }
+    }
+    /// Lines the plan shows after every family's changes: what a change line does not say
+    /// (a rollout's batches, a zone made first, what was found and how it is taken).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Names heet would make that something it did not make holds: while any exist, nothing
     /// of the plan is applied.
     fn conflicts(&self) -> &[String] {
@@ -92,19 +131,23 @@ pub trait Family {
     fn foreign(&self) -> &[String] {
         &[]
     }
+    /// The places at which it has changes to make in `stage` and rollout round `round`
+    /// (`rounds`: the round of each replaced slot).
+    fn places(&self, stage: Stage, round: u32, rounds: &BTreeMap<&str, u32>) -> Vec<u8> {
+        self.changes()
+            .into_iter()
+            .filter(|c| due(*c, stage, round, rounds))
+            .map(|c| c.stage().1)
+            .collect()
+    }
     /// Whether applying the plan has nothing to do for this family: no change, conflict or
     /// ledger bookkeeping.
     fn is_empty(&self) -> bool;
 }
 
-/// The changes of a family `down`'s list names: the resources it deletes and the ledger
-/// lists (not the rules, attachments and memberships undone on the way, nor a record found
-/// gone already).
+/// The changes of a family `down`'s list names ([`Change::removes`]).
 pub fn deleted(family: &dyn Family) -> impl Iterator<Item = &dyn Change> {
-    family
-        .changes()
-        .into_iter()
-        .filter(|c| c.is_delete() && !matches!(c.bookkeeping(), Bookkeeping::None))
+    family.changes().into_iter().filter(|c| c.removes())
 }
 
 /// How `status` calls a change: something missing, something not wanted, or something to
@@ -114,12 +157,16 @@ pub enum Drift {
     Missing,
     Unexpected,
     Changed,
+    /// A rollout under way: not drift, `up` finishes it.
+    Rolling,
 }
 
 /// A change that makes something says it is missing, one that removes it that it is not
-/// wanted; the rest repair it.
+/// wanted, a rollout under way that it is rolling; the rest repair it.
 pub fn drift(change: &dyn Change) -> Drift {
-    if change.creates() {
+    if change.rolls() {
+        Drift::Rolling
+    } else if change.creates() {
         Drift::Missing
     } else if change.is_delete() {
         Drift::Unexpected
@@ -128,28 +175,24 @@ pub fn drift(change: &dyn Change) -> Drift {
     }
 }
 
-/// The changes of `stage` in the order they are made there.
-pub fn in_stage<C: Change>(changes: &[C], stage: Stage) -> Vec<&C> {
-    let mut of_stage: Vec<&C> = changes.iter().filter(|c| c.stage().0 == stage).collect();
-    of_stage.sort_by_key(|c| c.stage().1);
-    of_stage
-}
-
-/// The changes of `stage` in tiers: the changes of one place in the stage, which need
-/// nothing of each other and are made at once, tier after tier (the plan's order within).
-pub fn tiers<C: Change>(changes: &[C], stage: Stage) -> Vec<Vec<&C>> {
-    in_stage(changes, stage)
-        .chunk_by(|a, b| a.stage().1 == b.stage().1)
-        .map(<[&C]>::to_vec)
-        .collect()
+/// Whether `change` is made at `stage` in rollout round `round`: outside the rounds, in
+/// round 0; what points at a replaced slot moves in its slot's round (`rounds`), everything
+/// else in round 0.
+pub fn due(change: &dyn Change, stage: Stage, round: u32, rounds: &BTreeMap<&str, u32>) -> bool {
+    let (at, _) = change.stage();
+    let of = change
+        .slot()
+        .and_then(|s| rounds.get(s).copied())
+        .unwrap_or(0);
+    at == stage && (stage != Stage::Running || of == round)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A change that is only its stage and place, named by a letter.
-    struct At(char, Stage, u8);
+    /// A change that is only its stage, place and slot, named by a letter.
+    struct At(char, Stage, u8, Option<&'static str>);
 
     impl fmt::Display for At {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -170,26 +213,29 @@ mod tests {
         fn is_delete(&self) -> bool {
             false
         }
+        fn slot(&self) -> Option<&str> {
+            self.3
+        }
     }
 
     #[test]
-    fn tiers_are_the_places_of_a_stage_in_order_each_in_the_plans_order() {
-        let changes = [
-            At('a', Stage::Before, 3),
-            At('b', Stage::After, 0),
-            At('c', Stage::Before, 1),
-            At('d', Stage::Before, 3),
-            At('e', Stage::Before, 1),
-            At('f', Stage::Before, 2),
-        ];
-        let shown = |stage| -> Vec<String> {
-            tiers(&changes, stage)
-                .iter()
-                .map(|t| t.iter().map(|c| c.to_string()).collect())
-                .collect()
-        };
-        assert_eq!(shown(Stage::Before), ["ce", "f", "ad"]);
-        assert_eq!(shown(Stage::After), ["b"]);
-        assert!(shown(Stage::Running).is_empty());
+    fn a_change_is_due_in_its_stage_and_what_points_at_a_replaced_slot_in_its_round() {
+        let rounds = BTreeMap::from([("www-1", 2)]);
+        let due = |c: &At, stage, round| due(c, stage, round, &rounds);
+        let before = At('a', Stage::Before, 3, None);
+        assert!(due(&before, Stage::Before, 0));
+        assert!(!due(&before, Stage::After, 0));
+        let to_new = At('b', Stage::Running, 4, Some("www-0"));
+        assert!(
+            due(&to_new, Stage::Running, 0),
+            "a slot not replaced: round 0"
+        );
+        assert!(!due(&to_new, Stage::Running, 2));
+        let to_replaced = At('c', Stage::Running, 4, Some("www-1"));
+        assert!(!due(&to_replaced, Stage::Running, 0));
+        assert!(
+            due(&to_replaced, Stage::Running, 2),
+            "moves in its slot's round"
+        );
     }
 }

@@ -668,8 +668,8 @@ impl Change for NetChange {
             // A key pair is replaced under its name: the old one goes right before.
             NetChange::DeleteKey { replaced: true, .. } => (Stage::Before, 7),
             NetChange::CreateKey { .. } => (Stage::Before, 8),
-            NetChange::Allocate { .. } => (Stage::Running, 0),
-            NetChange::Associate { .. } => (Stage::Running, 1),
+            NetChange::Allocate { .. } => (Stage::Running, 2),
+            NetChange::Associate { .. } => (Stage::Running, 3),
             NetChange::DeleteGroup { .. } => (Stage::After, 0),
             NetChange::DeleteSubnet { .. } => (Stage::After, 1),
             NetChange::DeleteGateway { .. } => (Stage::After, 2),

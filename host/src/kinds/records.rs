@@ -137,12 +137,27 @@ impl fmt::Display for RecordChange {
 }
 
 impl Change for RecordChange {
+    /// The kept instance still booting whose name this record waits for: (slot, id).
+    fn waits_for(&self) -> Option<(&str, &str)> {
+        match self {
+            RecordChange::Upsert {
+                slot,
+                instance_id: Some(id),
+                ..
+            } => Some((slot, id)),
+            RecordChange::Upsert {
+                instance_id: None, ..
+            }
+            | RecordChange::Delete { .. } => None,
+        }
+    }
+
     fn stage(&self) -> (Stage, u8) {
         match self {
             // Ahead of their instances' termination (`apply` says why).
-            RecordChange::Delete { .. } => (Stage::Before, 0),
+            RecordChange::Delete { .. } => (Stage::Before, 20),
             // A new instance's name is known once it runs (and has its address).
-            RecordChange::Upsert { .. } => (Stage::Running, 0),
+            RecordChange::Upsert { .. } => (Stage::Running, 4),
         }
     }
 
@@ -175,21 +190,6 @@ impl Change for RecordChange {
 }
 
 impl RecordChange {
-    /// The kept instance still booting whose name this record waits for: (slot, id).
-    pub fn waits_for(&self) -> Option<(&str, &str)> {
-        match self {
-            RecordChange::Upsert {
-                slot,
-                instance_id: Some(id),
-                ..
-            } => Some((slot, id)),
-            RecordChange::Upsert {
-                instance_id: None, ..
-            }
-            | RecordChange::Delete { .. } => None,
-        }
-    }
-
     /// The Route53 operation that makes it, once its target is known (`new_dns`: the names of
     /// the instances that run now, by slot); `Ok(None)` when nothing is left to call (a record
     /// already gone), `Err` with why when its instance has no DNS name at all.
@@ -259,6 +259,17 @@ impl Family for DnsPlan {
 
     fn changes(&self) -> Vec<&dyn Change> {
         self.changes.iter().map(|c| c as &dyn Change).collect()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let zone = self.create_zone.iter().map(|z| format!("+ zone     {z}"));
+        let forgotten = self.forgotten.iter().map(|name| {
+            format!(
+                "record {}: changed by someone else since heet made it; forgotten, left alone",
+                crate::text::shown(name)
+            )
+        });
+        zone.chain(forgotten).collect()
     }
 
     fn conflicts(&self) -> &[String] {
