@@ -28,9 +28,9 @@ use tokio::sync::OnceCell;
 use crate::cloud::{Aws, Launch, LaunchError, Verdict};
 use crate::desired::DesiredInstance;
 use crate::kinds::iam::{self as iam_kind, Attachable, IamChange, Kind as IamKind};
-use crate::kinds::instances::{Ending, InstanceChange, ObservedInstance, Phase};
+use crate::kinds::instances::{Attribute, Ending, InstanceChange, ObservedInstance, Phase};
 use crate::kinds::network::{self, NetChange, ObservedResource, Source, SubnetRef, VpcRef};
-use crate::kinds::records::{RECORD_TTL, RecordChange, RecordOp, Zone};
+use crate::kinds::records::{RECORD_TTL, Reach, RecordChange, RecordOp, Zone};
 use crate::kinds::{self, Bookkeeping, Change as _, Stage};
 use crate::ledger::{self, Ledger};
 use crate::namespace;
@@ -89,7 +89,7 @@ pub struct Applied {
     pub network: Vec<String>,
     /// IAM changes made, as the plan shows them.
     pub iam: Vec<String>,
-    /// Names not written because their instance has no DNS name at all.
+    /// Names not written because their instance has no DNS name or address at all.
     pub unresolved: Vec<String>,
 }
 
@@ -119,7 +119,8 @@ pub async fn apply(
         run_id,
         keep_failed,
     } = cx;
-    // A name someone else holds stops everything, whichever family would write it.
+    // A name someone else holds, or a change the plan must not make, stops everything,
+    // whichever family it is of.
     for family in plan.families() {
         let (label, names) = (family.label(), family.conflicts());
         if !names.is_empty() {
@@ -127,6 +128,14 @@ pub async fn apply(
                 "nothing applied: {} {label} name(s) are held by what heet did not create: {}",
                 names.len(),
                 names.join("; ")
+            );
+        }
+        let refused = family.refused();
+        if !refused.is_empty() {
+            anyhow::bail!(
+                "nothing applied: {} {label} change(s) refused: {}",
+                refused.len(),
+                refused.join("; ")
             );
         }
     }
@@ -167,12 +176,12 @@ pub async fn apply(
     bookkeeping.extend(legacy.into_iter().map(|k| (k, None)));
     book(aws, shared.ledger, bookkeeping).await?;
 
-    // Groups, subnets and instance profiles can only go once their instances are fully gone.
+    // Groups and subnets can only go once their instances are fully gone.
     let full = plan
         .families()
         .iter()
         .flat_map(|f| f.changes())
-        .any(|c| c.is_delete() && c.stage().0 == Stage::After);
+        .any(|c| c.needs_instances_gone());
     let mut instances = InstanceSteps {
         plan,
         run_id,
@@ -285,9 +294,9 @@ struct Live {
     resources: BTreeMap<String, String>,
     /// The instance launched in each slot this run: what addresses are associated with.
     launched: BTreeMap<String, String>,
-    /// The DNS name of each slot's instance once it runs (or got an address): what its
+    /// How each slot's instance is reached once it runs (or got an address): what its
     /// records point at.
-    dns: BTreeMap<String, String>,
+    dns: BTreeMap<String, Reach>,
     /// The slots of this round whose successors did not become healthy: nothing moves to
     /// them, and their old instances keep serving.
     failed: BTreeSet<String>,
@@ -352,10 +361,11 @@ impl<C: kinds::Change, E: Executor<C>> Steps for Tiered<'_, C, E> {
             }
             self.exec.begin(&shared.live());
             let done = made_tier(shared, &tier, &mut self.exec, self.family).await;
-            // What it made is published even when another change of the tier failed.
-            self.exec.end(shared).await?;
+            // What it made is published even when another change of the tier failed; the
+            // tier's own failure stays the error.
+            let published = self.exec.end(shared).await;
             self.done.extend(done?);
-            Ok(())
+            published
         }
         .boxed_local()
     }
@@ -480,8 +490,25 @@ impl InstanceSteps<'_> {
             .filter(|(_, e)| *e == ending)
             .map(|(id, _)| id.to_owned())
             .collect();
+        self.unprotect(shared, &ids).await?;
         terminate(shared.aws, &ids, self.full, self.progress).await?;
         self.done.terminated.extend(ids);
+        Ok(())
+    }
+
+    /// Turns termination protection off on those of `ids` whose slot's definition turned it
+    /// off (the plan refuses to terminate any other protected instance).
+    async fn unprotect(&self, shared: &Shared<'_, '_>, ids: &[String]) -> anyhow::Result<()> {
+        for id in ids {
+            if self.plan.instances.unprotect.contains(id) {
+                tracing::info!("{id}: disable_api_termination off, to terminate it");
+                shared
+                    .aws
+                    .ec2
+                    .modify(id, Attribute::ApiTermination(false))
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -494,10 +521,18 @@ impl InstanceSteps<'_> {
             .instances
             .changes
             .iter()
-            .filter_map(InstanceChange::retags)
+            .filter_map(|c| Some((c, c.retags()?)))
             .collect();
         let results: Vec<anyhow::Result<()>> = stream::iter(&retags)
-            .map(|(id, name, set)| async move {
+            .map(|(c, (id, name, set))| async move {
+                // What is changed in place first; the tags then say it is.
+                for a in c.modifies() {
+                    tracing::info!("{id} ({name}): {a}");
+                    aws.ec2.modify(id, *a).await?;
+                }
+                if set.is_empty() {
+                    return Ok(());
+                }
                 tracing::info!("retagging {id} ({name})");
                 aws.ec2.set_tags(&[(*id).to_owned()], set).await
             })
@@ -507,7 +542,7 @@ impl InstanceSteps<'_> {
         results.into_iter().collect::<anyhow::Result<()>>()?;
         self.done
             .retagged
-            .extend(retags.iter().map(|(id, _, _)| (*id).to_owned()));
+            .extend(retags.iter().map(|(_, (id, _, _))| (*id).to_owned()));
         let settled = &self.plan.instances.settled;
         book(
             aws,
@@ -531,7 +566,10 @@ impl InstanceSteps<'_> {
             .collect();
         let resources = shared.live().resources.clone();
         let launched = launch(aws, plan, &launches, shared.ledger, self.run_id, &resources).await?;
-        let tagging = tag_members(aws, &launched.batches);
+        let tagging = async {
+            tag_members(aws, &launched.batches).await?;
+            set_launch_attributes(aws, &launched.batches).await
+        };
         let (tagged, waited) = tokio::join!(tagging, self.wait(round, &launched, shared));
         let waited = waited?;
         tagged?;
@@ -635,7 +673,7 @@ impl InstanceSteps<'_> {
             .map(|o| (o.instance_id.as_str(), o))
             .collect();
         tag_volumes(aws, launched, &by_id).await?;
-        let mut dns: BTreeMap<String, String> = BTreeMap::new();
+        let mut dns: BTreeMap<String, Reach> = BTreeMap::new();
         let mut summaries = Vec::new();
         for (slot, d, id) in launched.members() {
             let Some(o) = by_id.get(id.as_str()) else {
@@ -650,9 +688,7 @@ impl InstanceSteps<'_> {
                 state: o.state.clone(),
                 dns_name: o.dns_name().map(str::to_owned),
             });
-            if let Some(name) = o.dns_name() {
-                dns.insert(slot, name.to_ascii_lowercase());
-            }
+            dns.insert(slot, o.reach());
         }
         let waited = booting.iter().copied().chain(
             successor_of
@@ -660,8 +696,8 @@ impl InstanceSteps<'_> {
                 .map(|(id, slot)| (slot.as_str(), id.as_str())),
         );
         for (slot, id) in waited {
-            if let Some(name) = by_id.get(id).and_then(|o| o.dns_name()) {
-                dns.insert(slot.to_owned(), name.to_ascii_lowercase());
+            if let Some(o) = by_id.get(id) {
+                dns.insert(slot.to_owned(), o.reach());
             }
         }
         sort_by_slot(&mut summaries);
@@ -707,6 +743,7 @@ impl InstanceSteps<'_> {
         let (retired, kept) = self.plan.instances.after_round(round, &failed_refs);
         let retired: Vec<String> = retired.into_iter().map(str::to_owned).collect();
         let kept: Vec<String> = kept.into_iter().map(str::to_owned).collect();
+        self.unprotect(shared, &retired).await?;
         terminate(shared.aws, &retired, self.full, self.progress).await?;
         self.done.terminated.extend(retired);
         if failed.is_empty() {
@@ -747,7 +784,7 @@ struct RecordSteps<'a> {
     plan: &'a Plan,
     /// The project's zone, once it exists.
     zone: Option<Zone>,
-    /// Names not written because their instance has no DNS name at all.
+    /// Names not written because their instance has no DNS name or address at all.
     unresolved: Vec<String>,
 }
 
@@ -1124,11 +1161,8 @@ impl Executor<NetChange> for NetApply<'_> {
         }
         let ids: Vec<String> = moved.keys().cloned().collect();
         for o in self.aws.ec2.by_ids(&ids).await? {
-            if let (Some(slot), Some(dns)) = (moved.get(&o.instance_id), o.dns_name()) {
-                shared
-                    .live()
-                    .dns
-                    .insert(slot.clone(), dns.to_ascii_lowercase());
+            if let Some(slot) = moved.get(&o.instance_id) {
+                shared.live().dns.insert(slot.clone(), o.reach());
             }
         }
         Ok(())
@@ -1313,31 +1347,32 @@ impl Executor<NetChange> for NetApply<'_> {
 
 /// Makes `changes` (records of one place) as one Route53 change (which
 /// `cloud::route53::change` splits only where Route53's batch limits say), under the one
-/// write-ahead protocol, creating the zone first when the plan says so. `new_dns` holds the
-/// DNS names of the instances that run now, by slot; returns the names not written because
-/// their instance has no DNS name at all.
+/// write-ahead protocol, creating the zone first when the plan says so. `reach` says how
+/// the instances that run now are reached, by slot; returns the names not written because
+/// their instance has no DNS name or address at all.
 async fn records_in(
     shared: &Shared<'_, '_>,
     plan: &Plan,
     zone: &mut Option<Zone>,
-    new_dns: &BTreeMap<String, String>,
+    reach: &BTreeMap<String, Reach>,
     changes: &[&RecordChange],
 ) -> anyhow::Result<Vec<String>> {
     let (aws, ledger) = (shared.aws, shared.ledger);
     let mut unresolved = Vec::new();
     let (mut ops, mut ahead, mut after) = (Vec::new(), Vec::new(), Vec::new());
     for c in changes {
-        let op = match c.op(new_dns) {
+        let op = match c.ops(reach) {
             Ok(op) => op,
             Err(why) => {
-                // Never a CNAME to an empty name: said, and left for when it has one.
+                // Never a record to an empty name: said, and left for when it has one.
                 tracing::warn!("record not written: {why}");
                 unresolved.push(why);
                 continue;
             }
         };
         let bookkeeping = c.bookkeeping();
-        let target = op.as_ref().map(|op: &RecordOp| op.target.as_str());
+        // What the record holds once the change is made: the last operation's target.
+        let target = op.last().map(|op: &RecordOp| op.target.as_str());
         ahead.extend(entries(&bookkeeping, ledger::State::Pending, target)?);
         after.extend(entries(&bookkeeping, ledger::State::Done, target)?);
         ops.extend(op);
@@ -1726,6 +1761,35 @@ async fn tag_members(aws: &Aws, batches: &[LaunchedBatch<'_>]) -> anyhow::Result
         .await?;
     let results: Vec<anyhow::Result<()>> = stream::iter(&work)
         .map(|(id, tags)| aws.ec2.set_tags(std::slice::from_ref(id), tags))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Turns the source/destination check off on the launched instances whose role says so:
+/// RunInstances takes no such setting. A run killed before leaves it on, which the next plan
+/// sees on the instance and changes in place.
+async fn set_launch_attributes(aws: &Aws, batches: &[LaunchedBatch<'_>]) -> anyhow::Result<()> {
+    let work: Vec<&String> = batches
+        .iter()
+        .filter(|b| b.members[0].source_dest_check == Some(false))
+        .flat_map(|b| &b.batch.instances)
+        .collect();
+    if work.is_empty() {
+        return Ok(());
+    }
+    aws.ec2
+        .wait_until(
+            &work.iter().map(|id| (*id).clone()).collect::<Vec<_>>(),
+            "visible",
+            |_| true,
+            WAIT_TIMEOUT,
+            |_, _| {},
+        )
+        .await?;
+    let results: Vec<anyhow::Result<()>> = stream::iter(work)
+        .map(|id| aws.ec2.modify(id, Attribute::SourceDestCheck(false)))
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;

@@ -702,12 +702,10 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
         in_sync: plan.instances.unchanged,
         aws_calls: CallSummary::default(),
     };
-    let live: std::collections::BTreeSet<String> = observed
-        .iter()
-        .filter_map(|o| o.dns_name().map(str::to_ascii_lowercase))
-        .collect();
+    let live: std::collections::BTreeSet<String> =
+        observed.iter().flat_map(|o| o.record_targets()).collect();
     for (name, owned) in dns.owned.iter().flatten() {
-        if let Some(target) = dns.records.get(name).and_then(|r| r.cname())
+        if let Some(target) = dns.records.get(name).and_then(|r| r.points_at())
             && target == owned.target
             && !live.contains(target)
         {
@@ -724,6 +722,7 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
         .collect();
     for family in families {
         report.conflicts.extend(family.conflicts().iter().cloned());
+        report.conflicts.extend(family.refused());
         report.foreign.extend(family.foreign().iter().cloned());
     }
     for c in changes() {

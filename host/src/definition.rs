@@ -183,6 +183,36 @@ impl Role {
     }
 }
 
+/// Where a role's instances are placed (RunInstances' `Placement`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// `availability_zone`: only where no subnet decides the zone (the default VPC).
+    pub availability_zone: Option<String>,
+    /// `placement_group`: a placement group that exists.
+    pub group: Option<String>,
+    /// `tenancy`: `default`, `dedicated` or `host`.
+    pub tenancy: Option<String>,
+}
+
+impl Placement {
+    /// Its part of the launch settings: empty when nothing is set.
+    pub fn setting(&self) -> String {
+        if *self == Placement::default() {
+            return String::new();
+        }
+        let part = |v: &Option<String>| v.clone().unwrap_or_default();
+        format!(
+            "zone={} group={} tenancy={}",
+            part(&self.availability_zone),
+            part(&self.group),
+            part(&self.tenancy)
+        )
+    }
+}
+
+/// The tenancies EC2 knows.
+pub const TENANCIES: [&str; 3] = ["default", "dedicated", "host"];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Role {
     pub name: String,
@@ -209,6 +239,23 @@ pub struct Role {
     pub volume_keep: bool,
     /// An Elastic IP per instance.
     pub eip: bool,
+    /// `record = "a"`: the role's names are A records to its instances' addresses, not
+    /// CNAMEs to their public DNS names.
+    pub record_a: bool,
+    /// Where and how its instances are placed; a change replaces them.
+    pub placement: Placement,
+    /// Detailed (1-minute) CloudWatch monitoring, changed in place; unset, heet leaves it as
+    /// EC2 has it.
+    pub monitoring: Option<bool>,
+    /// EBS-optimized instances; a change replaces them (EC2 changes it only when stopped).
+    pub ebs_optimized: bool,
+    /// EC2's source/destination check (off for a NAT or a router), changed in place; unset,
+    /// heet leaves it as EC2 has it.
+    pub source_dest_check: Option<bool>,
+    /// Termination protection: while on, heet (and anyone) cannot terminate the instances;
+    /// changed in place. Unset is off (`Some(false)`: said so, which keeps the permission to
+    /// turn it off in `heet iam-policy`).
+    pub disable_api_termination: Option<bool>,
     /// How replaced instances are rolled.
     pub rolling: crate::rolling::Rolling,
     /// The launch settings whose change replaces a running instance.
@@ -465,6 +512,18 @@ struct RawRole {
     volume_gb: Option<Spanned<u32>>,
     volume_keep: Option<bool>,
     eip: Option<bool>,
+    #[schemars(with = "Option<String>")]
+    record: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    availability_zone: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    placement_group: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    tenancy: Option<Spanned<String>>,
+    monitoring: Option<bool>,
+    ebs_optimized: Option<bool>,
+    source_dest_check: Option<bool>,
+    disable_api_termination: Option<bool>,
     rolling: Option<crate::rolling::RawRolling>,
     #[schemars(with = "Option<Vec<String>>")]
     replace_on: Option<Spanned<Vec<Spanned<String>>>>,
@@ -720,6 +779,27 @@ impl Cx<'_> {
         }
 
         let network = self.network(raw.network)?;
+        // A subnet is in one zone: a role launched into one is placed by it.
+        for (role_name, role) in &raw.roles {
+            let r = role.get_ref();
+            let Some(zone) = r
+                .availability_zone
+                .as_ref()
+                .or(raw.defaults.availability_zone.as_ref())
+            else {
+                continue;
+            };
+            let subnet = r.subnet_id.is_some() || raw.defaults.subnet_id.is_some();
+            if subnet || network.vpc != Vpc::Default {
+                return Err(self.at(
+                    zone,
+                    format!(
+                        "roles.{}.availability_zone: the role launches into a subnet, which is in one zone; pin the zone by the subnet (subnet_id) instead",
+                        role_name.get_ref()
+                    ),
+                ));
+            }
+        }
         let pace = match raw.aws.as_ref().and_then(|a| a.pace.as_ref()) {
             Some(p) if PACE_RANGE.contains(p.get_ref()) => *p.get_ref(),
             Some(p) => {
@@ -1242,6 +1322,53 @@ impl Cx<'_> {
             ));
         }
 
+        let record_a = match pick(&r.record, &defaults.record) {
+            None => false,
+            Some(kind) => match kind.get_ref().as_str() {
+                "cname" => false,
+                "a" => true,
+                other => {
+                    return Err(self.at(
+                        &kind,
+                        format!(
+                            "roles.{name}.record: {other:?} is not a record type heet writes; \
+                             \"cname\" (to the public DNS name, the default) or \"a\" (to the address)"
+                        ),
+                    ));
+                }
+            },
+        };
+
+        let availability_zone = pick(&r.availability_zone, &defaults.availability_zone);
+        if let Some(z) = &availability_zone {
+            validate::check_availability_zone(z.get_ref()).map_err(|m| self.at(z, m))?;
+        }
+        let group = pick(&r.placement_group, &defaults.placement_group);
+        if let Some(g) = &group {
+            validate::check_placement_group(g.get_ref()).map_err(|m| self.at(g, m))?;
+        }
+        let tenancy = pick(&r.tenancy, &defaults.tenancy);
+        if let Some(t) = &tenancy
+            && !TENANCIES.contains(&t.get_ref().as_str())
+        {
+            return Err(self.at(
+                t,
+                format!(
+                    "roles.{name}.tenancy: {:?} is not a tenancy; they are {}",
+                    t.get_ref(),
+                    TENANCIES.join(", ")
+                ),
+            ));
+        }
+        let placement = Placement {
+            availability_zone: availability_zone.map(Spanned::into_inner),
+            group: group.map(Spanned::into_inner),
+            tenancy: tenancy.map(Spanned::into_inner),
+        };
+        let flag = |own: Option<bool>, default: Option<bool>, unset: bool| {
+            own.or(default).unwrap_or(unset)
+        };
+
         let error = |offset: usize, message: String| self.error(Some(offset), message);
         let rolling =
             crate::rolling::build(name, r.rolling.as_ref(), defaults.rolling.as_ref(), &error)?;
@@ -1275,6 +1402,14 @@ impl Cx<'_> {
             volume_gb: volume_gb.map(|v| *v.get_ref()),
             volume_keep: r.volume_keep.or(defaults.volume_keep).unwrap_or(false),
             eip: r.eip.or(defaults.eip).unwrap_or(false),
+            record_a,
+            placement,
+            monitoring: r.monitoring.or(defaults.monitoring),
+            ebs_optimized: flag(r.ebs_optimized, defaults.ebs_optimized, false),
+            source_dest_check: r.source_dest_check.or(defaults.source_dest_check),
+            disable_api_termination: r
+                .disable_api_termination
+                .or(defaults.disable_api_termination),
             rolling,
             replace_on,
         })

@@ -71,6 +71,18 @@ pub struct DesiredInstance {
     pub volume: Option<Volume>,
     /// Whether the instance has an Elastic IP.
     pub eip: bool,
+    /// Its names are A records to its address (`record = "a"`), not CNAMEs.
+    pub record_a: bool,
+    pub placement: crate::definition::Placement,
+    /// Detailed monitoring, when the role says; observed on the instance and changed in place.
+    pub monitoring: Option<bool>,
+    pub ebs_optimized: bool,
+    /// EC2's source/destination check, when the role says; observed on the instance and
+    /// changed in place.
+    pub source_dest_check: Option<bool>,
+    /// Termination protection; its launch setting says what the instance has (EC2's
+    /// describe does not), changed in place.
+    pub disable_api_termination: bool,
     /// Every tag: heet's own, `Name`, and the plugins'.
     pub tags: BTreeMap<String, String>,
     pub cnames: Vec<String>,
@@ -220,6 +232,18 @@ pub fn compute(
             if let Some(p) = &profile {
                 spec_parts.push(format!("profile={p}"));
             }
+            let placement = role.placement.setting();
+            if !placement.is_empty() {
+                spec_parts.push(format!("placement={placement}"));
+            }
+            let flag = |on: bool| if on { "true" } else { "" };
+            if role.ebs_optimized {
+                spec_parts.push("ebs_optimized".into());
+            }
+            let protect = role.disable_api_termination.unwrap_or(false);
+            if protect {
+                spec_parts.push("disable_api_termination".into());
+            }
             let spec =
                 namespace::spec_hash(&spec_parts.iter().map(String::as_str).collect::<Vec<_>>());
             let subnet_part = match (&role.subnet_id, &subnet) {
@@ -250,6 +274,9 @@ pub fn compute(
                     Setting::InstanceProfile,
                     profile.as_deref().unwrap_or_default(),
                 ),
+                (Setting::Placement, placement.as_str()),
+                (Setting::EbsOptimized, flag(role.ebs_optimized)),
+                (Setting::ApiTermination, flag(protect)),
             ]);
             if role.eip {
                 network.addresses.push(network::DesiredAddress {
@@ -285,6 +312,12 @@ pub fn compute(
                 security_group_ids: role.security_group_ids.clone(),
                 volume,
                 eip: role.eip,
+                record_a: role.record_a,
+                placement: role.placement.clone(),
+                monitoring: role.monitoring,
+                ebs_optimized: role.ebs_optimized,
+                source_dest_check: role.source_dest_check,
+                disable_api_termination: protect,
                 tags,
                 cnames,
                 spec,

@@ -262,10 +262,10 @@ pub fn live(
     }
     let by_dns: BTreeMap<String, &ObservedInstance> = mine
         .iter()
-        .filter_map(|o| o.dns_name().map(|d| (d.to_ascii_lowercase(), *o)))
+        .flat_map(|o| o.record_targets().into_iter().map(move |t| (t, *o)))
         .collect();
     for name in dns.owned.iter().flat_map(|owned| owned.keys()) {
-        let live = dns.records.get(name).and_then(|r| r.cname());
+        let live = dns.records.get(name).and_then(|r| r.points_at());
         let Some(o) = live.and_then(|t| by_dns.get(t)) else {
             continue;
         };

@@ -31,10 +31,15 @@ pub enum Setting {
     /// `volume_gb` and `volume_keep`.
     Volume,
     InstanceProfile,
+    /// `availability_zone`, `placement_group` and `tenancy`.
+    Placement,
+    EbsOptimized,
+    /// `disable_api_termination`: changed in place, never a reason to replace.
+    ApiTermination,
 }
 
 impl Setting {
-    pub const ALL: [Setting; 8] = [
+    pub const ALL: [Setting; 11] = [
         Setting::Ami,
         Setting::InstanceType,
         Setting::UserData,
@@ -43,7 +48,33 @@ impl Setting {
         Setting::SecurityGroups,
         Setting::Volume,
         Setting::InstanceProfile,
+        Setting::Placement,
+        Setting::EbsOptimized,
+        Setting::ApiTermination,
     ];
+
+    /// Whether EC2 changes it on a running instance: a change of it is made in place, and
+    /// `replace_on` cannot name it.
+    pub fn in_place(self) -> bool {
+        match self {
+            Setting::ApiTermination => true,
+            Setting::Ami
+            | Setting::InstanceType
+            | Setting::UserData
+            | Setting::KeyName
+            | Setting::Subnet
+            | Setting::SecurityGroups
+            | Setting::Volume
+            | Setting::InstanceProfile
+            | Setting::Placement
+            | Setting::EbsOptimized => false,
+        }
+    }
+
+    /// The settings whose change may replace an instance: what `replace_on` may name.
+    pub fn replaceable() -> impl Iterator<Item = Setting> {
+        Setting::ALL.into_iter().filter(|s| !s.in_place())
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -55,6 +86,9 @@ impl Setting {
             Setting::SecurityGroups => "security_groups",
             Setting::Volume => "volume",
             Setting::InstanceProfile => "instance_profile",
+            Setting::Placement => "placement",
+            Setting::EbsOptimized => "ebs_optimized",
+            Setting::ApiTermination => "disable_api_termination",
         }
     }
 
@@ -78,13 +112,14 @@ pub fn names(settings: &[Setting]) -> String {
         .join(", ")
 }
 
-/// The settings whose change replaces a running instance; every one unless the role says.
+/// The settings whose change replaces a running instance; every one unless the role says
+/// (those changed in place never do).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplaceOn(BTreeSet<Setting>);
 
 impl Default for ReplaceOn {
     fn default() -> ReplaceOn {
-        ReplaceOn(Setting::ALL.into_iter().collect())
+        ReplaceOn(Setting::replaceable().collect())
     }
 }
 
@@ -99,13 +134,12 @@ impl ReplaceOn {
 
     /// Every setting: a change of any replaces the instance (the default).
     pub fn is_all(&self) -> bool {
-        self.0.len() == Setting::ALL.len()
+        self.0.len() == Setting::replaceable().count()
     }
 
     /// The settings it leaves out, for the plan and docs.
     pub fn left_out(&self) -> Vec<Setting> {
-        Setting::ALL
-            .into_iter()
+        Setting::replaceable()
             .filter(|s| !self.0.contains(s))
             .collect()
     }
@@ -124,7 +158,7 @@ impl ReplaceOn {
         let mut settings = BTreeSet::new();
         for name in list.get_ref() {
             let setting = Setting::parse(name.get_ref()).ok_or_else(|| {
-                let known: Vec<&str> = Setting::ALL.iter().map(|s| s.name()).collect();
+                let known: Vec<&str> = Setting::replaceable().map(|s| s.name()).collect();
                 error(
                     name.span().start,
                     format!(
@@ -134,6 +168,15 @@ impl ReplaceOn {
                     ),
                 )
             })?;
+            if setting.in_place() {
+                return Err(error(
+                    name.span().start,
+                    format!(
+                        "roles.{role}.replace_on: {:?} is changed in place, it never replaces an instance",
+                        name.get_ref()
+                    ),
+                ));
+            }
             if !settings.insert(setting) {
                 return Err(error(
                     name.span().start,
@@ -151,8 +194,8 @@ impl ReplaceOn {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings(BTreeMap<Setting, String>);
 
-/// Hex digits kept of each setting's hash: the tag holds all eight settings within AWS's
-/// 256 characters of a tag value.
+/// Hex digits kept of each setting's hash: the tag holds every setting within AWS's 256
+/// characters of a tag value.
 const HASH_LEN: usize = 8;
 
 impl Settings {
@@ -199,6 +242,24 @@ impl Settings {
         Some(Settings(settings))
     }
 
+    /// Whether `setting` is set to `value`.
+    pub fn holds(&self, setting: Setting, value: &str) -> bool {
+        self.0.get(&setting) == Settings::new([(setting, value)]).0.get(&setting)
+    }
+
+    /// `self` with `settings` as `wanted` has them: what an instance runs once they are
+    /// changed in place.
+    pub fn with(&self, wanted: &Settings, settings: &[Setting]) -> Settings {
+        let mut merged = self.0.clone();
+        for s in settings {
+            match wanted.0.get(s) {
+                Some(h) => merged.insert(*s, h.clone()),
+                None => merged.remove(s),
+            };
+        }
+        Settings(merged)
+    }
+
     /// The settings in which `self` and `other` differ, in `Setting::ALL`'s order.
     pub fn differing(&self, other: &Settings) -> Vec<Setting> {
         Setting::ALL
@@ -215,6 +276,11 @@ pub enum Fit {
     Exact,
     /// Differs only in settings `replace_on` leaves out: it stays as it was launched.
     AsLaunched(Vec<Setting>),
+    /// Stays, with `modify` changed in place and `as_launched` left as launched.
+    Modify {
+        modify: Vec<Setting>,
+        as_launched: Vec<Setting>,
+    },
     /// To be replaced; the settings that differ, when its tags say (empty when they do not).
     Replace(Vec<Setting>),
 }
@@ -243,14 +309,20 @@ pub fn fit(
         return Fit::Replace(Vec::new());
     };
     let differing = has.differing(wanted);
+    let (modify, rest): (Vec<Setting>, Vec<Setting>) = differing.iter().partition(|s| s.in_place());
     if differing.is_empty() {
         // Every setting as wanted, only the spec differs (one from another release): nothing
         // it runs differs, and its spec tag may say so.
         Fit::Exact
-    } else if differing.iter().any(|s| replace_on.contains(*s)) {
+    } else if rest.iter().any(|s| replace_on.contains(*s)) {
         Fit::Replace(differing)
+    } else if modify.is_empty() {
+        Fit::AsLaunched(rest)
     } else {
-        Fit::AsLaunched(differing)
+        Fit::Modify {
+            modify,
+            as_launched: rest,
+        }
     }
 }
 
@@ -334,6 +406,51 @@ mod tests {
     }
 
     #[test]
+    fn a_setting_ec2_changes_in_place_is_modified_never_a_reason_to_replace() {
+        let protected = |on: bool| {
+            Settings::new([
+                (Setting::Ami, "ami-1"),
+                (Setting::UserData, "v1"),
+                (Setting::ApiTermination, if on { "true" } else { "" }),
+            ])
+        };
+        let tag = protected(true).tag();
+        assert!(protected(true).holds(Setting::ApiTermination, "true"));
+        assert!(!protected(false).holds(Setting::ApiTermination, "true"));
+        let every = ReplaceOn::default();
+        assert!(!every.contains(Setting::ApiTermination), "never replaces");
+        assert_eq!(
+            fit("new", &protected(false), &every, Some("old"), Some(&tag)),
+            Fit::Modify {
+                modify: vec![Setting::ApiTermination],
+                as_launched: vec![]
+            }
+        );
+        // Along with a change replace_on leaves out: both stay, the tag says what changed.
+        let mut wanted = protected(false);
+        wanted.0.insert(Setting::UserData, "00000000".into());
+        let on = ReplaceOn::of([Setting::Ami]);
+        assert_eq!(
+            fit("new", &wanted, &on, Some("old"), Some(&tag)),
+            Fit::Modify {
+                modify: vec![Setting::ApiTermination],
+                as_launched: vec![Setting::UserData]
+            }
+        );
+        let merged = protected(true).with(&wanted, &[Setting::ApiTermination]);
+        assert_eq!(
+            merged,
+            protected(false),
+            "user_data as launched, protection as wanted"
+        );
+        // Along with one it lists: replaced.
+        assert_eq!(
+            fit("new", &wanted, &every, Some("old"), Some(&tag)),
+            Fit::Replace(vec![Setting::UserData, Setting::ApiTermination])
+        );
+    }
+
+    #[test]
     fn without_a_settings_tag_only_the_spec_decides() {
         let wanted = settings("v2", "ami-1");
         let on = ReplaceOn::of([Setting::Ami]);
@@ -375,7 +492,9 @@ mod tests {
                 Setting::Subnet,
                 Setting::SecurityGroups,
                 Setting::Volume,
-                Setting::InstanceProfile
+                Setting::InstanceProfile,
+                Setting::Placement,
+                Setting::EbsOptimized
             ]
         );
         // The role's own list wins over the defaults'; neither is every setting.

@@ -115,7 +115,7 @@ pub fn plan(
     plan
 }
 
-/// Whether `slot`'s instance was found to have no DNS name at all.
+/// Whether `slot`'s instance was found to have no DNS name or address at all.
 fn unresolved_slot(desired: &Desired, slot: &str, unresolved: &[String]) -> bool {
     desired
         .instances
@@ -150,6 +150,9 @@ impl fmt::Display for Plan {
         }
         for c in families.iter().flat_map(|f| f.conflicts()) {
             write!(f, "\n  conflict: {}", text::shown(c))?;
+        }
+        for r in families.iter().flat_map(|f| f.refused()) {
+            write!(f, "\n  refused: {}", text::shown(&r))?;
         }
         for n in families.iter().flat_map(|f| f.foreign()) {
             write!(f, "\n  not heet's, left alone: {}", text::shown(n))?;
@@ -202,6 +205,8 @@ count = 2
             private_ip: None,
             launch_index: Some(0),
             data_volume: None,
+            monitoring: false,
+            source_dest_check: Some(true),
             tags: d.tags.clone(),
         }
     }
@@ -339,6 +344,70 @@ count = 2
         for stage in Stage::ALL {
             assert!(none.places(stage, 0).is_empty());
         }
+    }
+
+    #[test]
+    fn termination_protection_refuses_to_terminate_unless_the_slot_turns_it_off() {
+        let with = |extra: &str| {
+            let src = DEF.replace(
+                "[roles.www]\ncount = 2",
+                &format!("[roles.www]\ncount = 2\n{extra}"),
+            );
+            compute(&definition(&src), "staging", "us-east-1", &mut NoPlugins).unwrap()
+        };
+        let protected = with("disable_api_termination = true");
+        let running = all_running(&protected);
+        assert!(plan(&protected, &running, &[], &DnsState::default(), None, 0).is_empty());
+
+        // down: nothing is applied, and the plan says why.
+        let nothing = Desired::nothing("shop", "staging", "us-east-1");
+        let down = plan(&nothing, &running, &[], &DnsState::default(), None, 0);
+        assert_eq!(down.instances.protected.len(), 2, "{down}");
+        assert!(
+            down.to_string().contains("refused: www[1] shop-staging-www-01 i-0: no longer in the definition: termination protection is on"),
+            "{down}"
+        );
+        // Turned off: changed in place, the same instances.
+        let off = with("disable_api_termination = false");
+        let p = plan(&off, &running, &[], &DnsState::default(), None, 0);
+        assert!(p.instances.protected.is_empty());
+        assert!(
+            p.instances.changes.iter().all(
+                |c| c.modifies() == [crate::kinds::instances::Attribute::ApiTermination(false)]
+            ),
+            "{p}"
+        );
+        // Turned off with a replacement: the old instances go, protection off first.
+        let replaced = with("disable_api_termination = false\ninstance_type = \"t3.large\"");
+        let p = plan(&replaced, &running, &[], &DnsState::default(), None, 0);
+        assert!(p.instances.protected.is_empty());
+        assert_eq!(p.instances.unprotect, ["i-0", "i-1"]);
+        // Kept on with a replacement: refused.
+        let kept = with("disable_api_termination = true\ninstance_type = \"t3.large\"");
+        let p = plan(&kept, &running, &[], &DnsState::default(), None, 0);
+        assert_eq!(p.instances.protected.len(), 2, "{p}");
+    }
+
+    #[test]
+    fn monitoring_turned_off_by_hand_is_turned_on_in_place_and_unset_is_left_alone() {
+        let src = DEF.replace(
+            "[roles.www]\ncount = 2",
+            "[roles.www]\ncount = 2\nmonitoring = true",
+        );
+        let d = compute(&definition(&src), "staging", "us-east-1", &mut NoPlugins).unwrap();
+        let mut observed = all_running(&d);
+        observed[1].monitoring = true;
+        let p = plan(&d, &observed, &[], &DnsState::default(), None, 0);
+        assert_eq!(p.instances.changes.len(), 1, "{p}");
+        assert!(
+            p.to_string()
+                .contains("~ modify   www[1] shop-staging-www-01 i-0: monitoring on"),
+            "{p}"
+        );
+        // The role does not say: whatever EC2 has is left.
+        let unset = desired("staging");
+        let observed = all_running(&unset);
+        assert!(plan(&unset, &observed, &[], &DnsState::default(), None, 0).is_empty());
     }
 
     #[test]
@@ -822,7 +891,7 @@ count = 2
 mod record_tests {
     use super::*;
     use crate::kinds::instances::InstanceChange as Change;
-    use crate::kinds::records::{ObservedRecord, Zone};
+    use crate::kinds::records::{ObservedRecord, RecordAction, Zone};
     use crate::ledger::OwnedRecord;
     use crate::namespace;
 
@@ -1032,6 +1101,77 @@ mod record_tests {
                 .contains("no record: shop-staging-www-01 i-0: the instance has no DNS name"),
             "{p}"
         );
+    }
+
+    #[test]
+    fn a_name_is_an_a_record_to_the_address_without_a_public_name_or_with_record_a() {
+        let (mut d, mut observed) = setup();
+        for (o, ip) in observed.iter_mut().zip(["54.0.0.1", "54.0.0.2"]) {
+            o.public_ip = Some(ip.into());
+            o.private_ip = Some("10.0.0.9".into());
+        }
+        // No public DNS name: its public address; with none, its private one.
+        observed[0].public_dns = None;
+        observed[0].private_dns = Some("ip-10-0-0-9.ec2.internal".into());
+        // record = "a": its address, whatever its DNS name.
+        d.instances[1].record_a = true;
+        let p = plan(&d, &observed, &[], &dns(&[], Some(&[])), None, 0);
+        let targets: Vec<(&str, Option<&str>)> = p
+            .dns
+            .changes
+            .iter()
+            .map(|r| match r {
+                RecordChange::Upsert { name, target, .. } => (name.as_str(), target.as_deref()),
+                RecordChange::Delete { .. } => panic!("{r:?}"),
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("www-01.example.com", Some("54.0.0.1")),
+                ("www-02.example.com", Some("54.0.0.2"))
+            ]
+        );
+        observed[0].public_ip = None;
+        let p = plan(&d, &observed, &[], &dns(&[], Some(&[])), None, 0);
+        assert!(
+            p.to_string()
+                .contains("+ record   www-01.example.com → 10.0.0.9"),
+            "{p}"
+        );
+
+        // What holds it already is a no-op; a CNAME where an A record belongs is replaced
+        // by two operations in one batch (a CNAME shares its name with no other record).
+        let a_record = ObservedRecord {
+            kind: "A".into(),
+            values: vec!["10.0.0.9".into()],
+            ttl: Some(300),
+        };
+        let held = dns(
+            &[
+                ("www-01.example.com", a_record),
+                ("www-02.example.com", cname("i-1.compute.example")),
+            ],
+            Some(&[
+                ("www-01.example.com", "10.0.0.9"),
+                ("www-02.example.com", "i-1.compute.example"),
+            ]),
+        );
+        let p = plan(&d, &observed, &[], &held, None, 0);
+        assert_eq!(p.dns.changes.len(), 1, "{:?}", p.dns.changes);
+        let ops = p.dns.changes[0]
+            .ops(&std::collections::BTreeMap::new())
+            .unwrap();
+        let shown: Vec<(RecordAction, &str)> =
+            ops.iter().map(|o| (o.action, o.target.as_str())).collect();
+        assert_eq!(
+            shown,
+            [
+                (RecordAction::Delete, "i-1.compute.example"),
+                (RecordAction::Create, "54.0.0.2")
+            ]
+        );
+        assert_eq!(crate::kinds::records::record_type(&ops[1].target), "A");
     }
 
     #[test]

@@ -11,9 +11,9 @@ use serde::{Serialize, Serializer};
 
 use crate::desired::DesiredInstance;
 use crate::kinds::iam::{Attachable, Holder, IamChange, Kind};
-use crate::kinds::instances::InstanceChange as Change;
+use crate::kinds::instances::{Attribute, InstanceChange as Change};
 use crate::kinds::network::{NetChange, ObservedRule, Rule, Source, SubnetRef, VpcRef};
-use crate::kinds::records::RecordChange;
+use crate::kinds::records::{RecordChange, record_type};
 use crate::plan::Plan;
 
 /// `serialize_with` for a report's `plan` field.
@@ -134,6 +134,33 @@ enum ChangeJson<'a> {
         reason: &'a str,
         twin: bool,
     },
+    Modify {
+        instance_id: &'a str,
+        role: &'a str,
+        index: u32,
+        name: &'a str,
+        attributes: Vec<AttributeJson>,
+        set: &'a BTreeMap<String, String>,
+    },
+}
+
+/// An attribute changed in place: `monitoring`, `source_dest_check`,
+/// `disable_api_termination`, and what it becomes.
+#[derive(Debug, Serialize)]
+struct AttributeJson {
+    name: &'static str,
+    on: bool,
+}
+
+impl AttributeJson {
+    fn of(a: &Attribute) -> AttributeJson {
+        let (name, on) = match *a {
+            Attribute::Monitoring(on) => ("monitoring", on),
+            Attribute::SourceDestCheck(on) => ("source_dest_check", on),
+            Attribute::ApiTermination(on) => ("disable_api_termination", on),
+        };
+        AttributeJson { name, on }
+    }
 }
 
 impl<'a> ChangeJson<'a> {
@@ -192,6 +219,21 @@ impl<'a> ChangeJson<'a> {
                 reason,
                 twin: *twin,
             },
+            Change::Modify {
+                instance_id,
+                role,
+                index,
+                name,
+                attributes,
+                set,
+            } => ChangeJson::Modify {
+                instance_id,
+                role,
+                index: *index,
+                name,
+                attributes: attributes.iter().map(AttributeJson::of).collect(),
+                set,
+            },
         }
     }
 }
@@ -214,9 +256,25 @@ struct InstanceJson<'a> {
     security_group_ids: &'a [String],
     volume: Option<VolumeJson>,
     eip: bool,
+    /// `cname` or `a`: what its names are.
+    record: &'static str,
+    placement: PlacementJson<'a>,
+    /// Null when the role leaves it as EC2 has it.
+    monitoring: Option<bool>,
+    ebs_optimized: bool,
+    /// Null when the role leaves it as EC2 has it.
+    source_dest_check: Option<bool>,
+    disable_api_termination: bool,
     tags: &'a BTreeMap<String, String>,
     cnames: &'a [String],
     spec: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct PlacementJson<'a> {
+    availability_zone: Option<&'a str>,
+    group: Option<&'a str>,
+    tenancy: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -264,6 +322,16 @@ impl<'a> InstanceJson<'a> {
                 keep: v.keep,
             }),
             eip: d.eip,
+            record: if d.record_a { "a" } else { "cname" },
+            placement: PlacementJson {
+                availability_zone: d.placement.availability_zone.as_deref(),
+                group: d.placement.group.as_deref(),
+                tenancy: d.placement.tenancy.as_deref(),
+            },
+            monitoring: d.monitoring,
+            ebs_optimized: d.ebs_optimized,
+            source_dest_check: d.source_dest_check,
+            disable_api_termination: d.disable_api_termination,
             tags: &d.tags,
             cnames: &d.cnames,
             spec: &d.spec,
@@ -560,11 +628,16 @@ enum RecordJson<'a> {
         instance: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         instance_id: Option<&'a str>,
+        /// `A` or `CNAME`, once the target is known.
+        #[serde(rename = "type")]
+        kind: Option<&'static str>,
         target: Option<&'a str>,
-        was: Option<&'a str>,
+        was: Option<String>,
     },
     Delete {
         name: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
         target: &'a str,
         ttl: i64,
         present: bool,
@@ -581,13 +654,15 @@ impl<'a> RecordJson<'a> {
                 instance_id,
                 target,
                 was,
+                a: _,
             } => RecordJson::Upsert {
                 name,
                 slot,
                 instance,
                 instance_id: instance_id.as_deref(),
+                kind: target.as_deref().map(record_type),
                 target: target.as_deref(),
-                was: was.as_deref(),
+                was: was.as_ref().map(|r| r.values.join(",")),
             },
             RecordChange::Delete {
                 name,
@@ -596,6 +671,7 @@ impl<'a> RecordJson<'a> {
                 present,
             } => RecordJson::Delete {
                 name,
+                kind: record_type(target),
                 target,
                 ttl: *ttl,
                 present: *present,

@@ -634,6 +634,8 @@ mod tests {
             private_ip: None,
             launch_index: None,
             data_volume: None,
+            monitoring: false,
+            source_dest_check: Some(true),
             tags,
         }
     }

@@ -130,6 +130,36 @@ pub fn check_instance_type(t: &str) -> Result<(), String> {
     }
 }
 
+/// An availability zone's name as EC2 writes it: `us-east-1a`, `us-gov-west-1b`,
+/// `us-west-2-lax-1a` (a Local Zone).
+pub fn check_availability_zone(zone: &str) -> Result<(), String> {
+    let ok = zone.len() <= 32
+        && zone.starts_with(|c: char| c.is_ascii_lowercase())
+        && zone.ends_with(|c: char| c.is_ascii_lowercase())
+        && zone.contains(|c: char| c.is_ascii_digit())
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid availability zone {zone:?}: expected a zone name such as \"us-east-1a\""
+        ))
+    }
+}
+
+/// A placement group's name: 1 to 255 ASCII characters, as EC2 allows.
+pub fn check_placement_group(name: &str) -> Result<(), String> {
+    if (1..=255).contains(&name.len()) && name.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid placement group {name:?}: 1 to 255 printable ASCII characters"
+        ))
+    }
+}
+
 pub fn check_ami(ami: &str) -> Result<(), String> {
     let ok = ami.strip_prefix("ami-").is_some_and(|id| {
         !id.is_empty() && id.len() <= 17 && id.chars().all(|c| c.is_ascii_hexdigit())

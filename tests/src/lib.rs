@@ -613,6 +613,11 @@ impl Moto {
 
     /// The CNAMEs of a zone: name (no trailing dot) → target.
     pub fn cnames(&self, zone: &str) -> std::collections::BTreeMap<String, String> {
+        self.records_of(zone, "CNAME")
+    }
+
+    /// The zone's records of `kind` (`A`, `CNAME`): name → value, without trailing dots.
+    pub fn records_of(&self, zone: &str, kind: &str) -> std::collections::BTreeMap<String, String> {
         let mut found = std::collections::BTreeMap::new();
         let mut next = String::new();
         loop {
@@ -625,7 +630,7 @@ impl Moto {
             for r in doc
                 .descendants()
                 .filter(|n| n.has_tag_name("ResourceRecordSet"))
-                .filter(|r| child_text(*r, "Type") == "CNAME")
+                .filter(|r| child_text(*r, "Type") == kind)
             {
                 let value = r
                     .descendants()
@@ -1023,7 +1028,7 @@ fn items<'a, 'i>(n: roxmltree::Node<'a, 'i>, set: &str) -> Vec<roxmltree::Node<'
 }
 
 /// The text of `n`'s first child element named `name`, or "".
-pub(crate) fn child_text(n: roxmltree::Node, name: &str) -> String {
+pub fn child_text(n: roxmltree::Node, name: &str) -> String {
     n.children()
         .find(|c| c.has_tag_name(name))
         .and_then(|c| c.text())

@@ -18,8 +18,9 @@
 //!   terminated; a new instance profile refused by RunInstances for a window;
 //! - no public DNS name for instances in a VPC whose `enableDnsHostnames` is off (moto fills
 //!   one in anyway);
-//! - Route53 change batches validated as Route53 does (DELETE of a missing record or CREATE
-//!   of an existing one is `InvalidChangeBatch`), changes `PENDING` for a window (GetChange),
+//! - Route53 change batches validated as Route53 does, change by change in the batch's order
+//!   (DELETE of a missing record, CREATE of an existing one, or a CNAME beside another record
+//!   at its name is `InvalidChangeBatch`), changes `PENDING` for a window (GetChange),
 //!   a new change to the zone refused with `PriorRequestNotComplete` for the shorter window
 //!   Route53 takes to process the previous request (not while it propagates), and a repeated
 //!   CallerReference refused with `HostedZoneAlreadyExists` (in the caller's account: two
@@ -28,6 +29,10 @@
 //!   SendCommand, then `InProgress` while it runs, then `Failed` (exit 1) on instances
 //!   launched with a chosen instance type, or moto's `Success`; only the instances the
 //!   command named have an invocation (moto gives every instance of the region one);
+//! - what moto drops of RunInstances: termination protection (`DisableApiTermination`, set
+//!   on moto's instances so TerminateInstances is refused), a placement group and tenancy
+//!   (shown in DescribeInstances as asked); MonitorInstances and UnmonitorInstances, which
+//!   moto does not implement, answered and shown in DescribeInstances;
 //! - lost answers: a share of chosen mutating calls is carried out and its answer dropped;
 //! - latency per call, and plain injected faults (throttling, 500, 503, a dropped
 //!   connection) at a set share, before the call reaches moto.
@@ -528,6 +533,11 @@ struct State {
     sent: Vec<String>,
     /// Instances launched with one of the model's failing instance types.
     failing: BTreeSet<String>,
+    /// Instances launched into a placement group or with a tenancy, which moto drops:
+    /// (group, tenancy) as RunInstances asked.
+    placements: BTreeMap<String, (Option<String>, Option<String>)>,
+    /// Detailed monitoring turned on or off since launch (moto has no Monitor/Unmonitor).
+    monitoring: BTreeMap<String, bool>,
 }
 
 impl State {
@@ -1196,6 +1206,37 @@ fn ec2(
     }
     match action {
         "RunInstances" => run_instances(shared, agent, op, req, form),
+        // moto has no detailed monitoring to turn on or off: the model keeps it.
+        "MonitorInstances" | "UnmonitorInstances" => {
+            let on = action == "MonitorInstances";
+            let ids: Vec<String> = form
+                .iter()
+                .filter(|(k, _)| k.starts_with("InstanceId."))
+                .map(|(_, v)| v.clone())
+                .collect();
+            let mut items = String::new();
+            {
+                let mut state = shared.state.lock().unwrap();
+                for id in &ids {
+                    state.monitoring.insert(id.clone(), on);
+                    items.push_str(&format!(
+                        "<item><instanceId>{}</instanceId><monitoring><state>{}</state></monitoring></item>",
+                        xml_escape(id),
+                        if on { "pending" } else { "disabling" }
+                    ));
+                }
+            }
+            modelled(
+                shared,
+                op,
+                Answer::xml(
+                    200,
+                    format!(
+                        "<{action}Response xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>heet-model</requestId><instancesSet>{items}</instancesSet></{action}Response>"
+                    ),
+                ),
+            )
+        }
         "TerminateInstances" => {
             let answer = forward(shared, agent, op, req, None);
             if let Answer::Send { status: 200, .. } = answer {
@@ -1435,6 +1476,10 @@ fn run_instances(
             if get("InstanceType").is_some_and(|t| model.failing_types.contains(&t)) {
                 state.failing.insert(id.clone());
             }
+            let (group, tenancy) = (get("Placement.GroupName"), get("Placement.Tenancy"));
+            if group.is_some() || tenancy.is_some() {
+                state.placements.insert(id.clone(), (group, tenancy));
+            }
             ids.push(id);
         }
         if let Some(token) = token {
@@ -1443,9 +1488,25 @@ fn run_instances(
                 TokenUse {
                     params,
                     answer: xml.to_owned(),
-                    instances: ids,
+                    instances: ids.clone(),
                 },
             );
+        }
+    }
+    // moto launches every instance without termination protection: it is set as EC2 sets
+    // it, so that TerminateInstances is refused as EC2 refuses it.
+    if get("DisableApiTermination").as_deref() == Some("true") {
+        for id in &ids {
+            let form: Vec<(String, String)> = [
+                ("Action", "ModifyInstanceAttribute"),
+                ("Version", "2016-11-15"),
+                ("InstanceId", id.as_str()),
+                ("DisableApiTermination.Value", "true"),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+            upstream_ec2(shared, agent, req.header("authorization"), &form);
         }
     }
     Answer::xml(
@@ -1569,6 +1630,33 @@ fn text_range(n: roxmltree::Node, name: &str) -> Option<Range<usize>> {
         .map(|t| t.range())
 }
 
+/// Edits giving an instance's `placement` the group and tenancy RunInstances asked for: a
+/// value moto holds is replaced, one it leaves out is added before `</placement>`.
+fn placement_as_asked(
+    placement: roxmltree::Node,
+    group: Option<String>,
+    tenancy: Option<String>,
+) -> Vec<(Range<usize>, String)> {
+    let end = placement.range().end - "</placement>".len();
+    let mut edits = Vec::new();
+    for (tag, value) in [("groupName", group), ("tenancy", tenancy)] {
+        let Some(value) = value else {
+            continue;
+        };
+        match text_range(placement, tag) {
+            Some(r) => edits.push((r, xml_escape(&value))),
+            None => {
+                // Not there, or there empty (`<groupName/>`): a whole element of ours.
+                if let Some(n) = placement.children().find(|c| c.has_tag_name(tag)) {
+                    edits.push((n.range(), String::new()));
+                }
+                edits.push((end..end, format!("<{tag}>{}</{tag}>", xml_escape(&value))));
+            }
+        }
+    }
+    edits
+}
+
 fn splice(src: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
     edits.sort_by_key(|e| std::cmp::Reverse(e.0.start));
     let mut out = src.to_owned();
@@ -1663,6 +1751,21 @@ fn instances_as_aws(
             let no_dns = now_state == "pending" || !dns_hostnames(shared, agent, auth, &vpc);
             if no_dns {
                 e.extend(text_range(*item, "dnsName").map(|r| (r, String::new())));
+            }
+            let monitored = shared.state.lock().unwrap().monitoring.get(&id).copied();
+            if let (Some(on), Some(m)) = (
+                monitored,
+                item.children().find(|c| c.has_tag_name("monitoring")),
+            ) {
+                let state = if on { "enabled" } else { "disabled" };
+                e.extend(text_range(m, "state").map(|r| (r, state.to_owned())));
+            }
+            let placed = shared.state.lock().unwrap().placements.get(&id).cloned();
+            if let (Some((group, tenancy)), Some(placement)) = (
+                placed,
+                item.children().find(|c| c.has_tag_name("placement")),
+            ) {
+                e.extend(placement_as_asked(placement, group, tenancy));
             }
             changed.push(e);
         }
@@ -1885,10 +1988,14 @@ fn route53(shared: &Shared, agent: &ureq::Agent, op: &str, req: &Request) -> Ans
                 );
             }
             let changes = record_changes(&body);
-            let existing = zone_records(shared, agent, req, &zone);
+            // A batch is applied in order, all or nothing: each change is checked against
+            // the zone as the changes before it in the batch leave it.
+            let mut records = zone_records(shared, agent, req, &zone);
             for c in &changes {
                 let key = (c.name.to_ascii_lowercase(), c.kind.clone());
-                let exists = existing.contains(&key);
+                let exists = records.contains(&key);
+                let cname_there = records.contains(&(key.0.clone(), "CNAME".to_owned()));
+                let other_there = records.iter().any(|(n, k)| *n == key.0 && k != "CNAME");
                 let problem = match c.action.as_str() {
                     "DELETE" if !exists => Some(format!(
                         "Tried to delete resource record set [name='{}', type='{}'] but it was not found",
@@ -1898,6 +2005,15 @@ fn route53(shared: &Shared, agent: &ureq::Agent, op: &str, req: &Request) -> Ans
                         "Tried to create resource record set [name='{}', type='{}'] but it already exists",
                         c.name, c.kind
                     )),
+                    // A CNAME shares its name with no other record.
+                    "CREATE" | "UPSERT" if c.kind == "CNAME" && other_there => Some(format!(
+                        "RRSet of type CNAME with DNS name {}. is not permitted as it conflicts with other records with the same DNS name in zone",
+                        c.name
+                    )),
+                    "CREATE" | "UPSERT" if c.kind != "CNAME" && cname_there => Some(format!(
+                        "RRSet of type {} with DNS name {}. is not permitted because a conflicting RRSet of type CNAME with the same DNS name already exists in zone",
+                        c.kind, c.name
+                    )),
                     _ => None,
                 };
                 if let Some(message) = problem {
@@ -1906,6 +2022,11 @@ fn route53(shared: &Shared, agent: &ureq::Agent, op: &str, req: &Request) -> Ans
                         op,
                         error("route53", 400, "InvalidChangeBatch", &message),
                     );
+                }
+                if c.action == "DELETE" {
+                    records.remove(&key);
+                } else {
+                    records.insert(key);
                 }
             }
             let answer = forward(shared, agent, op, req, None);

@@ -313,7 +313,7 @@ fn a_token_ec2_no_longer_honours_is_replaced_and_logged() {
 }
 
 #[test]
-fn an_instance_without_a_public_name_gets_a_cname_to_its_private_name() {
+fn an_instance_without_a_public_name_gets_an_a_record_to_its_address() {
     let p = Project::new(DNS, &["cname"]);
     // A VPC of the user's, DNS hostnames off (as new VPCs are), public addresses on.
     let ec2 = |params: &[(&str, &str)]| {
@@ -349,17 +349,90 @@ fn an_instance_without_a_public_name_gets_a_cname_to_its_private_name() {
     );
     p.heet(&["up", "--env", "staging"]).ok();
     let zone = moto().zone_id(&format!("{}.heet.test", p.name)).unwrap();
-    let cnames = moto().cnames(&zone);
-    assert_eq!(cnames.len(), 4, "{cnames:?}");
-    for (name, target) in &cnames {
-        assert!(target.ends_with(".ec2.internal"), "{name} → {target}");
+    // As AWSHeet's NickNameHelper: no public DNS name, so an A record to the public address.
+    assert!(
+        moto().cnames(&zone).is_empty(),
+        "{:?}",
+        moto().cnames(&zone)
+    );
+    let a = moto().records_of(&zone, "A");
+    assert_eq!(a.len(), 4, "{a:?}");
+    let addresses = addresses_of(&p, "ipAddress");
+    for (name, target) in &a {
+        assert!(
+            addresses.contains(target),
+            "{name} → {target}: not a live instance's public address"
+        );
     }
     let again = p
         .heet(&["up", "--env", "staging", "--output", "json"])
         .json();
     assert_eq!(again["aws_calls"]["mutating"], 0);
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert!(moto().records_of(&zone, "A").is_empty());
+}
+
+/// An address of each of `p`'s live instances, by the DescribeInstances field `field`
+/// (`ipAddress`, `privateIpAddress`).
+fn addresses_of(p: &Project, field: &str) -> Vec<String> {
+    moto()
+        .live_instances("heet:project", &p.name)
+        .iter()
+        .map(|i| {
+            let xml = moto().ec2(&[("Action", "DescribeInstances"), ("InstanceId.1", &i.id)]);
+            xml_text(&xml, field)
+        })
+        .collect()
+}
+
+#[test]
+fn record_a_writes_a_records_and_going_back_to_cnames_swaps_each_in_one_change() {
+    let with_a = DNS.replace(
+        "[roles.www]\ncount = 2",
+        "[roles.www]\ncount = 2\nrecord = \"a\"",
+    );
+    assert_ne!(with_a, DNS);
+    let p = Project::new(&with_a, &["cname"]);
+    p.heet(&["up", "--env", "staging"]).ok();
+    let zone = moto().zone_id(&format!("{}.heet.test", p.name)).unwrap();
+    let a = moto().records_of(&zone, "A");
+    assert_eq!(a.len(), 4, "{a:?}");
     assert!(moto().cnames(&zone).is_empty());
+    let addresses = addresses_of(&p, "ipAddress");
+    assert!(
+        a.values().all(|t| addresses.contains(t)),
+        "{a:?} {addresses:?}"
+    );
+    let plan = p
+        .heet(&["plan", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(
+        plan["plan"]["records"],
+        serde_json::json!([]),
+        "no-op: {plan}"
+    );
+
+    // Back to CNAMEs: Route53 refuses a CNAME beside an A record (the model too), so each
+    // name's A record is deleted in the same change its CNAME is created in.
+    p.write("heet.toml", DNS);
+    let plan = p
+        .heet(&["plan", "--env", "staging", "--output", "json"])
+        .json();
+    let records = plan["plan"]["records"].as_array().unwrap();
+    assert_eq!(records.len(), 4, "{plan}");
+    assert!(records.iter().all(|r| r["type"] == "CNAME"), "{plan}");
+    let up = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(
+        up["aws_calls"]["operations"]["route53:ChangeResourceRecordSets"], 1,
+        "one change: {up}"
+    );
+    assert!(moto().records_of(&zone, "A").is_empty());
+    assert_eq!(records_on_live_instances(&p), 4);
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert!(moto().cnames(&zone).is_empty());
+    assert_eq!(moto().ledger_keys(&p.name, "staging"), Vec::<String>::new());
 }
 
 #[test]
@@ -401,4 +474,189 @@ fn a_second_change_to_a_zone_goes_while_the_first_is_still_pending() {
         took.as_secs_f64()
     );
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
+}
+
+const SETTINGS: &str = r#"
+[project]
+name = "{project}"
+
+[defaults]
+ami = "ami-12c6146b"
+
+[roles.nat]
+availability_zone = "us-east-1b"
+placement_group = "{project}-cluster"
+tenancy = "dedicated"
+monitoring = true
+ebs_optimized = true
+source_dest_check = false
+disable_api_termination = true
+
+[environments.staging]
+"#;
+
+/// The instance-level element `tag` of the first instance of a DescribeInstances answer (a
+/// network interface has a `sourceDestCheck` of its own).
+fn instance_field(xml: &str, tag: &str) -> String {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    let item = doc
+        .descendants()
+        .find(|n| n.has_tag_name("instancesSet"))
+        .and_then(|s| s.children().find(|c| c.has_tag_name("item")))
+        .unwrap();
+    tests::child_text(item, tag)
+}
+
+/// What EC2 (through the model) says of the instance `id`: its describe and its
+/// termination protection.
+fn described(p: &Project, id: &str) -> (String, String) {
+    let (status, xml) = call(
+        &p.aws.endpoint,
+        "ec2",
+        &[("Action", "DescribeInstances"), ("InstanceId.1", id)],
+    );
+    assert_eq!(status, 200, "{xml}");
+    let (status, attr) = call(
+        &p.aws.endpoint,
+        "ec2",
+        &[
+            ("Action", "DescribeInstanceAttribute"),
+            ("InstanceId", id),
+            ("Attribute", "disableApiTermination"),
+        ],
+    );
+    assert_eq!(status, 200, "{attr}");
+    let doc = roxmltree::Document::parse(&attr).unwrap();
+    let protected = doc
+        .descendants()
+        .find(|n| n.has_tag_name("disableApiTermination"))
+        .map(|n| tests::child_text(n, "value"))
+        .unwrap_or_default();
+    (xml, protected)
+}
+
+#[test]
+fn each_role_setting_round_trips_and_what_ec2_changes_in_place_is_changed_in_place() {
+    let p = Project::new(SETTINGS, &[]);
+    p.heet(&["up", "--env", "staging"]).ok();
+    let live = moto().live_instances("heet:project", &p.name);
+    assert_eq!(live.len(), 1);
+    let id = live[0].id.clone();
+    let (xml, protected) = described(&p, &id);
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let item = doc
+        .descendants()
+        .find(|n| n.has_tag_name("placement"))
+        .unwrap();
+    assert_eq!(tests::child_text(item, "availabilityZone"), "us-east-1b");
+    assert_eq!(
+        tests::child_text(item, "groupName"),
+        format!("{}-cluster", p.name)
+    );
+    assert_eq!(tests::child_text(item, "tenancy"), "dedicated");
+    assert_eq!(instance_field(&xml, "ebsOptimized"), "true");
+    assert_eq!(instance_field(&xml, "sourceDestCheck"), "false");
+    let monitoring = doc
+        .descendants()
+        .find(|n| n.has_tag_name("monitoring"))
+        .unwrap();
+    assert_eq!(tests::child_text(monitoring, "state"), "enabled");
+    assert_eq!(protected, "true");
+    let again = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(again["aws_calls"]["mutating"], 0, "{again}");
+
+    // Monitoring turned off by hand is drift, put back in place.
+    let (status, xml) = call(
+        &p.aws.endpoint,
+        "ec2",
+        &[("Action", "UnmonitorInstances"), ("InstanceId.1", &id)],
+    );
+    assert_eq!(status, 200, "{xml}");
+    let status = p.heet(&["status", "--env", "staging"]);
+    assert_eq!(status.code(), 2, "{}", status.stdout());
+    assert!(
+        status.stdout().contains("changed: nat[1] ") && status.stdout().contains("monitoring on"),
+        "{}",
+        status.stdout()
+    );
+    let up = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(
+        up["aws_calls"]["operations"]["ec2:MonitorInstances"], 1,
+        "{up}"
+    );
+    let (xml, _) = described(&p, &id);
+    assert!(xml.contains("<state>enabled</state>"), "{xml}");
+
+    // Protected: down refuses and terminates nothing.
+    let down = p.heet(&["down", "--env", "staging", "--yes"]);
+    assert_ne!(down.code(), 0);
+    assert!(
+        down.stderr().contains("termination protection is on"),
+        "{}",
+        down.stderr()
+    );
+    assert_eq!(moto().live_instances("heet:project", &p.name).len(), 1);
+
+    // What EC2 changes on a running instance is changed on it: the same instance.
+    p.write(
+        "heet.toml",
+        &SETTINGS
+            .replace("monitoring = true", "monitoring = false")
+            .replace("source_dest_check = false", "source_dest_check = true")
+            .replace(
+                "disable_api_termination = true",
+                "disable_api_termination = false",
+            ),
+    );
+    let plan = p
+        .heet(&["plan", "--env", "staging", "--output", "json"])
+        .json();
+    let changes = plan["plan"]["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{plan}");
+    assert_eq!(changes[0]["action"], "modify", "{plan}");
+    assert_eq!(
+        changes[0]["attributes"].as_array().unwrap().len(),
+        3,
+        "{plan}"
+    );
+    p.heet(&["up", "--env", "staging"]).ok();
+    let (xml, protected) = described(&p, &id);
+    assert!(xml.contains("<state>disabled</state>"), "{xml}");
+    assert_eq!(instance_field(&xml, "sourceDestCheck"), "true");
+    assert_eq!(protected, "false");
+    assert_eq!(moto().live_instances("heet:project", &p.name)[0].id, id);
+    let again = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(again["aws_calls"]["mutating"], 0, "{again}");
+
+    // A placement EC2 cannot change replaces the instance.
+    p.write(
+        "heet.toml",
+        &SETTINGS
+            .replace("tenancy = \"dedicated\"", "tenancy = \"default\"")
+            .replace(
+                "disable_api_termination = true",
+                "disable_api_termination = false",
+            )
+            .replace("monitoring = true", "monitoring = false")
+            .replace("source_dest_check = false", "source_dest_check = true"),
+    );
+    let plan = p
+        .heet(&["plan", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(plan["plan"]["changes"][0]["action"], "replace", "{plan}");
+    assert!(
+        plan["plan"]["changes"][0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("placement"),
+        "{plan}"
+    );
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
 }

@@ -180,6 +180,7 @@ key_pair = "create"
 ports = [5432]
 allow_from = ["www"]
 volume_gb = 10
+source_dest_check = false
 instance_profile = "iam:app"
 key_pair = { public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHe21njEm5jyACCSs2x886LlE5CtVJDr3kiT8Yx3kmbo" }
 

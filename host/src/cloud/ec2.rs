@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, Instance,
-    InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
+    AttributeBooleanValue, BlockDeviceMapping, EbsBlockDevice, Filter,
+    IamInstanceProfileSpecification, Instance, InstanceType, Placement, ResourceType,
+    RunInstancesMonitoringEnabled, Tag, TagSpecification, Tenancy, VolumeType,
 };
 
 use super::{FRESH_ID_WAIT, PROFILE_WAIT, not_known_yet, retry_raw, retry_while, sdk_error};
 use crate::desired::{DATA_DEVICE, DesiredInstance};
-use crate::kinds::instances::ObservedInstance;
+use crate::kinds::instances::{Attribute, ObservedInstance};
 use crate::namespace::{TAG_ENV, TAG_PROJECT};
 use crate::rolling::Health;
 
@@ -182,6 +183,25 @@ impl Ec2 {
         if !l.group_ids.is_empty() {
             req = req.set_security_group_ids(Some(l.group_ids.to_vec()));
         }
+        let placement = &d.placement;
+        if *placement != crate::definition::Placement::default() {
+            req = req.placement(
+                Placement::builder()
+                    .set_availability_zone(placement.availability_zone.clone())
+                    .set_group_name(placement.group.clone())
+                    .set_tenancy(placement.tenancy.as_deref().map(Tenancy::from))
+                    .build(),
+            );
+        }
+        if let Some(on) = d.monitoring {
+            req = req.monitoring(RunInstancesMonitoringEnabled::builder().enabled(on).build());
+        }
+        if d.ebs_optimized {
+            req = req.ebs_optimized(true);
+        }
+        if d.disable_api_termination {
+            req = req.disable_api_termination(true);
+        }
         if let Some(profile) = &d.instance_profile {
             req = req.iam_instance_profile(
                 IamInstanceProfileSpecification::builder()
@@ -267,6 +287,48 @@ impl Ec2 {
             },
         )
         .await?;
+        Ok(())
+    }
+
+    /// Changes `attribute` on the running instance `id`.
+    pub async fn modify(&self, id: &str, attribute: Attribute) -> anyhow::Result<()> {
+        let flag = |on: bool| AttributeBooleanValue::builder().value(on).build();
+        match attribute {
+            Attribute::Monitoring(true) => {
+                self.client
+                    .monitor_instances()
+                    .instance_ids(id)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("ec2:MonitorInstances", e))?;
+            }
+            Attribute::Monitoring(false) => {
+                self.client
+                    .unmonitor_instances()
+                    .instance_ids(id)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("ec2:UnmonitorInstances", e))?;
+            }
+            Attribute::SourceDestCheck(on) => {
+                self.client
+                    .modify_instance_attribute()
+                    .instance_id(id)
+                    .source_dest_check(flag(on))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("ec2:ModifyInstanceAttribute", e))?;
+            }
+            Attribute::ApiTermination(on) => {
+                self.client
+                    .modify_instance_attribute()
+                    .instance_id(id)
+                    .disable_api_termination(flag(on))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("ec2:ModifyInstanceAttribute", e))?;
+            }
+        }
         Ok(())
     }
 
@@ -470,6 +532,11 @@ fn observed(i: &Instance) -> ObservedInstance {
             .iter()
             .find(|m| m.device_name() == Some(DATA_DEVICE))
             .and_then(|m| m.ebs()?.volume_id().map(str::to_owned)),
+        monitoring: i
+            .monitoring()
+            .and_then(|m| m.state())
+            .is_some_and(|s| matches!(s.as_str(), "enabled" | "pending")),
+        source_dest_check: i.source_dest_check(),
         tags: i
             .tags()
             .iter()

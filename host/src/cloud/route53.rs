@@ -13,7 +13,7 @@ use aws_sdk_route53::types::{
 };
 
 use super::sdk_error;
-use crate::kinds::records::{ObservedRecord, RecordAction, RecordOp, Zone};
+use crate::kinds::records::{ObservedRecord, RecordAction, RecordOp, Zone, record_type};
 
 /// Route53's limits per ChangeResourceRecordSets: 1,000 records (an UPSERT counts twice)
 /// and 32,000 characters of record values.
@@ -60,10 +60,18 @@ fn remaining(
     let mut left = Vec::new();
     for op in ops {
         let current = records.get(&op.name);
-        let done = current.and_then(ObservedRecord::cname) == Some(op.target.as_str());
+        let done = current.is_some_and(|r| r.holds(&op.target));
+        // What the name holds now goes in this batch (a record changing type).
+        let deleted_here = |op: &RecordOp| {
+            ops.iter().any(|o| {
+                o.name == op.name
+                    && o.action == RecordAction::Delete
+                    && current.is_some_and(|r| r.holds(&o.target))
+            })
+        };
         match op.action {
             RecordAction::Create | RecordAction::Upsert if done => {}
-            RecordAction::Create if current.is_some() => anyhow::bail!(
+            RecordAction::Create if current.is_some() && !deleted_here(op) => anyhow::bail!(
                 "route53: {} was created by someone else meanwhile ({}): nothing of this batch was applied",
                 op.name,
                 current.map(|r| r.values.join(",")).unwrap_or_default()
@@ -71,7 +79,11 @@ fn remaining(
             RecordAction::Create | RecordAction::Upsert => left.push(op.clone()),
             RecordAction::Delete if done => left.push(op.clone()),
             RecordAction::Delete => {
-                if current.is_some() {
+                // A record changing type is deleted beside its successor's create.
+                let replaced = ops
+                    .iter()
+                    .any(|o| o.name == op.name && o.action != RecordAction::Delete);
+                if current.is_some() && !replaced {
                     tracing::warn!(
                         "route53: {} was changed by someone else meanwhile: left alone",
                         op.name
@@ -154,7 +166,7 @@ impl Route53 {
     }
 
     /// Every record of the zone by lower-case name without the trailing dot. Only names
-    /// matter to heet: a name holding anything but one CNAME is reported as such.
+    /// matter to heet: a name holding anything but one CNAME or A record is reported as such.
     pub async fn records(&self, zone: &Zone) -> anyhow::Result<BTreeMap<String, ObservedRecord>> {
         let mut found: BTreeMap<String, ObservedRecord> = BTreeMap::new();
         let mut start: Option<(String, RrType)> = None;
@@ -249,7 +261,10 @@ impl Route53 {
                 };
                 let set = ResourceRecordSet::builder()
                     .name(absolute(&op.name))
-                    .r#type(RrType::Cname)
+                    .r#type(match record_type(&op.target) {
+                        "A" => RrType::A,
+                        _ => RrType::Cname,
+                    })
                     .ttl(op.ttl)
                     .resource_records(ResourceRecord::builder().value(&op.target).build()?)
                     .build()?;

@@ -36,6 +36,10 @@ pub struct ObservedInstance {
     pub launch_index: Option<u32>,
     /// The data volume's id, once attached.
     pub data_volume: Option<String>,
+    /// Detailed monitoring on (or being turned on).
+    pub monitoring: bool,
+    /// EC2's source/destination check, when the describe says.
+    pub source_dest_check: Option<bool>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -97,6 +101,30 @@ impl ObservedInstance {
         matches!(self.state.as_str(), "running" | "pending")
     }
 
+    /// Every DNS name and address a record may point at it by, lower case.
+    pub fn record_targets(&self) -> Vec<String> {
+        [
+            &self.public_dns,
+            &self.private_dns,
+            &self.public_ip,
+            &self.private_ip,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.to_ascii_lowercase())
+        .collect()
+    }
+
+    /// How records reach it.
+    pub fn reach(&self) -> crate::kinds::records::Reach {
+        crate::kinds::records::Reach {
+            public_dns: self.public_dns.clone(),
+            public_ip: self.public_ip.clone(),
+            private_ip: self.private_ip.clone(),
+        }
+    }
+
     pub fn dns_name(&self) -> Option<&str> {
         self.public_dns
             .as_deref()
@@ -143,6 +171,75 @@ pub struct InstancePlan {
     /// Kept instances still booting that other kinds' changes wait for (their records):
     /// (slot, instance id), waited for in the first round.
     pub awaited: Vec<(String, String)>,
+    /// Instances with termination protection that the plan would terminate, while their slot
+    /// keeps `disable_api_termination` on (or is gone): nothing is applied while any exist.
+    pub protected: Vec<String>,
+    /// Instances whose termination protection is turned off right before they are
+    /// terminated: the definition turned it off for their slot.
+    pub unprotect: Vec<String>,
+}
+
+/// Whether `o` runs with termination protection, as its launch settings say (EC2's describe
+/// does not).
+fn is_protected(o: &ObservedInstance) -> bool {
+    o.tags
+        .get(TAG_SETTINGS)
+        .and_then(|t| launch::Settings::from_tag(t))
+        .is_some_and(|s| s.holds(Setting::ApiTermination, "true"))
+}
+
+/// An attribute EC2 changes on a running instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribute {
+    Monitoring(bool),
+    SourceDestCheck(bool),
+    ApiTermination(bool),
+}
+
+impl fmt::Display for Attribute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, on) = match self {
+            Attribute::Monitoring(on) => ("monitoring", on),
+            Attribute::SourceDestCheck(on) => ("source_dest_check", on),
+            Attribute::ApiTermination(on) => ("disable_api_termination", on),
+        };
+        write!(f, "{name} {}", if *on { "on" } else { "off" })
+    }
+}
+
+/// The attribute a setting changed in place sets to what `d` wants; `None` for a setting
+/// that is not changed in place.
+fn attribute(setting: Setting, d: &DesiredInstance) -> Option<Attribute> {
+    match setting {
+        Setting::ApiTermination => Some(Attribute::ApiTermination(d.disable_api_termination)),
+        Setting::Ami
+        | Setting::InstanceType
+        | Setting::UserData
+        | Setting::KeyName
+        | Setting::Subnet
+        | Setting::SecurityGroups
+        | Setting::Volume
+        | Setting::InstanceProfile
+        | Setting::Placement
+        | Setting::EbsOptimized => None,
+    }
+}
+
+/// The attributes `o` has other than `d` says, of those EC2's describe shows (monitoring,
+/// the source/destination check): a hand change is drift, put back in place.
+fn observed_attributes(d: &DesiredInstance, o: &ObservedInstance) -> Vec<Attribute> {
+    let mut out = Vec::new();
+    if let Some(on) = d.monitoring
+        && on != o.monitoring
+    {
+        out.push(Attribute::Monitoring(on));
+    }
+    if let (Some(on), Some(has)) = (d.source_dest_check, o.source_dest_check)
+        && on != has
+    {
+        out.push(Attribute::SourceDestCheck(on));
+    }
+    out
 }
 
 /// What the instances' plan tells the kinds that point at instances, by slot id.
@@ -215,6 +312,15 @@ pub enum InstanceChange {
         reason: String,
         /// A second instance in a slot whose first one stays: the slot stays in the ledger.
         twin: bool,
+    },
+    /// Attributes EC2 changes on the running instance, then its tags (`set`) saying so.
+    Modify {
+        instance_id: String,
+        role: String,
+        index: u32,
+        name: String,
+        attributes: Vec<Attribute>,
+        set: BTreeMap<String, String>,
     },
 }
 
@@ -451,7 +557,7 @@ pub fn plan<'a>(
             // The names move to a successor once it is healthy: to the name it has then.
             match successor {
                 Some(s) if s.state == "running" => {
-                    targets.insert(&d.id, s.dns_name().map(str::to_ascii_lowercase));
+                    targets.insert(&d.id, s.reach().target(d.record_a));
                 }
                 Some(s) => {
                     targets.insert(&d.id, None);
@@ -490,26 +596,45 @@ pub fn plan<'a>(
             continue;
         }
         staying.insert(d.id.clone(), Some(o.instance_id.clone()));
-        // Kept as launched, its spec and settings tags keep saying what it runs.
+        // Kept as launched, its spec and settings tags keep saying what it runs; what is
+        // changed in place, its settings tag says once it is.
         let mut set = missing_tags(d, o);
-        if let Fit::AsLaunched(settings) = fits {
+        let (modify, kept_as_launched) = match fits {
+            Fit::Exact => (Vec::new(), Vec::new()),
+            Fit::AsLaunched(settings) => (Vec::new(), settings),
+            Fit::Modify {
+                modify,
+                as_launched,
+            } => (modify, as_launched),
+            Fit::Replace(_) => unreachable!("a replaced instance does not stay"),
+        };
+        if !kept_as_launched.is_empty() {
             set.retain(|k, _| k != TAG_SPEC && k != TAG_SETTINGS);
+            let has = o
+                .tags
+                .get(TAG_SETTINGS)
+                .and_then(|t| launch::Settings::from_tag(t));
+            if let (false, Some(has)) = (modify.is_empty(), has) {
+                set.insert(TAG_SETTINGS.into(), has.with(&d.settings, &modify).tag());
+            }
             as_launched.push(AsLaunched {
                 instance_id: o.instance_id.clone(),
                 role: d.role.clone(),
                 index: d.index,
                 name: d.name.clone(),
-                settings,
+                settings: kept_as_launched,
             });
         }
-        // A booting instance has no public name yet: its records wait until it runs, rather
-        // than point at the private name it has meanwhile. (A stopped one keeps the names it
+        let mut attributes = observed_attributes(d, o);
+        attributes.extend(modify.iter().filter_map(|s| attribute(*s, d)));
+        // A booting instance has no public name or address yet: its records wait until it
+        // runs, rather than point at the private address it has meanwhile. (A stopped one keeps the names it
         // has: heet does not start it.)
         if o.state != "pending" {
-            let name = o.dns_name().map(str::to_ascii_lowercase);
+            let name = o.reach().target(d.record_a);
             if name.is_none() && !d.cnames.is_empty() {
                 unresolved.push(format!(
-                    "{} {}: the instance has no DNS name (public or private) for {}",
+                    "{} {}: the instance has no DNS name or address (public or private) for {}",
                     d.name,
                     o.instance_id,
                     d.cnames.join(", ")
@@ -520,7 +645,16 @@ pub fn plan<'a>(
             targets.insert(&d.id, None);
             booting.insert(&d.id, o.instance_id.clone());
         }
-        if set.is_empty() {
+        if !attributes.is_empty() {
+            changes.push(InstanceChange::Modify {
+                instance_id: o.instance_id.clone(),
+                role: d.role.clone(),
+                index: d.index,
+                name: d.name.clone(),
+                attributes,
+                set,
+            });
+        } else if set.is_empty() {
             unchanged += 1;
         } else {
             changes.push(InstanceChange::UpdateTags {
@@ -536,6 +670,40 @@ pub fn plan<'a>(
         changes.push(delete(&w, "no longer in the definition".into(), false));
     }
     roll_out(desired, &mut changes);
+    // Termination protection: an instance the plan terminates goes only if its slot's
+    // definition turned protection off (it is turned off first); otherwise nothing goes.
+    let (mut protected, mut unprotect) = (Vec::new(), Vec::new());
+    let by_id: BTreeMap<&str, &ObservedInstance> = observed
+        .iter()
+        .map(|o| (o.instance_id.as_str(), o))
+        .collect();
+    for c in &changes {
+        let Some((id, _)) = c.terminates() else {
+            continue;
+        };
+        if !by_id.get(id).is_some_and(|o| is_protected(o)) {
+            continue;
+        }
+        let slot_off = match c {
+            InstanceChange::Replace { instance, .. } => !instance.disable_api_termination,
+            InstanceChange::Delete {
+                role, index, twin, ..
+            } => {
+                *twin
+                    && wanted_in
+                        .values()
+                        .any(|d| d.role == *role && d.index == *index && !d.disable_api_termination)
+            }
+            InstanceChange::Create { .. }
+            | InstanceChange::UpdateTags { .. }
+            | InstanceChange::Modify { .. } => false,
+        };
+        if slot_off {
+            unprotect.push(id.to_owned());
+        } else {
+            protected.push(super::Change::drift_line(c));
+        }
+    }
     let settled = batches
         .map(|b| settled_batches(project, env, b, observed, &changes, now))
         .unwrap_or_default();
@@ -548,6 +716,8 @@ pub fn plan<'a>(
         unresolved,
         settled,
         awaited: Vec::new(),
+        protected,
+        unprotect,
     };
     let slots = Slots {
         targets,
@@ -717,7 +887,9 @@ impl InstanceChange {
                     (true, round) => Ending::AfterRound(round),
                 },
             )),
-            InstanceChange::Create { .. } | InstanceChange::UpdateTags { .. } => None,
+            InstanceChange::Create { .. }
+            | InstanceChange::UpdateTags { .. }
+            | InstanceChange::Modify { .. } => None,
         }
     }
 
@@ -736,6 +908,7 @@ impl InstanceChange {
                 successor: Some(_), ..
             }
             | InstanceChange::UpdateTags { .. }
+            | InstanceChange::Modify { .. }
             | InstanceChange::Delete { .. } => None,
         }
     }
@@ -746,6 +919,7 @@ impl InstanceChange {
             InstanceChange::Replace { successor, .. } => successor.as_deref(),
             InstanceChange::Create { .. }
             | InstanceChange::UpdateTags { .. }
+            | InstanceChange::Modify { .. }
             | InstanceChange::Delete { .. } => None,
         }
     }
@@ -756,14 +930,22 @@ impl InstanceChange {
             InstanceChange::Replace { instance, step, .. } => Some((instance, *step)),
             InstanceChange::Create { .. }
             | InstanceChange::UpdateTags { .. }
+            | InstanceChange::Modify { .. }
             | InstanceChange::Delete { .. } => None,
         }
     }
 
-    /// The tags this change sets on an instance it keeps: (instance id, name, tags).
+    /// The tags this change sets on an instance it keeps: (instance id, name, tags); none
+    /// to set is an empty map.
     pub fn retags(&self) -> Option<(&str, &str, &BTreeMap<String, String>)> {
         match self {
             InstanceChange::UpdateTags {
+                instance_id,
+                name,
+                set,
+                ..
+            }
+            | InstanceChange::Modify {
                 instance_id,
                 name,
                 set,
@@ -772,6 +954,17 @@ impl InstanceChange {
             InstanceChange::Create { .. }
             | InstanceChange::Replace { .. }
             | InstanceChange::Delete { .. } => None,
+        }
+    }
+
+    /// The attributes this change sets on an instance it keeps, before its tags.
+    pub fn modifies(&self) -> &[Attribute] {
+        match self {
+            InstanceChange::Modify { attributes, .. } => attributes,
+            InstanceChange::Create { .. }
+            | InstanceChange::Replace { .. }
+            | InstanceChange::UpdateTags { .. }
+            | InstanceChange::Delete { .. } => &[],
         }
     }
 }
@@ -846,6 +1039,21 @@ impl fmt::Display for InstanceChange {
                     tags.join(", ")
                 )
             }
+            InstanceChange::Modify {
+                instance_id,
+                role,
+                index,
+                name,
+                attributes,
+                ..
+            } => {
+                let shown: Vec<String> = attributes.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "~ modify   {role}[{index}] {name} {instance_id}: {}",
+                    shown.join(", ")
+                )
+            }
             InstanceChange::Delete {
                 instance_id,
                 role,
@@ -910,7 +1118,7 @@ impl super::Change for InstanceChange {
     fn stage(&self) -> (Stage, u8) {
         match self {
             InstanceChange::Create { .. } | InstanceChange::Replace { .. } => Phase::Launch.at(),
-            InstanceChange::UpdateTags { .. } => Phase::Retag.at(),
+            InstanceChange::UpdateTags { .. } | InstanceChange::Modify { .. } => Phase::Retag.at(),
             InstanceChange::Delete { .. } => Phase::Terminate.at(),
         }
     }
@@ -941,7 +1149,9 @@ impl super::Change for InstanceChange {
             InstanceChange::Create { instance } | InstanceChange::Replace { instance, .. } => {
                 Some(&instance.id)
             }
-            InstanceChange::UpdateTags { .. } | InstanceChange::Delete { .. } => None,
+            InstanceChange::UpdateTags { .. }
+            | InstanceChange::Modify { .. }
+            | InstanceChange::Delete { .. } => None,
         }
     }
 
@@ -984,6 +1194,17 @@ impl super::Change for InstanceChange {
                 "{role}[{index}] {name} {instance_id}: tags {}",
                 set.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
+            InstanceChange::Modify {
+                instance_id,
+                role,
+                index,
+                name,
+                attributes,
+                ..
+            } => {
+                let shown: Vec<String> = attributes.iter().map(ToString::to_string).collect();
+                format!("{role}[{index}] {name} {instance_id}: {}", shown.join(", "))
+            }
             InstanceChange::Delete {
                 instance_id,
                 role,
@@ -1028,7 +1249,12 @@ impl Family for InstancePlan {
             "{} to create, {} to replace, {} to update, {} to delete",
             count(|c| matches!(c, InstanceChange::Create { .. })),
             count(|c| matches!(c, InstanceChange::Replace { .. })),
-            count(|c| matches!(c, InstanceChange::UpdateTags { .. })),
+            count(|c| {
+                matches!(
+                    c,
+                    InstanceChange::UpdateTags { .. } | InstanceChange::Modify { .. }
+                )
+            }),
             count(|c| matches!(c, InstanceChange::Delete { .. })),
         ))
     }
@@ -1066,8 +1292,19 @@ impl Family for InstancePlan {
         &self.foreign
     }
 
+    fn refused(&self) -> Vec<String> {
+        self.protected
+            .iter()
+            .map(|p| {
+                format!(
+                    "{p}: termination protection is on (disable_api_termination); set it to false in the definition and run up first"
+                )
+            })
+            .collect()
+    }
+
     fn is_empty(&self) -> bool {
         // Settled batches alone are no reason to apply: the next apply drops them.
-        self.changes.is_empty() && self.unadopted.is_empty()
+        self.changes.is_empty() && self.unadopted.is_empty() && self.protected.is_empty()
     }
 }

@@ -69,9 +69,13 @@ pub trait Change: fmt::Display {
     fn bookkeeping(&self) -> Bookkeeping;
     /// Whether it makes something that did not exist (`status` reports it as missing).
     fn creates(&self) -> bool;
-    /// Whether it removes something (`status` reports it as unexpected; a network delete
-    /// makes apply wait until terminated instances are fully gone).
+    /// Whether it removes something (`status` reports it as unexpected).
     fn is_delete(&self) -> bool;
+    /// Whether it can only be made once the instances terminated before it are fully gone,
+    /// their network interfaces with them (a security group, a subnet).
+    fn needs_instances_gone(&self) -> bool {
+        false
+    }
     /// Whether it removes something `down` lists: a resource the ledger lists, not the rules,
     /// attachments and memberships undone on the way, nor a record found gone already.
     fn removes(&self) -> bool {
@@ -126,6 +130,11 @@ pub trait Family {
     /// of the plan is applied.
     fn conflicts(&self) -> &[String] {
         &[]
+    }
+    /// What the plan would do but must not, each with why (an instance with termination
+    /// protection): while any exist, nothing of the plan is applied.
+    fn refused(&self) -> Vec<String> {
+        Vec::new()
     }
     /// What looks like heet's but is not: never touched.
     fn foreign(&self) -> &[String] {

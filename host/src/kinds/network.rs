@@ -719,6 +719,28 @@ impl Change for NetChange {
 
     /// The instance slot this change moves something to: an address's association, made in
     /// the slot's rollout round.
+    /// A group, a subnet, the gateway and the VPC go only once no network interface of a
+    /// terminated instance is left in them.
+    fn needs_instances_gone(&self) -> bool {
+        match self {
+            NetChange::DeleteGroup { .. }
+            | NetChange::DeleteSubnet { .. }
+            | NetChange::DeleteGateway { .. }
+            | NetChange::DeleteVpc { .. } => true,
+            NetChange::CreateVpc { .. }
+            | NetChange::AttachGateway { .. }
+            | NetChange::CreateSubnet { .. }
+            | NetChange::CreateGroup { .. }
+            | NetChange::Authorize { .. }
+            | NetChange::Revoke { .. }
+            | NetChange::Allocate { .. }
+            | NetChange::Associate { .. }
+            | NetChange::Release { .. }
+            | NetChange::CreateKey { .. }
+            | NetChange::DeleteKey { .. } => false,
+        }
+    }
+
     fn slot(&self) -> Option<&str> {
         match self {
             NetChange::Associate { slot, .. } => Some(slot),

@@ -1,6 +1,7 @@
-//! DNS records, the CNAMEs heet points at its instances: observed per zone, planned against
-//! the ledger's own records (a name someone else holds is a conflict, never overwritten), and
-//! written as one Route53 change batch per stage.
+//! DNS records, the names heet points at its instances (a CNAME to an instance's public DNS
+//! name, or an A record to its address): observed per zone, planned against the ledger's own
+//! records (a name someone else holds is a conflict, never overwritten), and written as one
+//! Route53 change batch per place.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,12 +30,48 @@ pub struct ObservedRecord {
 }
 
 impl ObservedRecord {
-    /// The CNAME's single target, if this is a plain CNAME.
-    pub fn cname(&self) -> Option<&str> {
+    /// What it points at, if it is one CNAME or one A record: heet's kind of record.
+    pub fn points_at(&self) -> Option<&str> {
         match (self.kind.as_str(), self.values.as_slice()) {
-            ("CNAME", [target]) => Some(target),
+            ("CNAME" | "A", [target]) => Some(target),
             _ => None,
         }
+    }
+
+    /// Whether it is exactly the record heet writes for `target`.
+    pub fn holds(&self, target: &str) -> bool {
+        self.points_at() == Some(target) && self.kind == record_type(target)
+    }
+}
+
+/// The type of the record heet writes for `target`: an IPv4 address is an A record, a name
+/// a CNAME.
+pub fn record_type(target: &str) -> &'static str {
+    if target.parse::<std::net::Ipv4Addr>().is_ok() {
+        "A"
+    } else {
+        "CNAME"
+    }
+}
+
+/// How an instance is reached by name: what a record to it may point at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub public_dns: Option<String>,
+    pub public_ip: Option<String>,
+    pub private_ip: Option<String>,
+}
+
+impl Reach {
+    /// What a record to it points at: its public DNS name (a CNAME), or, without one or with
+    /// `a` (`record = "a"`), its address (an A record), public else private, as AWSHeet's
+    /// NickNameHelper did. `None` when it has none of them.
+    pub fn target(&self, a: bool) -> Option<String> {
+        let given = |v: &Option<String>| v.as_deref().filter(|v| !v.is_empty()).map(str::to_owned);
+        let name = if a { None } else { given(&self.public_dns) };
+        name.map(|n| n.to_ascii_lowercase())
+            .or_else(|| given(&self.public_ip))
+            .or_else(|| given(&self.private_ip))
     }
 }
 
@@ -51,22 +88,24 @@ pub struct DnsState {
     pub owned: Option<BTreeMap<String, ledger::OwnedRecord>>,
 }
 
-/// TTL of the CNAMEs heet writes.
+/// TTL of the records heet writes.
 pub const RECORD_TTL: i64 = 300;
 
 /// One record change in Route53, as planned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordChange {
-    /// Point `name` at the instance of `slot`: its DNS name, known now when that instance
-    /// runs and stays, or once it runs (`instance_id` when it stays but is still pending, or
-    /// none when it is launched).
+    /// Point `name` at the instance of `slot` (see [`Reach::target`]; `a`: its address
+    /// whatever its DNS name), known now when that instance runs and stays, or once it runs
+    /// (`instance_id` when it stays but is still pending, or none when it is launched).
     Upsert {
         name: String,
         slot: String,
         instance: String,
         instance_id: Option<String>,
         target: Option<String>,
-        was: Option<String>,
+        a: bool,
+        /// What heet's record at the name holds now.
+        was: Option<ObservedRecord>,
     },
     /// Remove a record heet created that nothing wants any more (`present`: still in the
     /// zone; otherwise only its ledger entry is left to drop).
@@ -116,7 +155,7 @@ impl fmt::Display for RecordChange {
                         .unwrap_or_else(|| format!("(new instance {instance})"))
                 )?;
                 if let Some(was) = was {
-                    write!(f, " (was {})", text::shown(was))?;
+                    write!(f, " (was {})", text::shown(&was.values.join(",")))?;
                 }
                 Ok(())
             }
@@ -190,46 +229,62 @@ impl Change for RecordChange {
 }
 
 impl RecordChange {
-    /// The Route53 operation that makes it, once its target is known (`new_dns`: the names of
-    /// the instances that run now, by slot); `Ok(None)` when nothing is left to call (a record
-    /// already gone), `Err` with why when its instance has no DNS name at all.
-    pub fn op(&self, new_dns: &BTreeMap<String, String>) -> Result<Option<RecordOp>, String> {
+    /// The Route53 operations that make it, once its target is known (`reach`: how the
+    /// instances that run now are reached, by slot): none when nothing is left to call (a
+    /// record already gone), two when a record changes type (the old one deleted in the same
+    /// batch: a CNAME shares its name with no other record), `Err` with why when its
+    /// instance has neither a DNS name nor an address.
+    pub fn ops(&self, reach: &BTreeMap<String, Reach>) -> Result<Vec<RecordOp>, String> {
         match self {
             RecordChange::Upsert {
                 name,
                 slot,
                 target,
                 instance,
+                a,
                 was,
                 ..
             } => {
-                let Some(target) = target.clone().or_else(|| new_dns.get(slot).cloned()) else {
+                let found = || reach.get(slot).and_then(|r| r.target(*a));
+                let Some(target) = target.clone().or_else(found) else {
                     return Err(format!(
-                        "{name}: {instance} has no DNS name (public or private)"
+                        "{name}: {instance} has no DNS name or address (public or private)"
                     ));
                 };
-                Ok(Some(RecordOp {
-                    action: if was.is_none() {
-                        RecordAction::Create
-                    } else {
-                        RecordAction::Upsert
-                    },
+                let op = |action, target: &str, ttl| RecordOp {
+                    action,
                     name: name.clone(),
-                    target,
-                    ttl: RECORD_TTL,
-                }))
+                    target: target.to_owned(),
+                    ttl,
+                };
+                Ok(match was {
+                    None => vec![op(RecordAction::Create, &target, RECORD_TTL)],
+                    Some(old) => match old.points_at() {
+                        Some(old_target) if record_type(old_target) != record_type(&target) => {
+                            let ttl = old.ttl.unwrap_or(RECORD_TTL);
+                            vec![
+                                op(RecordAction::Delete, old_target, ttl),
+                                op(RecordAction::Create, &target, RECORD_TTL),
+                            ]
+                        }
+                        _ => vec![op(RecordAction::Upsert, &target, RECORD_TTL)],
+                    },
+                })
             }
             RecordChange::Delete {
                 name,
                 target,
                 ttl,
                 present,
-            } => Ok(present.then(|| RecordOp {
-                action: RecordAction::Delete,
-                name: name.clone(),
-                target: target.clone(),
-                ttl: *ttl,
-            })),
+            } => Ok(present
+                .then(|| RecordOp {
+                    action: RecordAction::Delete,
+                    name: name.clone(),
+                    target: target.clone(),
+                    ttl: *ttl,
+                })
+                .into_iter()
+                .collect()),
         }
     }
 }
@@ -284,9 +339,9 @@ impl Family for DnsPlan {
     }
 }
 
-/// The record changes that point every CNAME of `desired` at its instance: `targets` are the
-/// DNS names of the instances that stay (none when a name is only known once the instance
-/// runs), `booting` the ids of kept instances still pending.
+/// The record changes that point every name of `desired` at its instance: `targets` are what
+/// the records of the instances that stay point at ([`Reach::target`]; none when it is only
+/// known once the instance runs), `booting` the ids of kept instances still pending.
 pub fn plan_records(
     desired: &Desired,
     targets: &BTreeMap<&str, Option<String>>,
@@ -305,7 +360,7 @@ pub fn plan_records(
             let target = targets.get(d.id.as_str()).cloned().flatten();
             let current = dns.records.get(&name);
             if let (Some(t), Some(r)) = (&target, current)
-                && r.cname() == Some(t.as_str())
+                && r.holds(t)
             {
                 continue;
             }
@@ -324,7 +379,8 @@ pub fn plan_records(
                 instance: d.name.clone(),
                 instance_id: booting.get(d.id.as_str()).cloned(),
                 target,
-                was: current.map(|r| r.values.join(",")),
+                a: d.record_a,
+                was: current.cloned(),
             });
         }
     }
@@ -336,7 +392,7 @@ pub fn plan_records(
             continue;
         }
         match dns.records.get(name) {
-            Some(r) if r.cname() == Some(owned.target.as_str()) => {
+            Some(r) if r.holds(&owned.target) => {
                 out.changes.push(RecordChange::Delete {
                     name: name.clone(),
                     target: owned.target.clone(),
