@@ -86,6 +86,9 @@ pub enum Command {
         /// Exit 2 when there are changes, 0 when there are none (as Terraform)
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Only this role's changes, and what it needs made (repeatable)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
     },
     /// Make AWS match the definition for an environment
     Up {
@@ -101,6 +104,9 @@ pub enum Command {
         /// debugging (they are terminated otherwise; the next `up` waits for them again)
         #[arg(long)]
         keep_failed: bool,
+        /// Only this role's changes, and what it needs made (repeatable)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
     },
     /// Terminate everything heet created for the project in an environment
     Down {
@@ -109,6 +115,9 @@ pub enum Command {
         /// Do not ask for confirmation (required when stdin is not a terminal)
         #[arg(short, long)]
         yes: bool,
+        /// Only this role's instances, and their names and Elastic IPs (repeatable)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
     },
     /// Draw an environment: its roles, the ports each admits from networks and other roles,
     /// and the names pointing at them (from the definition and plugins, as plan makes it)

@@ -1,6 +1,7 @@
 //! The commands: each loads what it needs, computes a value, and returns a report that is
 //! both `Display` (text output) and `Serialize` (JSON output).
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -349,10 +350,41 @@ impl fmt::Display for PlanReport {
     }
 }
 
-pub async fn plan(global: &Global, env: &str, detailed_exitcode: bool) -> anyhow::Result<Outcome> {
+/// The roles `--role` names, each checked against the definition; empty: every role.
+fn roles_named(def: &Definition, roles: &[String]) -> anyhow::Result<BTreeSet<String>> {
+    for r in roles {
+        if !def.roles.iter().any(|d| d.name == *r) {
+            let known: Vec<&str> = def.roles.iter().map(|d| d.name.as_str()).collect();
+            return Err(UsageError(format!(
+                "--role {r}: there is no role {r:?} in the definition; its roles are {}",
+                known.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(roles.iter().cloned().collect())
+}
+
+/// `plan` limited to `roles` when any are named (see [`Plan::only`]).
+fn limited(plan: Plan, roles: &BTreeSet<String>, theirs_only: bool) -> Plan {
+    if roles.is_empty() {
+        plan
+    } else {
+        plan.only(roles, theirs_only)
+    }
+}
+
+pub async fn plan(
+    global: &Global,
+    env: &str,
+    detailed_exitcode: bool,
+    roles: &[String],
+) -> anyhow::Result<Outcome> {
     let (def, aws, desired) = prepare(global, env).await?;
+    let roles = roles_named(&def, roles)?;
     // The ledger too: `plan` shows exactly what `up` would do, stale records included.
     let Survey { plan, .. } = survey(&aws, &def, &desired, true).await?;
+    let plan = limited(plan, &roles, false);
     let report = PlanReport {
         plan,
         aws_calls: aws.stats.summary(),
@@ -408,10 +440,16 @@ pub async fn up(
     env: &str,
     yes: bool,
     keep_failed: bool,
+    roles: &[String],
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let (def, aws, desired) = prepare(global, env).await?;
-    let mut plan = survey(&aws, &def, &desired, false).await?.plan;
+    let roles = roles_named(&def, roles)?;
+    let mut plan = limited(
+        survey(&aws, &def, &desired, false).await?.plan,
+        &roles,
+        false,
+    );
 
     // A converged environment is left without taking the lock: a no-op `up` changes nothing,
     // not even the lock. Otherwise the state is read again under the lock, since another run
@@ -422,7 +460,7 @@ pub async fn up(
         let work = async {
             let now = survey(&aws, &def, &desired, true).await?;
             let (mut ledger, dns, resources) = (now.ledger, now.dns, now.resources);
-            plan = now.plan;
+            plan = limited(now.plan, &roles, false);
             if plan.is_empty() {
                 return Ok(None);
             }
@@ -813,12 +851,14 @@ pub async fn down(
     global: &Global,
     env: &str,
     yes: bool,
+    roles: &[String],
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     // Plugins are not consulted: teardown must work even when a plugin is broken. It is the
     // plan of an empty definition, applied: every instance and record heet made goes.
     let def = Definition::load(&global.file)?;
     let environment = def.environment(env)?.clone();
+    let roles = roles_named(&def, roles)?;
     let aws = Aws::connect(&connection(global, &def, env)).await?;
     let nothing = Desired::nothing(&def.project, env, &aws.region);
     // A first look: anything heet made is in the ledger (records, network resources,
@@ -844,7 +884,7 @@ pub async fn down(
                 dns,
                 plan: now_plan,
             } = survey(&aws, &def, &nothing, true).await?;
-            (observed, plan) = (now, now_plan);
+            (observed, plan) = (now, limited(now_plan, &roles, true));
             if plan.families().iter().any(|f| !f.changes().is_empty()) {
                 down_confirmed(&plan, yes, &environment)?;
             }
@@ -856,6 +896,10 @@ pub async fn down(
                 keep_failed: false,
             };
             apply::apply(&aws, &plan, cx, progress).await?;
+            if !roles.is_empty() {
+                // The other roles' and what they share stay, and their entries with them.
+                return Ok(());
+            }
             // Everything the ledger listed is gone or forgotten now.
             aws.ssm.delete_all(&ledger.page_names()).await
         })

@@ -108,18 +108,30 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Plan {
             env,
             detailed_exitcode,
-        } => runtime()?.block_on(commands::plan(global, env, *detailed_exitcode)),
+            roles,
+        } => runtime()?.block_on(commands::plan(global, env, *detailed_exitcode, roles)),
         Command::Up {
-            env, dry_run: true, ..
-        } => runtime()?.block_on(commands::plan(global, env, false)),
+            env,
+            dry_run: true,
+            roles,
+            ..
+        } => runtime()?.block_on(commands::plan(global, env, false, roles)),
         Command::Up {
             env,
             yes,
             keep_failed,
+            roles,
             ..
-        } => runtime()?.block_on(commands::up(global, env, *yes, *keep_failed, &progress)),
-        Command::Down { env, yes } => {
-            runtime()?.block_on(commands::down(global, env, *yes, &progress))
+        } => runtime()?.block_on(commands::up(
+            global,
+            env,
+            *yes,
+            *keep_failed,
+            roles,
+            &progress,
+        )),
+        Command::Down { env, yes, roles } => {
+            runtime()?.block_on(commands::down(global, env, *yes, roles, &progress))
         }
         Command::Graph { env, format, live } => {
             runtime()?.block_on(commands::graph(global, env, *format, *live))

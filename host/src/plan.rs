@@ -2,7 +2,7 @@
 //! computed without I/O; only `apply` acts on it. Each kind plans its own part
 //! (`kinds::*`); this module joins them, in the order what points at something needs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::desired::Desired;
@@ -10,7 +10,7 @@ use crate::kinds::iam::IamPlan;
 use crate::kinds::instances::{self, InstancePlan, ObservedInstance};
 use crate::kinds::network::{self, NetChange, ObservedResource};
 use crate::kinds::records::{DnsPlan, DnsState, RecordChange, plan_records};
-use crate::kinds::{Family, Stage};
+use crate::kinds::{Change, Family, Scope, Stage};
 use crate::ledger;
 use crate::text;
 
@@ -29,6 +29,8 @@ pub struct Plan {
     pub dns: DnsPlan,
     /// Nothing is desired (`down`).
     pub teardown: bool,
+    /// The role of each slot heet wants or found, for a plan limited to some roles.
+    pub slot_roles: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -38,8 +40,36 @@ impl Plan {
         [&self.instances, &self.dns, &self.network, &self.iam]
     }
 
+    /// The families, to limit them (in `families`' order).
+    fn families_mut(&mut self) -> [&mut dyn Family; 4] {
+        [
+            &mut self.instances,
+            &mut self.dns,
+            &mut self.network,
+            &mut self.iam,
+        ]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.families().iter().all(|f| f.is_empty())
+    }
+
+    /// The plan limited to `roles` (`--role`): their changes (their instances, and the names
+    /// and Elastic IPs of their slots) and, unless `theirs_only` (`down`), what roles share
+    /// that is made or changed for them (the network, IAM), never deleted.
+    pub fn only(mut self, roles: &BTreeSet<String>, theirs_only: bool) -> Plan {
+        let slot_roles = std::mem::take(&mut self.slot_roles);
+        let keep = |c: &dyn Change| match c.scope() {
+            Scope::Role(role) => roles.contains(role),
+            Scope::Slot(slot) => slot_roles.get(slot).is_some_and(|r| roles.contains(r)),
+            Scope::Shared => !theirs_only && !c.is_delete(),
+        };
+        for family in self.families_mut() {
+            family.retain(&keep);
+        }
+        self.slot_roles = slot_roles;
+        self.instances.awaited = awaited(&self);
+        self
     }
 
     /// The places at which any family has changes to make in `stage` and rollout round
@@ -69,7 +99,7 @@ pub fn plan(
     observed: &[ObservedInstance],
     resources: &[ObservedResource],
     dns: &DnsState,
-    batches: Option<&std::collections::BTreeMap<String, ledger::Batch>>,
+    batches: Option<&BTreeMap<String, ledger::Batch>>,
     now: i64,
 ) -> Plan {
     let (project, env) = (desired.project.as_str(), desired.env.as_str());
@@ -94,6 +124,27 @@ pub fn plan(
         } => !unresolved_slot(desired, slot, &instances.unresolved),
         _ => true,
     });
+    // Whose each slot is, and which slot each of heet's instances' names and addresses is.
+    let mut slot_roles: BTreeMap<String, String> = desired
+        .instances
+        .iter()
+        .map(|d| (d.id.clone(), d.role.clone()))
+        .collect();
+    let mut slot_of_target: BTreeMap<String, String> = BTreeMap::new();
+    for o in observed {
+        if let (Some(slot), (Some(role), _)) = (o.slot_id(project, env), o.role_index()) {
+            slot_roles.insert(slot.to_owned(), role.to_owned());
+            for t in o.record_targets() {
+                slot_of_target.insert(t, slot.to_owned());
+            }
+        }
+    }
+    // A record heet deletes says the slot of the instance it points at.
+    for c in &mut dns_plan.changes {
+        if let RecordChange::Delete { target, slot, .. } = c {
+            *slot = slot_of_target.get(target).cloned();
+        }
+    }
     let mut plan = Plan {
         project: project.to_owned(),
         env: env.to_owned(),
@@ -102,17 +153,20 @@ pub fn plan(
         iam: IamPlan::default(),
         dns: dns_plan,
         teardown: desired.instances.is_empty(),
+        slot_roles,
     };
-    // What other kinds wait for of an instance still booting, the instances wait for.
-    let awaited: Vec<(String, String)> = plan
-        .families()
+    plan.instances.awaited = awaited(&plan);
+    plan
+}
+
+/// What other kinds wait for of an instance still booting, which the instances wait for.
+fn awaited(plan: &Plan) -> Vec<(String, String)> {
+    plan.families()
         .iter()
         .flat_map(|f| f.changes())
         .filter_map(|c| c.waits_for())
         .map(|(slot, id)| (slot.to_owned(), id.to_owned()))
-        .collect();
-    plan.instances.awaited = awaited;
-    plan
+        .collect()
 }
 
 /// Whether `slot`'s instance was found to have no DNS name or address at all.
@@ -408,6 +462,44 @@ count = 2
         let unset = desired("staging");
         let observed = all_running(&unset);
         assert!(plan(&unset, &observed, &[], &DnsState::default(), None, 0).is_empty());
+    }
+
+    #[test]
+    fn a_plan_limited_to_a_role_keeps_its_changes_and_what_it_needs_never_a_shared_delete() {
+        use crate::kinds::iam::IamChange;
+        let src = DEF.replace(
+            "[roles.www]\ncount = 2",
+            "[roles.www]\ncount = 2\n[roles.db]\ncount = 1",
+        );
+        let d = compute(&definition(&src), "staging", "us-east-1", &mut NoPlugins).unwrap();
+        let mut p = plan(&d, &[], &[], &DnsState::default(), None, 0);
+        assert_eq!(p.instances.changes.len(), 3);
+        p.network = vec![NetChange::DeleteVpc {
+            resource: "vpc/main".into(),
+            vpc_id: "vpc-1".into(),
+        }];
+        p.iam.changes = vec![IamChange::CreateGroup {
+            name: "shop-staging-ops".into(),
+        }];
+        let db = BTreeSet::from(["db".to_owned()]);
+        let only = p.clone().only(&db, false);
+        let roles: Vec<&str> = only
+            .instances
+            .changes
+            .iter()
+            .filter_map(|c| c.launches().map(|(d, _)| d.role.as_str()))
+            .collect();
+        assert_eq!(roles, ["db"]);
+        assert!(only.network.is_empty(), "a shared delete waits");
+        assert_eq!(
+            only.iam.changes.len(),
+            1,
+            "a shared create is what it may need"
+        );
+        // down --role: its own changes only.
+        let theirs = p.only(&db, true);
+        assert_eq!(theirs.instances.changes.len(), 1);
+        assert!(theirs.iam.changes.is_empty());
     }
 
     #[test]

@@ -669,6 +669,7 @@ impl<'a> RecordJson<'a> {
                 target,
                 ttl,
                 present,
+                ..
             } => RecordJson::Delete {
                 name,
                 kind: record_type(target),

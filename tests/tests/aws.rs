@@ -660,3 +660,79 @@ fn each_role_setting_round_trips_and_what_ec2_changes_in_place_is_changed_in_pla
     p.heet(&["down", "--env", "staging", "--yes"]).ok();
     assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
 }
+
+#[test]
+fn role_limits_plan_up_and_down_to_that_role_and_what_it_needs() {
+    let two = DNS.replace(
+        "[roles.www]\ncount = 2",
+        "[roles.www]\ncount = 2\n\n[roles.db]\ncount = 1",
+    );
+    assert_ne!(two, DNS);
+    let p = Project::new(&two, &["cname"]);
+    let roles = || -> Vec<String> {
+        let mut r: Vec<String> = moto()
+            .live_instances("heet:project", &p.name)
+            .iter()
+            .map(|i| i.tags["heet:role"].clone())
+            .collect();
+        r.sort();
+        r
+    };
+    let zone_name = format!("{}.heet.test", p.name);
+    let names = || -> Vec<String> {
+        let zone = moto().zone_id(&zone_name).unwrap();
+        moto().cnames(&zone).into_keys().collect()
+    };
+
+    // db alone: its instance and its names; www waits.
+    p.heet(&["up", "--env", "staging", "--role", "db"]).ok();
+    assert_eq!(roles(), ["db"]);
+    let db_names = names();
+    assert_eq!(db_names.len(), 2, "{db_names:?}");
+    assert!(
+        db_names
+            .iter()
+            .all(|n| n.starts_with("db-") || n.starts_with("staging-db-"))
+    );
+    let plan = p
+        .heet(&["plan", "--env", "staging", "--output", "json"])
+        .json();
+    let changes = plan["plan"]["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2, "{plan}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["action"] == "create" && c["role"] == "www")
+    );
+    let limited = p
+        .heet(&[
+            "plan", "--env", "staging", "--role", "db", "--output", "json",
+        ])
+        .json();
+    assert_eq!(
+        limited["plan"]["changes"],
+        serde_json::json!([]),
+        "{limited}"
+    );
+    p.heet(&["up", "--env", "staging"]).ok();
+    assert_eq!(roles(), ["db", "www", "www"]);
+    assert_eq!(names().len(), 6);
+
+    // down --role www: www's instances and names go, db's stay, with their ledger entries.
+    p.heet(&["down", "--env", "staging", "--yes", "--role", "www"])
+        .ok();
+    assert_eq!(roles(), ["db"]);
+    assert_eq!(names(), db_names);
+    let again = p
+        .heet(&["up", "--env", "staging", "--role", "db", "--output", "json"])
+        .json();
+    assert_eq!(again["aws_calls"]["mutating"], 0, "{again}");
+
+    let bad = p.heet(&["plan", "--env", "staging", "--role", "web"]);
+    assert_eq!(bad.code(), 2);
+    assert!(bad.stderr().contains("no role \"web\""), "{}", bad.stderr());
+
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    assert_eq!(moto().ledger_keys(&p.name, "staging"), Vec::<String>::new());
+}

@@ -962,6 +962,10 @@ impl Family for IamPlan {
     fn foreign(&self) -> &[String] {
         &self.foreign
     }
+    fn retain(&mut self, keep: &dyn Fn(&dyn Change) -> bool) {
+        self.changes.retain(|c| keep(c));
+    }
+
     fn is_empty(&self) -> bool {
         self.changes.is_empty()
             && self.conflicts.is_empty()

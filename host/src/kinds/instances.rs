@@ -1159,6 +1159,17 @@ impl super::Change for InstanceChange {
         self.successor().is_some()
     }
 
+    fn scope(&self) -> super::Scope<'_> {
+        super::Scope::Role(match self {
+            InstanceChange::Create { instance } | InstanceChange::Replace { instance, .. } => {
+                &instance.role
+            }
+            InstanceChange::UpdateTags { role, .. }
+            | InstanceChange::Delete { role, .. }
+            | InstanceChange::Modify { role, .. } => role,
+        })
+    }
+
     fn drift_line(&self) -> String {
         match self {
             InstanceChange::Create { instance: d } => format!("{}[{}] {}", d.role, d.index, d.name),
@@ -1290,6 +1301,19 @@ impl Family for InstancePlan {
 
     fn foreign(&self) -> &[String] {
         &self.foreign
+    }
+
+    fn retain(&mut self, keep: &dyn Fn(&dyn super::Change) -> bool) {
+        self.changes.retain(|c| keep(c));
+        let ids: BTreeSet<&str> = self
+            .changes
+            .iter()
+            .filter_map(|c| c.terminates().map(|(id, _)| id))
+            .collect();
+        self.unprotect.retain(|id| ids.contains(id.as_str()));
+        // A refusal names its instance as a change's line does.
+        let lines: BTreeSet<String> = self.changes.iter().map(super::Change::drift_line).collect();
+        self.protected.retain(|p| lines.contains(p));
     }
 
     fn refused(&self) -> Vec<String> {

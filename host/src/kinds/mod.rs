@@ -94,6 +94,10 @@ pub trait Change: fmt::Display {
     fn waits_for(&self) -> Option<(&str, &str)> {
         None
     }
+    /// Whose it is, for `--role`: shared by default (what roles use together).
+    fn scope(&self) -> Scope<'_> {
+        Scope::Shared
+    }
     /// Whether it is a rollout under way (its successor runs): `status` reports it as
     /// rolling, and what points at its slot as part of it.
     fn rolls(&self) -> bool {
@@ -103,6 +107,17 @@ pub trait Change: fmt::Display {
     fn drift_line(&self) -> String {
         self.to_string()
     }
+}
+
+/// Whose a change is, for a command limited to some roles (`--role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// One role's: its instances, their Elastic IPs.
+    Role(&'a str),
+    /// One instance slot's: what points at its instance (a name, an address's association).
+    Slot(&'a str),
+    /// What roles use together: the network, IAM.
+    Shared,
 }
 
 /// A family of kinds as a plan holds it: its changes, and what it found but leaves alone.
@@ -149,6 +164,8 @@ pub trait Family {
             .map(|c| c.stage().1)
             .collect()
     }
+    /// Keeps only the changes `keep` says (a plan limited to some roles).
+    fn retain(&mut self, keep: &dyn Fn(&dyn Change) -> bool);
     /// Whether applying the plan has nothing to do for this family: no change, conflict or
     /// ledger bookkeeping.
     fn is_empty(&self) -> bool;

@@ -717,8 +717,6 @@ impl Change for NetChange {
         matches!(self.bookkeeping(), Bookkeeping::Delete(_))
     }
 
-    /// The instance slot this change moves something to: an address's association, made in
-    /// the slot's rollout round.
     /// A group, a subnet, the gateway and the VPC go only once no network interface of a
     /// terminated instance is left in them.
     fn needs_instances_gone(&self) -> bool {
@@ -741,6 +739,32 @@ impl Change for NetChange {
         }
     }
 
+    /// An instance's Elastic IP is its role's (`eip/<role>-<index>`), its association its
+    /// slot's; the rest is what roles share.
+    fn scope(&self) -> super::Scope<'_> {
+        match self {
+            NetChange::Associate { slot, .. } => super::Scope::Slot(slot),
+            NetChange::Allocate { resource, .. } | NetChange::Release { resource, .. } => resource
+                .strip_prefix("eip/")
+                .and_then(|r| r.rsplit_once('-'))
+                .map_or(super::Scope::Shared, |(role, _)| super::Scope::Role(role)),
+            NetChange::CreateVpc { .. }
+            | NetChange::AttachGateway { .. }
+            | NetChange::CreateSubnet { .. }
+            | NetChange::CreateGroup { .. }
+            | NetChange::Authorize { .. }
+            | NetChange::Revoke { .. }
+            | NetChange::DeleteGroup { .. }
+            | NetChange::DeleteSubnet { .. }
+            | NetChange::DeleteGateway { .. }
+            | NetChange::DeleteVpc { .. }
+            | NetChange::CreateKey { .. }
+            | NetChange::DeleteKey { .. } => super::Scope::Shared,
+        }
+    }
+
+    /// The instance slot this change moves something to: an address's association, made in
+    /// the slot's rollout round.
     fn slot(&self) -> Option<&str> {
         match self {
             NetChange::Associate { slot, .. } => Some(slot),
@@ -772,6 +796,10 @@ impl Family for Vec<NetChange> {
     fn changes(&self) -> Vec<&dyn Change> {
         self.iter().map(|c| c as &dyn Change).collect()
     }
+    fn retain(&mut self, keep: &dyn Fn(&dyn Change) -> bool) {
+        Vec::retain(self, |c| keep(c));
+    }
+
     fn is_empty(&self) -> bool {
         <[NetChange]>::is_empty(self)
     }

@@ -114,6 +114,8 @@ pub enum RecordChange {
         target: String,
         ttl: i64,
         present: bool,
+        /// The slot of the instance it points at, when one of heet's does.
+        slot: Option<String>,
     },
 }
 
@@ -223,8 +225,12 @@ impl Change for RecordChange {
     fn slot(&self) -> Option<&str> {
         match self {
             RecordChange::Upsert { slot, .. } => Some(slot),
-            RecordChange::Delete { .. } => None,
+            RecordChange::Delete { slot, .. } => slot.as_deref(),
         }
+    }
+
+    fn scope(&self) -> super::Scope<'_> {
+        self.slot().map_or(super::Scope::Shared, super::Scope::Slot)
     }
 }
 
@@ -276,6 +282,7 @@ impl RecordChange {
                 target,
                 ttl,
                 present,
+                ..
             } => Ok(present
                 .then(|| RecordOp {
                     action: RecordAction::Delete,
@@ -329,6 +336,13 @@ impl Family for DnsPlan {
 
     fn conflicts(&self) -> &[String] {
         &self.conflicts
+    }
+
+    fn retain(&mut self, keep: &dyn Fn(&dyn Change) -> bool) {
+        self.changes.retain(|c| keep(c));
+        if self.changes.is_empty() {
+            self.create_zone = None;
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -398,6 +412,7 @@ pub fn plan_records(
                     target: owned.target.clone(),
                     ttl: r.ttl.unwrap_or(owned.ttl),
                     present: true,
+                    slot: None,
                 });
             }
             None => out.changes.push(RecordChange::Delete {
@@ -405,6 +420,7 @@ pub fn plan_records(
                 target: owned.target.clone(),
                 ttl: owned.ttl,
                 present: false,
+                slot: None,
             }),
             Some(_) => out.forgotten.push(name.clone()),
         }
