@@ -119,26 +119,7 @@ pub async fn apply(
         run_id,
         keep_failed,
     } = cx;
-    // A name someone else holds, or a change the plan must not make, stops everything,
-    // whichever family it is of.
-    for family in plan.families() {
-        let (label, names) = (family.label(), family.conflicts());
-        if !names.is_empty() {
-            anyhow::bail!(
-                "nothing applied: {} {label} name(s) are held by what heet did not create: {}",
-                names.len(),
-                names.join("; ")
-            );
-        }
-        let refused = family.refused();
-        if !refused.is_empty() {
-            anyhow::bail!(
-                "nothing applied: {} {label} change(s) refused: {}",
-                refused.len(),
-                refused.join("; ")
-            );
-        }
-    }
+    applicable(plan)?;
     let ids: BTreeMap<String, String> = resources
         .iter()
         .filter(|r| r.is_heets(&plan.project, &plan.env))
@@ -253,6 +234,31 @@ pub async fn apply(
         iam: iam.done,
         unresolved: records.unresolved,
     })
+}
+
+/// Whether anything stops the plan before it starts: a name someone else holds, or a change
+/// the plan must not make, whichever family it is of. Asked before a command asks to
+/// confirm, and again by [`apply`].
+pub fn applicable(plan: &Plan) -> anyhow::Result<()> {
+    for family in plan.families() {
+        let (label, names) = (family.label(), family.conflicts());
+        if !names.is_empty() {
+            anyhow::bail!(
+                "nothing applied: {} {label} name(s) are held by what heet did not create: {}",
+                names.len(),
+                names.join("; ")
+            );
+        }
+        let refused = family.refused();
+        if !refused.is_empty() {
+            anyhow::bail!(
+                "nothing applied: {} {label} change(s) refused: {}",
+                refused.len(),
+                refused.join("; ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Of the results of the families' steps at one place, run at once and awaited all (one
@@ -749,11 +755,6 @@ impl InstanceSteps<'_> {
         if failed.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = failed.iter().map(|v| v.instance_id.clone()).collect();
-        if !self.keep_failed {
-            terminate(shared.aws, &ids, false, self.progress).await?;
-            self.done.terminated.extend(ids);
-        }
         let slots: BTreeMap<&str, &DesiredInstance> = self
             .plan
             .instances
@@ -762,6 +763,25 @@ impl InstanceSteps<'_> {
             .filter_map(InstanceChange::rollout)
             .map(|(d, _)| (d.id.as_str(), d))
             .collect();
+        let ids: Vec<String> = failed.iter().map(|v| v.instance_id.clone()).collect();
+        if !self.keep_failed {
+            // A successor that never served goes, launched with protection or not.
+            for v in &failed {
+                let protected = successor_of
+                    .get(&v.instance_id)
+                    .and_then(|slot| slots.get(slot.as_str()))
+                    .is_some_and(|d| d.disable_api_termination);
+                if protected {
+                    shared
+                        .aws
+                        .ec2
+                        .modify(&v.instance_id, Attribute::ApiTermination(false))
+                        .await?;
+                }
+            }
+            terminate(shared.aws, &ids, false, self.progress).await?;
+            self.done.terminated.extend(ids);
+        }
         // What this round moved is in the ledger; the rest of the rollout, and whatever its
         // old instances need, stays for a later `up`.
         Err(anyhow::Error::new(RolloutStopped {

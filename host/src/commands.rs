@@ -464,6 +464,7 @@ pub async fn up(
             if plan.is_empty() {
                 return Ok(None);
             }
+            apply::applicable(&plan)?;
             if plan.instances.is_destructive() && !yes {
                 let doomed = plan.instances.terminated_ids().count();
                 eprintln!("{plan}");
@@ -885,6 +886,7 @@ pub async fn down(
                 plan: now_plan,
             } = survey(&aws, &def, &nothing, true).await?;
             (observed, plan) = (now, limited(now_plan, &roles, true));
+            apply::applicable(&plan)?;
             if plan.families().iter().any(|f| !f.changes().is_empty()) {
                 down_confirmed(&plan, yes, &environment)?;
             }

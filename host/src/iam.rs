@@ -144,17 +144,15 @@ pub fn policy(def: &Definition) -> Policy {
     tag_on_create.extend(per_kind(|a| a.tag_on_create));
     let mut own = vec!["ec2:CreateTags", "ec2:TerminateInstances"];
     own.extend(per_kind(|a| a.own));
-    // Attributes changed in place, for the roles that say them (unset, heet leaves them).
+    // Monitoring is changed in place for the roles that say it (unset, heet leaves it).
     let monitoring = def.roles.iter().any(|r| r.monitoring.is_some());
     own.extend(pick(
         monitoring,
         &["ec2:MonitorInstances", "ec2:UnmonitorInstances"],
     ));
-    let attributes = def
-        .roles
-        .iter()
-        .any(|r| r.source_dest_check.is_some() || r.disable_api_termination.is_some());
-    own.extend(pick(attributes, &["ec2:ModifyInstanceAttribute"]));
+    // Termination protection is turned off before heet terminates an instance launched
+    // with it, whatever the definition says now: always granted, on heet's instances only.
+    own.push("ec2:ModifyInstanceAttribute");
 
     let mut statements = vec![
         statement("HeetObserve", observe, all(), None),
@@ -383,6 +381,8 @@ mod tests {
             [
                 "ec2:CreateTags",
                 "ec2:DescribeInstances",
+                // Protection off before a terminate, whatever the definition says now.
+                "ec2:ModifyInstanceAttribute",
                 "ec2:RunInstances",
                 "ec2:TerminateInstances",
                 "ssm:DeleteParameter",

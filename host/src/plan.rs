@@ -62,7 +62,7 @@ impl Plan {
         let keep = |c: &dyn Change| match c.scope() {
             Scope::Role(role) => roles.contains(role),
             Scope::Slot(slot) => slot_roles.get(slot).is_some_and(|r| roles.contains(r)),
-            Scope::Shared => !theirs_only && !c.is_delete(),
+            Scope::Shared => !theirs_only && !c.narrows(),
         };
         for family in self.families_mut() {
             family.retain(&keep);

@@ -27,23 +27,37 @@ pub struct Route53 {
     client: Client,
 }
 
-/// `ops` in batches that fit Route53's limits, in order.
+/// `ops` in batches that fit Route53's limits, in order. A record changing type (its
+/// DELETE, then its successor's CREATE) stays in one batch: a batch is applied whole, and
+/// the name must never be left with neither.
 fn batches(ops: &[RecordOp]) -> Vec<&[RecordOp]> {
     let mut out = Vec::new();
     let (mut start, mut records, mut chars) = (0, 0, 0);
-    for (i, op) in ops.iter().enumerate() {
-        let weight = if op.action == RecordAction::Upsert {
-            2
-        } else {
-            1
-        };
-        if i > start && (records + weight > BATCH_RECORDS || chars + op.target.len() > BATCH_CHARS)
-        {
+    let mut i = 0;
+    while i < ops.len() {
+        let pair = ops[i].action == RecordAction::Delete
+            && ops
+                .get(i + 1)
+                .is_some_and(|n| n.name == ops[i].name && n.action != RecordAction::Delete);
+        let unit = &ops[i..if pair { i + 2 } else { i + 1 }];
+        let weight: usize = unit
+            .iter()
+            .map(|op| {
+                if op.action == RecordAction::Upsert {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum();
+        let size: usize = unit.iter().map(|op| op.target.len()).sum();
+        if i > start && (records + weight > BATCH_RECORDS || chars + size > BATCH_CHARS) {
             out.push(&ops[start..i]);
             (start, records, chars) = (i, 0, 0);
         }
         records += weight;
-        chars += op.target.len();
+        chars += size;
+        i += unit.len();
     }
     if start < ops.len() {
         out.push(&ops[start..]);
@@ -326,6 +340,14 @@ mod tests {
             "32,000 value characters"
         );
         assert!(batches(&[]).is_empty());
+        // 999 creates, then a record changing type: its DELETE and CREATE go together.
+        let mut swap: Vec<RecordOp> = (0..999)
+            .map(|i| op(RecordAction::Create, &format!("r{i}.x"), "t.example"))
+            .collect();
+        swap.push(op(RecordAction::Delete, "www.x", "t.example"));
+        swap.push(op(RecordAction::Create, "www.x", "10.0.0.1"));
+        let sizes: Vec<usize> = batches(&swap).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [999, 2]);
     }
 
     #[test]

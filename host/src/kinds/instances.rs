@@ -570,9 +570,20 @@ pub fn plan<'a>(
             staying.insert(d.id.clone(), successor.map(|s| s.instance_id.clone()));
             // A successor a killed run launched in a batch may lack its own tags yet: it gets
             // them before its names move, as any instance placed from the ledger does.
+            // Likewise what a killed run left to change on it in place (a NAT's check).
             if let Some(s) = successor {
                 let set = missing_tags(d, s);
-                if !set.is_empty() {
+                let attributes = observed_attributes(d, s);
+                if !attributes.is_empty() {
+                    changes.push(InstanceChange::Modify {
+                        instance_id: s.instance_id.clone(),
+                        role: d.role.clone(),
+                        index: d.index,
+                        name: d.name.clone(),
+                        attributes,
+                        set,
+                    });
+                } else if !set.is_empty() {
                     changes.push(InstanceChange::UpdateTags {
                         instance_id: s.instance_id.clone(),
                         role: d.role.clone(),
@@ -684,16 +695,14 @@ pub fn plan<'a>(
         if !by_id.get(id).is_some_and(|o| is_protected(o)) {
             continue;
         }
+        // A twin is heet's own accident, not the slot's instance: it goes. An instance of a
+        // slot that goes (a lower count) goes when its role turned protection off.
         let slot_off = match c {
             InstanceChange::Replace { instance, .. } => !instance.disable_api_termination,
-            InstanceChange::Delete {
-                role, index, twin, ..
-            } => {
-                *twin
-                    && wanted_in
-                        .values()
-                        .any(|d| d.role == *role && d.index == *index && !d.disable_api_termination)
-            }
+            InstanceChange::Delete { twin: true, .. } => true,
+            InstanceChange::Delete { role, .. } => wanted_in
+                .values()
+                .any(|d| d.role == *role && !d.disable_api_termination),
             InstanceChange::Create { .. }
             | InstanceChange::UpdateTags { .. }
             | InstanceChange::Modify { .. } => false,
@@ -1039,20 +1048,8 @@ impl fmt::Display for InstanceChange {
                     tags.join(", ")
                 )
             }
-            InstanceChange::Modify {
-                instance_id,
-                role,
-                index,
-                name,
-                attributes,
-                ..
-            } => {
-                let shown: Vec<String> = attributes.iter().map(ToString::to_string).collect();
-                write!(
-                    f,
-                    "~ modify   {role}[{index}] {name} {instance_id}: {}",
-                    shown.join(", ")
-                )
+            InstanceChange::Modify { .. } => {
+                write!(f, "~ modify   {}", super::Change::drift_line(self))
             }
             InstanceChange::Delete {
                 instance_id,
@@ -1321,7 +1318,7 @@ impl Family for InstancePlan {
             .iter()
             .map(|p| {
                 format!(
-                    "{p}: termination protection is on (disable_api_termination); set it to false in the definition and run up first"
+                    "{p}: termination protection is on; set disable_api_termination = false for its role (keep the role until then) and run up first"
                 )
             })
             .collect()

@@ -94,6 +94,11 @@ pub trait Change: fmt::Display {
     fn waits_for(&self) -> Option<(&str, &str)> {
         None
     }
+    /// Whether it takes something away (a delete, a rule revoked): a plan limited to some
+    /// roles leaves what they share and it takes away for a full `up`.
+    fn narrows(&self) -> bool {
+        self.is_delete()
+    }
     /// Whose it is, for `--role`: shared by default (what roles use together).
     fn scope(&self) -> Scope<'_> {
         Scope::Shared

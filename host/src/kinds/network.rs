@@ -739,6 +739,10 @@ impl Change for NetChange {
         }
     }
 
+    fn narrows(&self) -> bool {
+        self.is_delete() || matches!(self, NetChange::Revoke { .. })
+    }
+
     /// An instance's Elastic IP is its role's (`eip/<role>-<index>`), its association its
     /// slot's; the rest is what roles share.
     fn scope(&self) -> super::Scope<'_> {
