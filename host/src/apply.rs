@@ -1289,10 +1289,10 @@ impl Executor<NetChange> for NetApply<'_> {
             }
             NetChange::Associate {
                 resource,
+                allocation_id,
                 slot,
                 instance,
                 instance_id,
-                ..
             } => {
                 let target = instance_id
                     .clone()
@@ -1300,9 +1300,13 @@ impl Executor<NetChange> for NetApply<'_> {
                     .ok_or_else(|| {
                         anyhow::anyhow!("{instance} did not launch: no instance for {resource}")
                     })?;
-                aws.net
-                    .associate(resolve(&self.ids, resource)?, &target)
-                    .await?;
+                // An address allocated this run is known by its resource; one found (heet's
+                // or given) by its id.
+                let allocation = match allocation_id.as_str() {
+                    "" => resolve(&self.ids, resource)?,
+                    id => id,
+                };
+                aws.net.associate(allocation, &target).await?;
                 locked(&self.moved).insert(target, slot.clone());
                 None
             }

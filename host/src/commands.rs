@@ -291,8 +291,22 @@ async fn survey(
                 anyhow::Ok(None)
             }
         };
+        let given: Vec<String> = desired
+            .network
+            .addresses
+            .iter()
+            .filter_map(|a| a.given.clone())
+            .collect();
+        let resources = async {
+            let (mut heets, given) = tokio::try_join!(
+                aws.net.observe(&desired.project, &desired.env, &kinds),
+                aws.net.given_addresses(&given),
+            )?;
+            heets.extend(given);
+            anyhow::Ok(heets)
+        };
         let (resources, dns, iam) = tokio::try_join!(
-            aws.net.observe(&desired.project, &desired.env, &kinds),
+            resources,
             observe_dns(aws, def, desired, with_ledger.then_some(&ledger)),
             iam,
         )?;

@@ -239,6 +239,9 @@ pub struct Role {
     pub volume_keep: bool,
     /// An Elastic IP per instance.
     pub eip: bool,
+    /// `elastic_ip = "eipalloc-…"`: an address that exists, for the role's one instance;
+    /// associated by heet, never released by it.
+    pub elastic_ip: Option<String>,
     /// `record = "a"`: the role's names are A records to its instances' addresses, not
     /// CNAMEs to their public DNS names.
     pub record_a: bool,
@@ -512,6 +515,8 @@ struct RawRole {
     volume_gb: Option<Spanned<u32>>,
     volume_keep: Option<bool>,
     eip: Option<bool>,
+    #[schemars(with = "Option<String>")]
+    elastic_ip: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     record: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
@@ -1339,6 +1344,41 @@ impl Cx<'_> {
             },
         };
 
+        // An existing address is one instance's: not in [defaults], not beside eip.
+        if let Some(a) = &defaults.elastic_ip {
+            return Err(self.at(
+                a,
+                "defaults.elastic_ip: an address is one instance's; set it on the role",
+            ));
+        }
+        let elastic_ip = r.elastic_ip.clone();
+        if let Some(a) = &elastic_ip {
+            let ok = a.get_ref().strip_prefix("eipalloc-").is_some_and(|id| {
+                matches!(id.len(), 8 | 17) && id.chars().all(|c| c.is_ascii_hexdigit())
+            });
+            if !ok {
+                return Err(self.at(
+                    a,
+                    format!(
+                        "roles.{name}.elastic_ip: {:?} is not an allocation id (eipalloc- and 8 or 17 hex digits)",
+                        a.get_ref()
+                    ),
+                ));
+            }
+            if r.eip.or(defaults.eip).unwrap_or(false) {
+                return Err(self.at(
+                    a,
+                    format!("roles.{name}: elastic_ip names an address that exists; eip = true allocates one: choose one"),
+                ));
+            }
+            if count.as_ref().is_some_and(|c| *c.get_ref() != 1) {
+                return Err(self.at(
+                    a,
+                    format!("roles.{name}.elastic_ip: one address is for one instance; the role's count must be 1"),
+                ));
+            }
+        }
+
         let availability_zone = pick(&r.availability_zone, &defaults.availability_zone);
         if let Some(z) = &availability_zone {
             validate::check_availability_zone(z.get_ref()).map_err(|m| self.at(z, m))?;
@@ -1402,6 +1442,7 @@ impl Cx<'_> {
             volume_gb: volume_gb.map(|v| *v.get_ref()),
             volume_keep: r.volume_keep.or(defaults.volume_keep).unwrap_or(false),
             eip: r.eip.or(defaults.eip).unwrap_or(false),
+            elastic_ip: elastic_ip.map(Spanned::into_inner),
             record_a,
             placement,
             monitoring: r.monitoring.or(defaults.monitoring),

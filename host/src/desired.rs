@@ -278,11 +278,14 @@ pub fn compute(
                 (Setting::EbsOptimized, flag(role.ebs_optimized)),
                 (Setting::ApiTermination, flag(protect)),
             ]);
-            if role.eip {
+            // An address that exists is the first instance's (a sizing hook may answer more).
+            let given = role.elastic_ip.clone().filter(|_| index == 1);
+            if role.eip || given.is_some() {
                 network.addresses.push(network::DesiredAddress {
                     resource: network::address_resource(&role.name, index),
                     slot: id.clone(),
                     instance: name.clone(),
+                    given,
                 });
             }
             let mut tags: BTreeMap<String, String> =
@@ -311,7 +314,7 @@ pub fn compute(
                 groups: groups.clone(),
                 security_group_ids: role.security_group_ids.clone(),
                 volume,
-                eip: role.eip,
+                eip: role.eip || (role.elastic_ip.is_some() && index == 1),
                 record_a: role.record_a,
                 placement: role.placement.clone(),
                 monitoring: role.monitoring,

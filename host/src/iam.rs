@@ -144,6 +144,22 @@ pub fn policy(def: &Definition) -> Policy {
     tag_on_create.extend(per_kind(|a| a.tag_on_create));
     let mut own = vec!["ec2:CreateTags", "ec2:TerminateInstances"];
     own.extend(per_kind(|a| a.own));
+    // Addresses a role names (`elastic_ip`) are not heet's: read, and associated with heet's
+    // instances (the instance side under the project's tag, the address by its ARN below).
+    let given: Vec<&str> = def
+        .roles
+        .iter()
+        .filter_map(|r| r.elastic_ip.as_deref())
+        .collect();
+    let own_addresses = kinds.contains(&network::Kind::Address);
+    observe.extend(pick(
+        !given.is_empty() && !own_addresses,
+        &["ec2:DescribeAddresses"],
+    ));
+    own.extend(pick(
+        !given.is_empty() && !own_addresses,
+        &["ec2:AssociateAddress"],
+    ));
     // Monitoring is changed in place for the roles that say it (unset, heet leaves it).
     let monitoring = def.roles.iter().any(|r| r.monitoring.is_some());
     own.extend(pick(
@@ -190,6 +206,18 @@ pub fn policy(def: &Definition) -> Policy {
             None,
         ),
     ];
+    if !given.is_empty() {
+        let region = one_region(def).unwrap_or("*");
+        statements.push(statement(
+            "HeetGivenAddresses",
+            vec!["ec2:AssociateAddress"],
+            given
+                .iter()
+                .map(|a| format!("arn:aws:ec2:{region}:*:elastic-ip/{a}"))
+                .collect(),
+            None,
+        ));
+    }
     if def.domain.is_some() {
         let mut find = vec!["route53:ListHostedZonesByName"];
         find.extend(pick(def.create_zone, &["route53:CreateHostedZone"]));

@@ -736,3 +736,57 @@ fn role_limits_plan_up_and_down_to_that_role_and_what_it_needs() {
     assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
     assert_eq!(moto().ledger_keys(&p.name, "staging"), Vec::<String>::new());
 }
+
+#[test]
+fn an_address_that_exists_follows_its_instance_and_is_never_released() {
+    let alloc = xml_text(
+        &moto().ec2(&[("Action", "AllocateAddress"), ("Domain", "vpc")]),
+        "allocationId",
+    );
+    let def = format!(
+        "[project]\nname = \"{{project}}\"\n\n[defaults]\nami = \"ami-12c6146b\"\n\n[roles.nat]\nelastic_ip = \"{alloc}\"\n\n[environments.staging]\n"
+    );
+    let p = Project::new(&def, &[]);
+    let holder = || {
+        let xml = moto().ec2(&[
+            ("Action", "DescribeAddresses"),
+            ("AllocationId.1", alloc.as_str()),
+        ]);
+        xml_text(&xml, "instanceId")
+    };
+    p.heet(&["up", "--env", "staging"]).ok();
+    let first = moto().live_instances("heet:project", &p.name)[0].id.clone();
+    assert_eq!(holder(), first);
+    let again = p
+        .heet(&["up", "--env", "staging", "--output", "json"])
+        .json();
+    assert_eq!(again["aws_calls"]["mutating"], 0, "{again}");
+
+    // A replacement gets it in its round, as heet's own addresses.
+    p.write(
+        "heet.toml",
+        &def.replace(
+            "[roles.nat]\n",
+            "[roles.nat]\ninstance_type = \"t3.small\"\n",
+        ),
+    );
+    p.heet(&["up", "--env", "staging", "--yes"]).ok();
+    let live = moto().live_instances("heet:project", &p.name);
+    assert_eq!(live.len(), 1);
+    assert_ne!(live[0].id, first);
+    assert_eq!(holder(), live[0].id);
+
+    // down leaves it allocated, and heet never tagged it.
+    p.heet(&["down", "--env", "staging", "--yes"]).ok();
+    let xml = moto().ec2(&[
+        ("Action", "DescribeAddresses"),
+        ("AllocationId.1", alloc.as_str()),
+    ]);
+    assert_eq!(xml_text(&xml, "allocationId"), alloc, "{xml}");
+    assert!(!xml.contains("heet:"), "{xml}");
+    assert_eq!(moto().leftovers(&p.name), Vec::<String>::new());
+    moto().ec2(&[
+        ("Action", "ReleaseAddress"),
+        ("AllocationId", alloc.as_str()),
+    ]);
+}

@@ -506,6 +506,41 @@ impl Net {
             .ok_or_else(|| anyhow::anyhow!("ec2:AllocateAddress: no allocation id"))
     }
 
+    /// The addresses a definition names by allocation id (`elastic_ip`), which are not
+    /// heet's: where each is associated. One that does not exist is an error naming it.
+    pub async fn given_addresses(&self, ids: &[String]) -> anyhow::Result<Vec<ObservedResource>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .client
+            .describe_addresses()
+            .set_allocation_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| {
+                sdk_error("ec2:DescribeAddresses", e).context(format!(
+                    "elastic_ip {}: an address that exists in this account and region",
+                    ids.join(", ")
+                ))
+            })?;
+        Ok(out
+            .addresses()
+            .iter()
+            .map(|a| {
+                resource(
+                    tag_map(a.tags()),
+                    a.allocation_id().unwrap_or_default(),
+                    Detail::Address {
+                        public_ip: a.public_ip().unwrap_or_default().to_owned(),
+                        association_id: a.association_id().map(str::to_owned),
+                        instance_id: a.instance_id().map(str::to_owned),
+                    },
+                )
+            })
+            .collect())
+    }
+
     pub async fn associate(&self, allocation_id: &str, instance_id: &str) -> anyhow::Result<()> {
         retry_while(
             &format!("ec2:AssociateAddress {allocation_id} with {instance_id}"),

@@ -239,6 +239,9 @@ pub struct DesiredAddress {
     /// The instance slot it is associated with.
     pub slot: String,
     pub instance: String,
+    /// An address that exists (`elastic_ip`), by its allocation id: associated, never
+    /// allocated or released by heet. `None`: heet's own (`eip = true`).
+    pub given: Option<String>,
 }
 
 /// Where an instance is launched, as the plan knows it before anything is created.
@@ -1063,6 +1066,24 @@ pub fn plan(
     }
 
     for a in &desired.addresses {
+        if let Some(given) = &a.given {
+            // Not heet's: found by its id, associated with the slot's instance, nothing else.
+            let instance_id = instances.get(&a.slot).cloned().flatten();
+            let current = observed.iter().find_map(|o| match &o.detail {
+                Detail::Address { instance_id, .. } if o.aws_id == *given => Some(instance_id),
+                _ => None,
+            });
+            if instance_id.is_none() || current != Some(&instance_id) {
+                changes.push(NetChange::Associate {
+                    resource: a.resource.clone(),
+                    allocation_id: given.clone(),
+                    slot: a.slot.clone(),
+                    instance: a.instance.clone(),
+                    instance_id,
+                });
+            }
+            continue;
+        }
         let (kept, extra) = take(&a.resource, &|_| true);
         doomed.extend(extra);
         let instance_id = instances.get(&a.slot).cloned().flatten();
@@ -1642,6 +1663,7 @@ mod tests {
                 resource: address_resource("www", 1),
                 slot: "s1".into(),
                 instance: "shop-prod-www-01".into(),
+                given: None,
             }],
             ..DesiredNetwork::default()
         };
