@@ -206,16 +206,30 @@ pub async fn apply(
         let mut steps: [&mut dyn Steps; 4] = [&mut instances, &mut records, &mut network, &mut iam];
         for stage in Stage::ALL {
             for round in 0..plan.rounds(stage) {
-                for place in plan.places(stage, round) {
-                    let at = At {
-                        stage,
-                        round,
-                        place,
-                    };
-                    let results =
-                        futures::future::join_all(steps.iter_mut().map(|s| s.run(at, &shared)))
-                            .await;
-                    first_error(results)?;
+                let places: Vec<u8> = plan.places(stage, round).into_iter().collect();
+                let bands: Vec<Vec<u8>> = places
+                    .chunk_by(|a, b| stage.band(*a) == stage.band(*b))
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                let shared = &shared;
+                for band in &bands {
+                    // Each family through the band's places in order, the families at once:
+                    // IAM runs through its chain while the network waits out EC2's.
+                    let runs = steps.iter_mut().map(|s| async move {
+                        for &place in band {
+                            s.run(
+                                At {
+                                    stage,
+                                    round,
+                                    place,
+                                },
+                                shared,
+                            )
+                            .await?;
+                        }
+                        anyhow::Ok(())
+                    });
+                    first_error(futures::future::join_all(runs).await)?;
                 }
             }
         }

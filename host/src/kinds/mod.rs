@@ -36,6 +36,19 @@ pub enum Stage {
 impl Stage {
     /// In apply's order.
     pub const ALL: [Stage; 3] = [Stage::Before, Stage::Running, Stage::After];
+
+    /// The band of `place` in this stage. Bands are made one after another; within one,
+    /// each family makes its changes place by place without waiting for the others. Before
+    /// and after the instances a band is a decade of places (the network's and IAM's chains
+    /// side by side in 0–9, IAM's new access keys at 10, records at 20, the instances at 30);
+    /// while they run, every place is a band of its own (a launch, the addresses moved to it,
+    /// the names, the retirements).
+    pub fn band(self, place: u8) -> u8 {
+        match self {
+            Stage::Before | Stage::After => place / 10,
+            Stage::Running => place,
+        }
+    }
 }
 
 /// The ledger bookkeeping a change needs, which apply does around it: what it makes is
