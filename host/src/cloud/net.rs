@@ -56,6 +56,19 @@ pub(super) fn spec(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSp
         .build()
 }
 
+/// An Elastic IP as heet observes it, heet's or not (its tags say).
+fn address(a: &aws_sdk_ec2::types::Address) -> ObservedResource {
+    resource(
+        tag_map(a.tags()),
+        a.allocation_id().unwrap_or_default(),
+        Detail::Address {
+            public_ip: a.public_ip().unwrap_or_default().to_owned(),
+            association_id: a.association_id().map(str::to_owned),
+            instance_id: a.instance_id().map(str::to_owned),
+        },
+    )
+}
+
 pub(super) fn resource(
     tags: BTreeMap<String, String>,
     aws_id: &str,
@@ -197,17 +210,7 @@ impl Net {
                     .send()
                     .await
                     .map_err(|e| sdk_error("ec2:DescribeAddresses", e))?;
-                for a in out.addresses() {
-                    found.push(resource(
-                        tag_map(a.tags()),
-                        a.allocation_id().unwrap_or_default(),
-                        Detail::Address {
-                            public_ip: a.public_ip().unwrap_or_default().to_owned(),
-                            association_id: a.association_id().map(str::to_owned),
-                            instance_id: a.instance_id().map(str::to_owned),
-                        },
-                    ));
-                }
+                found.extend(out.addresses().iter().map(address));
             }
             Kind::KeyPair => found = self.observe_keys(project, env).await?,
         }
@@ -524,21 +527,7 @@ impl Net {
                     ids.join(", ")
                 ))
             })?;
-        Ok(out
-            .addresses()
-            .iter()
-            .map(|a| {
-                resource(
-                    tag_map(a.tags()),
-                    a.allocation_id().unwrap_or_default(),
-                    Detail::Address {
-                        public_ip: a.public_ip().unwrap_or_default().to_owned(),
-                        association_id: a.association_id().map(str::to_owned),
-                        instance_id: a.instance_id().map(str::to_owned),
-                    },
-                )
-            })
-            .collect())
+        Ok(out.addresses().iter().map(address).collect())
     }
 
     pub async fn associate(&self, allocation_id: &str, instance_id: &str) -> anyhow::Result<()> {
