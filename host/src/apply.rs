@@ -31,6 +31,7 @@ use crate::kinds::iam::{self as iam_kind, Attachable, IamChange, Kind as IamKind
 use crate::kinds::instances::{Attribute, Ending, InstanceChange, ObservedInstance, Phase};
 use crate::kinds::network::{self, NetChange, ObservedResource, Source, SubnetRef, VpcRef};
 use crate::kinds::records::{RECORD_TTL, Reach, RecordChange, RecordOp, Zone};
+use crate::kinds::stacks::StackChange;
 use crate::kinds::{self, Bookkeeping, Change as _, Stage};
 use crate::ledger::{self, Ledger};
 use crate::namespace;
@@ -82,6 +83,8 @@ pub fn sort_by_slot(instances: &mut [InstanceSummary]) {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Applied {
+    /// Stack changes made, as the plan shows them.
+    pub stacks: Vec<String>,
     pub terminated: Vec<String>,
     pub retagged: Vec<String>,
     pub launched: Vec<InstanceSummary>,
@@ -153,6 +156,12 @@ pub async fn apply(
             .iter()
             .map(|name| (ledger::record_key(name), None)),
     );
+    bookkeeping.extend(
+        plan.stacks
+            .forgotten
+            .iter()
+            .map(|r| (ledger::resource_key(r), None)),
+    );
     let legacy = shared.ledger.lock().await.legacy();
     bookkeeping.extend(legacy.into_iter().map(|k| (k, None)));
     book(aws, shared.ledger, bookkeeping).await?;
@@ -201,9 +210,25 @@ pub async fn apply(
             fresh: Default::default(),
         },
     );
+    let mut stacks = Tiered::new(
+        "stack",
+        &plan.stacks.changes,
+        StackApply {
+            aws,
+            project: &plan.project,
+            env: &plan.env,
+            run_id,
+        },
+    );
     {
         // The one registration of each family's executor; the loop below is apply's order.
-        let mut steps: [&mut dyn Steps; 4] = [&mut instances, &mut records, &mut network, &mut iam];
+        let mut steps: [&mut dyn Steps; 5] = [
+            &mut stacks,
+            &mut instances,
+            &mut records,
+            &mut network,
+            &mut iam,
+        ];
         for stage in Stage::ALL {
             for round in 0..plan.rounds(stage) {
                 let places: Vec<u8> = plan.places(stage, round).into_iter().collect();
@@ -241,6 +266,7 @@ pub async fn apply(
     } = instances.done;
     sort_by_slot(&mut launched);
     Ok(Applied {
+        stacks: stacks.done,
         terminated,
         retagged,
         launched,
@@ -1012,6 +1038,52 @@ async fn made_tier<C: kinds::Change, E: Executor<C>>(
         )));
     }
     Ok(done)
+}
+
+/// What stack changes need beyond themselves: the tags and a token per call.
+struct StackApply<'a> {
+    aws: &'a Aws,
+    project: &'a str,
+    env: &'a str,
+    run_id: &'a str,
+}
+
+impl Executor<StackChange> for StackApply<'_> {
+    async fn run(&self, c: &StackChange) -> anyhow::Result<Option<String>> {
+        use crate::namespace::{TAG_ENV, TAG_PROJECT, TAG_RESOURCE};
+        let cfn = &self.aws.cfn;
+        // A retry of a call (the SDK's) is the same request; another run's is not.
+        let token = |what: &str| format!("heet-{}-{}-{what}", self.run_id, c.stack());
+        let tags = BTreeMap::from([
+            (TAG_PROJECT.to_owned(), self.project.to_owned()),
+            (TAG_ENV.to_owned(), self.env.to_owned()),
+            (TAG_RESOURCE.to_owned(), kinds::stacks::resource(c.stack())),
+        ]);
+        match c {
+            StackChange::Create {
+                name,
+                send,
+                replaces,
+                ..
+            } => {
+                // A create that failed leaves a stack that can only be deleted.
+                if let Some(old) = replaces {
+                    cfn.delete(name, old, &token("delete")).await?;
+                }
+                Ok(Some(cfn.create(name, send, &tags, &token("create")).await?))
+            }
+            StackChange::Update { name, id, send, .. } => {
+                cfn.update(name, id, send, &tags, &token("update")).await?;
+                Ok(None)
+            }
+            StackChange::Delete { name, id, .. } => {
+                cfn.delete(name, id, &token("delete")).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn made(&mut self, _: &Bookkeeping, _: Option<&str>) {}
 }
 
 /// What IAM changes need beyond themselves.

@@ -171,16 +171,88 @@ pub async fn trust_policy(
     Ok(Outcome::Done)
 }
 
-/// Definition, plugins and desired state: everything before the first AWS call. A bad
-/// definition, a failing plugin or a policy veto stops here, having touched nothing.
-async fn prepare(global: &Global, env: &str) -> anyhow::Result<(Definition, Aws, Desired)> {
+/// What a command that plans works from.
+struct Prepared {
+    def: Definition,
+    aws: Aws,
+    desired: Desired,
+    runtime: Runtime,
+    plugins: PluginSet,
+}
+
+/// Definition, plugins and desired state: everything before the first change. A bad
+/// definition or a failing plugin stops before any AWS call; a policy veto before anything
+/// is changed (the stacks' outputs are read first when the definition has stacks).
+async fn prepare(global: &Global, env: &str) -> anyhow::Result<Prepared> {
     let def = Definition::load(&global.file)?;
     def.environment(env)?;
     let runtime = Runtime::new()?;
     let mut plugins = PluginSet::load(&runtime, &def)?;
     let aws = Aws::connect(&connection(global, &def, env)).await?;
-    let desired = desired::compute(&def, env, &aws.region, &mut plugins)?;
-    Ok((def, aws, desired))
+    let desired = desire(&aws, &def, env, &runtime, &mut plugins).await?;
+    Ok(Prepared {
+        def,
+        aws,
+        desired,
+        runtime,
+        plugins,
+    })
+}
+
+/// The desired state of `env`: the definition, with the outputs of its stacks as they are
+/// now, through the plugins (configured again when their config reads an output).
+async fn desire(
+    aws: &Aws,
+    def: &Definition,
+    env: &str,
+    runtime: &Runtime,
+    plugins: &mut PluginSet,
+) -> anyhow::Result<Desired> {
+    if def.stacks.is_empty() {
+        return Ok(desired::compute(def, env, &aws.region, plugins)?);
+    }
+    let names = stack_names(&def.project, env, def.stacks.keys());
+    let observed = aws.cfn.observe(&names).await?;
+    let (resolved, unknown) = def.resolved(&kinds::stacks::outputs_of(&observed));
+    if resolved.plugins.config != def.plugins.config {
+        *plugins = PluginSet::load(runtime, &resolved)?;
+    }
+    let mut desired = desired::compute(&resolved, env, &aws.region, plugins)?;
+    desired.unknown_outputs = unknown;
+    Ok(desired)
+}
+
+/// Each stack's heet name and its name in CloudFormation.
+fn stack_names<'a>(
+    project: &str,
+    env: &str,
+    names: impl IntoIterator<Item = &'a String>,
+) -> Vec<(String, String)> {
+    names
+        .into_iter()
+        .map(|n| (n.clone(), kinds::stacks::full_name(project, env, n)))
+        .collect()
+}
+
+/// Asks CloudFormation what each stack update of `plan` would do (a change set, deleted
+/// again): what `plan` and `up` show of it.
+async fn preview(aws: &Aws, plan: &mut Plan) -> anyhow::Result<()> {
+    let token = run_id()?;
+    let previews = futures::future::join_all(plan.stacks.changes.iter().map(|c| async {
+        match c {
+            kinds::stacks::StackChange::Update { name, send, .. } => {
+                Some(aws.cfn.preview(name, send, &token).await)
+            }
+            _ => None,
+        }
+    }))
+    .await;
+    for (c, p) in plan.stacks.changes.iter_mut().zip(previews) {
+        if let (kinds::stacks::StackChange::Update { preview, .. }, Some(p)) = (c, p) {
+            *preview = p;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the ledger of `project`/`env`; pages heet cannot read are named in a warning and
@@ -265,10 +337,11 @@ async fn survey(
     // The instances at once; beside them the ledger, then the network and DNS (which depend
     // on what the ledger lists): a survey takes as long as its longest read, the describe of
     // every instance.
-    // IAM entities are proven heet's by the ledger alone: it is read whenever IAM is wanted.
+    // IAM entities and stacks are proven heet's by the ledger alone: it is read whenever
+    // they are wanted.
     let iam_wanted = !desired.iam.is_empty();
     let rest = async {
-        let ledger = if with_ledger || iam_wanted {
+        let ledger = if with_ledger || iam_wanted || !desired.stacks.is_empty() {
             read_ledger(aws, &desired.project, &desired.env).await?
         } else {
             Ledger::new(ledger::prefix(&desired.project, &desired.env))
@@ -305,14 +378,34 @@ async fn survey(
             heets.extend(given);
             anyhow::Ok(heets)
         };
-        let (resources, dns, iam) = tokio::try_join!(
+        let owned_stacks = kinds::stacks::owned(&ledger);
+        let stacks = async {
+            let names: BTreeSet<&String> =
+                desired.stacks.keys().chain(owned_stacks.keys()).collect();
+            if names.is_empty() {
+                return anyhow::Ok(Vec::new());
+            }
+            aws.cfn
+                .observe(&stack_names(&desired.project, &desired.env, names))
+                .await
+        };
+        let (resources, dns, iam, stacks) = tokio::try_join!(
             resources,
             observe_dns(aws, def, desired, with_ledger.then_some(&ledger)),
             iam,
+            stacks,
         )?;
-        anyhow::Ok((ledger, resources, dns, iam))
+        let stacks = kinds::stacks::plan(
+            &desired.project,
+            &desired.env,
+            &desired.stacks,
+            &stacks,
+            &owned_stacks,
+            desired.unknown_outputs.clone(),
+        );
+        anyhow::Ok((ledger, resources, dns, iam, stacks))
     };
-    let (observed, (ledger, resources, dns, iam)) =
+    let (observed, (ledger, resources, dns, iam, stacks)) =
         tokio::try_join!(aws.ec2.instances(&desired.project, &desired.env), rest)?;
     let batches = ledger.batches();
     let mut plan = plan::plan(
@@ -326,6 +419,7 @@ async fn survey(
     if let Some(iam) = iam {
         plan.iam = kinds::iam::plan(&desired.iam, &iam, &kinds::iam::owned(&ledger));
     }
+    plan.stacks = stacks;
     Ok(Survey {
         ledger,
         observed,
@@ -394,10 +488,13 @@ pub async fn plan(
     detailed_exitcode: bool,
     roles: &[String],
 ) -> anyhow::Result<Outcome> {
-    let (def, aws, desired) = prepare(global, env).await?;
+    let Prepared {
+        def, aws, desired, ..
+    } = prepare(global, env).await?;
     let roles = roles_named(&def, roles)?;
     // The ledger too: `plan` shows exactly what `up` would do, stale records included.
-    let Survey { plan, .. } = survey(&aws, &def, &desired, true).await?;
+    let Survey { mut plan, .. } = survey(&aws, &def, &desired, true).await?;
+    preview(&aws, &mut plan).await?;
     let plan = limited(plan, &roles, false);
     let report = PlanReport {
         plan,
@@ -431,6 +528,9 @@ impl fmt::Display for UpReport {
                 a.terminated.len(),
                 a.retagged.len()
             )?;
+            if !a.stacks.is_empty() {
+                write!(f, ", {} stack(s) applied", a.stacks.len())?;
+            }
             for i in &a.launched {
                 write!(
                     f,
@@ -457,7 +557,13 @@ pub async fn up(
     roles: &[String],
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
-    let (def, aws, desired) = prepare(global, env).await?;
+    let Prepared {
+        def,
+        aws,
+        mut desired,
+        runtime,
+        mut plugins,
+    } = prepare(global, env).await?;
     let roles = roles_named(&def, roles)?;
     let mut plan = limited(
         survey(&aws, &def, &desired, false).await?.plan,
@@ -472,11 +578,57 @@ pub async fn up(
         None
     } else {
         let work = async {
-            let now = survey(&aws, &def, &desired, true).await?;
-            let (mut ledger, dns, resources) = (now.ledger, now.dns, now.resources);
+            let mut now = survey(&aws, &def, &desired, true).await?;
+            preview(&aws, &mut now.plan).await?;
             plan = limited(now.plan, &roles, false);
+            // Stacks first: what the rest reads of them is known once they are made, so the
+            // rest is planned again after.
+            let mut stacks_applied = None;
+            if let Some(first) = plan.stacks_first() {
+                apply::applicable(&plan)?;
+                if first.stacks.changes.iter().any(|c| c.is_destructive()) && !yes {
+                    eprintln!("{first}");
+                    confirm(
+                        &format!(
+                            "this may remove or replace resources of stacks of {}/{env}",
+                            def.project
+                        ),
+                        None,
+                    )?;
+                }
+                let cx = apply::Context {
+                    ledger: &mut now.ledger,
+                    resources: &now.resources,
+                    zone: now.dns.zone.clone(),
+                    run_id: &run_id()?,
+                    keep_failed,
+                };
+                let applied = apply::apply(&aws, &first, cx, progress).await?;
+                desired = desire(&aws, &def, env, &runtime, &mut plugins).await?;
+                if !desired.unknown_outputs.is_empty() {
+                    anyhow::bail!(
+                        "the stacks were applied, but they have no outputs for {}: nothing else applied",
+                        desired
+                            .unknown_outputs
+                            .iter()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                now = survey(&aws, &def, &desired, true).await?;
+                plan = limited(now.plan, &roles, false);
+                stacks_applied = Some((first.stacks, applied.stacks));
+            }
+            let (mut ledger, dns, resources) = (now.ledger, now.dns, now.resources);
             if plan.is_empty() {
-                return Ok(None);
+                return Ok(stacks_applied.map(|(shown, made)| {
+                    plan.stacks = shown;
+                    Applied {
+                        stacks: made,
+                        ..Applied::default()
+                    }
+                }));
             }
             apply::applicable(&plan)?;
             if plan.instances.is_destructive() && !yes {
@@ -497,7 +649,12 @@ pub async fn up(
                 run_id: &run_id()?,
                 keep_failed,
             };
-            Ok(Some(apply::apply(&aws, &plan, cx, progress).await?))
+            let mut applied = apply::apply(&aws, &plan, cx, progress).await?;
+            if let Some((shown, made)) = stacks_applied {
+                plan.stacks = shown;
+                applied.stacks = made;
+            }
+            Ok(Some(applied))
         };
         locked(&aws, &def.project, env, "up", work).await?
     };
@@ -725,7 +882,9 @@ impl fmt::Display for StatusReport {
 
 /// Compares what runs with the definition and plugins; exit 2 when they differ.
 pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
-    let (def, aws, desired) = prepare(global, env).await?;
+    let Prepared {
+        def, aws, desired, ..
+    } = prepare(global, env).await?;
     let Survey {
         observed,
         dns,
@@ -1398,7 +1557,9 @@ pub async fn graph(
     format: crate::cli::GraphFormat,
     live: bool,
 ) -> anyhow::Result<Outcome> {
-    let (def, aws, desired) = prepare(global, env).await?;
+    let Prepared {
+        def, aws, desired, ..
+    } = prepare(global, env).await?;
     let graph = if live {
         let Survey {
             observed,

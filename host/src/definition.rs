@@ -93,6 +93,8 @@ pub struct Definition {
     pub iam: crate::kinds::iam::Iam,
     /// `[tasks]` and `[scenarios]`: what `heet run` runs on the instances.
     pub tasks: crate::tasks::Tasks,
+    /// `[stacks.*]`, by name.
+    pub stacks: crate::kinds::stacks::Stacks,
 }
 
 #[derive(Debug, Clone)]
@@ -317,6 +319,51 @@ impl Definition {
     }
 }
 
+/// Every string in a TOML value, nested ones too.
+fn toml_strings(v: &toml::Value, out: &mut Vec<String>) {
+    match v {
+        toml::Value::String(s) => out.push(s.clone()),
+        toml::Value::Array(items) => items.iter().for_each(|i| toml_strings(i, out)),
+        toml::Value::Table(t) => t.values().for_each(|i| toml_strings(i, out)),
+        _ => {}
+    }
+}
+
+impl Definition {
+    /// The definition with each `${stacks.NAME.OUTPUT}` replaced by the output `outputs`
+    /// holds; the references whose output is not known yet (a stack not made) by a
+    /// placeholder, each named in the set returned (`kinds::stacks::resolve`).
+    pub fn resolved(
+        &self,
+        outputs: &crate::kinds::stacks::Outputs,
+    ) -> (Definition, BTreeSet<String>) {
+        use crate::kinds::stacks::{resolve, resolve_json};
+        let mut unknown = BTreeSet::new();
+        let mut def = self.clone();
+        if def.stacks.is_empty() {
+            return (def, unknown);
+        }
+        for r in &mut def.roles {
+            r.user_data = resolve(&r.user_data, outputs, &mut unknown);
+            for v in [&mut r.subnet_id, &mut r.instance_profile]
+                .into_iter()
+                .flatten()
+            {
+                *v = resolve(v, outputs, &mut unknown);
+            }
+            for g in &mut r.security_group_ids {
+                *g = resolve(g, outputs, &mut unknown);
+            }
+        }
+        for (json, _) in def.plugins.config.values_mut() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
+                *json = resolve_json(&v, outputs, &mut unknown).to_string();
+            }
+        }
+        (def, unknown)
+    }
+}
+
 /// Most subnets heet creates in its VPC.
 pub const MAX_SUBNETS: u32 = 6;
 /// Largest data volume (gp3), GiB.
@@ -363,6 +410,12 @@ struct RawDefinition {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, crate::tasks::RawScenario>")]
     scenarios: crate::tasks::RawScenarios,
+    /// `[stacks.NAME]`: CloudFormation stacks heet makes in each environment before the
+    /// instances; `${stacks.NAME.OUTPUT}` reads an output where the definition takes an id
+    /// or a string.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, crate::kinds::stacks::RawStack>")]
+    stacks: crate::kinds::stacks::RawStacks,
 }
 
 /// The JSON Schema of heet.toml, from the structs it is read with: draft 7, the one every
@@ -504,7 +557,8 @@ struct RawRole {
     instance_profile: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     subnet_id: Option<Spanned<String>>,
-    security_group_ids: Option<Vec<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
+    security_group_ids: Option<Vec<Spanned<String>>>,
     #[schemars(with = "Option<Vec<i64>>")]
     ports: Option<Vec<Spanned<i64>>>,
     #[schemars(with = "Option<Vec<String>>")]
@@ -755,6 +809,7 @@ impl Cx<'_> {
         }
 
         let base = self.file.parent().unwrap_or(Path::new("."));
+        let stacks = self.stacks(&mut raw, base)?;
         let mut plugins = self.plugins(raw.plugins, base)?;
 
         let mut roles = Vec::new();
@@ -916,7 +971,63 @@ impl Cx<'_> {
             environments,
             iam,
             tasks,
+            stacks,
         })
+    }
+
+    /// `[stacks.*]`, and every `${stacks.NAME.OUTPUT}` where the definition takes one
+    /// checked against them: the roles' ids and strings, and the plugins' config.
+    fn stacks(
+        &self,
+        raw: &mut RawDefinition,
+        base: &Path,
+    ) -> Result<crate::kinds::stacks::Stacks, DefinitionError> {
+        use crate::kinds::stacks;
+        let error = |offset: usize, message: String| self.error(Some(offset), message);
+        let cx = stacks::Context {
+            project: raw.project.name.get_ref(),
+            envs: raw
+                .environments
+                .keys()
+                .map(|k| k.get_ref().as_str())
+                .collect(),
+            base,
+            source: self.source,
+            error: &error,
+        };
+        let built = stacks::build(&cx, std::mem::take(&mut raw.stacks))?;
+        let check = |field: String, value: &Spanned<String>| {
+            stacks::check_references(&cx, &built, &field, value.get_ref(), value.span())
+        };
+        let roles = raw
+            .roles
+            .iter()
+            .map(|(n, r)| (format!("roles.{}", n.get_ref()), r.get_ref()))
+            .chain([("defaults".to_owned(), &raw.defaults)]);
+        for (at, role) in roles {
+            let strings = [
+                ("subnet_id", &role.subnet_id),
+                ("instance_profile", &role.instance_profile),
+                ("user_data", &role.user_data),
+            ];
+            for (key, value) in strings {
+                if let Some(v) = value {
+                    check(format!("{at}.{key}"), v)?;
+                }
+            }
+            for g in role.security_group_ids.iter().flatten() {
+                check(format!("{at}.security_group_ids"), g)?;
+            }
+        }
+        for (name, table) in &raw.plugins.config {
+            let field = format!("plugins.config.{}", name.get_ref());
+            let mut texts = Vec::new();
+            toml_strings(&toml::Value::Table(table.get_ref().clone()), &mut texts);
+            for t in texts {
+                stacks::check_references(&cx, &built, &field, &t, table.span())?;
+            }
+        }
+        Ok(built)
     }
 
     fn cidr(&self, raw: &Spanned<String>) -> Result<ipnet::Ipv4Net, DefinitionError> {
@@ -1435,7 +1546,10 @@ impl Cx<'_> {
                 .security_group_ids
                 .clone()
                 .or_else(|| defaults.security_group_ids.clone())
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
             ports,
             allow_from,
             allow_cidr,
@@ -1463,6 +1577,81 @@ mod tests {
 
     fn parse(src: &str) -> Result<Definition, String> {
         Definition::parse(Path::new("examples/heet.toml"), src).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn stacks_are_read_with_their_templates_and_outputs_resolve_where_the_definition_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("net.yaml"),
+            "Parameters:\n  Zones:\n    Type: CommaDelimitedList\n  Size:\n    Type: Number\nResources:\n  Vpc:\n    Type: AWS::EC2::VPC\nOutputs:\n  SubnetId:\n    Value: !Ref Vpc\n  GroupId:\n    Value: x\n",
+        )
+        .unwrap();
+        let toml = r#"
+[project]
+name = "shop"
+[plugins.config.naming]
+pattern = "{env}-${stacks.net.GroupId}"
+[stacks.net]
+template = "net.yaml"
+parameters = { Zones = ["a", "b"], Size = 3 }
+capabilities = ["CAPABILITY_IAM"]
+[defaults]
+ami = "ami-12c6146b"
+[roles.www]
+subnet_id = "${stacks.net.SubnetId}"
+security_group_ids = ["${stacks.net.GroupId}", "sg-1"]
+user_data = "S=${stacks.net.SubnetId} HOME=${HOME}"
+[environments.staging]
+"#;
+        let file = dir.path().join("heet.toml");
+        let def = Definition::parse(&file, toml).unwrap();
+        let net = &def.stacks["net"];
+        assert_eq!(
+            net.parameters,
+            BTreeMap::from([
+                ("Size".to_owned(), "3".to_owned()),
+                ("Zones".to_owned(), "a,b".to_owned())
+            ])
+        );
+        assert_eq!(
+            net.resources,
+            [("Vpc".to_owned(), "AWS::EC2::VPC".to_owned())]
+        );
+
+        // Nothing made yet: placeholders, each reference named once.
+        let (plan, unknown) = def.resolved(&BTreeMap::new());
+        assert_eq!(
+            plan.roles[0].subnet_id.as_deref(),
+            Some("stacks.net.SubnetId")
+        );
+        assert_eq!(unknown.len(), 2, "{unknown:?}");
+        let outputs = BTreeMap::from([(
+            "net".to_owned(),
+            BTreeMap::from([
+                ("SubnetId".to_owned(), "subnet-9".to_owned()),
+                ("GroupId".to_owned(), "sg-9".to_owned()),
+            ]),
+        )]);
+        let (made, unknown) = def.resolved(&outputs);
+        assert!(unknown.is_empty());
+        let www = &made.roles[0];
+        assert_eq!(www.subnet_id.as_deref(), Some("subnet-9"));
+        assert_eq!(www.security_group_ids, ["sg-9", "sg-1"]);
+        assert_eq!(www.user_data, "S=subnet-9 HOME=${HOME}");
+        assert_eq!(
+            made.plugins.config["naming"].0,
+            r#"{"pattern":"{env}-sg-9"}"#
+        );
+
+        // A parameter without a default must be given.
+        let err = Definition::parse(&file, &toml.replace(", Size = 3", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the template's parameter \"Size\" has no default"),
+            "{err}"
+        );
     }
 
     const GOOD: &str = r#"

@@ -22,6 +22,10 @@ pub struct Desired {
     pub instances: Vec<DesiredInstance>,
     pub network: DesiredNetwork,
     pub iam: crate::kinds::iam::DesiredIam,
+    /// The stacks wanted (`kinds::stacks`).
+    pub stacks: crate::kinds::stacks::Stacks,
+    /// The references to stack outputs not known yet: they are once the stacks are made.
+    pub unknown_outputs: std::collections::BTreeSet<String>,
 }
 
 impl Desired {
@@ -34,6 +38,8 @@ impl Desired {
             instances: Vec::new(),
             network: DesiredNetwork::default(),
             iam: crate::kinds::iam::DesiredIam::of(project, env, &Default::default()),
+            stacks: Default::default(),
+            unknown_outputs: Default::default(),
         }
     }
 }
@@ -338,6 +344,8 @@ pub fn compute(
         instances,
         network,
         iam: crate::kinds::iam::DesiredIam::of(project, env, &def.iam),
+        stacks: def.stacks.clone(),
+        unknown_outputs: Default::default(),
     };
     let violations = hooks.guard(&desired.to_wit(def.domain.clone()))?;
     if !violations.is_empty() {

@@ -97,6 +97,22 @@ const IAM_OWN: [&str; 39] = [
     "iam:DeleteInstanceProfile",
 ];
 
+/// What heet calls on its stacks: observed with their templates, previewed by change sets
+/// (created, described, deleted), created, updated, deleted, and their events read when one
+/// fails.
+const STACKS: [&str; 10] = [
+    "cloudformation:DescribeStacks",
+    "cloudformation:GetTemplate",
+    "cloudformation:CreateChangeSet",
+    "cloudformation:DescribeChangeSet",
+    "cloudformation:DeleteChangeSet",
+    "cloudformation:CreateStack",
+    "cloudformation:UpdateStack",
+    "cloudformation:DeleteStack",
+    "cloudformation:DescribeStackEvents",
+    "cloudformation:TagResource",
+];
+
 fn statement(
     sid: &'static str,
     action: Vec<&'static str>,
@@ -215,6 +231,21 @@ pub fn policy(def: &Definition) -> Policy {
                 .iter()
                 .map(|a| format!("arn:aws:ec2:{region}:*:elastic-ip/{a}"))
                 .collect(),
+            None,
+        ));
+    }
+    if !def.stacks.is_empty() {
+        // The stacks are `<project>-<env>-<name>`. CloudFormation makes their resources with
+        // these same credentials (heet passes no service role): what a template makes must
+        // be granted beside this policy.
+        statements.push(statement(
+            "HeetStacks",
+            STACKS.to_vec(),
+            vec![format!(
+                "arn:aws:cloudformation:{}:*:stack/{}-*/*",
+                one_region(def).unwrap_or("*"),
+                def.project
+            )],
             None,
         ));
     }

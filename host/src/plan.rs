@@ -10,6 +10,7 @@ use crate::kinds::iam::IamPlan;
 use crate::kinds::instances::{self, InstancePlan, ObservedInstance};
 use crate::kinds::network::{self, NetChange, ObservedResource};
 use crate::kinds::records::{DnsPlan, DnsState, RecordChange, plan_records};
+use crate::kinds::stacks::StackPlan;
 use crate::kinds::{Change, Family, Scope, Stage};
 use crate::ledger;
 use crate::text;
@@ -27,6 +28,8 @@ pub struct Plan {
     /// DNS records (`kinds::records`): Route53 changes, the zone to create, names others
     /// hold, records others changed.
     pub dns: DnsPlan,
+    /// CloudFormation stacks (`kinds::stacks`): made first, deleted last.
+    pub stacks: StackPlan,
     /// Nothing is desired (`down`).
     pub teardown: bool,
     /// The role of each slot heet wants or found, for a plan limited to some roles.
@@ -36,13 +39,20 @@ pub struct Plan {
 impl Plan {
     /// The families of kinds, in the order the plan shows them: the one place a family is
     /// registered for what reads a plan.
-    pub fn families(&self) -> [&dyn Family; 4] {
-        [&self.instances, &self.dns, &self.network, &self.iam]
+    pub fn families(&self) -> [&dyn Family; 5] {
+        [
+            &self.stacks,
+            &self.instances,
+            &self.dns,
+            &self.network,
+            &self.iam,
+        ]
     }
 
     /// The families, to limit them (in `families`' order).
-    fn families_mut(&mut self) -> [&mut dyn Family; 4] {
+    fn families_mut(&mut self) -> [&mut dyn Family; 5] {
         [
+            &mut self.stacks,
             &mut self.instances,
             &mut self.dns,
             &mut self.network,
@@ -70,6 +80,24 @@ impl Plan {
         self.slot_roles = slot_roles;
         self.instances.awaited = awaited(&self);
         self
+    }
+
+    /// The part of the plan applied before the rest can be planned: the stacks it makes or
+    /// changes, whose outputs the rest may read. None when it makes or changes none.
+    pub fn stacks_first(&self) -> Option<Plan> {
+        if !self.stacks.makes() {
+            return None;
+        }
+        let mut first = self.clone();
+        for family in first.families_mut() {
+            family.retain(&|_| false);
+        }
+        first.stacks.changes = self.stacks.changes.clone();
+        first
+            .stacks
+            .changes
+            .retain(crate::kinds::stacks::StackChange::makes);
+        Some(first)
     }
 
     /// The places at which any family has changes to make in `stage` and rollout round
@@ -152,6 +180,7 @@ pub fn plan(
         network,
         iam: IamPlan::default(),
         dns: dns_plan,
+        stacks: StackPlan::default(),
         teardown: desired.instances.is_empty(),
         slot_roles,
     };

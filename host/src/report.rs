@@ -14,6 +14,7 @@ use crate::kinds::iam::{Attachable, Holder, IamChange, Kind};
 use crate::kinds::instances::{Attribute, InstanceChange as Change};
 use crate::kinds::network::{NetChange, ObservedRule, Rule, Source, SubnetRef, VpcRef};
 use crate::kinds::records::{RecordChange, record_type};
+use crate::kinds::stacks::{Preview, StackChange};
 use crate::plan::Plan;
 
 /// `serialize_with` for a report's `plan` field.
@@ -29,6 +30,7 @@ struct PlanJson<'a> {
     network: Vec<NetJson<'a>>,
     iam: IamJson<'a>,
     records: Vec<RecordJson<'a>>,
+    stacks: StacksJson<'a>,
     create_zone: Option<&'a str>,
     conflicts: &'a [String],
     foreign_records: &'a [String],
@@ -55,6 +57,13 @@ impl<'a> PlanJson<'a> {
                 forgotten: &p.iam.forgotten,
             },
             records: p.dns.changes.iter().map(RecordJson::of).collect(),
+            stacks: StacksJson {
+                changes: p.stacks.changes.iter().map(StackJson::of).collect(),
+                conflicts: &p.stacks.conflicts,
+                busy: &p.stacks.busy,
+                forgotten: &p.stacks.forgotten,
+                unknown_outputs: p.stacks.unknown.iter().map(String::as_str).collect(),
+            },
             create_zone: p.dns.create_zone.as_deref(),
             conflicts: &p.dns.conflicts,
             foreign_records: &p.dns.forgotten,
@@ -681,6 +690,132 @@ impl<'a> RecordJson<'a> {
     }
 }
 
+/// The stacks' part of a plan.
+#[derive(Debug, Serialize)]
+struct StacksJson<'a> {
+    changes: Vec<StackJson<'a>>,
+    /// Stacks of heet's names that heet did not create.
+    conflicts: &'a [String],
+    /// Stacks CloudFormation is busy with.
+    busy: &'a [String],
+    /// Stacks the ledger lists that are gone.
+    forgotten: &'a [String],
+    /// References to outputs known once the stacks are made.
+    unknown_outputs: Vec<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+enum StackJson<'a> {
+    Create {
+        stack: &'a str,
+        name: &'a str,
+        /// The id of a stack whose create failed, deleted first.
+        replaces: Option<&'a str>,
+        resources: Vec<StackResourceJson<'a>>,
+    },
+    Update {
+        stack: &'a str,
+        name: &'a str,
+        stack_id: &'a str,
+        reasons: &'a [String],
+        change_set: ChangeSetJson<'a>,
+    },
+    Delete {
+        stack: &'a str,
+        name: &'a str,
+        stack_id: &'a str,
+    },
+}
+
+/// A resource a stack change adds, modifies or removes.
+#[derive(Debug, Serialize)]
+struct StackResourceJson<'a> {
+    /// `Add`, `Modify`, `Remove` (CloudFormation's words).
+    action: &'a str,
+    logical_id: &'a str,
+    #[serde(rename = "type")]
+    resource_type: &'a str,
+    /// `True`, `False`, `Conditional`, or null.
+    replacement: Option<&'a str>,
+}
+
+/// What a change set said of an update.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+enum ChangeSetJson<'a> {
+    /// Not asked, or not answered (`reason`).
+    Unknown {
+        reason: Option<&'a str>,
+    },
+    NoChanges,
+    Changes {
+        resources: Vec<StackResourceJson<'a>>,
+    },
+}
+
+impl<'a> StackJson<'a> {
+    fn of(c: &'a StackChange) -> StackJson<'a> {
+        match c {
+            StackChange::Create {
+                stack,
+                name,
+                resources,
+                replaces,
+                ..
+            } => StackJson::Create {
+                stack,
+                name,
+                replaces: replaces.as_deref(),
+                resources: resources
+                    .iter()
+                    .map(|(id, ty)| StackResourceJson {
+                        action: "Add",
+                        logical_id: id,
+                        resource_type: ty,
+                        replacement: None,
+                    })
+                    .collect(),
+            },
+            StackChange::Update {
+                stack,
+                name,
+                id,
+                reasons,
+                preview,
+                ..
+            } => StackJson::Update {
+                stack,
+                name,
+                stack_id: id,
+                reasons,
+                change_set: match preview {
+                    Preview::Unknown(reason) => ChangeSetJson::Unknown {
+                        reason: reason.as_deref(),
+                    },
+                    Preview::Nothing => ChangeSetJson::NoChanges,
+                    Preview::Changes(changes) => ChangeSetJson::Changes {
+                        resources: changes
+                            .iter()
+                            .map(|r| StackResourceJson {
+                                action: &r.action,
+                                logical_id: &r.logical_id,
+                                resource_type: &r.resource_type,
+                                replacement: r.replacement.as_deref(),
+                            })
+                            .collect(),
+                    },
+                },
+            },
+            StackChange::Delete { stack, name, id } => StackJson::Delete {
+                stack,
+                name,
+                stack_id: id,
+            },
+        }
+    }
+}
+
 /// The IAM part of a plan. Access key ids and secrets are never in it.
 #[derive(Debug, Serialize)]
 struct IamJson<'a> {
@@ -872,6 +1007,39 @@ mod tests {
         };
         let mut p = crate::plan::plan(&desired, &[], &[], &dns, Some(&BTreeMap::new()), 0);
         p.iam = crate::kinds::iam::plan(&desired.iam, &Default::default(), &BTreeMap::new());
+        let send = crate::kinds::stacks::Send {
+            body: "Resources: {}".into(),
+            parameters: BTreeMap::new(),
+            capabilities: Default::default(),
+        };
+        p.stacks.changes = vec![
+            StackChange::Create {
+                stack: "net".into(),
+                name: "shop-prod-net".into(),
+                send: send.clone(),
+                resources: vec![("Vpc".into(), "AWS::EC2::VPC".into())],
+                replaces: None,
+            },
+            StackChange::Update {
+                stack: "app".into(),
+                name: "shop-prod-app".into(),
+                id: "arn:aws:cloudformation:eu-west-1:123456789012:stack/shop-prod-app/1".into(),
+                send,
+                reasons: vec!["template app.yaml".into()],
+                preview: Preview::Changes(vec![crate::kinds::stacks::ResourceChange {
+                    action: "Modify".into(),
+                    logical_id: "Group".into(),
+                    resource_type: "AWS::EC2::SecurityGroup".into(),
+                    replacement: Some("True".into()),
+                }]),
+            },
+            StackChange::Delete {
+                stack: "old".into(),
+                name: "shop-prod-old".into(),
+                id: "arn:aws:cloudformation:eu-west-1:123456789012:stack/shop-prod-old/2".into(),
+            },
+        ];
+        p.stacks.unknown.insert("${stacks.net.SubnetId}".into());
         p
     }
 

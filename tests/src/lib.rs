@@ -194,6 +194,7 @@ pub fn call_as(endpoint: &str, key: &str, service: &str, params: &[(&str, &str)]
         match service {
             "iam" => "2010-05-08",
             "sts" => "2011-06-15",
+            "cloudformation" => "2010-05-15",
             _ => "2016-11-15",
         },
     )];

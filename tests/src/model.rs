@@ -134,6 +134,9 @@ pub struct Model {
     /// The roles STS lets the callers assume, each with the external id its trust policy
     /// asks for (`None`: moto's way, any role of any account, no trust checked).
     pub trusted_roles: Option<Vec<(String, Option<String>)>>,
+    /// How long CloudFormation works on a stack (create, update, delete) or a change set
+    /// before it is done: moto is done before it answers.
+    pub stack_work: Duration,
 }
 
 /// The operations whose lost answers heet must survive, as `Model::lose` defaults them.
@@ -170,6 +173,7 @@ impl Model {
             fault_percent: 0,
             seed: 1,
             trusted_roles: None,
+            stack_work: Duration::from_secs(5),
         }
     }
 
@@ -190,6 +194,7 @@ impl Model {
             processing: Duration::from_millis(100),
             latency: Duration::from_millis(2),
             run_latency: Duration::from_millis(50),
+            stack_work: Duration::from_millis(1500),
             ..Model::aws()
         }
     }
@@ -218,6 +223,7 @@ impl Model {
             fault_percent: 0,
             seed: 1,
             trusted_roles: None,
+            stack_work: Duration::ZERO,
         }
     }
 
@@ -239,6 +245,7 @@ impl Model {
             && self.processing.is_zero()
             && self.lost_percent == 0
             && self.trusted_roles.is_none()
+            && self.stack_work.is_zero()
     }
 
     /// Every bucket's size and refill multiplied by `scale`: an account with raised limits.
@@ -538,6 +545,36 @@ struct State {
     placements: BTreeMap<String, (Option<String>, Option<String>)>,
     /// Detailed monitoring turned on or off since launch (moto has no Monitor/Unmonitor).
     monitoring: BTreeMap<String, bool>,
+    /// CloudFormation: the operation each stack (by id) or change set (by ARN) is under,
+    /// since when.
+    stack_ops: BTreeMap<String, StackOp>,
+}
+
+/// An operation CloudFormation works on for [`Model::stack_work`].
+#[derive(Debug, Clone)]
+struct StackOp {
+    /// `CREATE`, `UPDATE`, `DELETE`.
+    verb: &'static str,
+    since: Instant,
+    /// A create moto refused for a resource (it answers at once, with the resource's error,
+    /// and leaves the stack `CREATE_IN_PROGRESS`): AWS accepts it, and rolls it back.
+    failed: Option<StackFailure>,
+}
+
+/// A create the model rolls back. moto keeps the stack, `CREATE_IN_PROGRESS`, and answers
+/// every describe of it with the resource's error again, even once it is deleted: the model
+/// describes it itself.
+#[derive(Debug, Clone)]
+struct StackFailure {
+    stack_name: String,
+    logical_id: String,
+    resource_type: String,
+    reason: String,
+    /// As CreateStack gave them: `(key, value)`.
+    parameters: Vec<(String, String)>,
+    tags: Vec<(String, String)>,
+    /// Deleted since (DeleteStack).
+    deleted: bool,
 }
 
 impl State {
@@ -914,6 +951,7 @@ fn handle(shared: &Shared, agent: &ureq::Agent, req: Request) -> Answer {
             forward(shared, agent, &op, &req, None)
         }
         "sts" if op == "sts:AssumeRole" => assume_role(shared, agent, &op, &req, &form),
+        "cloudformation" => cloudformation(shared, agent, &op, &req, &form),
         _ => forward(shared, agent, &op, &req, None),
     };
     let lose = model.lost_percent > 0
@@ -2153,6 +2191,389 @@ fn zone_records(
             child_text(root, "NextRecordType"),
         ));
     }
+}
+
+/// CloudFormation as AWS runs it, where moto does everything before it answers: a stack (or
+/// change set) is worked on for [`Model::stack_work`] after the call that starts it
+/// (`*_IN_PROGRESS`, a new stack without outputs yet, a change set without its changes), and
+/// a create that fails on one of its resources is accepted and rolled back
+/// (`ROLLBACK_COMPLETE`, the resource's `CREATE_FAILED` among the stack's events), where moto
+/// refuses the call with the resource's error and leaves the stack `CREATE_IN_PROGRESS`.
+fn cloudformation(
+    shared: &Shared,
+    agent: &ureq::Agent,
+    op: &str,
+    req: &Request,
+    form: &[(String, String)],
+) -> Answer {
+    let param = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let record = |id: String, verb: &'static str, failed: Option<StackFailure>| {
+        shared.state.lock().unwrap().stack_ops.insert(
+            id,
+            StackOp {
+                verb,
+                since: Instant::now(),
+                failed,
+            },
+        );
+    };
+    if op == "cloudformation:DescribeStacks"
+        && let Some(answer) = failed_stack(shared, &param("StackName"))
+    {
+        return modelled(shared, op, answer);
+    }
+    let answer = forward(shared, agent, op, req, None);
+    let (status, body) = match &answer {
+        Answer::Send { status, body, .. } => (*status, String::from_utf8_lossy(body).into_owned()),
+        Answer::Drop => return answer,
+    };
+    match op {
+        "cloudformation:CreateStack" if status == 200 => {
+            if let Some(id) = xml_first(&body, "StackId") {
+                record(id, "CREATE", None);
+            }
+            answer
+        }
+        "cloudformation:CreateStack" if status == 400 => {
+            let code = xml_first(&body, "Code").unwrap_or_default();
+            // Refusals AWS makes at once too: the template, the parameters, the name.
+            if code.is_empty() || code == "ValidationError" || code.starts_with("AlreadyExists") {
+                return answer;
+            }
+            let name = param("StackName");
+            // moto answers a describe of the stack with the resource's error; its list of
+            // stacks under way names it. (A query-protocol call like EC2's, signed as the
+            // caller's.)
+            let list = [
+                ("Action", "ListStacks"),
+                ("Version", "2010-05-15"),
+                ("StackStatusFilter.member.1", "CREATE_IN_PROGRESS"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+            let Some(id) = upstream_ec2(shared, agent, req.header("authorization"), &list)
+                .and_then(|xml| {
+                    let doc = roxmltree::Document::parse(&xml).ok()?;
+                    let member = doc.descendants().find(|n| {
+                        n.has_tag_name("member")
+                            && n.children().any(|c| {
+                                c.has_tag_name("StackName") && c.text() == Some(name.as_str())
+                            })
+                    })?;
+                    member
+                        .children()
+                        .find(|c| c.has_tag_name("StackId"))
+                        .and_then(|c| c.text())
+                        .map(str::to_owned)
+                })
+            else {
+                return answer;
+            };
+            let (logical_id, resource_type) = failing_resource(&param("TemplateBody"), &code);
+            let reason = format!(
+                "{} (Service: Ec2, Status Code: 400, Error Code: {code})",
+                xml_first(&body, "Message").unwrap_or_default()
+            );
+            let pairs = |list: &str, key: &str, value: &str| -> Vec<(String, String)> {
+                (1..)
+                    .map_while(|n| {
+                        let k = param(&format!("{list}.member.{n}.{key}"));
+                        (!k.is_empty()).then(|| (k, param(&format!("{list}.member.{n}.{value}"))))
+                    })
+                    .collect()
+            };
+            record(
+                id.clone(),
+                "CREATE",
+                Some(StackFailure {
+                    stack_name: name,
+                    logical_id,
+                    resource_type,
+                    reason,
+                    parameters: pairs("Parameters", "ParameterKey", "ParameterValue"),
+                    tags: pairs("Tags", "Key", "Value"),
+                    deleted: false,
+                }),
+            );
+            modelled(
+                shared,
+                op,
+                Answer::xml(
+                    200,
+                    format!(
+                        "<CreateStackResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><CreateStackResult><StackId>{}</StackId></CreateStackResult><ResponseMetadata><RequestId>model</RequestId></ResponseMetadata></CreateStackResponse>",
+                        xml_escape(&id)
+                    ),
+                ),
+            )
+        }
+        "cloudformation:UpdateStack" | "cloudformation:DeleteStack" if status == 200 => {
+            // heet names its stacks by id here; a name would need a describe to find it.
+            let id = param("StackName");
+            if id.starts_with("arn:") {
+                let verb = if op.ends_with("UpdateStack") {
+                    "UPDATE"
+                } else {
+                    "DELETE"
+                };
+                let failed = shared
+                    .state
+                    .lock()
+                    .unwrap()
+                    .stack_ops
+                    .get(&id)
+                    .and_then(|o| o.failed.clone())
+                    .map(|f| StackFailure { deleted: true, ..f });
+                record(id, verb, failed);
+            }
+            answer
+        }
+        "cloudformation:CreateChangeSet" if status == 200 => {
+            if let Some(id) = xml_first(&body, "Id") {
+                record(id, "CREATE", None);
+            }
+            answer
+        }
+        "cloudformation:DescribeStacks" => rewrite(answer, |xml| stacks_as_aws(shared, xml)),
+        "cloudformation:DescribeChangeSet" => rewrite(answer, |xml| change_set_as_aws(shared, xml)),
+        "cloudformation:DescribeStackEvents" => {
+            rewrite(answer, |xml| stack_events_as_aws(shared, xml))
+        }
+        _ => answer,
+    }
+}
+
+/// DescribeStacks of a stack whose create the model rolls back, by its id or (until it is
+/// deleted) its name: in progress, rolled back, being deleted, deleted; none for any other.
+fn failed_stack(shared: &Shared, name_or_id: &str) -> Option<Answer> {
+    let ops = shared.state.lock().unwrap().stack_ops.clone();
+    let (id, op, failed) = ops.iter().find_map(|(id, op)| {
+        let f = op.failed.as_ref()?;
+        (id == name_or_id || (f.stack_name == name_or_id && !f.deleted)).then_some((id, op, f))
+    })?;
+    let status = match (op.verb, op.under_way(&shared.model)) {
+        ("DELETE", true) => "DELETE_IN_PROGRESS",
+        ("DELETE", false) => "DELETE_COMPLETE",
+        (_, true) => "CREATE_IN_PROGRESS",
+        (_, false) => "ROLLBACK_COMPLETE",
+    };
+    let members = |list: &[(String, String)], key: &str, value: &str| -> String {
+        list.iter()
+            .map(|(k, v)| {
+                format!(
+                    "<member><{key}>{}</{key}><{value}>{}</{value}></member>",
+                    xml_escape(k),
+                    xml_escape(v)
+                )
+            })
+            .collect()
+    };
+    Some(Answer::xml(
+        200,
+        format!(
+            "<DescribeStacksResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><DescribeStacksResult><Stacks><member><StackId>{}</StackId><StackName>{}</StackName><Parameters>{}</Parameters><CreationTime>2026-01-01T00:00:00.000Z</CreationTime><StackStatus>{status}</StackStatus><StackStatusReason>The following resource(s) failed to create: [{}].</StackStatusReason><Tags>{}</Tags></member></Stacks></DescribeStacksResult><ResponseMetadata><RequestId>model</RequestId></ResponseMetadata></DescribeStacksResponse>",
+            xml_escape(id),
+            xml_escape(&failed.stack_name),
+            members(&failed.parameters, "ParameterKey", "ParameterValue"),
+            xml_escape(&failed.logical_id),
+            members(&failed.tags, "Key", "Value"),
+        ),
+    ))
+}
+
+/// The text of the first element `name` in `xml`.
+fn xml_first(xml: &str, name: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    doc.descendants()
+        .find(|n| n.has_tag_name(name))
+        .and_then(|n| n.text())
+        .map(str::to_owned)
+}
+
+/// The resource of a YAML template a moto error code is about (`InvalidSubnet.Range`: the
+/// first `AWS::EC2::Subnet`), as (logical id, type); empty when none is.
+fn failing_resource(template: &str, code: &str) -> (String, String) {
+    let noun: String = code
+        .trim_start_matches("Invalid")
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect();
+    let noun = noun
+        .trim_end_matches("ID")
+        .trim_end_matches("Id")
+        .to_ascii_lowercase();
+    let mut current = None;
+    for line in template.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let t = line.trim();
+        if indent == 2 && t.ends_with(':') {
+            current = Some(t.trim_end_matches(':').to_owned());
+        } else if let (Some(id), Some(ty)) = (&current, t.strip_prefix("Type:")) {
+            let ty = ty.trim().trim_matches(|c| c == '"' || c == '\'');
+            let last = ty
+                .rsplit("::")
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if !noun.is_empty() && last == noun {
+                return (id.clone(), ty.to_owned());
+            }
+        }
+    }
+    (String::new(), String::new())
+}
+
+impl StackOp {
+    /// Whether CloudFormation still works on it.
+    fn under_way(&self, model: &Model) -> bool {
+        self.since.elapsed() < model.stack_work
+    }
+}
+
+/// DescribeStacks as AWS answers it now: a stack under way `*_IN_PROGRESS` (a new one
+/// without outputs), a create that failed `ROLLBACK_COMPLETE`.
+fn stacks_as_aws(shared: &Shared, xml: &str) -> String {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return xml.to_owned();
+    };
+    let ops = shared.state.lock().unwrap().stack_ops.clone();
+    let mut edits = Vec::new();
+    for stack in doc
+        .descendants()
+        .filter(|n| n.has_tag_name("member") && n.children().any(|c| c.has_tag_name("StackStatus")))
+    {
+        let Some(op) = stack
+            .children()
+            .find(|c| c.has_tag_name("StackId"))
+            .and_then(|n| n.text())
+            .and_then(|id| ops.get(id))
+        else {
+            continue;
+        };
+        let status = if op.under_way(&shared.model) {
+            format!("{}_IN_PROGRESS", op.verb)
+        } else if op.failed.is_some() {
+            "ROLLBACK_COMPLETE".to_owned()
+        } else {
+            continue;
+        };
+        if let Some(r) = text_range(stack, "StackStatus") {
+            edits.push((r, status));
+        }
+        if op.verb == "CREATE"
+            && let Some(outputs) = stack.children().find(|c| c.has_tag_name("Outputs"))
+        {
+            edits.push((outputs.range(), String::new()));
+        }
+    }
+    splice(xml, edits)
+}
+
+/// DescribeChangeSet as AWS answers it while it works the change set out: in progress, no
+/// changes yet.
+fn change_set_as_aws(shared: &Shared, xml: &str) -> String {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return xml.to_owned();
+    };
+    let Some(result) = doc
+        .descendants()
+        .find(|n| n.has_tag_name("DescribeChangeSetResult"))
+    else {
+        return xml.to_owned();
+    };
+    let under_way = result
+        .children()
+        .find(|c| c.has_tag_name("ChangeSetId"))
+        .and_then(|n| n.text())
+        .and_then(|id| shared.state.lock().unwrap().stack_ops.get(id).cloned())
+        .is_some_and(|op| op.under_way(&shared.model));
+    if !under_way {
+        return xml.to_owned();
+    }
+    let mut edits = Vec::new();
+    for (tag, value) in [
+        ("Status", "CREATE_IN_PROGRESS"),
+        ("ExecutionStatus", "UNAVAILABLE"),
+    ] {
+        if let Some(r) = text_range(result, tag) {
+            edits.push((r, value.to_owned()));
+        }
+    }
+    for tag in ["Changes", "StatusReason"] {
+        if let Some(n) = result.children().find(|c| c.has_tag_name(tag)) {
+            edits.push((n.range(), String::new()));
+        }
+    }
+    splice(xml, edits)
+}
+
+/// DescribeStackEvents of a create that failed, as AWS tells it (newest first): rolled back,
+/// because the resource failed to create, with the resource's own error.
+fn stack_events_as_aws(shared: &Shared, xml: &str) -> String {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return xml.to_owned();
+    };
+    let Some(events) = doc.descendants().find(|n| n.has_tag_name("StackEvents")) else {
+        return xml.to_owned();
+    };
+    let Some(first) = events.children().find(|c| c.has_tag_name("member")) else {
+        return xml.to_owned();
+    };
+    let field = |tag: &str| {
+        first
+            .children()
+            .find(|c| c.has_tag_name(tag))
+            .and_then(|n| n.text())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let id = field("StackId");
+    let Some(op) = shared.state.lock().unwrap().stack_ops.get(&id).cloned() else {
+        return xml.to_owned();
+    };
+    if op.under_way(&shared.model) {
+        return xml.to_owned();
+    }
+    let Some(failed) = op.failed else {
+        return xml.to_owned();
+    };
+    let at = field("Timestamp");
+    let event = |n: u32, logical: &str, physical: &str, ty: &str, status: &str, reason: &str| {
+        format!(
+            "<member><StackId>{}</StackId><EventId>model-{n}</EventId><StackName>{}</StackName><LogicalResourceId>{}</LogicalResourceId><PhysicalResourceId>{}</PhysicalResourceId><ResourceType>{}</ResourceType><Timestamp>{at}</Timestamp><ResourceStatus>{status}</ResourceStatus><ResourceStatusReason>{}</ResourceStatusReason></member>",
+            xml_escape(&id),
+            xml_escape(&failed.stack_name),
+            xml_escape(logical),
+            xml_escape(physical),
+            xml_escape(ty),
+            xml_escape(reason)
+        )
+    };
+    let stack_type = "AWS::CloudFormation::Stack";
+    let (logical, ty) = if failed.logical_id.is_empty() {
+        (failed.stack_name.as_str(), stack_type)
+    } else {
+        (failed.logical_id.as_str(), failed.resource_type.as_str())
+    };
+    let added = [
+        event(3, &failed.stack_name, &id, stack_type, "ROLLBACK_COMPLETE", ""),
+        event(
+            2,
+            &failed.stack_name,
+            &id,
+            stack_type,
+            "ROLLBACK_IN_PROGRESS",
+            &format!("The following resource(s) failed to create: [{logical}]. Rollback requested by user."),
+        ),
+        event(1, logical, "", ty, "CREATE_FAILED", &failed.reason),
+    ]
+    .concat();
+    let at = first.range().start;
+    splice(xml, vec![(at..at, added)])
 }
 
 #[cfg(test)]

@@ -146,8 +146,9 @@ fn setup() -> anyhow::Result<PathBuf> {
 }
 
 /// The examples and the reference plugins each one uses.
-const EXAMPLES: [(&str, &[&str]); 3] = [
+const EXAMPLES: [(&str, &[&str]); 4] = [
     ("simple-demo", &["naming"]),
+    ("stack-demo", &["naming", "tags", "cname"]),
     ("webapp", &tests::WEBAPP_PLUGINS),
     ("customers", &tests::CUSTOMERS_PLUGINS),
 ];
@@ -157,7 +158,7 @@ const CUSTOMERS: [&str; 2] = ["acme", "globex"];
 
 fn demo(name: &str) -> anyhow::Result<()> {
     let Some((_, plugins)) = EXAMPLES.iter().find(|(n, _)| *n == name) else {
-        bail!("no example {name:?}: try simple-demo, webapp or customers");
+        bail!("no example {name:?}: try simple-demo, stack-demo, webapp or customers");
     };
     let server = setup()?;
     run(cargo().args(["build", "-q", "-p", "heet"]))?;
@@ -240,6 +241,25 @@ fn demo(name: &str) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if name == "stack-demo" {
+        // In a scratch copy: the demo changes the template.
+        let scratch = tempfile::tempdir()?;
+        copy_dir(&example, scratch.path())?;
+        let heet_here = |args: &[&str]| heet_in(scratch.path(), args);
+        heet_here(&["plugins", "lock"])?;
+        heet_here(&["plan", "--env", "staging"])?;
+        heet_here(&["up", "--env", "staging", "--stats"])?;
+        heet_here(&["up", "--env", "staging", "--stats"])?;
+        eprintln!("\nxtask: net.yaml becomes net-with-admin.yaml (one group more)");
+        std::fs::copy(
+            scratch.path().join("net-with-admin.yaml"),
+            scratch.path().join("net.yaml"),
+        )?;
+        heet_here(&["plan", "--env", "staging"])?;
+        heet_here(&["up", "--env", "staging", "--stats"])?;
+        heet_here(&["down", "--env", "staging", "--yes"])?;
+        return Ok(());
+    }
     let heet_in_example = |args: &[&str]| heet_in(&example, args);
     // The plugins were just built from this checkout's sources: pinning them is the review.
     heet_in_example(&["plugins", "lock"])?;
@@ -253,6 +273,21 @@ fn demo(name: &str) -> anyhow::Result<()> {
         heet_in_example(&["run", "deploy", "--env", "staging"])?;
     }
     heet_in_example(&["down", "--env", "staging", "--yes"])?;
+    Ok(())
+}
+
+/// Copies the files of `from` (and its folders', recursively) into `to`.
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! Every client shares one [`CallStats`] interceptor, so each command can report exactly
 //! which AWS operations it made (a no-op `up` must make no mutating call).
 
+mod cfn;
 mod ec2;
 mod iam;
 mod keys;
@@ -16,6 +17,7 @@ use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 
+pub use cfn::{Cfn, StackFailed};
 pub use ec2::{Ec2, Launch, LaunchError, Verdict};
 pub use iam::Iam;
 pub use net::Net;
@@ -117,6 +119,7 @@ pub struct Aws {
     pub ssm: Ssm,
     /// Global: one endpoint whatever the region.
     pub iam: Iam,
+    pub cfn: Cfn,
     pub stats: CallStats,
     pub region: String,
     /// The account the credentials are for (STS GetCallerIdentity): in every report.
@@ -227,6 +230,13 @@ impl Aws {
                 .interceptor(pacer.interceptor())
                 .build(),
         );
+        let cfn = Cfn::new(aws_sdk_cloudformation::Client::from_conf(
+            aws_sdk_cloudformation::config::Builder::from(&config)
+                .retry_classifier(RefusedIsFinal)
+                .interceptor(stats.clone())
+                .interceptor(pacer.interceptor())
+                .build(),
+        ));
         // Every run asks who it is before anything else: the account goes in every report
         // and the lock, and a pinned environment refuses another account's credentials
         // before the lock, the ledger or anything else is touched.
@@ -278,6 +288,7 @@ impl Aws {
             ec2: Ec2::new(ec2),
             route53: Route53::new(route53),
             ssm,
+            cfn,
             stats,
             region,
             account,

@@ -3,7 +3,8 @@
 //! order apply makes it in and the ledger entry written ahead of it.
 //!
 //! Instances ([`instances`]), the network kinds ([`network`]: VPC, gateway, subnets, groups,
-//! addresses, key pairs), IAM ([`iam`]) and DNS records ([`records`]) are written this way:
+//! addresses, key pairs), IAM ([`iam`]), DNS records ([`records`]) and CloudFormation stacks
+//! ([`stacks`]) are written this way:
 //! their changes implement [`Change`], their part of a plan [`Family`], and apply makes them
 //! stage by stage under one write-ahead protocol.
 //!
@@ -18,6 +19,7 @@ pub mod iam;
 pub mod instances;
 pub mod network;
 pub mod records;
+pub mod stacks;
 
 /// When apply makes a change, relative to the instances. Within a stage, a change's place
 /// (see [`Change::stage`]) is shared by every kind: apply makes a stage place by place, every
