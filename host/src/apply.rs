@@ -156,6 +156,9 @@ pub async fn apply(
             .iter()
             .map(|name| (ledger::record_key(name), None)),
     );
+    for (resource, id) in &plan.stacks.adopted {
+        bookkeeping.extend(resource_entry(resource, Some(id), ledger::State::Done));
+    }
     bookkeeping.extend(
         plan.stacks
             .forgotten

@@ -213,10 +213,12 @@ async fn desire(
     }
     let names = stack_names(&def.project, env, def.stacks.keys());
     let observed = aws.cfn.observe(&names).await?;
-    let (resolved, unknown) = def.resolved(&kinds::stacks::outputs_of(&observed));
+    let outputs = kinds::stacks::outputs_of(&def.project, env, &observed);
+    let (resolved, unknown) = def.resolved(&outputs);
     if resolved.plugins.config != def.plugins.config {
         *plugins = PluginSet::load(runtime, &resolved)?;
     }
+    plugins.set_outputs(outputs);
     let mut desired = desired::compute(&resolved, env, &aws.region, plugins)?;
     desired.unknown_outputs = unknown;
     Ok(desired)
@@ -578,24 +580,28 @@ pub async fn up(
         None
     } else {
         let work = async {
+            if !def.stacks.is_empty() {
+                // The outputs as they are under the lock: another run may have changed a stack.
+                desired = desire(&aws, &def, env, &runtime, &mut plugins).await?;
+            }
             let mut now = survey(&aws, &def, &desired, true).await?;
             preview(&aws, &mut now.plan).await?;
             plan = limited(now.plan, &roles, false);
+            apply::applicable(&plan)?;
+            if plan.stacks.changes.iter().any(|c| c.is_destructive()) && !yes {
+                eprintln!("{plan}");
+                confirm(
+                    &format!(
+                        "this may remove or replace stacks of {}/{env}, or resources in them",
+                        def.project
+                    ),
+                    None,
+                )?;
+            }
             // Stacks first: what the rest reads of them is known once they are made, so the
             // rest is planned again after.
             let mut stacks_applied = None;
             if let Some(first) = plan.stacks_first() {
-                apply::applicable(&plan)?;
-                if first.stacks.changes.iter().any(|c| c.is_destructive()) && !yes {
-                    eprintln!("{first}");
-                    confirm(
-                        &format!(
-                            "this may remove or replace resources of stacks of {}/{env}",
-                            def.project
-                        ),
-                        None,
-                    )?;
-                }
                 let cx = apply::Context {
                     ledger: &mut now.ledger,
                     resources: &now.resources,
@@ -618,12 +624,29 @@ pub async fn up(
                 }
                 now = survey(&aws, &def, &desired, true).await?;
                 plan = limited(now.plan, &roles, false);
+                if plan.stacks.makes() {
+                    anyhow::bail!(
+                        "the stacks were applied, but a stack changed again since: nothing else applied; run up again"
+                    );
+                }
                 stacks_applied = Some((first.stacks, applied.stacks));
+            }
+            // An output no stack has (a condition leaves it out): nothing reads a placeholder.
+            if !desired.unknown_outputs.is_empty() {
+                anyhow::bail!(
+                    "nothing applied: the stacks have no outputs for {}",
+                    desired
+                        .unknown_outputs
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             let (mut ledger, dns, resources) = (now.ledger, now.dns, now.resources);
             if plan.is_empty() {
                 return Ok(stacks_applied.map(|(shown, made)| {
-                    plan.stacks = shown;
+                    plan.stacks.changes = shown.changes;
                     Applied {
                         stacks: made,
                         ..Applied::default()
@@ -650,8 +673,11 @@ pub async fn up(
                 keep_failed,
             };
             let mut applied = apply::apply(&aws, &plan, cx, progress).await?;
-            if let Some((shown, made)) = stacks_applied {
-                plan.stacks = shown;
+            if let Some((mut shown, mut made)) = stacks_applied {
+                // Pass one's stack changes, then pass two's (stacks deleted once the rest is).
+                shown.changes.append(&mut plan.stacks.changes);
+                plan.stacks.changes = shown.changes;
+                made.append(&mut applied.stacks);
                 applied.stacks = made;
             }
             Ok(Some(applied))

@@ -1019,6 +1019,7 @@ mod tests {
                 send: send.clone(),
                 resources: vec![("Vpc".into(), "AWS::EC2::VPC".into())],
                 replaces: None,
+                replaces_resources: false,
             },
             StackChange::Update {
                 stack: "app".into(),

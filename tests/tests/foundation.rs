@@ -410,7 +410,7 @@ fn plugins_list_shows_hooks_and_hash() {
         plugins[0]["hooks"],
         serde_json::json!(["configure", "naming"])
     );
-    assert_eq!(plugins[0]["wit"], serde_json::json!(["0.1.1"]));
+    assert_eq!(plugins[0]["wit"], serde_json::json!(["0.1.2"]));
     assert_eq!(
         plugins[1]["hooks"],
         serde_json::json!(["configure", "naming"])

@@ -61,7 +61,7 @@ fn wasi_importer() -> Vec<u8> {
          }
          world plugin {
              import environment;
-             export heet:plugin/naming@0.1.1;
+             export heet:plugin/naming@0.1.2;
          }",
         "plugin",
     )
@@ -176,7 +176,7 @@ fn catalog() -> Vec<Case> {
             Plugin::Bytes("future", other_major()),
             "",
             1,
-            "plugin future (plugins/future.wasm): built against heet:plugin@1.0.0, but this heet speaks heet:plugin@0.1.1",
+            "plugin future (plugins/future.wasm): built against heet:plugin@1.0.0, but this heet speaks heet:plugin@0.1.2",
         ),
         case(
             "bytes differ from heet.lock",

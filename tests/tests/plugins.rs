@@ -1,7 +1,7 @@
 //! The plugin contract through real wasm components: chain semantics for every hook, one
 //! deliberately wrong answer per host-side validation rule, heet.lock, the reference plugins
 //! on the webapp example (plan snapshots, and its deploy scenario through `heet run`), and
-//! `heet plugins new`, and a plugin of the earlier WIT 0.1.0 under today's 0.1.1.
+//! `heet plugins new`, and a plugin of the earlier WIT 0.1.0 under today's 0.1.2.
 
 use std::collections::BTreeMap;
 

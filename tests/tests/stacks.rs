@@ -116,6 +116,7 @@ fn the_stack_demo_feeds_a_stacks_outputs_to_instances_changes_it_by_change_set_a
             i.tags["network"], outputs["VpcId"],
             "the tags plugin's config"
         );
+        assert_eq!(i.tags["subnet"], outputs["SubnetId"], "host.stack-output");
     }
     // The stack's VPC gives no public DNS names: the names are A records.
     let zone = moto().zone_id(&format!("{}.example", p.name)).unwrap();

@@ -366,7 +366,7 @@ impl Cfn {
                 return Err(StackFailed {
                     name: name.to_owned(),
                     events: self
-                        .failures(id)
+                        .failures(name, id)
                         .await
                         .unwrap_or_else(|e| vec![format!("{e:#}")]),
                     status,
@@ -385,38 +385,61 @@ impl Cfn {
     }
 
     /// The failed events of the stack's last operation, oldest first: the events back to the
-    /// stack's own last `*_IN_PROGRESS` that began it.
-    async fn failures(&self, id: &str) -> anyhow::Result<Vec<String>> {
-        let out = self
-            .client
-            .describe_stack_events()
-            .stack_name(id)
-            .send()
-            .await
-            .map_err(|e| sdk_error("cloudformation:DescribeStackEvents", e))?;
+    /// stack's own `*_IN_PROGRESS` that began it (newest first, a page at a time).
+    async fn failures(&self, name: &str, id: &str) -> anyhow::Result<Vec<String>> {
         let mut failed = Vec::new();
-        for e in out.stack_events() {
-            let status = e.resource_status().map(|s| s.as_str()).unwrap_or_default();
-            let is_stack = e.physical_resource_id() == Some(id)
-                || e.resource_type() == Some("AWS::CloudFormation::Stack");
-            if status.ends_with("_FAILED") {
-                failed.push(format!(
-                    "{} ({}): {status}: {}",
-                    e.logical_resource_id().unwrap_or("?"),
-                    e.resource_type().unwrap_or("?"),
-                    e.resource_status_reason().unwrap_or("no reason given")
-                ));
-            }
-            if is_stack
-                && matches!(
-                    status,
-                    "CREATE_IN_PROGRESS" | "UPDATE_IN_PROGRESS" | "DELETE_IN_PROGRESS"
-                )
-            {
+        let mut next: Option<String> = None;
+        for _ in 0..20 {
+            let out = self
+                .client
+                .describe_stack_events()
+                .stack_name(id)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("cloudformation:DescribeStackEvents", e))?;
+            if failed_in(out.stack_events(), name, id, &mut failed) {
                 break;
+            }
+            match out.next_token() {
+                Some(t) => next = Some(t.to_owned()),
+                None => break,
             }
         }
         failed.reverse();
         Ok(failed)
     }
+}
+
+/// Adds the failed events of `events` (newest first) to `failed`; whether it reached the
+/// stack's own event that began its last operation.
+fn failed_in(
+    events: &[aws_sdk_cloudformation::types::StackEvent],
+    name: &str,
+    id: &str,
+    failed: &mut Vec<String>,
+) -> bool {
+    for e in events {
+        let status = e.resource_status().map(|s| s.as_str()).unwrap_or_default();
+        if status.ends_with("_FAILED") {
+            failed.push(format!(
+                "{} ({}): {status}: {}",
+                e.logical_resource_id().unwrap_or("?"),
+                e.resource_type().unwrap_or("?"),
+                e.resource_status_reason().unwrap_or("no reason given")
+            ));
+        }
+        // The stack's own events, not a nested stack's.
+        let is_stack =
+            e.physical_resource_id() == Some(id) && e.logical_resource_id() == Some(name);
+        if is_stack
+            && matches!(
+                status,
+                "CREATE_IN_PROGRESS" | "UPDATE_IN_PROGRESS" | "DELETE_IN_PROGRESS"
+            )
+        {
+            return true;
+        }
+    }
+    false
 }

@@ -493,21 +493,26 @@ pub struct ObservedStack {
 }
 
 impl ObservedStack {
-    /// Whether it is in a state an operation is under way in.
-    pub fn is_busy(&self) -> bool {
-        self.status.ends_with("_IN_PROGRESS") && self.status != "REVIEW_IN_PROGRESS"
+    /// Why heet may not change it now, if it may not: an operation under way, a change set
+    /// made but never executed (heet makes none), an update whose rollback failed.
+    pub fn blocked(&self) -> Option<&'static str> {
+        match self.status.as_str() {
+            "REVIEW_IN_PROGRESS" => {
+                Some("a change set made it and was never executed: execute or delete it")
+            }
+            "UPDATE_ROLLBACK_FAILED" => Some(
+                "its update failed to roll back: continue the rollback (ContinueUpdateRollback) first",
+            ),
+            s if s.ends_with("_IN_PROGRESS") => Some("wait until CloudFormation is done with it"),
+            _ => None,
+        }
     }
 
-    /// Whether it can only be deleted: a create that failed (rolled back, or never executed
-    /// from a change set), or a delete that failed.
+    /// Whether it can only be deleted: a create that failed, or a delete that failed.
     pub fn is_dead(&self) -> bool {
         matches!(
             self.status.as_str(),
-            "ROLLBACK_COMPLETE"
-                | "ROLLBACK_FAILED"
-                | "CREATE_FAILED"
-                | "DELETE_FAILED"
-                | "REVIEW_IN_PROGRESS"
+            "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "CREATE_FAILED" | "DELETE_FAILED"
         )
     }
 
@@ -519,11 +524,13 @@ impl ObservedStack {
     }
 }
 
-/// The outputs of the stacks that are `project`/`env`'s and usable (not a failed create).
-pub fn outputs_of(observed: &[ObservedStack]) -> Outputs {
+/// The outputs of the stacks tagged for `project`/`env` that are usable (not a failed
+/// create, nothing under way). Whether the ledger lists them is the plan's to say: a stack it
+/// does not is a conflict, and nothing is applied.
+pub fn outputs_of(project: &str, env: &str, observed: &[ObservedStack]) -> Outputs {
     observed
         .iter()
-        .filter(|s| !s.is_dead() && !s.is_busy())
+        .filter(|s| s.tagged_for(project, env) && !s.is_dead() && s.blocked().is_none())
         .map(|s| (s.stack.clone(), s.outputs.clone()))
         .collect()
 }
@@ -587,8 +594,11 @@ pub enum StackChange {
         send: Send,
         /// The template's resources, each added.
         resources: Vec<(String, String)>,
-        /// A stack of heet's that failed to be created, deleted first (its id).
+        /// A stack of heet's that failed to be created (or deleted), deleted first (its id).
         replaces: Option<String>,
+        /// Whether what it replaces may still hold resources (a rollback or delete that
+        /// failed; a create rolled back holds none).
+        replaces_resources: bool,
     },
     Update {
         stack: String,
@@ -627,8 +637,9 @@ impl StackChange {
     /// Whether applying it may remove or replace resources of the stack.
     pub fn is_destructive(&self) -> bool {
         match self {
-            // A create that failed was rolled back: it holds nothing.
-            StackChange::Create { .. } => false,
+            StackChange::Create {
+                replaces_resources, ..
+            } => *replaces_resources,
             StackChange::Update { preview, .. } => match preview {
                 Preview::Changes(c) => c.iter().any(|r| {
                     r.action == "Remove"
@@ -738,6 +749,12 @@ pub struct StackPlan {
     pub changes: Vec<StackChange>,
     /// Stacks heet would make whose names another holds.
     pub conflicts: Vec<String>,
+    /// Stacks the ledger lists that do not prove heet's (tags of another environment,
+    /// another id): left alone.
+    pub foreign: Vec<String>,
+    /// Stacks heet made that a run killed before it confirmed them: their ledger entries,
+    /// `stack/NAME`, confirmed with the id.
+    pub adopted: Vec<(String, String)>,
     /// Stacks with an operation under way: nothing is applied until it ends.
     pub busy: Vec<String>,
     /// Stacks the ledger lists that are gone: forgotten.
@@ -788,6 +805,10 @@ impl Family for StackPlan {
         &self.conflicts
     }
 
+    fn foreign(&self) -> &[String] {
+        &self.foreign
+    }
+
     fn refused(&self) -> Vec<String> {
         self.busy.clone()
     }
@@ -801,6 +822,7 @@ impl Family for StackPlan {
             && self.conflicts.is_empty()
             && self.busy.is_empty()
             && self.forgotten.is_empty()
+            && self.adopted.is_empty()
     }
 }
 
@@ -849,24 +871,34 @@ pub fn plan(
             parameters: stack.parameters.clone(),
             capabilities: stack.capabilities.clone(),
         };
-        let create = |replaces| StackChange::Create {
+        let create = |replaces: Option<&ObservedStack>| StackChange::Create {
             stack: name.clone(),
             name: full.clone(),
             send: send.clone(),
             resources: stack.resources.clone(),
-            replaces,
+            replaces: replaces.map(|o| o.id.clone()),
+            replaces_resources: replaces.is_some_and(|o| o.status != "ROLLBACK_COMPLETE"),
         };
-        match observed.iter().find(|o| o.stack == *name) {
+        let found = observed.iter().find(|o| o.stack == *name);
+        if let Some(o) = found
+            && heets(o)
+            && owned.get(name).is_some_and(Option::is_none)
+            && !o.is_dead()
+        {
+            p.adopted.push((resource(name), o.id.clone()));
+        }
+        match found {
             None => p.changes.push(create(None)),
             Some(o) if !heets(o) => p.conflicts.push(format!(
                 "stack {full} exists ({}) but heet did not create it for {project}/{env}",
                 o.status
             )),
-            Some(o) if o.is_busy() => p.busy.push(format!(
-                "stack {full} is {}: wait until CloudFormation is done with it",
-                o.status
+            Some(o) if o.blocked().is_some() => p.busy.push(format!(
+                "stack {full} is {}: {}",
+                o.status,
+                o.blocked().unwrap_or_default()
             )),
-            Some(o) if o.is_dead() => p.changes.push(create(Some(o.id.clone()))),
+            Some(o) if o.is_dead() => p.changes.push(create(Some(o))),
             Some(o) => {
                 let reasons = differences(stack, o);
                 if !reasons.is_empty() {
@@ -886,18 +918,21 @@ pub fn plan(
         if wanted.contains_key(name) {
             continue;
         }
+        let full = full_name(project, env, name);
         match observed.iter().find(|o| o.stack == *name) {
-            Some(o) if heets(o) && o.is_busy() => p.busy.push(format!(
-                "stack {} is {}: wait until CloudFormation is done with it",
-                full_name(project, env, name),
+            Some(o) if heets(o) && o.status.ends_with("_IN_PROGRESS") => p.busy.push(format!(
+                "stack {full} is {}: wait until CloudFormation is done with it",
                 o.status
             )),
             Some(o) if heets(o) => p.changes.push(StackChange::Delete {
                 stack: name.clone(),
-                name: full_name(project, env, name),
+                name: full,
                 id: o.id.clone(),
             }),
-            Some(_) => {}
+            Some(o) => p.foreign.push(format!(
+                "stack {full} ({}): not the stack the ledger lists for {project}/{env}",
+                o.id
+            )),
             None => p.forgotten.push(resource(name)),
         }
     }
@@ -905,7 +940,8 @@ pub fn plan(
 }
 
 /// What differs between the stack wanted and the one that runs: its template, a
-/// parameter (given or defaulted), its capabilities.
+/// parameter (given or defaulted). Not its capabilities: they acknowledge what a template
+/// does, they change nothing of it.
 fn differences(wanted: &Stack, running: &ObservedStack) -> Vec<String> {
     let mut why = Vec::new();
     if running.body.as_deref() != Some(wanted.body.as_str()) {
@@ -921,9 +957,6 @@ fn differences(wanted: &Stack, running: &ObservedStack) -> Vec<String> {
         if value != now {
             why.push(format!("parameter {key}"));
         }
-    }
-    if wanted.capabilities != running.capabilities {
-        why.push("capabilities".to_owned());
     }
     why
 }
@@ -1152,6 +1185,7 @@ Outputs:
             BTreeSet::new(),
         );
         assert!(p.changes.is_empty());
+        assert_eq!(p.foreign().len(), 1, "down names what it leaves");
     }
 
     #[test]
@@ -1205,6 +1239,40 @@ Outputs:
                 ..
             }]
         ));
+        // Written ahead, made, not confirmed: adopted with its id.
+        let p = plan(
+            "shop",
+            "dev",
+            &wanted(),
+            &[running("CREATE_COMPLETE")],
+            &pending,
+            BTreeSet::new(),
+        );
+        assert!(p.changes.is_empty());
+        assert_eq!(
+            p.adopted,
+            [("stack/net".to_owned(), "arn:stack/1".to_owned())]
+        );
+        // A rollback that failed may hold resources: replacing it asks.
+        let p = plan(
+            "shop",
+            "dev",
+            &wanted(),
+            &[running("ROLLBACK_FAILED")],
+            &mine(),
+            BTreeSet::new(),
+        );
+        assert!(p.changes[0].is_destructive());
+        // A change set's stack, never executed: heet makes none, it waits for whoever did.
+        let p = plan(
+            "shop",
+            "dev",
+            &wanted(),
+            &[running("REVIEW_IN_PROGRESS")],
+            &mine(),
+            BTreeSet::new(),
+        );
+        assert!(p.changes.is_empty() && p.refused().len() == 1);
         let p = plan(
             "shop",
             "dev",

@@ -98,7 +98,7 @@ pub fn build(dir: &Path, manifest: &Manifest, out_dir: &Path) -> anyhow::Result<
     let world = dir.join("wit").join("world.wit");
     if !world.is_file() {
         bail!(
-            "{}: a {} plugin needs wit/world.wit, the world it exports (`world {} {{ include heet:plugin/base@0.1.1; export heet:plugin/guard@0.1.1; }}`)",
+            "{}: a {} plugin needs wit/world.wit, the world it exports (`world {} {{ include heet:plugin/base@0.1.2; export heet:plugin/guard@0.1.2; }}`)",
             dir.display(),
             match manifest.lang {
                 Lang::Js => "JavaScript",

@@ -80,7 +80,7 @@ impl Hook {
         Hook::Tasks,
     ];
 
-    /// The WIT interface name, as in `heet:plugin/<name>@0.1.1`.
+    /// The WIT interface name, as in `heet:plugin/<name>@0.1.2`.
     pub fn interface(self) -> &'static str {
         match self {
             Hook::Configure => "configure",
@@ -264,6 +264,15 @@ pub struct PluginSet {
 }
 
 impl PluginSet {
+    /// The stacks' outputs the plugins' `host.stack-output` answers from: those of the
+    /// stacks as they are when the plan is made.
+    pub fn set_outputs(&mut self, outputs: crate::kinds::stacks::Outputs) {
+        let outputs = std::sync::Arc::new(outputs);
+        for (plugin, _) in &mut self.plugins {
+            plugin.set_outputs(outputs.clone());
+        }
+    }
+
     /// Loads, instantiates and configures every plugin of the definition, each only if
     /// heet.lock pins its bytes.
     pub fn load(runtime: &Runtime, def: &Definition) -> anyhow::Result<PluginSet> {

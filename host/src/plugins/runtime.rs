@@ -29,7 +29,7 @@ use bindings::exports::heet::plugin as ex;
 
 /// The WIT package a plugin must be built against; only `host` and `types` may be imported.
 const WIT_PACKAGE: &str = "heet:plugin";
-const WIT_VERSION: &str = "0.1.1";
+const WIT_VERSION: &str = "0.1.2";
 /// How often the epoch ticks: the granularity of `timeout_ms`.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// A plugin's log line is cut here, and a call may log this many lines: a hostile plugin must
@@ -259,6 +259,7 @@ impl Prepared {
             memory_breach: None,
             last_error_log: None,
             log_lines: 0,
+            outputs: Arc::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
@@ -361,11 +362,17 @@ pub struct HostState {
     /// The plugin SDK logs a panic's message at error level just before the trap.
     last_error_log: Option<String>,
     log_lines: u32,
+    /// The stacks' outputs `host.stack-output` answers from.
+    outputs: Arc<crate::kinds::stacks::Outputs>,
 }
 
 impl bindings::heet::plugin::types::Host for HostState {}
 
 impl bindings::heet::plugin::host::Host for HostState {
+    fn stack_output(&mut self, stack: String, output: String) -> Option<String> {
+        self.outputs.get(&stack)?.get(&output).cloned()
+    }
+
     fn log(&mut self, level: api::Level, mut message: String) {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES_PER_CALL {
@@ -433,6 +440,11 @@ pub struct Plugin {
 }
 
 impl Plugin {
+    /// What `host.stack-output` answers from now on.
+    pub fn set_outputs(&mut self, outputs: Arc<crate::kinds::stacks::Outputs>) {
+        self.store.data_mut().outputs = outputs;
+    }
+
     /// Runs `f` under this plugin's limits and turns any failure into a [`PluginError`].
     fn guarded<R>(
         &mut self,
@@ -570,6 +582,7 @@ mod tests {
     fn wit_versions_are_compatible_within_a_minor_before_1_0() {
         assert!(compatible("0.1.0"));
         assert!(compatible("0.1.1"));
+        assert!(compatible("0.1.2"));
         assert!(compatible("0.1.7"));
         assert!(!compatible("0.2.0"));
         assert!(!compatible("1.0.0"));

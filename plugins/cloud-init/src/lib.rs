@@ -28,9 +28,9 @@ use serde_json::{Value, json};
 heet_sdk::bindings!(
     world: "package heet-plugins:cloud-init;
         world plugin {
-            include heet:plugin/base@0.1.1;
-            export heet:plugin/configure@0.1.1;
-            export heet:plugin/user-data@0.1.1;
+            include heet:plugin/base@0.1.2;
+            export heet:plugin/configure@0.1.2;
+            export heet:plugin/user-data@0.1.2;
         }",
     wit: "../../wit",
 );

@@ -18,9 +18,9 @@ use heet_sdk::{Cnames, Configure, InstanceContext};
 heet_sdk::bindings!(
     world: "package heet-plugins:cname;
         world plugin {
-            include heet:plugin/base@0.1.1;
-            export heet:plugin/configure@0.1.1;
-            export heet:plugin/cnames@0.1.1;
+            include heet:plugin/base@0.1.2;
+            export heet:plugin/configure@0.1.2;
+            export heet:plugin/cnames@0.1.2;
         }",
     wit: "../../wit",
 );

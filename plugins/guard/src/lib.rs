@@ -17,9 +17,9 @@ use heet_sdk::{Configure, DesiredState, Guard, Violation};
 heet_sdk::bindings!(
     world: "package heet-plugins:guard;
         world plugin {
-            include heet:plugin/base@0.1.1;
-            export heet:plugin/configure@0.1.1;
-            export heet:plugin/guard@0.1.1;
+            include heet:plugin/base@0.1.2;
+            export heet:plugin/configure@0.1.2;
+            export heet:plugin/guard@0.1.2;
         }",
     wit: "../../wit",
 );

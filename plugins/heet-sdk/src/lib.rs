@@ -9,8 +9,8 @@
 //! ```ignore
 //! heet_sdk::bindings!(
 //!     world: "package my:plugin; world plugin {
-//!         include heet:plugin/base@0.1.1;
-//!         export heet:plugin/naming@0.1.1;
+//!         include heet:plugin/base@0.1.2;
+//!         export heet:plugin/naming@0.1.2;
 //!     }",
 //!     wit: "wit",
 //! );
@@ -99,6 +99,21 @@ pub fn log(level: Level, message: &str) {
     eprintln!("[{level:?}] {message}");
 }
 
+/// The output `output` of the project's stack `stack` (`[stacks.<stack>]`) in the environment
+/// being planned, when the stack exists and has it: what `${stacks.<stack>.<output>}` reads
+/// in heet.toml (WIT 0.1.2). Natively (a plugin's unit tests) it answers from
+/// [`testing::set_stack_output`].
+pub fn stack_output(stack: &str, output: &str) -> Option<String> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        host::stack_output(stack, output)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        testing::stack_output(stack, output)
+    }
+}
+
 /// Sends panic messages to the host's log: on wasm32-unknown-unknown a panic prints nothing,
 /// and the host only sees `unreachable`. Called by every export [`export_plugin!`] generates.
 pub fn install_panic_hook() {
@@ -109,15 +124,15 @@ pub fn install_panic_hook() {
 }
 
 /// Generates a plugin's bindings, in a module `bindings`, from its world: `world` is the WIT
-/// text of a world including `heet:plugin/base@0.1.1` and exporting the hooks the plugin
+/// text of a world including `heet:plugin/base@0.1.2` and exporting the hooks the plugin
 /// implements; `wit` is the folder holding `heet.wit`, relative to the plugin's Cargo.toml.
 /// The WIT records come from this SDK, so every plugin shares them.
 ///
 /// ```ignore
 /// heet_sdk::bindings!(
 ///     world: "package my:plugin; world plugin {
-///         include heet:plugin/base@0.1.1;
-///         export heet:plugin/naming@0.1.1;
+///         include heet:plugin/base@0.1.2;
+///         export heet:plugin/naming@0.1.2;
 ///     }",
 ///     wit: "wit",
 /// );
@@ -130,8 +145,8 @@ macro_rules! bindings {
                 inline: $world,
                 path: $wit,
                 with: {
-                    "heet:plugin/types@0.1.1": heet_sdk::types,
-                    "heet:plugin/host@0.1.1": heet_sdk::host,
+                    "heet:plugin/types@0.1.2": heet_sdk::types,
+                    "heet:plugin/host@0.1.2": heet_sdk::host,
                 },
             });
         }

@@ -92,3 +92,25 @@ pub fn script(script: &str, env: &[(&str, &str)]) -> TaskScript {
             .collect(),
     }
 }
+
+thread_local! {
+    static STACK_OUTPUTS: std::cell::RefCell<std::collections::BTreeMap<(String, String), String>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// What [`crate::stack_output`] answers natively on this thread, as the host would for a
+/// stack that has this output.
+pub fn set_stack_output(stack: &str, output: &str, value: &str) {
+    STACK_OUTPUTS.with(|o| {
+        o.borrow_mut()
+            .insert((stack.to_owned(), output.to_owned()), value.to_owned())
+    });
+}
+
+pub(crate) fn stack_output(stack: &str, output: &str) -> Option<String> {
+    STACK_OUTPUTS.with(|o| {
+        o.borrow()
+            .get(&(stack.to_owned(), output.to_owned()))
+            .cloned()
+    })
+}

@@ -12,9 +12,9 @@ use heet_sdk::{Configure, InstanceContext, Naming};
 heet_sdk::bindings!(
     world: "package heet-plugins:naming;
         world plugin {
-            include heet:plugin/base@0.1.1;
-            export heet:plugin/configure@0.1.1;
-            export heet:plugin/naming@0.1.1;
+            include heet:plugin/base@0.1.2;
+            export heet:plugin/configure@0.1.2;
+            export heet:plugin/naming@0.1.2;
         }",
     wit: "../../wit",
 );

@@ -26,9 +26,9 @@ use heet_sdk::{Configure, RoleContext, RoleSize, Sizing};
 heet_sdk::bindings!(
     world: "package heet-plugins:sizing;
         world plugin {
-            include heet:plugin/base@0.1.1;
-            export heet:plugin/configure@0.1.1;
-            export heet:plugin/sizing@0.1.1;
+            include heet:plugin/base@0.1.2;
+            export heet:plugin/configure@0.1.2;
+            export heet:plugin/sizing@0.1.2;
         }",
     wit: "../../wit",
 );

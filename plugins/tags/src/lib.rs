@@ -7,6 +7,9 @@
 //! - `[plugins.config.tags.all]`: tags on every instance, e.g. `cost-center = "shop"`
 //! - `[plugins.config.tags.roles.<role>]`: tags on that role's instances, e.g. `owner = "web"`;
 //!   they win over `all`
+//! - `[plugins.config.tags.outputs]`: tags from the project's CloudFormation stacks, each
+//!   `key = "STACK.OUTPUT"` (e.g. `vpc = "net.VpcId"`), asked of the host (WIT 0.1.2); a stack
+//!   not made yet gives none
 //!
 //! Tags already answered by an earlier plugin are kept unless this config sets the same key.
 
@@ -18,9 +21,9 @@ use heet_sdk::{Configure, InstanceContext, Tag, Tags};
 heet_sdk::bindings!(
     world: "package heet-plugins:tags;
         world plugin {
-            include heet:plugin/base@0.1.1;
-            export heet:plugin/configure@0.1.1;
-            export heet:plugin/tags@0.1.1;
+            include heet:plugin/base@0.1.2;
+            export heet:plugin/configure@0.1.2;
+            export heet:plugin/tags@0.1.2;
         }",
     wit: "../../wit",
 );
@@ -36,6 +39,8 @@ pub struct TagConfig {
     pub all: BTreeMap<String, String>,
     #[serde(default)]
     pub roles: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
 }
 
 fn default_group_key() -> String {
@@ -48,6 +53,7 @@ impl Default for TagConfig {
             group_key: default_group_key(),
             all: BTreeMap::new(),
             roles: BTreeMap::new(),
+            outputs: BTreeMap::new(),
         }
     }
 }
@@ -58,16 +64,24 @@ impl TagConfig {
         let keys = std::iter::once(&self.group_key)
             .filter(|k| !k.is_empty())
             .chain(self.all.keys())
-            .chain(self.roles.values().flat_map(|t| t.keys()));
-        keys.filter_map(|k| {
+            .chain(self.roles.values().flat_map(|t| t.keys()))
+            .chain(self.outputs.keys());
+        let outputs = self.outputs.iter().filter_map(|(k, v)| {
+            let ok = v
+                .split_once('.')
+                .is_some_and(|(s, o)| !s.is_empty() && !o.is_empty());
+            (!ok).then(|| format!("outputs.{k}: {v:?} is not STACK.OUTPUT (e.g. \"net.VpcId\")"))
+        });
+        let mut errors: Vec<String> = outputs.collect();
+        errors.extend(keys.filter_map(|k| {
             let lower = k.to_ascii_lowercase();
             ["aws:", "heet:"]
                 .iter()
                 .find(|p| lower.starts_with(*p))
                 .map(|p| format!("tag key {k:?}: the {p} prefix is reserved"))
                 .or_else(|| (k == "Name").then(|| "tag Name is the naming plugin's".to_owned()))
-        })
-        .collect()
+        }));
+        errors
     }
 
     pub fn tags(&self, ctx: &InstanceContext, current: &[Tag]) -> Vec<Tag> {
@@ -81,6 +95,12 @@ impl TagConfig {
         tags.extend(self.all.clone());
         if let Some(own) = self.roles.get(&ctx.role) {
             tags.extend(own.clone());
+        }
+        for (key, from) in &self.outputs {
+            let (stack, output) = from.split_once('.').unwrap_or_default();
+            if let Some(value) = heet_sdk::stack_output(stack, output) {
+                tags.insert(key.clone(), value);
+            }
         }
         tags.into_iter()
             .map(|(key, value)| Tag { key, value })
@@ -152,6 +172,22 @@ mod tests {
         );
         let www = config.tags(&testing::instance("shop", "staging", "www"), &[]);
         assert_eq!(pairs(&www), [("cost-center", "shop"), ("owner", "ops")]);
+    }
+
+    #[test]
+    fn outputs_tag_from_the_stacks_the_host_knows_and_wait_for_the_others() {
+        let config: TagConfig = serde_json::from_str(
+            r#"{"group_key": "", "outputs": {"vpc": "net.VpcId", "db": "data.Endpoint"}}"#,
+        )
+        .unwrap();
+        testing::set_stack_output("net", "VpcId", "vpc-1");
+        let tags = config.tags(&testing::instance("shop", "staging", "www"), &[]);
+        assert_eq!(pairs(&tags), vec![("vpc", "vpc-1")]);
+        let bad: TagConfig = serde_json::from_str(r#"{"outputs": {"vpc": "VpcId"}}"#).unwrap();
+        assert_eq!(
+            bad.errors(),
+            ["outputs.vpc: \"VpcId\" is not STACK.OUTPUT (e.g. \"net.VpcId\")"]
+        );
     }
 
     #[test]

@@ -22,9 +22,9 @@ use heet_sdk::{Configure, EnvVar, TaskContext, TaskScript, Tasks};
 heet_sdk::bindings!(
     world: "package heet-plugins:task-env;
         world plugin {
-            include heet:plugin/base@0.1.1;
-            export heet:plugin/configure@0.1.1;
-            export heet:plugin/tasks@0.1.1;
+            include heet:plugin/base@0.1.2;
+            export heet:plugin/configure@0.1.2;
+            export heet:plugin/tasks@0.1.2;
         }",
     wit: "../../wit",
 );
