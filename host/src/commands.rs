@@ -611,17 +611,6 @@ pub async fn up(
                 };
                 let applied = apply::apply(&aws, &first, cx, progress).await?;
                 desired = desire(&aws, &def, env, &runtime, &mut plugins).await?;
-                if !desired.unknown_outputs.is_empty() {
-                    anyhow::bail!(
-                        "the stacks were applied, but they have no outputs for {}: nothing else applied",
-                        desired
-                            .unknown_outputs
-                            .iter()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
                 now = survey(&aws, &def, &desired, true).await?;
                 plan = limited(now.plan, &roles, false);
                 if plan.stacks.makes() {
@@ -634,7 +623,7 @@ pub async fn up(
             // An output no stack has (a condition leaves it out): nothing reads a placeholder.
             if !desired.unknown_outputs.is_empty() {
                 anyhow::bail!(
-                    "nothing applied: the stacks have no outputs for {}",
+                    "the stacks have no outputs for {}: nothing else applied",
                     desired
                         .unknown_outputs
                         .iter()

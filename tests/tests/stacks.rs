@@ -31,21 +31,7 @@ fn stack(name: &str) -> Option<(String, BTreeMap<String, String>)> {
 
 /// An instance's subnet and security groups, as EC2 describes it.
 fn placement(id: &str) -> (String, Vec<String>) {
-    let xml = moto().ec2(&[("Action", "DescribeInstances"), ("InstanceId.1", id)]);
-    let doc = roxmltree::Document::parse(&xml).unwrap();
-    let item = doc
-        .descendants()
-        .find(|n| n.has_tag_name("instancesSet"))
-        .and_then(|s| s.children().find(|c| c.has_tag_name("item")))
-        .unwrap();
-    let subnet = tests::child_text(item, "subnetId");
-    let groups = item
-        .children()
-        .find(|c| c.has_tag_name("groupSet"))
-        .into_iter()
-        .flat_map(|g| g.descendants().filter(|n| n.has_tag_name("groupId")))
-        .filter_map(|n| n.text().map(str::to_owned))
-        .collect();
+    let (groups, subnet, _) = moto().placement(id);
     (subnet, groups)
 }
 

@@ -64,6 +64,11 @@ fn nothing_to_update(message: Option<&str>) -> bool {
     })
 }
 
+/// A key and its value as CloudFormation lists them (a value may be empty).
+fn pair(key: Option<&str>, value: Option<&str>) -> Option<(String, String)> {
+    Some((key?.to_owned(), value.unwrap_or_default().to_owned()))
+}
+
 fn parameters(p: &BTreeMap<String, String>) -> Vec<Parameter> {
     p.iter()
         .map(|(k, v)| {
@@ -140,12 +145,7 @@ impl Cfn {
             parameters: s
                 .parameters()
                 .iter()
-                .filter_map(|p| {
-                    Some((
-                        p.parameter_key()?.to_owned(),
-                        p.parameter_value().unwrap_or_default().to_owned(),
-                    ))
-                })
+                .filter_map(|p| pair(p.parameter_key(), p.parameter_value()))
                 .collect(),
             capabilities: s
                 .capabilities()
@@ -155,12 +155,7 @@ impl Cfn {
             outputs: s
                 .outputs()
                 .iter()
-                .filter_map(|o| {
-                    Some((
-                        o.output_key()?.to_owned(),
-                        o.output_value().unwrap_or_default().to_owned(),
-                    ))
-                })
+                .filter_map(|o| pair(o.output_key(), o.output_value()))
                 .collect(),
             tags: s
                 .tags()
