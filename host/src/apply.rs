@@ -137,34 +137,16 @@ pub async fn apply(
             ..Live::default()
         }),
     };
-    // What the ledger says that is only bookkeeping: IAM entities a killed run made are
-    // confirmed and the gone ones forgotten, records someone changed are forgotten, and the
-    // entries of launches from before batch launches (which say nothing the instances' tags
-    // do not) go.
-    let mut bookkeeping: Entries = plan
-        .iam
-        .forgotten
-        .iter()
-        .map(|r| (ledger::resource_key(r), None))
-        .collect();
-    for (resource, id) in &plan.iam.adopted {
-        bookkeeping.extend(resource_entry(resource, Some(id), ledger::State::Done));
+    // What the ledger says that is only bookkeeping (`Family::settled`: IAM entities and
+    // stacks a killed run made confirmed, gone ones and records someone changed forgotten),
+    // and the entries of launches from before batch launches (which say nothing the
+    // instances' tags do not) go.
+    let mut bookkeeping: Entries = Vec::new();
+    for family in plan.families() {
+        for (b, id) in family.settled() {
+            bookkeeping.extend(entries(&b, ledger::State::Done, id)?);
+        }
     }
-    bookkeeping.extend(
-        plan.dns
-            .forgotten
-            .iter()
-            .map(|name| (ledger::record_key(name), None)),
-    );
-    for (resource, id) in &plan.stacks.adopted {
-        bookkeeping.extend(resource_entry(resource, Some(id), ledger::State::Done));
-    }
-    bookkeeping.extend(
-        plan.stacks
-            .forgotten
-            .iter()
-            .map(|r| (ledger::resource_key(r), None)),
-    );
     let legacy = shared.ledger.lock().await.legacy();
     bookkeeping.extend(legacy.into_iter().map(|k| (k, None)));
     book(aws, shared.ledger, bookkeeping).await?;

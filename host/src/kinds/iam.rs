@@ -972,6 +972,10 @@ impl Family for IamPlan {
             && self.forgotten.is_empty()
             && self.adopted.is_empty()
     }
+
+    fn settled(&self) -> Vec<(Bookkeeping, Option<&str>)> {
+        crate::kinds::settled(&self.forgotten, &self.adopted)
+    }
 }
 
 /// The changes turning `observed` into `desired`. `owned` is what the ledger lists of IAM

@@ -189,6 +189,27 @@ pub trait Family {
     /// Whether applying the plan has nothing to do for this family: no change, conflict or
     /// ledger bookkeeping.
     fn is_empty(&self) -> bool;
+    /// Ledger bookkeeping without a change, written before any change is made, each as it is
+    /// once done: entries of what is gone, forgotten (`Delete`, `Unrecord`), and of what a
+    /// killed run made after writing it ahead, confirmed with its id (`Create`).
+    fn settled(&self) -> Vec<(Bookkeeping, Option<&str>)> {
+        Vec::new()
+    }
+}
+
+/// The bookkeeping of a family whose ledger entries are resources: `forgotten` (gone) dropped,
+/// `adopted` (resource, id) confirmed.
+pub fn settled<'a>(
+    forgotten: &[String],
+    adopted: &'a [(String, String)],
+) -> Vec<(Bookkeeping, Option<&'a str>)> {
+    let gone = forgotten
+        .iter()
+        .map(|r| (Bookkeeping::Delete(r.clone()), None));
+    let made = adopted
+        .iter()
+        .map(|(r, id)| (Bookkeeping::Create(r.clone()), Some(id.as_str())));
+    gone.chain(made).collect()
 }
 
 /// The changes of a family `down`'s list names ([`Change::removes`]).

@@ -351,6 +351,13 @@ impl Family for DnsPlan {
             && self.conflicts.is_empty()
             && self.forgotten.is_empty()
     }
+
+    fn settled(&self) -> Vec<(Bookkeeping, Option<&str>)> {
+        let forgotten = self.forgotten.iter();
+        forgotten
+            .map(|n| (Bookkeeping::Unrecord(n.clone()), None))
+            .collect()
+    }
 }
 
 /// The record changes that point every name of `desired` at its instance: `targets` are what

@@ -824,6 +824,10 @@ impl Family for StackPlan {
             && self.forgotten.is_empty()
             && self.adopted.is_empty()
     }
+
+    fn settled(&self) -> Vec<(Bookkeeping, Option<&str>)> {
+        crate::kinds::settled(&self.forgotten, &self.adopted)
+    }
 }
 
 /// The stacks the ledger lists: name → stack id (none: written ahead, not confirmed).
