@@ -221,6 +221,7 @@ async fn desire(
     plugins.set_outputs(outputs);
     let mut desired = desired::compute(&resolved, env, &aws.region, plugins)?;
     desired.unknown_outputs = unknown;
+    desired.stacks_read = observed;
     Ok(desired)
 }
 
@@ -381,15 +382,19 @@ async fn survey(
             anyhow::Ok(heets)
         };
         let owned_stacks = kinds::stacks::owned(&ledger);
+        // The wanted stacks were read as their outputs were resolved; only the ones the
+        // ledger lists beside them are read here.
         let stacks = async {
-            let names: BTreeSet<&String> =
-                desired.stacks.keys().chain(owned_stacks.keys()).collect();
-            if names.is_empty() {
-                return anyhow::Ok(Vec::new());
+            let mut read = desired.stacks_read.clone();
+            let others: Vec<&String> = owned_stacks
+                .keys()
+                .filter(|n| !desired.stacks.contains_key(*n))
+                .collect();
+            if !others.is_empty() {
+                let names = stack_names(&desired.project, &desired.env, others);
+                read.extend(aws.cfn.observe(&names).await?);
             }
-            aws.cfn
-                .observe(&stack_names(&desired.project, &desired.env, names))
-                .await
+            anyhow::Ok(read)
         };
         let (resources, dns, iam, stacks) = tokio::try_join!(
             resources,

@@ -26,6 +26,9 @@ pub struct Desired {
     pub stacks: crate::kinds::stacks::Stacks,
     /// The references to stack outputs not known yet: they are once the stacks are made.
     pub unknown_outputs: std::collections::BTreeSet<String>,
+    /// The wanted stacks as they were read when their outputs were resolved (those that
+    /// exist): what the plan compares them with, not read again.
+    pub stacks_read: Vec<crate::kinds::stacks::ObservedStack>,
 }
 
 impl Desired {
@@ -40,6 +43,7 @@ impl Desired {
             iam: crate::kinds::iam::DesiredIam::of(project, env, &Default::default()),
             stacks: Default::default(),
             unknown_outputs: Default::default(),
+            stacks_read: Vec::new(),
         }
     }
 }
@@ -346,6 +350,7 @@ pub fn compute(
         iam: crate::kinds::iam::DesiredIam::of(project, env, &def.iam),
         stacks: def.stacks.clone(),
         unknown_outputs: Default::default(),
+        stacks_read: Vec::new(),
     };
     let violations = hooks.guard(&desired.to_wit(def.domain.clone()))?;
     if !violations.is_empty() {

@@ -92,11 +92,13 @@ impl Plan {
         for family in first.families_mut() {
             family.retain(&|_| false);
         }
-        first.stacks.changes = self.stacks.changes.clone();
-        first
+        first.stacks.changes = self
             .stacks
             .changes
-            .retain(crate::kinds::stacks::StackChange::makes);
+            .iter()
+            .filter(|c| c.makes())
+            .cloned()
+            .collect();
         Some(first)
     }
 
