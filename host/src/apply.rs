@@ -92,6 +92,8 @@ pub struct Applied {
     pub network: Vec<String>,
     /// IAM changes made, as the plan shows them.
     pub iam: Vec<String>,
+    /// Load balancer changes made, as the plan shows them.
+    pub balancers: Vec<String>,
     /// Names not written because their instance has no DNS name or address at all.
     pub unresolved: Vec<String>,
 }
@@ -134,6 +136,8 @@ pub async fn apply(
         rounds: plan.instances.slot_rounds(),
         live: Mutex::new(Live {
             resources: ids.clone(),
+            balancers: plan.balancers.dns.clone(),
+            targets: plan.balancers.targets.clone(),
             ..Live::default()
         }),
     };
@@ -205,11 +209,30 @@ pub async fn apply(
             run_id,
         },
     );
+    let mut balancers = Tiered::new(
+        "balancer",
+        &plan.balancers.changes,
+        BalancerApply {
+            aws,
+            project: &plan.project,
+            env: &plan.env,
+            resources: BTreeMap::new(),
+            serving: BTreeMap::new(),
+            default_network: OnceCell::new(),
+            arns: Mutex::default(),
+            drains: Mutex::default(),
+            made_dns: Mutex::default(),
+            registered: Mutex::default(),
+            deleted: Mutex::default(),
+            unhealthy: Mutex::default(),
+        },
+    );
     {
         // The one registration of each family's executor; the loop below is apply's order.
-        let mut steps: [&mut dyn Steps; 5] = [
+        let mut steps: [&mut dyn Steps; 6] = [
             &mut stacks,
             &mut instances,
+            &mut balancers,
             &mut records,
             &mut network,
             &mut iam,
@@ -257,6 +280,7 @@ pub async fn apply(
         launched,
         network: network.done,
         iam: iam.done,
+        balancers: balancers.done,
         unresolved: records.unresolved,
     })
 }
@@ -331,11 +355,51 @@ struct Live {
     /// The slots of this round whose successors did not become healthy: nothing moves to
     /// them, and their old instances keep serving.
     failed: BTreeSet<String>,
+    /// The DNS name of each role's load balancer, as found and as made: what its names
+    /// point at.
+    balancers: BTreeMap<String, String>,
+    /// The instance each slot of this round holds once it runs (launched, or a successor):
+    /// what is registered in its target group.
+    serving: BTreeMap<String, String>,
+    /// heet's target groups by ARN: each one's drain time (seconds) and the instances
+    /// registered in it, which leave it, drained, before they are terminated.
+    targets: BTreeMap<String, (u32, BTreeSet<String>)>,
+    /// Successors that run but did not become healthy in their target group: (slot, what
+    /// was seen).
+    unhealthy: Vec<(String, Verdict)>,
 }
 
 impl Shared<'_, '_> {
     fn live(&self) -> MutexGuard<'_, Live> {
         locked(&self.live)
+    }
+
+    /// Takes `ids` out of every target group heet's balancers send them traffic from, and
+    /// waits until each is drained: what an instance serves ends before it is terminated.
+    async fn drain(&self, ids: &[String]) -> anyhow::Result<()> {
+        let leaving: Vec<(String, u32, Vec<String>)> = {
+            let mut live = self.live();
+            live.targets
+                .iter_mut()
+                .filter_map(|(group, (drain, registered))| {
+                    let these: Vec<String> = ids
+                        .iter()
+                        .filter(|i| registered.remove(*i))
+                        .cloned()
+                        .collect();
+                    (!these.is_empty()).then(|| (group.clone(), *drain, these))
+                })
+                .collect()
+        };
+        let drains = leaving.iter().map(|(group, drain, these)| async move {
+            tracing::info!(
+                "draining {} from {group} (up to {drain}s) before terminating",
+                these.join(", ")
+            );
+            self.aws.elb.drain(group, these, *drain).await
+        });
+        futures::future::try_join_all(drains).await?;
+        Ok(())
     }
 
     /// Whether `c` is made at `at`: due there ([`kinds::due`]), and not pointing at a slot
@@ -521,6 +585,7 @@ impl InstanceSteps<'_> {
             .filter(|(_, e)| *e == ending)
             .map(|(id, _)| id.to_owned())
             .collect();
+        shared.drain(&ids).await?;
         self.unprotect(shared, &ids).await?;
         terminate(shared.aws, &ids, self.full, self.progress).await?;
         self.done.terminated.extend(ids);
@@ -705,6 +770,7 @@ impl InstanceSteps<'_> {
             .collect();
         tag_volumes(aws, launched, &by_id).await?;
         let mut dns: BTreeMap<String, Reach> = BTreeMap::new();
+        let mut serving: BTreeMap<String, String> = BTreeMap::new();
         let mut summaries = Vec::new();
         for (slot, d, id) in launched.members() {
             let Some(o) = by_id.get(id.as_str()) else {
@@ -719,6 +785,7 @@ impl InstanceSteps<'_> {
                 state: o.state.clone(),
                 dns_name: o.dns_name().map(str::to_owned),
             });
+            serving.insert(slot.clone(), id.clone());
             dns.insert(slot, o.reach());
         }
         let waited = booting.iter().copied().chain(
@@ -728,6 +795,7 @@ impl InstanceSteps<'_> {
         );
         for (slot, id) in waited {
             if let Some(o) = by_id.get(id) {
+                serving.insert(slot.to_owned(), id.to_owned());
                 dns.insert(slot.to_owned(), o.reach());
             }
         }
@@ -750,6 +818,7 @@ impl InstanceSteps<'_> {
                 })
                 .collect();
             live.dns.extend(dns);
+            live.serving = serving;
             live.failed = failed
                 .iter()
                 .filter_map(|v| successor_of.get(&v.instance_id).cloned())
@@ -766,14 +835,18 @@ impl InstanceSteps<'_> {
     /// the rollout when a successor of the round was not healthy in time.
     async fn retire(&mut self, round: u32, shared: &Shared<'_, '_>) -> anyhow::Result<()> {
         let RoundWaited {
-            failed,
+            mut failed,
             successor_of,
         } = self.round.take().unwrap_or_default();
+        // Successors that run but did not become healthy in their target group.
+        let unhealthy = std::mem::take(&mut shared.live().unhealthy);
+        failed.extend(unhealthy.into_iter().map(|(_, v)| v));
         let failed_slots: BTreeSet<String> = shared.live().failed.clone();
         let failed_refs: BTreeSet<&str> = failed_slots.iter().map(String::as_str).collect();
         let (retired, kept) = self.plan.instances.after_round(round, &failed_refs);
         let retired: Vec<String> = retired.into_iter().map(str::to_owned).collect();
         let kept: Vec<String> = kept.into_iter().map(str::to_owned).collect();
+        shared.drain(&retired).await?;
         self.unprotect(shared, &retired).await?;
         terminate(shared.aws, &retired, self.full, self.progress).await?;
         self.done.terminated.extend(retired);
@@ -804,6 +877,7 @@ impl InstanceSteps<'_> {
                         .await?;
                 }
             }
+            shared.drain(&ids).await?;
             terminate(shared.aws, &ids, false, self.progress).await?;
             self.done.terminated.extend(ids);
         }
@@ -850,8 +924,19 @@ impl Steps for RecordSteps<'_> {
             if changes.is_empty() {
                 return Ok(());
             }
-            let dns = shared.live().dns.clone();
-            let unresolved = records_in(shared, self.plan, &mut self.zone, &dns, &changes).await?;
+            let (dns, balancers) = {
+                let live = shared.live();
+                (live.dns.clone(), live.balancers.clone())
+            };
+            let unresolved = records_in(
+                shared,
+                self.plan,
+                &mut self.zone,
+                &dns,
+                &balancers,
+                &changes,
+            )
+            .await?;
             self.unresolved.extend(unresolved);
             Ok(())
         }
@@ -1069,6 +1154,182 @@ impl Executor<StackChange> for StackApply<'_> {
     }
 
     fn made(&mut self, _: &Bookkeeping, _: Option<&str>) {}
+}
+
+/// What load balancer changes need beyond themselves.
+struct BalancerApply<'a> {
+    aws: &'a Aws,
+    project: &'a str,
+    env: &'a str,
+    /// The network resources as they are now (the balancer's group, heet's subnets).
+    resources: BTreeMap<String, String>,
+    /// The instance each slot of the round holds.
+    serving: BTreeMap<String, String>,
+    /// The default VPC and its subnets, once a balancer in it needs them.
+    default_network: OnceCell<(String, Vec<String>)>,
+    /// What this run made, by `kind/role`: the listener's ends.
+    arns: Mutex<BTreeMap<String, String>>,
+    /// The drain time of each target group made, by ARN.
+    drains: Mutex<BTreeMap<String, u32>>,
+    /// Each balancer made's DNS name, by role.
+    made_dns: Mutex<BTreeMap<String, String>>,
+    /// (target group, instance) registered.
+    registered: Mutex<Vec<(String, String)>>,
+    /// Target groups deleted.
+    deleted: Mutex<Vec<String>>,
+    unhealthy: Mutex<Vec<(String, Verdict)>>,
+}
+
+impl BalancerApply<'_> {
+    async fn default_network(&self) -> anyhow::Result<&(String, Vec<String>)> {
+        self.default_network
+            .get_or_try_init(|| self.aws.elb.default_network())
+            .await
+    }
+
+    /// A balancer's or target group's ARN: the plan's, else what this run made.
+    fn arn(&self, known: &Option<String>, resource: &str) -> anyhow::Result<String> {
+        match known {
+            Some(arn) => Ok(arn.clone()),
+            None => Ok(resolve(&locked(&self.arns), resource)?.to_owned()),
+        }
+    }
+}
+
+impl Executor<kinds::balancers::BalancerChange> for BalancerApply<'_> {
+    fn begin(&mut self, live: &Live) {
+        self.resources = live.resources.clone();
+        self.serving = live.serving.clone();
+    }
+
+    async fn end(&mut self, shared: &Shared<'_, '_>) -> anyhow::Result<()> {
+        let mut live = shared.live();
+        live.balancers
+            .extend(std::mem::take(&mut *locked(&self.made_dns)));
+        let drains = locked(&self.drains).clone();
+        for (group, id) in std::mem::take(&mut *locked(&self.registered)) {
+            let drain = drains.get(&group).copied().unwrap_or(300);
+            let entry = live
+                .targets
+                .entry(group)
+                .or_insert((drain, BTreeSet::new()));
+            entry.1.insert(id);
+        }
+        for group in std::mem::take(&mut *locked(&self.deleted)) {
+            live.targets.remove(&group);
+        }
+        for (slot, verdict) in std::mem::take(&mut *locked(&self.unhealthy)) {
+            live.failed.insert(slot.clone());
+            live.unhealthy.push((slot, verdict));
+        }
+        Ok(())
+    }
+
+    fn made(&mut self, _: &Bookkeeping, _: Option<&str>) {}
+
+    async fn run(&self, c: &kinds::balancers::BalancerChange) -> anyhow::Result<Option<String>> {
+        use kinds::balancers::{self as lb, BalancerChange as B, Placement};
+        let elb = &self.aws.elb;
+        match c {
+            B::CreateTargetGroup {
+                role,
+                name,
+                settings,
+                placement,
+            } => {
+                let vpc = match placement {
+                    Placement::Default => self.default_network().await?.0.clone(),
+                    Placement::Given { vpc, .. } => vpc.clone(),
+                    Placement::Heet { vpc, .. } => resolve(&self.resources, vpc)?.to_owned(),
+                };
+                let resource = lb::group_resource(role);
+                let tags = lb::tags(self.project, self.env, &resource);
+                let arn = elb.create_group(name, settings, &vpc, &tags).await?;
+                locked(&self.drains).insert(arn.clone(), settings.drain);
+                locked(&self.arns).insert(resource, arn.clone());
+                Ok(Some(arn))
+            }
+            B::CreateBalancer {
+                role,
+                name,
+                placement,
+            } => {
+                let subnets = match placement {
+                    Placement::Default => self.default_network().await?.1.clone(),
+                    Placement::Given { subnets, .. } => subnets.clone(),
+                    Placement::Heet { subnets, .. } => subnets
+                        .iter()
+                        .map(|s| resolve(&self.resources, s).map(str::to_owned))
+                        .collect::<anyhow::Result<_>>()?,
+                };
+                let group = network::group_resource(&network::balancer_group(role));
+                let group = resolve(&self.resources, &group)?;
+                let resource = lb::balancer_resource(role);
+                let tags = lb::tags(self.project, self.env, &resource);
+                let (arn, dns) = elb.create_balancer(name, subnets, group, &tags).await?;
+                locked(&self.made_dns).insert(role.clone(), dns);
+                locked(&self.arns).insert(resource, arn.clone());
+                Ok(Some(arn))
+            }
+            B::CreateListener {
+                role,
+                listen,
+                balancer,
+                group,
+                ..
+            } => {
+                let balancer = self.arn(balancer, &lb::balancer_resource(role))?;
+                let group = self.arn(group, &lb::group_resource(role))?;
+                elb.create_listener(&balancer, &group, *listen).await?;
+                Ok(None)
+            }
+            B::UpdateTargetGroup { arn, settings, .. } => {
+                elb.update_group(arn, settings).await?;
+                Ok(None)
+            }
+            B::UpdateListener { arn, listen, .. } => {
+                elb.update_listener(arn, *listen).await?;
+                Ok(None)
+            }
+            B::Register {
+                role,
+                slot,
+                instance,
+                instance_id,
+                port,
+                group,
+                wait_healthy,
+                ..
+            } => {
+                let id = match instance_id {
+                    Some(id) => id.clone(),
+                    None => self.serving.get(slot).cloned().ok_or_else(|| {
+                        anyhow::anyhow!("{instance}: no instance runs in its slot to register")
+                    })?,
+                };
+                let group = self.arn(group, &lb::group_resource(role))?;
+                elb.register(&group, &id, *port).await?;
+                locked(&self.registered).push((group.clone(), id.clone()));
+                if let Some(timeout) = wait_healthy {
+                    tracing::info!("waiting for {instance} ({id}) to be healthy in {group}");
+                    if let Some(state) = elb.wait_healthy(&group, &id, *timeout).await? {
+                        locked(&self.unhealthy)
+                            .push((slot.clone(), Verdict::unhealthy_target(&id, state)));
+                    }
+                }
+                Ok(None)
+            }
+            B::DeleteBalancer { arn, .. } => {
+                elb.delete_balancer(arn).await?;
+                Ok(None)
+            }
+            B::DeleteTargetGroup { arn, .. } => {
+                elb.delete_group(arn).await?;
+                locked(&self.deleted).push(arn.clone());
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// What IAM changes need beyond themselves.
@@ -1450,13 +1711,14 @@ async fn records_in(
     plan: &Plan,
     zone: &mut Option<Zone>,
     reach: &BTreeMap<String, Reach>,
+    balancers: &BTreeMap<String, String>,
     changes: &[&RecordChange],
 ) -> anyhow::Result<Vec<String>> {
     let (aws, ledger) = (shared.aws, shared.ledger);
     let mut unresolved = Vec::new();
     let (mut ops, mut ahead, mut after) = (Vec::new(), Vec::new(), Vec::new());
     for c in changes {
-        let op = match c.ops(reach) {
+        let op = match c.ops(reach, balancers) {
             Ok(op) => op,
             Err(why) => {
                 // Never a record to an empty name: said, and left for when it has one.

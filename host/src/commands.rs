@@ -1,7 +1,7 @@
 //! The commands: each loads what it needs, computes a value, and returns a report that is
 //! both `Display` (text output) and `Serialize` (JSON output).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -282,7 +282,8 @@ async fn observe_dns(
     ledger: Option<&Ledger>,
 ) -> anyhow::Result<DnsState> {
     let owned = ledger.map(Ledger::records);
-    let wanted = desired.instances.iter().any(|i| !i.cnames.is_empty());
+    let wanted = desired.instances.iter().any(|i| !i.cnames.is_empty())
+        || desired.balancers.iter().any(|b| !b.cnames.is_empty());
     let Some(domain) = def.domain.clone() else {
         return Ok(DnsState {
             owned,
@@ -316,6 +317,7 @@ async fn observe_dns(
         zone,
         records,
         owned,
+        balancers: BTreeMap::new(),
     })
 }
 
@@ -344,7 +346,11 @@ async fn survey(
     // they are wanted.
     let iam_wanted = !desired.iam.is_empty();
     let rest = async {
-        let ledger = if with_ledger || iam_wanted || !desired.stacks.is_empty() {
+        let ledger = if with_ledger
+            || iam_wanted
+            || !desired.stacks.is_empty()
+            || !desired.balancers.is_empty()
+        {
             read_ledger(aws, &desired.project, &desired.env).await?
         } else {
             Ledger::new(ledger::prefix(&desired.project, &desired.env))
@@ -396,12 +402,36 @@ async fn survey(
             }
             anyhow::Ok(read)
         };
-        let (resources, dns, iam, stacks) = tokio::try_join!(
+        // Balancers by heet's names: the wanted roles' and the ledger's.
+        let owned_balancers = kinds::balancers::owned(&ledger);
+        let balancers = async {
+            let mut names: BTreeSet<String> =
+                desired.balancers.iter().map(|b| b.name.clone()).collect();
+            names.extend(owned_balancers.keys().filter_map(|r| {
+                let role = r.split_once('/')?.1;
+                Some(kinds::balancers::aws_name(
+                    &desired.project,
+                    &desired.env,
+                    role,
+                ))
+            }));
+            aws.elb.observe(&names).await
+        };
+        let (resources, mut dns, iam, stacks, balancers) = tokio::try_join!(
             resources,
             observe_dns(aws, def, desired, with_ledger.then_some(&ledger)),
             iam,
             stacks,
+            balancers,
         )?;
+        // What the balancers' names point at: the DNS name of each that is heet's.
+        dns.balancers = kinds::balancers::dns(
+            &desired.project,
+            &desired.env,
+            &desired.balancers,
+            &balancers,
+            &owned_balancers,
+        );
         let stacks = kinds::stacks::plan(
             &desired.project,
             &desired.env,
@@ -410,9 +440,16 @@ async fn survey(
             &owned_stacks,
             desired.unknown_outputs.clone(),
         );
-        anyhow::Ok((ledger, resources, dns, iam, stacks))
+        anyhow::Ok((
+            ledger,
+            resources,
+            dns,
+            iam,
+            stacks,
+            (balancers, owned_balancers),
+        ))
     };
-    let (observed, (ledger, resources, dns, iam, stacks)) =
+    let (observed, (ledger, resources, dns, iam, stacks, (balancers, owned_balancers))) =
         tokio::try_join!(aws.ec2.instances(&desired.project, &desired.env), rest)?;
     let batches = ledger.batches();
     let mut plan = plan::plan(
@@ -427,6 +464,31 @@ async fn survey(
         plan.iam = kinds::iam::plan(&desired.iam, &iam, &kinds::iam::owned(&ledger));
     }
     plan.stacks = stacks;
+    let slots: BTreeMap<String, (String, String)> = desired
+        .instances
+        .iter()
+        .map(|d| (d.id.clone(), (d.role.clone(), d.name.clone())))
+        .collect();
+    plan.balancers = kinds::balancers::plan(
+        &desired.project,
+        &desired.env,
+        &desired.balancers,
+        &balancers,
+        &owned_balancers,
+        kinds::balancers::Serving {
+            plan: &plan.instances,
+            found: &observed,
+            slots: &slots,
+        },
+    );
+    // A booting instance a target waits for is waited for by the instances.
+    for c in &plan.balancers.changes {
+        if let Some((slot, id)) = kinds::Change::waits_for(c) {
+            plan.instances
+                .awaited
+                .push((slot.to_owned(), id.to_owned()));
+        }
+    }
     Ok(Survey {
         ledger,
         observed,
@@ -883,7 +945,7 @@ impl fmt::Display for StatusReport {
             ("changed", &self.changed),
             ("rolling", &self.rolling),
             ("as launched", &self.as_launched),
-            ("record pointing at no live instance", &self.dead_records),
+            ("record pointing at nothing live", &self.dead_records),
             ("conflict", &self.conflicts),
             ("not heet's, left alone", &self.foreign),
             (
@@ -934,8 +996,10 @@ pub async fn status(global: &Global, env: &str) -> anyhow::Result<Outcome> {
         in_sync: plan.instances.unchanged,
         aws_calls: CallSummary::default(),
     };
-    let live: std::collections::BTreeSet<String> =
+    // What a record may point at: a live instance, or one of heet's balancers.
+    let mut live: std::collections::BTreeSet<String> =
         observed.iter().flat_map(|o| o.record_targets()).collect();
+    live.extend(dns.balancers.values().cloned());
     for (name, owned) in dns.owned.iter().flatten() {
         if let Some(target) = dns.records.get(name).and_then(|r| r.points_at())
             && target == owned.target

@@ -265,13 +265,17 @@ pub struct Role {
     pub rolling: crate::rolling::Rolling,
     /// The launch settings whose change replaces a running instance.
     pub replace_on: crate::launch::ReplaceOn,
+    /// An application load balancer in front of the role (`kinds::balancers`).
+    pub load_balancer: Option<crate::kinds::balancers::Balancer>,
 }
 
 impl Role {
     /// Whether the role has a security group of its own: it opens ports, or another role's
     /// group admits it.
     pub fn has_group(&self, def: &Definition) -> bool {
-        !self.ports.is_empty() || def.roles.iter().any(|r| r.allow_from.contains(&self.name))
+        !self.ports.is_empty()
+            || self.load_balancer.is_some()
+            || def.roles.iter().any(|r| r.allow_from.contains(&self.name))
     }
 }
 
@@ -586,6 +590,8 @@ struct RawRole {
     rolling: Option<crate::rolling::RawRolling>,
     #[schemars(with = "Option<Vec<String>>")]
     replace_on: Option<Spanned<Vec<Spanned<String>>>>,
+    #[schemars(with = "Option<crate::kinds::balancers::RawBalancer>")]
+    load_balancer: Option<Spanned<crate::kinds::balancers::RawBalancer>>,
 }
 
 #[derive(Deserialize, Default, schemars::JsonSchema)]
@@ -839,6 +845,35 @@ impl Cx<'_> {
         }
 
         let network = self.network(raw.network)?;
+        // An application load balancer spans two zones at least; its name needs the zone.
+        for (role_name, role) in &raw.roles {
+            let Some(table) = &role.get_ref().load_balancer else {
+                continue;
+            };
+            let zones = match &network.vpc {
+                Vpc::Default => 2,
+                Vpc::Create => network.subnets,
+                Vpc::Existing { subnet_ids, .. } => subnet_ids.len() as u32,
+            };
+            if zones < 2 {
+                return Err(self.at(
+                    table,
+                    format!(
+                        "roles.{}.load_balancer: a load balancer needs subnets in two zones at least; the network has {zones} (network.subnets or network.subnet_ids)",
+                        role_name.get_ref()
+                    ),
+                ));
+            }
+            if let (Some(at), None) = (table.get_ref().name_at(), &raw.project.domain) {
+                return Err(self.error(
+                    Some(at),
+                    format!(
+                        "roles.{}.load_balancer.name: a name is under the project's domain; set project.domain",
+                        role_name.get_ref()
+                    ),
+                ));
+            }
+        }
         // A subnet is in one zone: a role launched into one is placed by it.
         for (role_name, role) in &raw.roles {
             let r = role.get_ref();
@@ -1523,6 +1558,32 @@ impl Cx<'_> {
         let error = |offset: usize, message: String| self.error(Some(offset), message);
         let rolling =
             crate::rolling::build(name, r.rolling.as_ref(), defaults.rolling.as_ref(), &error)?;
+        // A balancer is one role's: not in [defaults].
+        if let Some(b) = &defaults.load_balancer {
+            return Err(self.at(
+                b,
+                "defaults.load_balancer: a load balancer is one role's; set it on the role",
+            ));
+        }
+        let load_balancer = r
+            .load_balancer
+            .as_ref()
+            .map(|b| crate::kinds::balancers::build(name, b.get_ref(), &error))
+            .transpose()?;
+        if rolling.health == crate::rolling::Health::TargetGroup && load_balancer.is_none() {
+            let at = r
+                .rolling
+                .as_ref()
+                .and_then(|x| x.health_at())
+                .or_else(|| defaults.rolling.as_ref().and_then(|x| x.health_at()))
+                .unwrap_or(role.span().start);
+            return Err(self.error(
+                Some(at),
+                format!(
+                    "roles.{name}.rolling.health = \"target-group\" needs a target group: give the role a load_balancer"
+                ),
+            ));
+        }
         let replace_on = crate::launch::ReplaceOn::build(
             name,
             r.replace_on.as_ref(),
@@ -1567,6 +1628,7 @@ impl Cx<'_> {
                 .or(defaults.disable_api_termination),
             rolling,
             replace_on,
+            load_balancer,
         })
     }
 }

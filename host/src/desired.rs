@@ -29,6 +29,8 @@ pub struct Desired {
     /// The wanted stacks as they were read when their outputs were resolved (those that
     /// exist): what the plan compares them with, not read again.
     pub stacks_read: Vec<crate::kinds::stacks::ObservedStack>,
+    /// A load balancer per role that asks for one (`kinds::balancers`).
+    pub balancers: Vec<crate::kinds::balancers::DesiredBalancer>,
 }
 
 impl Desired {
@@ -44,6 +46,7 @@ impl Desired {
             stacks: Default::default(),
             unknown_outputs: Default::default(),
             stacks_read: Vec::new(),
+            balancers: Vec::new(),
         }
     }
 }
@@ -169,6 +172,7 @@ pub fn compute(
     let project = def.project.as_str();
     let mut network = network::desired(def, env);
     let mut instances = Vec::new();
+    let mut balancers = Vec::new();
     for role in &def.roles {
         let role_ctx = api::RoleContext {
             project: project.to_owned(),
@@ -196,6 +200,35 @@ pub fn compute(
         };
         let key_name = role.launch_key(project, env);
         let profile = role.launch_profile(project, env);
+        if let Some(b) = &role.load_balancer {
+            // Its names: the one given, else the cnames hook's for the role as a whole
+            // (index 0; instances count from 1).
+            let cnames = match &b.name {
+                Some(n) => vec![n.clone()],
+                None if def.domain.is_some() => hooks.cnames(
+                    &api::InstanceContext {
+                        project: project.to_owned(),
+                        env: env.to_owned(),
+                        role: role.name.clone(),
+                        index: 0,
+                        count: size.count,
+                        region: region.to_owned(),
+                        domain: def.domain.clone(),
+                    },
+                    Vec::new(),
+                )?,
+                None => Vec::new(),
+            };
+            balancers.push(crate::kinds::balancers::DesiredBalancer {
+                role: role.name.clone(),
+                name: crate::kinds::balancers::aws_name(project, env, &role.name),
+                settings: b.clone(),
+                cnames,
+                wait_healthy: (role.rolling.health == crate::rolling::Health::TargetGroup)
+                    .then_some(role.rolling.timeout),
+                placement: crate::kinds::balancers::Placement::of(def, &network),
+            });
+        }
         for index in 1..=size.count {
             let ctx = api::InstanceContext {
                 project: project.to_owned(),
@@ -341,6 +374,28 @@ pub fn compute(
         }
     }
     check_cnames_unique(&instances)?;
+    for b in &balancers {
+        for cname in &b.cnames {
+            let name = cname.to_ascii_lowercase();
+            let held = instances
+                .iter()
+                .find(|i| i.cnames.iter().any(|c| c.eq_ignore_ascii_case(&name)));
+            let other = balancers.iter().find(|o| {
+                o.role != b.role && o.cnames.iter().any(|c| c.eq_ignore_ascii_case(&name))
+            });
+            let first = match (held, other) {
+                (Some(i), _) => format!("{}[{}]", i.role, i.index),
+                (None, Some(o)) => format!("{}'s balancer", o.role),
+                (None, None) => continue,
+            };
+            return Err(CnameConflict {
+                cname: name,
+                first,
+                second: format!("{}'s balancer", b.role),
+            }
+            .into());
+        }
+    }
     let desired = Desired {
         project: project.to_owned(),
         env: env.to_owned(),
@@ -351,6 +406,7 @@ pub fn compute(
         stacks: def.stacks.clone(),
         unknown_outputs: Default::default(),
         stacks_read: Vec::new(),
+        balancers,
     };
     let violations = hooks.guard(&desired.to_wit(def.domain.clone()))?;
     if !violations.is_empty() {

@@ -35,12 +35,13 @@ pub struct Statement {
 /// Permissions IAM checks that are not API calls of their own (so no test can see them
 /// called): `iam:PassRole` is checked inside RunInstances for an instance profile, and a
 /// create that carries tags needs the kind's `Tag…` permission too.
-pub const AUTHORIZATION_ONLY: [&str; 5] = [
+pub const AUTHORIZATION_ONLY: [&str; 6] = [
     "iam:PassRole",
     "iam:TagPolicy",
     "iam:TagUser",
     "iam:TagRole",
     "iam:TagInstanceProfile",
+    "elasticloadbalancing:AddTags",
 ];
 
 /// What heet calls to observe IAM under its path (listing cannot be limited to a path), and
@@ -111,6 +112,31 @@ const STACKS: [&str; 10] = [
     "cloudformation:DeleteStack",
     "cloudformation:DescribeStackEvents",
     "cloudformation:TagResource",
+];
+
+/// What heet reads of load balancers: ELB cannot limit its describes to resources.
+const BALANCERS_OBSERVE: [&str; 6] = [
+    "elasticloadbalancing:DescribeLoadBalancers",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTags",
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeTargetGroupAttributes",
+    "elasticloadbalancing:DescribeTargetHealth",
+];
+
+/// What heet does to its own balancers, target groups and listeners.
+const BALANCERS_OWN: [&str; 11] = [
+    "elasticloadbalancing:CreateLoadBalancer",
+    "elasticloadbalancing:CreateTargetGroup",
+    "elasticloadbalancing:CreateListener",
+    "elasticloadbalancing:AddTags",
+    "elasticloadbalancing:ModifyTargetGroup",
+    "elasticloadbalancing:ModifyTargetGroupAttributes",
+    "elasticloadbalancing:ModifyListener",
+    "elasticloadbalancing:RegisterTargets",
+    "elasticloadbalancing:DeregisterTargets",
+    "elasticloadbalancing:DeleteLoadBalancer",
+    "elasticloadbalancing:DeleteTargetGroup",
 ];
 
 fn statement(
@@ -246,6 +272,28 @@ pub fn policy(def: &Definition) -> Policy {
                 one_region(def).unwrap_or("*"),
                 def.project
             )],
+            None,
+        ));
+    }
+    if def.roles.iter().any(|r| r.load_balancer.is_some()) {
+        let mut observe = BALANCERS_OBSERVE.to_vec();
+        // A balancer in the default VPC goes into its default subnets, found by describe.
+        observe.extend(pick(
+            def.network.vpc == crate::definition::Vpc::Default,
+            &["ec2:DescribeSubnets"],
+        ));
+        statements.push(statement("HeetBalancersObserve", observe, all(), None));
+        // Balancers and target groups are named `<project>-<env>-<role>`, cut to 32
+        // characters: the project's first 23 at least.
+        let region = one_region(def).unwrap_or("*");
+        let prefix: String = def.project.chars().take(23).collect();
+        statements.push(statement(
+            "HeetBalancers",
+            BALANCERS_OWN.to_vec(),
+            ["loadbalancer/app", "targetgroup", "listener/app"]
+                .iter()
+                .map(|kind| format!("arn:aws:elasticloadbalancing:{region}:*:{kind}/{prefix}*"))
+                .collect(),
             None,
         ));
     }

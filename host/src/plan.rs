@@ -30,6 +30,8 @@ pub struct Plan {
     pub dns: DnsPlan,
     /// CloudFormation stacks (`kinds::stacks`): made first, deleted last.
     pub stacks: StackPlan,
+    /// Load balancers, their target groups, listeners and targets (`kinds::balancers`).
+    pub balancers: crate::kinds::balancers::BalancerPlan,
     /// Nothing is desired (`down`).
     pub teardown: bool,
     /// The role of each slot heet wants or found, for a plan limited to some roles.
@@ -39,10 +41,11 @@ pub struct Plan {
 impl Plan {
     /// The families of kinds, in the order the plan shows them: the one place a family is
     /// registered for what reads a plan.
-    pub fn families(&self) -> [&dyn Family; 5] {
+    pub fn families(&self) -> [&dyn Family; 6] {
         [
             &self.stacks,
             &self.instances,
+            &self.balancers,
             &self.dns,
             &self.network,
             &self.iam,
@@ -50,10 +53,11 @@ impl Plan {
     }
 
     /// The families, to limit them (in `families`' order).
-    fn families_mut(&mut self) -> [&mut dyn Family; 5] {
+    fn families_mut(&mut self) -> [&mut dyn Family; 6] {
         [
             &mut self.stacks,
             &mut self.instances,
+            &mut self.balancers,
             &mut self.dns,
             &mut self.network,
             &mut self.iam,
@@ -183,6 +187,7 @@ pub fn plan(
         iam: IamPlan::default(),
         dns: dns_plan,
         stacks: StackPlan::default(),
+        balancers: Default::default(),
         teardown: desired.instances.is_empty(),
         slot_roles,
     };
@@ -1062,6 +1067,7 @@ mod record_tests {
                     })
                     .collect()
             }),
+            balancers: BTreeMap::new(),
         }
     }
 
@@ -1075,7 +1081,7 @@ mod record_tests {
             .iter()
             .map(|r| match r {
                 RecordChange::Upsert { name, target, .. } => (name.as_str(), target.as_deref()),
-                RecordChange::Delete { .. } => panic!("{r:?}"),
+                RecordChange::Delete { .. } | RecordChange::Balancer { .. } => panic!("{r:?}"),
             })
             .collect();
         assert_eq!(
@@ -1157,7 +1163,7 @@ mod record_tests {
             .iter()
             .map(|r| match r {
                 RecordChange::Delete { name, present, .. } => (name.as_str(), *present),
-                RecordChange::Upsert { .. } => panic!("{r:?}"),
+                RecordChange::Upsert { .. } | RecordChange::Balancer { .. } => panic!("{r:?}"),
             })
             .collect();
         assert_eq!(
@@ -1245,7 +1251,7 @@ mod record_tests {
             .iter()
             .map(|r| match r {
                 RecordChange::Upsert { name, target, .. } => (name.as_str(), target.as_deref()),
-                RecordChange::Delete { .. } => panic!("{r:?}"),
+                RecordChange::Delete { .. } | RecordChange::Balancer { .. } => panic!("{r:?}"),
             })
             .collect();
         assert_eq!(
@@ -1283,7 +1289,10 @@ mod record_tests {
         let p = plan(&d, &observed, &[], &held, None, 0);
         assert_eq!(p.dns.changes.len(), 1, "{:?}", p.dns.changes);
         let ops = p.dns.changes[0]
-            .ops(&std::collections::BTreeMap::new())
+            .ops(
+                &std::collections::BTreeMap::new(),
+                &std::collections::BTreeMap::new(),
+            )
             .unwrap();
         let shown: Vec<(RecordAction, &str)> =
             ops.iter().map(|o| (o.action, o.target.as_str())).collect();

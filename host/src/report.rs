@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 
 use crate::desired::DesiredInstance;
+use crate::kinds::balancers::BalancerChange;
 use crate::kinds::iam::{Attachable, Holder, IamChange, Kind};
 use crate::kinds::instances::{Attribute, InstanceChange as Change};
 use crate::kinds::network::{NetChange, ObservedRule, Rule, Source, SubnetRef, VpcRef};
@@ -31,6 +32,7 @@ struct PlanJson<'a> {
     iam: IamJson<'a>,
     records: Vec<RecordJson<'a>>,
     stacks: StacksJson<'a>,
+    balancers: BalancersJson<'a>,
     create_zone: Option<&'a str>,
     conflicts: &'a [String],
     foreign_records: &'a [String],
@@ -63,6 +65,13 @@ impl<'a> PlanJson<'a> {
                 busy: &p.stacks.busy,
                 forgotten: &p.stacks.forgotten,
                 unknown_outputs: p.stacks.unknown.iter().map(String::as_str).collect(),
+            },
+            balancers: BalancersJson {
+                changes: p.balancers.changes.iter().map(BalancerJson::of).collect(),
+                conflicts: &p.balancers.conflicts,
+                refused: &p.balancers.refused,
+                foreign: &p.balancers.foreign,
+                forgotten: &p.balancers.forgotten,
             },
             create_zone: p.dns.create_zone.as_deref(),
             conflicts: &p.dns.conflicts,
@@ -643,6 +652,13 @@ enum RecordJson<'a> {
         target: Option<&'a str>,
         was: Option<String>,
     },
+    /// A CNAME to a role's load balancer (`target` once it exists).
+    Balancer {
+        name: &'a str,
+        role: &'a str,
+        target: Option<&'a str>,
+        was: Option<String>,
+    },
     Delete {
         name: &'a str,
         #[serde(rename = "type")]
@@ -651,6 +667,159 @@ enum RecordJson<'a> {
         ttl: i64,
         present: bool,
     },
+}
+
+/// The load balancers' part of a plan.
+#[derive(Debug, Serialize)]
+struct BalancersJson<'a> {
+    changes: Vec<BalancerJson<'a>>,
+    /// Balancers or target groups of heet's names that heet did not create.
+    conflicts: &'a [String],
+    /// Changes ELB cannot make in place.
+    refused: &'a [String],
+    /// Listed by the ledger, not tagged as heet's: left alone.
+    foreign: &'a [String],
+    /// Listed by the ledger, gone.
+    forgotten: &'a [String],
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+enum BalancerJson<'a> {
+    CreateTargetGroup {
+        role: &'a str,
+        name: &'a str,
+        protocol: &'a str,
+        port: u16,
+        health_check_path: &'a str,
+        health_check_interval: u32,
+        drain: u32,
+    },
+    CreateBalancer {
+        role: &'a str,
+        name: &'a str,
+    },
+    CreateListener {
+        role: &'a str,
+        name: &'a str,
+        listen: u16,
+    },
+    UpdateTargetGroup {
+        role: &'a str,
+        name: &'a str,
+        arn: &'a str,
+        health_check_path: &'a str,
+        health_check_interval: u32,
+        drain: u32,
+        was: &'a str,
+    },
+    UpdateListener {
+        role: &'a str,
+        name: &'a str,
+        arn: &'a str,
+        listen: u16,
+        was: u16,
+    },
+    Register {
+        role: &'a str,
+        slot: &'a str,
+        instance: &'a str,
+        /// None: the instance launched in the slot.
+        instance_id: Option<&'a str>,
+        port: u16,
+        wait_healthy: bool,
+    },
+    DeleteBalancer {
+        role: &'a str,
+        name: &'a str,
+        arn: &'a str,
+    },
+    DeleteTargetGroup {
+        role: &'a str,
+        name: &'a str,
+        arn: &'a str,
+    },
+}
+
+impl<'a> BalancerJson<'a> {
+    fn of(c: &'a BalancerChange) -> BalancerJson<'a> {
+        match c {
+            BalancerChange::CreateTargetGroup {
+                role,
+                name,
+                settings: s,
+                ..
+            } => BalancerJson::CreateTargetGroup {
+                role,
+                name,
+                protocol: &s.protocol,
+                port: s.port,
+                health_check_path: &s.path,
+                health_check_interval: s.interval,
+                drain: s.drain,
+            },
+            BalancerChange::CreateBalancer { role, name, .. } => {
+                BalancerJson::CreateBalancer { role, name }
+            }
+            BalancerChange::CreateListener {
+                role, name, listen, ..
+            } => BalancerJson::CreateListener {
+                role,
+                name,
+                listen: *listen,
+            },
+            BalancerChange::UpdateTargetGroup {
+                role,
+                name,
+                arn,
+                settings: s,
+                was,
+            } => BalancerJson::UpdateTargetGroup {
+                role,
+                name,
+                arn,
+                health_check_path: &s.path,
+                health_check_interval: s.interval,
+                drain: s.drain,
+                was,
+            },
+            BalancerChange::UpdateListener {
+                role,
+                name,
+                arn,
+                listen,
+                was,
+            } => BalancerJson::UpdateListener {
+                role,
+                name,
+                arn,
+                listen: *listen,
+                was: *was,
+            },
+            BalancerChange::Register {
+                role,
+                slot,
+                instance,
+                instance_id,
+                port,
+                wait_healthy,
+                ..
+            } => BalancerJson::Register {
+                role,
+                slot,
+                instance,
+                instance_id: instance_id.as_deref(),
+                port: *port,
+                wait_healthy: wait_healthy.is_some(),
+            },
+            BalancerChange::DeleteBalancer { role, name, arn } => {
+                BalancerJson::DeleteBalancer { role, name, arn }
+            }
+            BalancerChange::DeleteTargetGroup { role, name, arn } => {
+                BalancerJson::DeleteTargetGroup { role, name, arn }
+            }
+        }
+    }
 }
 
 impl<'a> RecordJson<'a> {
@@ -670,6 +839,17 @@ impl<'a> RecordJson<'a> {
                 instance,
                 instance_id: instance_id.as_deref(),
                 kind: target.as_deref().map(record_type),
+                target: target.as_deref(),
+                was: was.as_ref().map(|r| r.values.join(",")),
+            },
+            RecordChange::Balancer {
+                name,
+                role,
+                target,
+                was,
+            } => RecordJson::Balancer {
+                name,
+                role,
                 target: target.as_deref(),
                 was: was.as_ref().map(|r| r.values.join(",")),
             },
@@ -1041,6 +1221,45 @@ mod tests {
             },
         ];
         p.stacks.unknown.insert("${stacks.net.SubnetId}".into());
+        let lb = crate::kinds::balancers::Balancer {
+            listen: 80,
+            port: 8080,
+            protocol: "HTTP".into(),
+            path: "/health".into(),
+            interval: 10,
+            drain: 30,
+            name: Some("shop".into()),
+        };
+        p.balancers.changes = vec![
+            BalancerChange::CreateTargetGroup {
+                role: "www".into(),
+                name: "shop-prod-www".into(),
+                settings: lb.clone(),
+                placement: crate::kinds::balancers::Placement::Default,
+            },
+            BalancerChange::CreateListener {
+                role: "www".into(),
+                name: "shop-prod-www".into(),
+                listen: 80,
+                balancer: None,
+                group: None,
+            },
+            BalancerChange::Register {
+                role: "www".into(),
+                slot: "slot-www-1".into(),
+                instance: "shop-prod-www-01".into(),
+                instance_id: None,
+                booting: false,
+                port: 8080,
+                group: None,
+                wait_healthy: Some(std::time::Duration::from_secs(300)),
+            },
+            BalancerChange::DeleteBalancer {
+                role: "api".into(),
+                name: "shop-prod-api".into(),
+                arn: "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/shop-prod-api/1".into(),
+            },
+        ];
         p
     }
 

@@ -84,6 +84,8 @@ pub enum Health {
     Running,
     /// `running`, and both EC2 status checks (system and instance) `ok`.
     StatusOk,
+    /// `running`, and healthy in its role's target group (`load_balancer`).
+    TargetGroup,
 }
 
 impl Health {
@@ -91,6 +93,7 @@ impl Health {
         match self {
             Health::Running => "running",
             Health::StatusOk => "status-ok",
+            Health::TargetGroup => "target-group",
         }
     }
 }
@@ -108,6 +111,13 @@ pub struct RawRolling {
     health: Option<Spanned<String>>,
     #[schemars(with = "Option<serde_json::Value>")]
     timeout: Option<Spanned<toml::Value>>,
+}
+
+impl RawRolling {
+    /// Where `health` is written, as a byte offset.
+    pub(crate) fn health_at(&self) -> Option<usize> {
+        self.health.as_ref().map(|h| h.span().start)
+    }
 }
 
 /// A role's rolling settings from its own `rolling` table and the defaults'. `error` makes
@@ -151,11 +161,12 @@ pub fn build(
         r.health = match h.get_ref().as_str() {
             "running" => Health::Running,
             "status-ok" => Health::StatusOk,
+            "target-group" => Health::TargetGroup,
             other => {
                 return Err(error(
                     h.span().start,
                     format!(
-                        "roles.{role}.rolling.health is \"running\" or \"status-ok\", not {other:?}"
+                        "roles.{role}.rolling.health is \"running\", \"status-ok\" or \"target-group\", not {other:?}"
                     ),
                 ));
             }

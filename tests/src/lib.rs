@@ -195,6 +195,7 @@ pub fn call_as(endpoint: &str, key: &str, service: &str, params: &[(&str, &str)]
             "iam" => "2010-05-08",
             "sts" => "2011-06-15",
             "cloudformation" => "2010-05-15",
+            "elasticloadbalancing" => "2015-12-01",
             _ => "2016-11-15",
         },
     )];
@@ -790,6 +791,23 @@ impl Moto {
                 .into_iter()
                 .map(|i| i.id),
         );
+        // Load balancers and target groups of the project's names.
+        for (action, name) in [
+            ("DescribeLoadBalancers", "LoadBalancerName"),
+            ("DescribeTargetGroups", "TargetGroupName"),
+        ] {
+            let (_, xml) = call(
+                &self.endpoint,
+                "elasticloadbalancing",
+                &[("Action", action)],
+            );
+            left.extend(
+                xml_members(&xml)
+                    .into_iter()
+                    .filter_map(|m| m.get(name).cloned())
+                    .filter(|n| n.starts_with(&format!("{project}-"))),
+            );
+        }
         // IAM entities and the access keys kept in config.
         left.extend(self.iam_entities(project));
         left.extend(

@@ -67,7 +67,7 @@ const fn rate(capacity: f64, refill: f64) -> Rate {
 /// AWS's documented buckets, by category (docs: "Request throttling for the Amazon EC2 API";
 /// SSM's and Route53's service quotas). EC2 keeps one bucket per action, sized by the
 /// action's category; the SSM and Route53 categories are one bucket each.
-pub const AWS_RATES: [(&str, Rate); 13] = [
+pub const AWS_RATES: [(&str, Rate); 18] = [
     ("ec2:RunInstances", rate(5.0, 2.0)),
     ("ec2:RunInstances/instances", rate(1000.0, 2.0)),
     ("ec2:TerminateInstances", rate(100.0, 5.0)),
@@ -81,6 +81,13 @@ pub const AWS_RATES: [(&str, Rate); 13] = [
     ("ssm:read", rate(40.0, 40.0)),
     ("ssm:write", rate(3.0, 3.0)),
     ("route53", rate(50.0, 10.0)),
+    // ELB (API version 2): an account bucket every action draws on, and one per category
+    // ("Request throttling for the ELB API").
+    ("elb:account", rate(40.0, 10.0)),
+    ("elb:resource-intensive", rate(10.0, 0.2)),
+    ("elb:registration", rate(20.0, 4.0)),
+    ("elb:describe", rate(40.0, 10.0)),
+    ("elb:mutating", rate(20.0, 3.0)),
 ];
 
 /// What the model does. Every field is a setting; [`Model::aws`] is AWS as documented,
@@ -137,6 +144,11 @@ pub struct Model {
     /// How long CloudFormation works on a stack (create, update, delete) or a change set
     /// before it is done: moto is done before it answers.
     pub stack_work: Duration,
+    /// ELB's windows as a share of what the target group asks: a registered target is
+    /// `initial` for its health check interval times its healthy threshold, a deregistered
+    /// one `draining` for its deregistration delay (moto: healthy at once, gone at once).
+    /// 1.0 is AWS; 0 is moto.
+    pub elb_scale: f64,
 }
 
 /// The operations whose lost answers heet must survive, as `Model::lose` defaults them.
@@ -174,6 +186,7 @@ impl Model {
             seed: 1,
             trusted_roles: None,
             stack_work: Duration::from_secs(5),
+            elb_scale: 1.0,
         }
     }
 
@@ -195,6 +208,7 @@ impl Model {
             latency: Duration::from_millis(2),
             run_latency: Duration::from_millis(50),
             stack_work: Duration::from_millis(1500),
+            elb_scale: 0.05,
             ..Model::aws()
         }
     }
@@ -224,6 +238,7 @@ impl Model {
             seed: 1,
             trusted_roles: None,
             stack_work: Duration::ZERO,
+            elb_scale: 0.0,
         }
     }
 
@@ -362,6 +377,12 @@ impl AwsModel {
     }
 
     /// The SSM commands sent through the model, in the order they were sent.
+    /// The deregistrations from target groups and the terminations the model carried out,
+    /// in order: (operation, instance ids).
+    pub fn journal(&self) -> Vec<(String, Vec<String>)> {
+        self.shared.state.lock().unwrap().journal.clone()
+    }
+
     pub fn sent_commands(&self) -> Vec<SentCommand> {
         let state = self.shared.state.lock().unwrap();
         state
@@ -548,6 +569,17 @@ struct State {
     /// CloudFormation: the operation each stack (by id) or change set (by ARN) is under,
     /// since when.
     stack_ops: BTreeMap<String, StackOp>,
+    /// ELB: each target group's health check interval, healthy threshold and drain time
+    /// (seconds), by ARN.
+    target_groups: BTreeMap<String, (f64, f64, f64)>,
+    /// ELB: each target (group ARN, instance id): when it was registered, and deregistered.
+    targets: BTreeMap<(String, String), (Instant, Option<Instant>)>,
+    /// ELB: the groups and subnets of each balancer made through the model, by ARN.
+    balancer_uses: BTreeMap<String, Vec<String>>,
+    /// Groups and subnets a balancer was deleted from, when: its network interfaces linger.
+    freed: BTreeMap<String, Instant>,
+    /// Deregistrations and terminations, in order: (operation, instance ids).
+    journal: Vec<(String, Vec<String>)>,
 }
 
 /// An operation CloudFormation works on for [`Model::stack_work`].
@@ -774,6 +806,18 @@ fn buckets(op: &str, form: &[(String, String)]) -> Vec<(String, &'static str, f6
             _ => Vec::new(),
         },
         "route53" => one("route53", "route53"),
+        "elasticloadbalancing" => {
+            let category = match action {
+                "CreateLoadBalancer" | "SetSubnets" => "elb:resource-intensive",
+                "RegisterTargets" | "DeregisterTargets" => "elb:registration",
+                a if a.starts_with("Describe") => "elb:describe",
+                _ => "elb:mutating",
+            };
+            vec![
+                ("elb:account".to_owned(), "elb:account", 1.0),
+                (category.to_owned(), category, 1.0),
+            ]
+        }
         _ => Vec::new(),
     }
 }
@@ -833,7 +877,9 @@ fn xml_escape(s: &str) -> String {
 /// Throttling, in each service's words.
 fn throttled(service: &str) -> Answer {
     match service {
-        "ssm" => error(service, 400, "ThrottlingException", "Rate exceeded"),
+        "ssm" | "elasticloadbalancing" => {
+            error(service, 400, "ThrottlingException", "Rate exceeded")
+        }
         "route53" => error(service, 400, "Throttling", "Rate exceeded"),
         _ => error(
             service,
@@ -952,6 +998,7 @@ fn handle(shared: &Shared, agent: &ureq::Agent, req: Request) -> Answer {
         }
         "sts" if op == "sts:AssumeRole" => assume_role(shared, agent, &op, &req, &form),
         "cloudformation" => cloudformation(shared, agent, &op, &req, &form),
+        "elasticloadbalancing" => elb(shared, agent, &op, &req, &form),
         _ => forward(shared, agent, &op, &req, None),
     };
     let lose = model.lost_percent > 0
@@ -1279,11 +1326,14 @@ fn ec2(
             let answer = forward(shared, agent, op, req, None);
             if let Answer::Send { status: 200, .. } = answer {
                 let mut state = shared.state.lock().unwrap();
+                let mut ids = Vec::new();
                 for (k, v) in form {
                     if k.starts_with("InstanceId.") {
                         state.terminated.insert(v.clone(), Instant::now());
+                        ids.push(v.clone());
                     }
                 }
+                state.journal.push((op.to_owned(), ids));
             }
             answer
         }
@@ -1298,7 +1348,7 @@ fn ec2(
                 state.uses.iter().any(|(instance, uses)| {
                     uses.contains(&id)
                         && State::within(state.terminated.get(instance), model.dependency)
-                })
+                }) || State::within(state.freed.get(&id), model.dependency)
             };
             if busy {
                 return modelled(
@@ -2386,6 +2436,238 @@ fn failed_stack(shared: &Shared, name_or_id: &str) -> Option<Answer> {
 }
 
 /// The text of the first element `name` in `xml`.
+/// The values of a Query list (`Targets.member.N.Id`), in order.
+fn members(form: &[(String, String)], list: &str, field: &str) -> Vec<String> {
+    let prefix = format!("{list}.member.");
+    let mut found: Vec<(u32, String)> = form
+        .iter()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix(&prefix)?;
+            let (n, tail) = match rest.split_once('.') {
+                Some((n, tail)) => (n, tail),
+                None => (rest, ""),
+            };
+            (tail == field).then(|| Some((n.parse().ok()?, v.clone())))?
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Elastic Load Balancing as AWS runs it where moto does not: a registered target is
+/// `initial` until its health checks pass (its group's interval times its healthy threshold,
+/// scaled by [`Model::elb_scale`]), then `healthy`, or `unhealthy` on an impaired instance;
+/// a deregistered one is `draining` for its group's deregistration delay; a deleted
+/// balancer's network interfaces keep its groups and subnets busy (`DependencyViolation`)
+/// for [`Model::dependency`].
+fn elb(
+    shared: &Shared,
+    agent: &ureq::Agent,
+    op: &str,
+    req: &Request,
+    form: &[(String, String)],
+) -> Answer {
+    let model = &shared.model;
+    let param = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let secs = |s: String, default: f64| s.parse::<f64>().unwrap_or(default);
+    if op == "elasticloadbalancing:DeleteLoadBalancer" {
+        let mut state = shared.state.lock().unwrap();
+        let uses = state
+            .balancer_uses
+            .remove(&param("LoadBalancerArn"))
+            .unwrap_or_default();
+        let now = Instant::now();
+        for id in uses {
+            state.freed.insert(id, now);
+        }
+    }
+    let answer = forward(shared, agent, op, req, None);
+    let (status, body) = match &answer {
+        Answer::Send { status, body, .. } => (*status, String::from_utf8_lossy(body).into_owned()),
+        Answer::Drop => return answer,
+    };
+    if status != 200 {
+        return answer;
+    }
+    let now = Instant::now();
+    let group = param("TargetGroupArn");
+    let ids = members(form, "Targets", "Id");
+    match op {
+        "elasticloadbalancing:CreateLoadBalancer" => {
+            if let Some(arn) = xml_first(&body, "LoadBalancerArn") {
+                let mut uses = members(form, "SecurityGroups", "");
+                uses.extend(members(form, "Subnets", ""));
+                shared.state.lock().unwrap().balancer_uses.insert(arn, uses);
+            }
+            answer
+        }
+        "elasticloadbalancing:CreateTargetGroup" => {
+            if let Some(arn) = xml_first(&body, "TargetGroupArn") {
+                let interval = secs(param("HealthCheckIntervalSeconds"), 30.0);
+                let threshold = secs(param("HealthyThresholdCount"), 5.0);
+                shared
+                    .state
+                    .lock()
+                    .unwrap()
+                    .target_groups
+                    .insert(arn, (interval, threshold, 300.0));
+            }
+            answer
+        }
+        "elasticloadbalancing:ModifyTargetGroup"
+        | "elasticloadbalancing:ModifyTargetGroupAttributes" => {
+            let mut state = shared.state.lock().unwrap();
+            let g = state
+                .target_groups
+                .entry(group)
+                .or_insert((30.0, 5.0, 300.0));
+            if let Ok(i) = param("HealthCheckIntervalSeconds").parse() {
+                g.0 = i;
+            }
+            let keys = members(form, "Attributes", "Key");
+            let values = members(form, "Attributes", "Value");
+            for (k, v) in keys.iter().zip(&values) {
+                if k == "deregistration_delay.timeout_seconds" {
+                    g.2 = secs(v.clone(), 300.0);
+                }
+            }
+            answer
+        }
+        "elasticloadbalancing:RegisterTargets" => {
+            let mut state = shared.state.lock().unwrap();
+            for id in ids {
+                state.targets.insert((group.clone(), id), (now, None));
+            }
+            answer
+        }
+        "elasticloadbalancing:DeregisterTargets" => {
+            let mut state = shared.state.lock().unwrap();
+            for id in &ids {
+                if let Some(t) = state.targets.get_mut(&(group.clone(), id.clone())) {
+                    t.1 = Some(now);
+                }
+            }
+            state.journal.push((op.to_owned(), ids));
+            answer
+        }
+        "elasticloadbalancing:DescribeTargetHealth" => modelled(
+            shared,
+            op,
+            target_health(shared, &group, &ids, &body, model),
+        ),
+        _ => answer,
+    }
+}
+
+/// A DescribeTargetHealth answer as AWS gives it, from moto's (every target it lists, and
+/// each target asked for by id, `healthy` or `unused`).
+fn target_health(
+    shared: &Shared,
+    group: &str,
+    asked: &[String],
+    moto: &str,
+    model: &Model,
+) -> Answer {
+    let state = shared.state.lock().unwrap();
+    let (interval, threshold, drain) = state
+        .target_groups
+        .get(group)
+        .copied()
+        .unwrap_or((30.0, 5.0, 300.0));
+    let warmup = Duration::from_secs_f64(interval * threshold * model.elb_scale);
+    let draining = Duration::from_secs_f64(drain * model.elb_scale);
+    let now = Instant::now();
+    // (id, port, state, reason) as moto says them.
+    let mut listed: Vec<(String, String, String, Option<&'static str>)> = Vec::new();
+    if let Ok(doc) = roxmltree::Document::parse(moto) {
+        for m in doc.descendants().filter(|n| n.has_tag_name("member")) {
+            let Some(t) = m.children().find(|n| n.has_tag_name("Target")) else {
+                continue;
+            };
+            let text = |n: roxmltree::Node, name: &str| {
+                n.descendants()
+                    .find(|c| c.has_tag_name(name))
+                    .and_then(|c| c.text())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let health = m.children().find(|n| n.has_tag_name("TargetHealth"));
+            listed.push((
+                text(t, "Id"),
+                text(t, "Port"),
+                health.map(|h| text(h, "State")).unwrap_or_default(),
+                None,
+            ));
+        }
+    }
+    for entry in &mut listed {
+        let Some((registered, deregistered)) =
+            state.targets.get(&(group.to_owned(), entry.0.clone()))
+        else {
+            continue;
+        };
+        match deregistered {
+            Some(at) if now.duration_since(*at) < draining => {
+                entry.2 = "draining".into();
+                entry.3 = Some("Target.DeregistrationInProgress");
+            }
+            Some(_) => {}
+            None if now.duration_since(*registered) < warmup => {
+                entry.2 = "initial".into();
+                entry.3 = Some("Elb.RegistrationInProgress");
+            }
+            None if state.impaired.contains(&entry.0) => {
+                entry.2 = "unhealthy".into();
+                entry.3 = Some("Target.FailedHealthChecks");
+            }
+            None => {}
+        }
+    }
+    // moto forgets a deregistered target at once; AWS lists it while it drains.
+    if asked.is_empty() {
+        for ((g, id), (_, deregistered)) in &state.targets {
+            if g == group
+                && deregistered.is_some_and(|at| now.duration_since(at) < draining)
+                && !listed.iter().any(|l| l.0 == *id)
+            {
+                listed.push((
+                    id.clone(),
+                    String::new(),
+                    "draining".into(),
+                    Some("Target.DeregistrationInProgress"),
+                ));
+            }
+        }
+    }
+    let members: String = listed
+        .iter()
+        .map(|(id, port, s, reason)| {
+            let port = if port.is_empty() {
+                String::new()
+            } else {
+                format!("<Port>{}</Port>", xml_escape(port))
+            };
+            let reason = reason.map_or(String::new(), |r| format!("<Reason>{r}</Reason>"));
+            format!(
+                "<member><Target><Id>{}</Id>{port}</Target><TargetHealth><State>{}</State>{reason}</TargetHealth></member>",
+                xml_escape(id),
+                xml_escape(s)
+            )
+        })
+        .collect();
+    Answer::xml(
+        200,
+        format!(
+            "<DescribeTargetHealthResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><DescribeTargetHealthResult><TargetHealthDescriptions>{members}</TargetHealthDescriptions></DescribeTargetHealthResult><ResponseMetadata><RequestId>model</RequestId></ResponseMetadata></DescribeTargetHealthResponse>"
+        ),
+    )
+}
+
 fn xml_first(xml: &str, name: &str) -> Option<String> {
     let doc = roxmltree::Document::parse(xml).ok()?;
     doc.descendants()

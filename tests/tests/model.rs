@@ -451,3 +451,146 @@ fn route53_checks_see_every_page_of_a_large_zone() {
     let (status, body) = change("DELETE", 340..350);
     assert_eq!(status, 200, "{body}");
 }
+
+/// The state of `id` in `group`, as DescribeTargetHealth through `endpoint` says, listing the
+/// group's targets (`asked`: none) or asking for `id`.
+fn target_state(endpoint: &str, group: &str, id: &str, asked: bool) -> Option<String> {
+    let mut params = vec![
+        ("Action", "DescribeTargetHealth"),
+        ("TargetGroupArn", group),
+    ];
+    if asked {
+        params.push(("Targets.member.1.Id", id));
+    }
+    let (status, xml) = call(endpoint, "elasticloadbalancing", &params);
+    assert_eq!(status, 200, "{xml}");
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    doc.descendants()
+        .filter(|m| m.has_tag_name("member"))
+        .find(|m| {
+            m.descendants()
+                .any(|c| c.has_tag_name("Id") && c.text() == Some(id))
+        })
+        .and_then(|m| m.descendants().find(|c| c.has_tag_name("State")))
+        .and_then(|s| s.text().map(str::to_owned))
+}
+
+#[test]
+fn a_target_is_initial_until_its_checks_pass_drains_when_it_leaves_and_elb_throttles() {
+    // Interval 10 s × 2 checks and a drain of 20 s, scaled to 0.6 s and 0.6 s.
+    let quick = Model {
+        elb_scale: 0.03,
+        ..Model::quick()
+    };
+    let m = model(quick.clone().impaired("t3.large"));
+    let elb = |params: &[(&str, &str)]| call(&m.endpoint, "elasticloadbalancing", params);
+    let vpc = xml_text(
+        &call(&moto().endpoint, "ec2", &[("Action", "DescribeVpcs")]).1,
+        "vpcId",
+    );
+    let name = format!("model-tg-{}", std::process::id());
+    let (status, created) = elb(&[
+        ("Action", "CreateTargetGroup"),
+        ("Name", &name),
+        ("Protocol", "HTTP"),
+        ("Port", "80"),
+        ("VpcId", &vpc),
+        ("HealthCheckIntervalSeconds", "10"),
+        ("HealthyThresholdCount", "2"),
+    ]);
+    assert_eq!(status, 200, "{created}");
+    let group = xml_text(&created, "TargetGroupArn");
+    let (_, attrs) = elb(&[
+        ("Action", "ModifyTargetGroupAttributes"),
+        ("TargetGroupArn", &group),
+        (
+            "Attributes.member.1.Key",
+            "deregistration_delay.timeout_seconds",
+        ),
+        ("Attributes.member.1.Value", "20"),
+    ]);
+    assert!(attrs.contains("20"), "{attrs}");
+    let (_, good) = run(&moto().endpoint, &[]);
+    let good = xml_text(&good, "instanceId");
+    let (_, bad) = run(&m.endpoint, &[("InstanceType", "t3.large")]);
+    let bad = xml_text(&bad, "instanceId");
+    std::thread::sleep(quick.pending + Duration::from_millis(100));
+    for id in [&good, &bad] {
+        let (status, body) = elb(&[
+            ("Action", "RegisterTargets"),
+            ("TargetGroupArn", &group),
+            ("Targets.member.1.Id", id),
+        ]);
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        target_state(&m.endpoint, &group, &good, false).as_deref(),
+        Some("initial")
+    );
+    assert_eq!(
+        target_state(&moto().endpoint, &group, &good, false).as_deref(),
+        Some("healthy"),
+        "moto: healthy at once"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        target_state(&m.endpoint, &group, &good, false).as_deref(),
+        Some("healthy")
+    );
+    assert_eq!(
+        target_state(&m.endpoint, &group, &bad, true).as_deref(),
+        Some("unhealthy"),
+        "an impaired instance fails its checks"
+    );
+
+    elb(&[
+        ("Action", "DeregisterTargets"),
+        ("TargetGroupArn", &group),
+        ("Targets.member.1.Id", &good),
+    ]);
+    assert_eq!(
+        target_state(&moto().endpoint, &group, &good, false),
+        None,
+        "moto: gone at once"
+    );
+    for asked in [false, true] {
+        assert_eq!(
+            target_state(&m.endpoint, &group, &good, asked).as_deref(),
+            Some("draining")
+        );
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(target_state(&m.endpoint, &group, &good, false), None);
+    assert_eq!(
+        target_state(&m.endpoint, &group, &good, true).as_deref(),
+        Some("unused")
+    );
+    assert_eq!(
+        m.journal().last(),
+        Some(&(
+            "elasticloadbalancing:DeregisterTargets".to_owned(),
+            vec![good.clone()]
+        ))
+    );
+
+    // Registration's bucket: 20 at once, then 4 a second (the account's is 40).
+    let codes: Vec<String> = (0..22)
+        .map(|_| {
+            let (status, body) = elb(&[
+                ("Action", "RegisterTargets"),
+                ("TargetGroupArn", &group),
+                ("Targets.member.1.Id", &bad),
+            ]);
+            if status == 200 {
+                "ok".to_owned()
+            } else {
+                xml_text(&body, "Code")
+            }
+        })
+        .collect();
+    let throttled = codes.iter().filter(|c| *c == "ThrottlingException").count();
+    assert!(
+        (1..=3).contains(&throttled) && codes[..18].iter().all(|c| c == "ok"),
+        "{codes:?}"
+    );
+}

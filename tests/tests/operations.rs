@@ -184,6 +184,13 @@ source_dest_check = false
 instance_profile = "iam:app"
 key_pair = { public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHe21njEm5jyACCSs2x886LlE5CtVJDr3kiT8Yx3kmbo" }
 
+[roles.api]
+instance_type = "t3.micro"
+
+[roles.api.load_balancer]
+port = 8000
+health_check = { path = "/up" }
+
 [environments.prod]
 
 [iam.policies.deploy]
@@ -256,14 +263,22 @@ fn the_iam_policy_lists_exactly_the_actions_a_lifecycle_calls() {
         &EVERYTHING
             .replace("{role}-{index:02}", "{env}-{role}-{index:02}")
             .replace("s3:GetObject", "s3:GetObjectVersion")
-            .replace("assume = \"ec2\"", "assume = \"ec2.amazonaws.com.cn\""),
+            .replace("assume = \"ec2\"", "assume = \"ec2.amazonaws.com.cn\"")
+            // The balancer's health check and listener change in place; its instance is
+            // replaced, drained from the target group first.
+            .replace("path = \"/up\"", "path = \"/ready\"")
+            .replace("port = 8000", "port = 8000\nlisten = 8080")
+            .replace(
+                "instance_type = \"t3.micro\"",
+                "instance_type = \"t3.small\"",
+            ),
     );
     moto().iam(&[
         ("Action", "AttachUserPolicy"),
         ("UserName", &format!("{}-prod-ci", p.name)),
         ("PolicyArn", "arn:aws:iam::aws:policy/AdministratorAccess"),
     ]);
-    runs.push(p.heet(&with(&["up"])));
+    runs.push(p.heet(&with(&["up", "--yes"])));
     runs.push(p.heet(&with(&["down", "--yes"])));
     for r in &runs {
         r.ok();
@@ -276,6 +291,7 @@ fn the_iam_policy_lists_exactly_the_actions_a_lifecycle_calls() {
         "iam:TagUser",
         "iam:TagRole",
         "iam:TagInstanceProfile",
+        "elasticloadbalancing:AddTags",
     ];
     let needed: BTreeSet<String> = allowed
         .iter()

@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup  install the wasm target, moto's server, jco and componentize-py (under ~/.cache/heet)\n         and docker-registry\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, webapp,\n                 customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace\n  bench [N...]  heet vs Terraform, Ansible and boto3 on moto (N instances, default 30 102 300),\n                 into BENCHMARKS.md\n  bench kinds   heet's up, no-op up and down of a network and IAM estate under the AWS model\n  bench rollout  a rolling replacement of 8 instances under the AWS model, against its bound\n  bench plugins  the plugin microbenchmarks alone (Rust, JavaScript, Python), into their section"
+                "usage: cargo xtask <task>\n\n  setup  install the wasm target, moto's server, jco and componentize-py (under ~/.cache/heet)\n         and docker-registry\n  demo [EXAMPLE]  set up, then run `heet up` on examples/EXAMPLE (simple-demo, stack-demo,\n                 balancer-demo, webapp, customers)\n                 against a local moto server\n  test   set up, then run every test of the workspace\n  bench [N...]  heet vs Terraform, Ansible and boto3 on moto (N instances, default 30 102 300),\n                 into BENCHMARKS.md\n  bench kinds   heet's up, no-op up and down of a network and IAM estate under the AWS model\n  bench rollout  a rolling replacement of 8 instances under the AWS model, against its bound\n  bench plugins  the plugin microbenchmarks alone (Rust, JavaScript, Python), into their section"
             );
             if task.is_empty() {
                 Ok(())
@@ -146,9 +146,10 @@ fn setup() -> anyhow::Result<PathBuf> {
 }
 
 /// The examples and the reference plugins each one uses.
-const EXAMPLES: [(&str, &[&str]); 4] = [
+const EXAMPLES: [(&str, &[&str]); 5] = [
     ("simple-demo", &["naming"]),
     ("stack-demo", &["naming", "tags", "cname"]),
+    ("balancer-demo", &["cname"]),
     ("webapp", &tests::WEBAPP_PLUGINS),
     ("customers", &tests::CUSTOMERS_PLUGINS),
 ];
@@ -158,7 +159,9 @@ const CUSTOMERS: [&str; 2] = ["acme", "globex"];
 
 fn demo(name: &str) -> anyhow::Result<()> {
     let Some((_, plugins)) = EXAMPLES.iter().find(|(n, _)| *n == name) else {
-        bail!("no example {name:?}: try simple-demo, stack-demo, webapp or customers");
+        bail!(
+            "no example {name:?}: try simple-demo, stack-demo, balancer-demo, webapp or customers"
+        );
     };
     let server = setup()?;
     run(cargo().args(["build", "-q", "-p", "heet"]))?;
@@ -241,8 +244,9 @@ fn demo(name: &str) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if name == "stack-demo" {
-        // In a scratch copy: the demo changes the template.
+    if name == "stack-demo" || name == "balancer-demo" {
+        // In a scratch copy: the demo changes the definition (the template, the instance
+        // type) between two `up`s.
         let scratch = tempfile::tempdir()?;
         copy_dir(&example, scratch.path())?;
         let heet_here = |args: &[&str]| heet_in(scratch.path(), args);
@@ -250,13 +254,28 @@ fn demo(name: &str) -> anyhow::Result<()> {
         heet_here(&["plan", "--env", "staging"])?;
         heet_here(&["up", "--env", "staging", "--stats"])?;
         heet_here(&["up", "--env", "staging", "--stats"])?;
-        eprintln!("\nxtask: net.yaml becomes net-with-admin.yaml (one group more)");
-        std::fs::copy(
-            scratch.path().join("net-with-admin.yaml"),
-            scratch.path().join("net.yaml"),
-        )?;
+        if name == "stack-demo" {
+            eprintln!("\nxtask: net.yaml becomes net-with-admin.yaml (one group more)");
+            std::fs::copy(
+                scratch.path().join("net-with-admin.yaml"),
+                scratch.path().join("net.yaml"),
+            )?;
+        } else {
+            eprintln!(
+                "\nxtask: instance_type becomes t3.small: the role rolls behind its balancer"
+            );
+            let toml = scratch.path().join("heet.toml");
+            let text = std::fs::read_to_string(&toml)?;
+            std::fs::write(
+                &toml,
+                text.replace(
+                    "instance_type = \"t3.micro\"",
+                    "instance_type = \"t3.small\"",
+                ),
+            )?;
+        }
         heet_here(&["plan", "--env", "staging"])?;
-        heet_here(&["up", "--env", "staging", "--stats"])?;
+        heet_here(&["up", "--env", "staging", "--yes", "--stats"])?;
         heet_here(&["down", "--env", "staging", "--yes"])?;
         return Ok(());
     }

@@ -47,6 +47,21 @@ pub struct Verdict {
     pub seen: Option<ObservedInstance>,
 }
 
+impl Verdict {
+    /// An instance that runs but did not become healthy in its target group: `state` as the
+    /// target group last said.
+    pub fn unhealthy_target(instance_id: &str, state: String) -> Verdict {
+        Verdict {
+            instance_id: instance_id.to_owned(),
+            healthy: false,
+            settled: true,
+            state: format!("running; target {state}"),
+            checks: None,
+            seen: None,
+        }
+    }
+}
+
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({}", self.instance_id, self.state)?;
@@ -386,7 +401,8 @@ impl Ec2 {
                 let impaired = check.as_ref().is_some_and(|c| c.contains("impaired"));
                 let healthy = state == "running"
                     && match health {
-                        Health::Running => true,
+                        // The target group's health is the balancer's to wait for.
+                        Health::Running | Health::TargetGroup => true,
                         Health::StatusOk => check.as_deref() == Some("ok/ok"),
                     };
                 let failed = matches!(

@@ -5,6 +5,7 @@
 
 mod cfn;
 mod ec2;
+mod elb;
 mod iam;
 mod keys;
 mod net;
@@ -19,6 +20,7 @@ use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryA
 
 pub use cfn::{Cfn, StackFailed};
 pub use ec2::{Ec2, Launch, LaunchError, Verdict};
+pub use elb::Elb;
 pub use iam::Iam;
 pub use net::Net;
 pub use route53::Route53;
@@ -120,6 +122,7 @@ pub struct Aws {
     /// Global: one endpoint whatever the region.
     pub iam: Iam,
     pub cfn: Cfn,
+    pub elb: Elb,
     pub stats: CallStats,
     pub region: String,
     /// The account the credentials are for (STS GetCallerIdentity): in every report.
@@ -237,6 +240,16 @@ impl Aws {
                 .interceptor(pacer.interceptor())
                 .build(),
         ));
+        let elb = Elb::new(
+            aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(&config)
+                    .retry_classifier(RefusedIsFinal)
+                    .interceptor(stats.clone())
+                    .interceptor(pacer.interceptor())
+                    .build(),
+            ),
+            ec2.clone(),
+        );
         // Every run asks who it is before anything else: the account goes in every report
         // and the lock, and a pinned environment refuses another account's credentials
         // before the lock, the ledger or anything else is touched.
@@ -289,6 +302,7 @@ impl Aws {
             route53: Route53::new(route53),
             ssm,
             cfn,
+            elb,
             stats,
             region,
             account,

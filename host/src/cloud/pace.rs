@@ -2,7 +2,7 @@
 //! waits for a token before each HTTP attempt, so a large run spends the account's budget
 //! evenly instead of being throttled, backing off and retrying; the account keeps the room
 //! heet does not use for other tools. The rates are AWS's documented defaults (EC2's request
-//! and resource buckets, SSM's and Route53's quotas) times `[aws] pace` from heet.toml, for
+//! and resource buckets, SSM's and Route53's quotas, ELB's buckets) times `[aws] pace` from heet.toml, for
 //! accounts whose limits were raised (or to leave more room).
 //!
 //! The wait happens in an HTTP connector wrapped around the SDK's own, so the SDK's retries
@@ -36,8 +36,8 @@ pub struct Rate {
 /// AWS's default buckets, by category. EC2 has one bucket per action, sized by its category
 /// (request tokens), plus resource buckets counted in instances for RunInstances and
 /// TerminateInstances; SSM's reads share one bucket, its writes another; Route53 has one
-/// per account.
-const RATES: [(Category, Rate); 12] = [
+/// per account; ELB (v2) has an account bucket every action draws on beside its category's.
+const RATES: [(Category, Rate); 17] = [
     (Category::Launch, Rate::new(5.0, 2.0)),
     (Category::LaunchedInstances, Rate::new(1000.0, 2.0)),
     (Category::Terminate, Rate::new(100.0, 5.0)),
@@ -50,6 +50,11 @@ const RATES: [(Category, Rate); 12] = [
     (Category::SsmRead, Rate::new(40.0, 40.0)),
     (Category::SsmWrite, Rate::new(3.0, 3.0)),
     (Category::Route53, Rate::new(50.0, 10.0)),
+    (Category::ElbAccount, Rate::new(40.0, 10.0)),
+    (Category::ElbResourceIntensive, Rate::new(10.0, 0.2)),
+    (Category::ElbRegistration, Rate::new(20.0, 4.0)),
+    (Category::ElbDescribe, Rate::new(40.0, 10.0)),
+    (Category::ElbMutating, Rate::new(20.0, 3.0)),
 ];
 
 impl Rate {
@@ -73,6 +78,11 @@ pub enum Category {
     SsmRead,
     SsmWrite,
     Route53,
+    ElbAccount,
+    ElbResourceIntensive,
+    ElbRegistration,
+    ElbDescribe,
+    ElbMutating,
 }
 
 fn rate(category: Category) -> Rate {
@@ -129,6 +139,22 @@ pub fn cost(operation: &str, instances: u32) -> Vec<(String, Category, f64)> {
             _ => Vec::new(),
         },
         "route53" => one("route53", Category::Route53),
+        "elasticloadbalancing" => {
+            let (bucket, category) = match action {
+                "CreateLoadBalancer" | "SetSubnets" => {
+                    ("elb:resource-intensive", Category::ElbResourceIntensive)
+                }
+                "RegisterTargets" | "DeregisterTargets" => {
+                    ("elb:registration", Category::ElbRegistration)
+                }
+                a if a.starts_with("Describe") => ("elb:describe", Category::ElbDescribe),
+                _ => ("elb:mutating", Category::ElbMutating),
+            };
+            vec![
+                ("elb:account".to_owned(), Category::ElbAccount, 1.0),
+                (bucket.to_owned(), category, 1.0),
+            ]
+        }
         _ => Vec::new(),
     }
 }
@@ -370,6 +396,28 @@ mod tests {
         );
         assert_eq!(cost("route53:GetChange", 1)[0].0, "route53");
         assert!(cost("sts:GetCallerIdentity", 1).is_empty());
+        // ELB: the account's bucket and the call's category, every call.
+        let elb = |op: &str| {
+            let c = cost(op, 1);
+            assert_eq!(c[0].1, Category::ElbAccount, "{op}");
+            c[1].1
+        };
+        assert_eq!(
+            elb("elasticloadbalancing:CreateLoadBalancer"),
+            Category::ElbResourceIntensive
+        );
+        assert_eq!(
+            elb("elasticloadbalancing:DeregisterTargets"),
+            Category::ElbRegistration
+        );
+        assert_eq!(
+            elb("elasticloadbalancing:DescribeTargetHealth"),
+            Category::ElbDescribe
+        );
+        assert_eq!(
+            elb("elasticloadbalancing:CreateTargetGroup"),
+            Category::ElbMutating
+        );
     }
 
     #[test]

@@ -90,16 +90,19 @@ impl CallStats {
     }
 }
 
-/// `service:Operation` of the call `cfg` belongs to, e.g. `ec2:RunInstances`.
+/// `service:Operation` of the call `cfg` belongs to, e.g. `ec2:RunInstances`: the
+/// service as IAM names its actions (the SDK's `ElasticLoadBalancingV2` is IAM's
+/// `elasticloadbalancing`).
 pub(super) fn operation(cfg: &ConfigBag) -> String {
     cfg.load::<Metadata>().map_or_else(
         || "unknown".to_owned(),
         |m| {
-            format!(
-                "{}:{}",
-                m.service().to_ascii_lowercase().replace(' ', ""),
-                m.name()
-            )
+            let service = m.service().to_ascii_lowercase().replace(' ', "");
+            let service = match service.as_str() {
+                "elasticloadbalancingv2" => "elasticloadbalancing",
+                s => s,
+            };
+            format!("{service}:{}", m.name())
         },
     )
 }

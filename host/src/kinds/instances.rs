@@ -1276,10 +1276,13 @@ impl Family for InstancePlan {
             .into_iter()
             .map(|(role, (rounds, r))| {
                 format!(
-                    "rollout  {role}: {rounds} batch(es) of {} (max_unavailable {}), each healthy when {} within {} s, then its names move",
+                                        "rollout  {role}: {rounds} batch(es) of {} (max_unavailable {}), each healthy {} within {} s, then its names move",
                     r.batch,
                     r.max_unavailable,
-                    r.health.name(),
+                    match r.health {
+                        crate::rolling::Health::TargetGroup => "in its target group".to_owned(),
+                        h => format!("when {}", h.name()),
+                    },
                     r.timeout.as_secs()
                 )
             })

@@ -3,8 +3,8 @@
 //! order apply makes it in and the ledger entry written ahead of it.
 //!
 //! Instances ([`instances`]), the network kinds ([`network`]: VPC, gateway, subnets, groups,
-//! addresses, key pairs), IAM ([`iam`]), DNS records ([`records`]) and CloudFormation stacks
-//! ([`stacks`]) are written this way:
+//! addresses, key pairs), IAM ([`iam`]), DNS records ([`records`]), CloudFormation stacks
+//! ([`stacks`]) and load balancers ([`balancers`]) are written this way:
 //! their changes implement [`Change`], their part of a plan [`Family`], and apply makes them
 //! stage by stage under one write-ahead protocol.
 //!
@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub mod balancers;
 pub mod iam;
 pub mod instances;
 pub mod network;

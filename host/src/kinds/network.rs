@@ -268,6 +268,12 @@ pub fn group_resource(role: &str) -> String {
     format!("group/{role}")
 }
 
+/// The security group of a role's load balancer goes by this name where a role's goes by the
+/// role's: `www.lb` (a role name has no dot, so it is no role's).
+pub fn balancer_group(role: &str) -> String {
+    format!("{role}.lb")
+}
+
 pub fn key_resource(role: &str) -> String {
     format!("key/{role}")
 }
@@ -304,12 +310,19 @@ pub fn desired(def: &Definition, env: &str) -> DesiredNetwork {
         Vpc::Existing { vpc_id, .. } => Some(vpc_id.clone()),
         _ => None,
     };
-    let groups = def
+    let mut groups: Vec<DesiredGroup> = def
         .roles
         .iter()
         .filter(|r| r.has_group(def))
         .map(|r| {
             let mut rules = BTreeSet::new();
+            // A balanced role's port is reached from its balancer's group, and only so.
+            if let Some(b) = &r.load_balancer {
+                rules.insert(Rule {
+                    port: b.port,
+                    source: Source::Role(balancer_group(&r.name)),
+                });
+            }
             for &port in &r.ports {
                 for from in &r.allow_from {
                     rules.insert(Rule {
@@ -332,6 +345,21 @@ pub fn desired(def: &Definition, env: &str) -> DesiredNetwork {
             }
         })
         .collect();
+    // Each balancer's own group admits its listener's port from anywhere.
+    for r in &def.roles {
+        if let Some(b) = &r.load_balancer {
+            let role = balancer_group(&r.name);
+            groups.push(DesiredGroup {
+                resource: group_resource(&role),
+                name: format!("{project}-{env}-{role}"),
+                rules: BTreeSet::from([Rule {
+                    port: b.listen,
+                    source: Source::Cidr("0.0.0.0/0".to_owned()),
+                }]),
+                role,
+            });
+        }
+    }
     let keys = def
         .roles
         .iter()

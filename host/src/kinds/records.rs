@@ -86,6 +86,8 @@ pub struct DnsState {
     /// The records heet created, from the ledger; `None` when the ledger was not read (a
     /// first, optimistic plan: it cannot tell heet's stale records, or foreign ones, apart).
     pub owned: Option<BTreeMap<String, ledger::OwnedRecord>>,
+    /// The DNS name of each role's load balancer that exists: what its names point at.
+    pub balancers: BTreeMap<String, String>,
 }
 
 /// TTL of the records heet writes.
@@ -105,6 +107,14 @@ pub enum RecordChange {
         target: Option<String>,
         a: bool,
         /// What heet's record at the name holds now.
+        was: Option<ObservedRecord>,
+    },
+    /// Point `name` at `role`'s load balancer: its DNS name, known now when it exists, else
+    /// once it is made.
+    Balancer {
+        name: String,
+        role: String,
+        target: Option<String>,
         was: Option<ObservedRecord>,
     },
     /// Remove a record heet created that nothing wants any more (`present`: still in the
@@ -161,6 +171,22 @@ impl fmt::Display for RecordChange {
                 }
                 Ok(())
             }
+            RecordChange::Balancer {
+                name,
+                role,
+                target,
+                was,
+            } => {
+                let mark = if was.is_some() { "~" } else { "+" };
+                let to = target
+                    .clone()
+                    .unwrap_or_else(|| format!("(new balancer of {role})"));
+                write!(f, "{mark} record   {name} → {to}")?;
+                if let Some(was) = was {
+                    write!(f, " (was {})", text::shown(&was.values.join(",")))?;
+                }
+                Ok(())
+            }
             RecordChange::Delete {
                 name,
                 target,
@@ -189,6 +215,7 @@ impl Change for RecordChange {
             RecordChange::Upsert {
                 instance_id: None, ..
             }
+            | RecordChange::Balancer { .. }
             | RecordChange::Delete { .. } => None,
         }
     }
@@ -199,18 +226,26 @@ impl Change for RecordChange {
             RecordChange::Delete { .. } => (Stage::Before, 20),
             // A new instance's name is known once it runs (and has its address).
             RecordChange::Upsert { .. } => (Stage::Running, 4),
+            // Once the balancers are made (before the instances): a balancer's name does
+            // not wait for its targets.
+            RecordChange::Balancer { .. } => (Stage::Before, 24),
         }
     }
 
     fn bookkeeping(&self) -> Bookkeeping {
         match self {
-            RecordChange::Upsert { name, .. } => Bookkeeping::Record(name.clone()),
+            RecordChange::Upsert { name, .. } | RecordChange::Balancer { name, .. } => {
+                Bookkeeping::Record(name.clone())
+            }
             RecordChange::Delete { name, .. } => Bookkeeping::Unrecord(name.clone()),
         }
     }
 
     fn creates(&self) -> bool {
-        matches!(self, RecordChange::Upsert { was: None, .. })
+        matches!(
+            self,
+            RecordChange::Upsert { was: None, .. } | RecordChange::Balancer { was: None, .. }
+        )
     }
 
     fn is_delete(&self) -> bool {
@@ -226,11 +261,15 @@ impl Change for RecordChange {
         match self {
             RecordChange::Upsert { slot, .. } => Some(slot),
             RecordChange::Delete { slot, .. } => slot.as_deref(),
+            RecordChange::Balancer { .. } => None,
         }
     }
 
     fn scope(&self) -> super::Scope<'_> {
-        self.slot().map_or(super::Scope::Shared, super::Scope::Slot)
+        match self {
+            RecordChange::Balancer { role, .. } => super::Scope::Role(role),
+            _ => self.slot().map_or(super::Scope::Shared, super::Scope::Slot),
+        }
     }
 }
 
@@ -240,8 +279,40 @@ impl RecordChange {
     /// record already gone), two when a record changes type (the old one deleted in the same
     /// batch: a CNAME shares its name with no other record), `Err` with why when its
     /// instance has neither a DNS name nor an address.
-    pub fn ops(&self, reach: &BTreeMap<String, Reach>) -> Result<Vec<RecordOp>, String> {
+    pub fn ops(
+        &self,
+        reach: &BTreeMap<String, Reach>,
+        balancers: &BTreeMap<String, String>,
+    ) -> Result<Vec<RecordOp>, String> {
         match self {
+            RecordChange::Balancer {
+                name,
+                role,
+                target,
+                was,
+            } => {
+                let Some(target) = target.clone().or_else(|| balancers.get(role).cloned()) else {
+                    return Err(format!("{name}: the balancer of {role} has no DNS name"));
+                };
+                let op = |action, target: &str, ttl| RecordOp {
+                    action,
+                    name: name.clone(),
+                    target: target.to_owned(),
+                    ttl,
+                };
+                Ok(match was.as_ref().and_then(ObservedRecord::points_at) {
+                    None => vec![op(RecordAction::Create, &target, RECORD_TTL)],
+                    Some(old) if record_type(old) != "CNAME" => vec![
+                        op(
+                            RecordAction::Delete,
+                            old,
+                            was.as_ref().and_then(|w| w.ttl).unwrap_or(RECORD_TTL),
+                        ),
+                        op(RecordAction::Create, &target, RECORD_TTL),
+                    ],
+                    Some(_) => vec![op(RecordAction::Upsert, &target, RECORD_TTL)],
+                })
+            }
             RecordChange::Upsert {
                 name,
                 slot,
@@ -374,37 +445,63 @@ pub fn plan_records(
         return out;
     };
     let mut wanted = std::collections::BTreeSet::new();
+    // What the record at `name` holds now, when heet is to write it with `target`: not when
+    // it holds it already, nor when someone else holds the name (a conflict).
+    let mut needs = |name: &str, target: &Option<String>| {
+        let current = dns.records.get(name);
+        if let (Some(t), Some(r)) = (target, current)
+            && r.holds(t)
+        {
+            return None;
+        }
+        let ours = dns.owned.as_ref().map(|o| o.contains_key(name));
+        if let (Some(r), Some(false)) = (current, ours) {
+            out.conflicts.push(format!(
+                "{name} exists ({} {}) and heet did not create it",
+                r.kind,
+                r.values.join(",")
+            ));
+            return None;
+        }
+        Some(current.cloned())
+    };
+    let mut changes = Vec::new();
     for d in &desired.instances {
         for cname in &d.cnames {
             let name = format!("{}.{domain}", cname.to_ascii_lowercase());
             wanted.insert(name.clone());
             let target = targets.get(d.id.as_str()).cloned().flatten();
-            let current = dns.records.get(&name);
-            if let (Some(t), Some(r)) = (&target, current)
-                && r.holds(t)
-            {
+            let Some(current) = needs(&name, &target) else {
                 continue;
-            }
-            let ours = dns.owned.as_ref().map(|o| o.contains_key(&name));
-            if let (Some(r), Some(false)) = (current, ours) {
-                out.conflicts.push(format!(
-                    "{name} exists ({} {}) and heet did not create it",
-                    r.kind,
-                    r.values.join(",")
-                ));
-                continue;
-            }
-            out.changes.push(RecordChange::Upsert {
+            };
+            changes.push(RecordChange::Upsert {
                 name,
                 slot: d.id.clone(),
                 instance: d.name.clone(),
                 instance_id: booting.get(d.id.as_str()).cloned(),
                 target,
                 a: d.record_a,
-                was: current.cloned(),
+                was: current,
             });
         }
     }
+    for b in &desired.balancers {
+        for cname in &b.cnames {
+            let name = format!("{}.{domain}", cname.to_ascii_lowercase());
+            wanted.insert(name.clone());
+            let target = dns.balancers.get(&b.role).cloned();
+            let Some(current) = needs(&name, &target) else {
+                continue;
+            };
+            changes.push(RecordChange::Balancer {
+                name,
+                role: b.role.clone(),
+                target,
+                was: current,
+            });
+        }
+    }
+    out.changes = changes;
     if dns.zone.is_none() && !wanted.is_empty() {
         out.create_zone = Some(domain.clone());
     }

@@ -7,6 +7,9 @@
 //!   SDK's pattern language ([`heet_sdk::pattern`]); e.g. add `"{env}-{role}-{index}-{count}"`
 //!   for a name that also says how many there are
 //! - `roles = ["frontend"]`: only these roles get names (default: every role)
+//! - `balancer_patterns = ["{env}-{role}"]`: the names of a role's load balancer (the host
+//!   asks for them with index 0: instances count from 1); the default is `{env}-{role}`,
+//!   `production-www.<domain>`
 //!
 //! A project without `domain` has no zone, so the plugin has no opinion there.
 
@@ -32,6 +35,7 @@ pub const DEFAULT_PATTERN: &str = "{env}-{role}-{index:02}";
 struct Config {
     patterns: Option<Vec<String>>,
     roles: Option<Vec<String>>,
+    balancer_patterns: Option<Vec<String>>,
 }
 
 /// The parsed config.
@@ -39,27 +43,35 @@ struct Config {
 pub struct Records {
     pub patterns: Vec<Pattern>,
     pub roles: Option<Vec<String>>,
+    /// For index 0: the role's load balancer.
+    pub balancer_patterns: Vec<Pattern>,
 }
+
+pub const DEFAULT_BALANCER_PATTERN: &str = "{env}-{role}";
 
 impl Records {
     fn from_config(config: Config) -> Result<Records, Vec<String>> {
-        let sources = config
-            .patterns
-            .unwrap_or_else(|| vec![DEFAULT_PATTERN.to_owned()]);
-        let mut patterns = Vec::new();
         let mut errors = Vec::new();
-        for source in &sources {
-            match Pattern::parse(source) {
-                Ok(p) => patterns.push(p),
-                Err(e) => errors.push(e),
+        let mut parse = |sources: Option<Vec<String>>, default: &str| {
+            let sources = sources.unwrap_or_else(|| vec![default.to_owned()]);
+            let mut patterns = Vec::new();
+            for source in &sources {
+                match Pattern::parse(source) {
+                    Ok(p) => patterns.push(p),
+                    Err(e) => errors.push(e),
+                }
             }
-        }
+            patterns
+        };
+        let patterns = parse(config.patterns, DEFAULT_PATTERN);
+        let balancer_patterns = parse(config.balancer_patterns, DEFAULT_BALANCER_PATTERN);
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Records {
             patterns,
             roles: config.roles,
+            balancer_patterns,
         })
     }
 
@@ -72,7 +84,12 @@ impl Records {
             return None;
         }
         let mut names = current.to_vec();
-        for p in &self.patterns {
+        let patterns = if ctx.index == 0 {
+            &self.balancer_patterns
+        } else {
+            &self.patterns
+        };
+        for p in patterns {
             let name = p.render(ctx).to_ascii_lowercase();
             if !names.contains(&name) {
                 names.push(name);
@@ -126,6 +143,15 @@ mod tests {
         let r = records("{}");
         assert_eq!(r.names(&www(1, 8), &[]).unwrap(), ["production-www-01"]);
         assert_eq!(r.names(&www(8, 8), &[]).unwrap(), ["production-www-08"]);
+    }
+
+    #[test]
+    fn index_0_is_the_roles_balancer_with_its_own_patterns() {
+        let r = records("{}");
+        assert_eq!(r.names(&www(0, 8), &[]).unwrap(), ["production-www"]);
+        let r = records(r#"{"balancer_patterns": ["{role}", "{role}-{env}"]}"#);
+        assert_eq!(r.names(&www(0, 2), &[]).unwrap(), ["www", "www-production"]);
+        assert_eq!(r.names(&www(1, 2), &[]).unwrap(), ["production-www-01"]);
     }
 
     #[test]
