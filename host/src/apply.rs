@@ -862,6 +862,8 @@ impl InstanceSteps<'_> {
             .map(|(d, _)| (d.id.as_str(), d))
             .collect();
         let ids: Vec<String> = failed.iter().map(|v| v.instance_id.clone()).collect();
+        // A failed successor serves nothing, kept or not: out of its target groups.
+        shared.drain(&ids).await?;
         if !self.keep_failed {
             // A successor that never served goes, launched with protection or not.
             for v in &failed {
@@ -877,7 +879,6 @@ impl InstanceSteps<'_> {
                         .await?;
                 }
             }
-            shared.drain(&ids).await?;
             terminate(shared.aws, &ids, false, self.progress).await?;
             self.done.terminated.extend(ids);
         }
@@ -1187,6 +1188,22 @@ impl BalancerApply<'_> {
             .await
     }
 
+    /// The subnets a balancer of `placement` goes in, as they are now.
+    async fn subnets(
+        &self,
+        placement: &kinds::balancers::Placement,
+    ) -> anyhow::Result<Vec<String>> {
+        use kinds::balancers::Placement;
+        Ok(match placement {
+            Placement::Default => self.default_network().await?.1.clone(),
+            Placement::Given { subnets, .. } => subnets.clone(),
+            Placement::Heet { subnets, .. } => subnets
+                .iter()
+                .map(|s| resolve(&self.resources, s).map(str::to_owned))
+                .collect::<anyhow::Result<_>>()?,
+        })
+    }
+
     /// A balancer's or target group's ARN: the plan's, else what this run made.
     fn arn(&self, known: &Option<String>, resource: &str) -> anyhow::Result<String> {
         match known {
@@ -1214,6 +1231,12 @@ impl Executor<kinds::balancers::BalancerChange> for BalancerApply<'_> {
                 .entry(group)
                 .or_insert((drain, BTreeSet::new()));
             entry.1.insert(id);
+        }
+        // A drain time made or changed this run is the one a leaving target waits out.
+        for (group, drain) in drains {
+            if let Some(entry) = live.targets.get_mut(&group) {
+                entry.0 = drain;
+            }
         }
         for group in std::mem::take(&mut *locked(&self.deleted)) {
             live.targets.remove(&group);
@@ -1254,14 +1277,7 @@ impl Executor<kinds::balancers::BalancerChange> for BalancerApply<'_> {
                 name,
                 placement,
             } => {
-                let subnets = match placement {
-                    Placement::Default => self.default_network().await?.1.clone(),
-                    Placement::Given { subnets, .. } => subnets.clone(),
-                    Placement::Heet { subnets, .. } => subnets
-                        .iter()
-                        .map(|s| resolve(&self.resources, s).map(str::to_owned))
-                        .collect::<anyhow::Result<_>>()?,
-                };
+                let subnets = self.subnets(placement).await?;
                 let group = network::group_resource(&network::balancer_group(role));
                 let group = resolve(&self.resources, &group)?;
                 let resource = lb::balancer_resource(role);
@@ -1285,10 +1301,23 @@ impl Executor<kinds::balancers::BalancerChange> for BalancerApply<'_> {
             }
             B::UpdateTargetGroup { arn, settings, .. } => {
                 elb.update_group(arn, settings).await?;
+                locked(&self.drains).insert(arn.clone(), settings.drain);
                 Ok(None)
             }
-            B::UpdateListener { arn, listen, .. } => {
-                elb.update_listener(arn, *listen).await?;
+            B::UpdateListener {
+                role,
+                arn,
+                listen,
+                group,
+                ..
+            } => {
+                let group = self.arn(group, &lb::group_resource(role))?;
+                elb.update_listener(arn, *listen, &group).await?;
+                Ok(None)
+            }
+            B::SetSubnets { arn, placement, .. } => {
+                let subnets = self.subnets(placement).await?;
+                elb.set_subnets(arn, subnets).await?;
                 Ok(None)
             }
             B::Register {

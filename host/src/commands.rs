@@ -464,6 +464,11 @@ async fn survey(
         plan.iam = kinds::iam::plan(&desired.iam, &iam, &kinds::iam::owned(&ledger));
     }
     plan.stacks = stacks;
+    let network: BTreeMap<String, String> = resources
+        .iter()
+        .filter(|r| r.is_heets(&desired.project, &desired.env))
+        .map(|r| (r.resource.clone(), r.aws_id.clone()))
+        .collect();
     let slots: BTreeMap<String, (String, String)> = desired
         .instances
         .iter()
@@ -475,10 +480,11 @@ async fn survey(
         &desired.balancers,
         &balancers,
         &owned_balancers,
-        kinds::balancers::Serving {
+        kinds::balancers::Around {
             plan: &plan.instances,
             found: &observed,
             slots: &slots,
+            network: &network,
         },
     );
     // A booting instance a target waits for is waited for by the instances.

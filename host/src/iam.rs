@@ -125,7 +125,7 @@ const BALANCERS_OBSERVE: [&str; 6] = [
 ];
 
 /// What heet does to its own balancers, target groups and listeners.
-const BALANCERS_OWN: [&str; 11] = [
+const BALANCERS_OWN: [&str; 12] = [
     "elasticloadbalancing:CreateLoadBalancer",
     "elasticloadbalancing:CreateTargetGroup",
     "elasticloadbalancing:CreateListener",
@@ -133,6 +133,7 @@ const BALANCERS_OWN: [&str; 11] = [
     "elasticloadbalancing:ModifyTargetGroup",
     "elasticloadbalancing:ModifyTargetGroupAttributes",
     "elasticloadbalancing:ModifyListener",
+    "elasticloadbalancing:SetSubnets",
     "elasticloadbalancing:RegisterTargets",
     "elasticloadbalancing:DeregisterTargets",
     "elasticloadbalancing:DeleteLoadBalancer",
@@ -284,9 +285,14 @@ pub fn policy(def: &Definition) -> Policy {
         ));
         statements.push(statement("HeetBalancersObserve", observe, all(), None));
         // Balancers and target groups are named `<project>-<env>-<role>`, cut to 32
-        // characters: the project's first 23 at least.
+        // characters (the project's first 23 at least), or `heet-<hash>` where that would
+        // start with `internal-`.
         let region = one_region(def).unwrap_or("*");
-        let prefix: String = def.project.chars().take(23).collect();
+        let prefix: String = if format!("{}-", def.project).starts_with("internal-") {
+            "heet-".to_owned()
+        } else {
+            def.project.chars().take(23).collect()
+        };
         statements.push(statement(
             "HeetBalancers",
             BALANCERS_OWN.to_vec(),

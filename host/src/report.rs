@@ -718,7 +718,13 @@ enum BalancerJson<'a> {
         name: &'a str,
         arn: &'a str,
         listen: u16,
-        was: u16,
+        was: &'a str,
+    },
+    SetSubnets {
+        role: &'a str,
+        name: &'a str,
+        arn: &'a str,
+        was: Vec<&'a str>,
     },
     Register {
         role: &'a str,
@@ -789,12 +795,25 @@ impl<'a> BalancerJson<'a> {
                 arn,
                 listen,
                 was,
+                ..
             } => BalancerJson::UpdateListener {
                 role,
                 name,
                 arn,
                 listen: *listen,
-                was: *was,
+                was,
+            },
+            BalancerChange::SetSubnets {
+                role,
+                name,
+                arn,
+                was,
+                ..
+            } => BalancerJson::SetSubnets {
+                role,
+                name,
+                arn,
+                was: was.iter().map(String::as_str).collect(),
             },
             BalancerChange::Register {
                 role,

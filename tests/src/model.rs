@@ -33,6 +33,10 @@
 //!   on moto's instances so TerminateInstances is refused), a placement group and tenancy
 //!   (shown in DescribeInstances as asked); MonitorInstances and UnmonitorInstances, which
 //!   moto does not implement, answered and shown in DescribeInstances;
+//! - ELB: targets `initial` until their health checks pass, then `healthy` (or `unhealthy`
+//!   on an impaired instance), `draining` once deregistered, `unused` while no balancer's
+//!   listener forwards to their group; a balancer's groups and subnets busy while it lives
+//!   and for a while after; a health check's timeout shorter than its interval;
 //! - lost answers: a share of chosen mutating calls is carried out and its answer dropped;
 //! - latency per call, and plain injected faults (throttling, 500, 503, a dropped
 //!   connection) at a set share, before the call reaches moto.
@@ -574,8 +578,12 @@ struct State {
     target_groups: BTreeMap<String, (f64, f64, f64)>,
     /// ELB: each target (group ARN, instance id): when it was registered, and deregistered.
     targets: BTreeMap<(String, String), (Instant, Option<Instant>)>,
-    /// ELB: the groups and subnets of each balancer made through the model, by ARN.
+    /// ELB: the groups and subnets of each balancer made through the model, by ARN: busy
+    /// (`DependencyViolation`) while it lives.
     balancer_uses: BTreeMap<String, Vec<String>>,
+    /// ELB: each listener made through the model: its balancer and the target group it
+    /// forwards to. A target group no live balancer's listener forwards to is not in use.
+    listeners: BTreeMap<String, (String, String)>,
     /// Groups and subnets a balancer was deleted from, when: its network interfaces linger.
     freed: BTreeMap<String, Instant>,
     /// Deregistrations and terminations, in order: (operation, instance ids).
@@ -1349,6 +1357,7 @@ fn ec2(
                     uses.contains(&id)
                         && State::within(state.terminated.get(instance), model.dependency)
                 }) || State::within(state.freed.get(&id), model.dependency)
+                    || state.balancer_uses.values().any(|u| u.contains(&id))
             };
             if busy {
                 return modelled(
@@ -2455,11 +2464,13 @@ fn members(form: &[(String, String)], list: &str, field: &str) -> Vec<String> {
 }
 
 /// Elastic Load Balancing as AWS runs it where moto does not: a registered target is
-/// `initial` until its health checks pass (its group's interval times its healthy threshold,
-/// scaled by [`Model::elb_scale`]), then `healthy`, or `unhealthy` on an impaired instance;
-/// a deregistered one is `draining` for its group's deregistration delay; a deleted
-/// balancer's network interfaces keep its groups and subnets busy (`DependencyViolation`)
-/// for [`Model::dependency`].
+/// `unused` while no live balancer's listener forwards to its group, else `initial` until
+/// its health checks pass (its group's interval times its healthy threshold, scaled by
+/// [`Model::elb_scale`]), then `healthy`, or `unhealthy` on an impaired instance; registered
+/// again, it keeps its state; a deregistered one is `draining` for its group's deregistration
+/// delay. A balancer's groups and subnets are busy (`DependencyViolation`) while it lives,
+/// and for [`Model::dependency`] after it is deleted or leaves a subnet (its network
+/// interfaces linger). A health check's timeout must be shorter than its interval.
 fn elb(
     shared: &Shared,
     agent: &ureq::Agent,
@@ -2475,6 +2486,45 @@ fn elb(
             .unwrap_or_default()
     };
     let secs = |s: String, default: f64| s.parse::<f64>().unwrap_or(default);
+    // A health check's timeout (given, else 5 s) must be shorter than its interval.
+    if matches!(
+        op,
+        "elasticloadbalancing:CreateTargetGroup" | "elasticloadbalancing:ModifyTargetGroup"
+    ) && let Ok(interval) = param("HealthCheckIntervalSeconds").parse::<f64>()
+        && secs(param("HealthCheckTimeoutSeconds"), 5.0) >= interval
+    {
+        return modelled(
+            shared,
+            op,
+            error(
+                "elasticloadbalancing",
+                400,
+                "ValidationError",
+                "Health check interval must be greater than the timeout.",
+            ),
+        );
+    }
+    if op == "elasticloadbalancing:SetSubnets" {
+        let mut state = shared.state.lock().unwrap();
+        let arn = param("LoadBalancerArn");
+        let subnets = members(form, "Subnets", "");
+        let now = Instant::now();
+        let left: Vec<String> = state
+            .balancer_uses
+            .get(&arn)
+            .into_iter()
+            .flatten()
+            .filter(|u| u.starts_with("subnet-") && !subnets.contains(u))
+            .cloned()
+            .collect();
+        for id in left {
+            state.freed.insert(id, now);
+        }
+        if let Some(uses) = state.balancer_uses.get_mut(&arn) {
+            uses.retain(|u| !u.starts_with("subnet-"));
+            uses.extend(subnets);
+        }
+    }
     if op == "elasticloadbalancing:DeleteLoadBalancer" {
         let mut state = shared.state.lock().unwrap();
         let uses = state
@@ -2538,10 +2588,44 @@ fn elb(
             }
             answer
         }
+        "elasticloadbalancing:CreateListener" => {
+            let forwards = members(form, "DefaultActions", "TargetGroupArn");
+            if let (Some(arn), Some(tg)) = (xml_first(&body, "ListenerArn"), forwards.first()) {
+                shared
+                    .state
+                    .lock()
+                    .unwrap()
+                    .listeners
+                    .insert(arn, (param("LoadBalancerArn"), tg.clone()));
+            }
+            answer
+        }
+        "elasticloadbalancing:ModifyListener" => {
+            let forwards = members(form, "DefaultActions", "TargetGroupArn");
+            if let Some(tg) = forwards.first()
+                && let Some(l) = shared
+                    .state
+                    .lock()
+                    .unwrap()
+                    .listeners
+                    .get_mut(&param("ListenerArn"))
+            {
+                l.1 = tg.clone();
+            }
+            answer
+        }
         "elasticloadbalancing:RegisterTargets" => {
             let mut state = shared.state.lock().unwrap();
             for id in ids {
-                state.targets.insert((group.clone(), id), (now, None));
+                // ELB keeps the state of a target registered again; one that had left
+                // starts over.
+                let t = state
+                    .targets
+                    .entry((group.clone(), id))
+                    .or_insert((now, None));
+                if t.1.is_some() {
+                    *t = (now, None);
+                }
             }
             answer
         }
@@ -2582,6 +2666,11 @@ fn target_health(
     let warmup = Duration::from_secs_f64(interval * threshold * model.elb_scale);
     let draining = Duration::from_secs_f64(drain * model.elb_scale);
     let now = Instant::now();
+    // Health is checked only through a live balancer's listener.
+    let in_use = state
+        .listeners
+        .values()
+        .any(|(lb, tg)| tg == group && state.balancer_uses.contains_key(lb));
     // (id, port, state, reason) as moto says them.
     let mut listed: Vec<(String, String, String, Option<&'static str>)> = Vec::new();
     if let Ok(doc) = roxmltree::Document::parse(moto) {
@@ -2617,6 +2706,10 @@ fn target_health(
                 entry.3 = Some("Target.DeregistrationInProgress");
             }
             Some(_) => {}
+            None if !in_use => {
+                entry.2 = "unused".into();
+                entry.3 = Some("Target.NotInUse");
+            }
             None if now.duration_since(*registered) < warmup => {
                 entry.2 = "initial".into();
                 entry.3 = Some("Elb.RegistrationInProgress");

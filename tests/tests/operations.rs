@@ -271,7 +271,9 @@ fn the_iam_policy_lists_exactly_the_actions_a_lifecycle_calls() {
             .replace(
                 "instance_type = \"t3.micro\"",
                 "instance_type = \"t3.small\"",
-            ),
+            )
+            // A third subnet: the balancer follows the environment's subnets.
+            .replace("subnets = 2", "subnets = 3"),
     );
     moto().iam(&[
         ("Action", "AttachUserPolicy"),

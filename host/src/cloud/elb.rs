@@ -49,6 +49,12 @@ fn target(id: &str, port: Option<u16>) -> TargetDescription {
         .build()
 }
 
+/// How long a health check waits for its answer: less than the interval between two, as ELB
+/// asks (its own default, 6 s for HTTP and 10 s for HTTPS, would refuse short intervals).
+fn health_timeout(interval: u32) -> i32 {
+    interval.saturating_sub(1).clamp(2, 5) as i32
+}
+
 /// Waits a little longer each time, up to [`POLL_MAX`].
 async fn pause(wait: &mut Duration) {
     tokio::time::sleep(*wait).await;
@@ -91,6 +97,12 @@ impl Elb {
                         .map_or("active".to_owned(), |c| c.as_str().to_owned()),
                     tags: BTreeMap::new(),
                     listeners: Vec::new(),
+                    vpc: lb.vpc_id().unwrap_or_default().to_owned(),
+                    subnets: lb
+                        .availability_zones()
+                        .iter()
+                        .filter_map(|z| z.subnet_id().map(str::to_owned))
+                        .collect(),
                 });
             }
         }
@@ -164,10 +176,17 @@ impl Elb {
                 .map(|l| ObservedListener {
                     arn: l.listener_arn().unwrap_or_default().to_owned(),
                     port: l.port().and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
-                    forwards_to: l
-                        .default_actions()
-                        .iter()
-                        .find_map(|a| a.target_group_arn().map(str::to_owned)),
+                    // A forward action names its group, or lists it in its config.
+                    forwards_to: l.default_actions().iter().find_map(|a| {
+                        a.target_group_arn()
+                            .or_else(|| {
+                                a.forward_config()?
+                                    .target_groups()
+                                    .first()?
+                                    .target_group_arn()
+                            })
+                            .map(str::to_owned)
+                    }),
                 })
                 .collect();
         }
@@ -265,6 +284,7 @@ impl Elb {
             .target_type(TargetTypeEnum::Instance)
             .health_check_path(&s.path)
             .health_check_interval_seconds(s.interval as i32)
+            .health_check_timeout_seconds(health_timeout(s.interval))
             .healthy_threshold_count(HEALTHY_THRESHOLD)
             .set_tags(Some(tags(tag_set)))
             .send()
@@ -303,6 +323,7 @@ impl Elb {
             .target_group_arn(group)
             .health_check_path(&s.path)
             .health_check_interval_seconds(s.interval as i32)
+            .health_check_timeout_seconds(health_timeout(s.interval))
             .send()
             .await
             .map_err(|e| sdk_error("elasticloadbalancing:ModifyTargetGroup", e))?;
@@ -363,14 +384,39 @@ impl Elb {
         Ok(())
     }
 
-    pub async fn update_listener(&self, listener: &str, port: u16) -> anyhow::Result<()> {
+    /// Sets a listener to HTTP on `port`, forwarding to `group`.
+    pub async fn update_listener(
+        &self,
+        listener: &str,
+        port: u16,
+        group: &str,
+    ) -> anyhow::Result<()> {
         self.client
             .modify_listener()
             .listener_arn(listener)
+            .protocol(ProtocolEnum::Http)
             .port(i32::from(port))
+            .default_actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(group)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| sdk_error("elasticloadbalancing:ModifyListener", e))?;
+        Ok(())
+    }
+
+    /// Sets the subnets a balancer is in (one per zone).
+    pub async fn set_subnets(&self, balancer: &str, subnets: Vec<String>) -> anyhow::Result<()> {
+        self.client
+            .set_subnets()
+            .load_balancer_arn(balancer)
+            .set_subnets(Some(subnets))
+            .send()
+            .await
+            .map_err(|e| sdk_error("elasticloadbalancing:SetSubnets", e))?;
         Ok(())
     }
 
@@ -411,24 +457,44 @@ impl Elb {
         }
     }
 
+    /// Deregisters `ids` from `group`: together, or, when ELB refuses one of them (not a
+    /// target, an instance gone), one by one. Those ELB took, by id.
+    async fn deregister(&self, group: &str, ids: &[String]) -> anyhow::Result<Vec<String>> {
+        let call = |ids: &[String]| {
+            self.client
+                .deregister_targets()
+                .target_group_arn(group)
+                .set_targets(Some(ids.iter().map(|i| target(i, None)).collect()))
+                .send()
+        };
+        // Gone already (or never registered): nothing to drain.
+        let gone =
+            |code: Option<&str>| matches!(code, Some("InvalidTarget" | "TargetGroupNotFound"));
+        match call(ids).await {
+            Ok(_) => return Ok(ids.to_vec()),
+            Err(e) if e.code() == Some("InvalidTarget") && ids.len() > 1 => {}
+            Err(e) if gone(e.code()) => return Ok(Vec::new()),
+            Err(e) => return Err(sdk_error("elasticloadbalancing:DeregisterTargets", e)),
+        }
+        let mut taken = Vec::new();
+        for id in ids {
+            match call(std::slice::from_ref(id)).await {
+                Ok(_) => taken.push(id.clone()),
+                Err(e) if gone(e.code()) => {}
+                Err(e) => return Err(sdk_error("elasticloadbalancing:DeregisterTargets", e)),
+            }
+        }
+        Ok(taken)
+    }
+
     /// Deregisters `ids` from `group` and waits until they are drained (no longer
     /// `draining`), for up to the drain time and a minute.
     pub async fn drain(&self, group: &str, ids: &[String], drain: u32) -> anyhow::Result<()> {
-        let answer = self
-            .client
-            .deregister_targets()
-            .target_group_arn(group)
-            .set_targets(Some(ids.iter().map(|i| target(i, None)).collect()))
-            .send()
-            .await;
-        match answer {
-            Ok(_) => {}
-            // Gone already (or never registered): nothing to drain.
-            Err(e) if matches!(e.code(), Some("InvalidTarget" | "TargetGroupNotFound")) => {
-                return Ok(());
-            }
-            Err(e) => return Err(sdk_error("elasticloadbalancing:DeregisterTargets", e)),
+        let ids = self.deregister(group, ids).await?;
+        if ids.is_empty() {
+            return Ok(());
         }
+        let ids = &ids[..];
         let limit = Duration::from_secs(u64::from(drain) + 60);
         let start = Instant::now();
         let mut wait = POLL_FIRST;

@@ -281,6 +281,9 @@ pub struct ObservedBalancer {
     pub state: String,
     pub tags: BTreeMap<String, String>,
     pub listeners: Vec<ObservedListener>,
+    pub vpc: String,
+    /// One per zone it is enabled in.
+    pub subnets: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,12 +386,25 @@ pub enum BalancerChange {
         settings: Balancer,
         was: String,
     },
+    /// A listener on the port that forwards elsewhere, or heet's on another port: set to
+    /// `listen`, forwarding to the target group (`group`, or the one made this run).
     UpdateListener {
         role: String,
         name: String,
         arn: String,
         listen: u16,
-        was: u16,
+        group: Option<String>,
+        /// What it did: `:80 → another target group`.
+        was: String,
+    },
+    /// The environment's subnets changed (one more, one fewer): the balancer follows them
+    /// before a subnet it leaves is deleted.
+    SetSubnets {
+        role: String,
+        name: String,
+        arn: String,
+        placement: Placement,
+        was: BTreeSet<String>,
     },
     /// The instance in `slot` registered (`instance_id`: one that stays, known now; none: the
     /// one launched this run), on `port`.
@@ -427,6 +443,7 @@ impl BalancerChange {
             | BalancerChange::CreateListener { role, .. }
             | BalancerChange::UpdateTargetGroup { role, .. }
             | BalancerChange::UpdateListener { role, .. }
+            | BalancerChange::SetSubnets { role, .. }
             | BalancerChange::Register { role, .. }
             | BalancerChange::DeleteBalancer { role, .. }
             | BalancerChange::DeleteTargetGroup { role, .. } => role,
@@ -460,7 +477,12 @@ impl fmt::Display for BalancerChange {
             ),
             BalancerChange::UpdateListener {
                 name, listen, was, ..
-            } => write!(f, "~ listener {name} :{listen} (was :{was})"),
+            } => write!(f, "~ listener {name} :{listen} → its targets (was {was})"),
+            BalancerChange::SetSubnets { name, was, .. } => write!(
+                f,
+                "~ balancer {name}: the environment's subnets (was {})",
+                was.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
             BalancerChange::Register {
                 instance,
                 instance_id,
@@ -493,7 +515,8 @@ impl Change for BalancerChange {
             }
             BalancerChange::CreateListener { .. }
             | BalancerChange::UpdateTargetGroup { .. }
-            | BalancerChange::UpdateListener { .. } => (Stage::Before, 12),
+            | BalancerChange::UpdateListener { .. }
+            | BalancerChange::SetSubnets { .. } => (Stage::Before, 12),
             // Once the round's instances run, before what points at them moves.
             BalancerChange::Register { .. } => (Stage::Running, 2),
             // With the record deletes, before the instances go: the balancer's listener goes
@@ -520,6 +543,7 @@ impl Change for BalancerChange {
             BalancerChange::CreateListener { .. }
             | BalancerChange::UpdateTargetGroup { .. }
             | BalancerChange::UpdateListener { .. }
+            | BalancerChange::SetSubnets { .. }
             | BalancerChange::Register { .. } => Bookkeeping::None,
         }
     }
@@ -684,32 +708,56 @@ pub fn dns(
         .collect()
 }
 
-/// The instances whose slots are registered: what the instances' plan keeps or launches.
+/// What else the balancers' plan depends on: the instances whose slots are registered (what
+/// the instances' plan keeps or launches) and the network they are in.
 #[derive(Clone, Copy)]
-pub struct Serving<'a> {
+pub struct Around<'a> {
     pub plan: &'a InstancePlan,
     /// The instances found.
     pub found: &'a [crate::kinds::instances::ObservedInstance],
     /// Each wanted slot's role and instance name.
     pub slots: &'a BTreeMap<String, (String, String)>,
+    /// heet's network resources as found, by `heet:resource`: the VPC and subnets a
+    /// balancer in heet's network belongs in.
+    pub network: &'a BTreeMap<String, String>,
 }
 
-/// Plans `wanted` (empty for `down`) against what ELB holds, for the instances `serving`
-/// plans: a balancer and its target group per role, the listener between them, and each
-/// slot's instance registered.
+/// Where a balancer of `placement` belongs, as far as the plan knows: its VPC (when known;
+/// empty: heet's, not made yet) and its subnets (`None` while heet is still to make one of
+/// them this run).
+fn expected(
+    placement: &Placement,
+    network: &BTreeMap<String, String>,
+) -> (Option<String>, Option<BTreeSet<String>>) {
+    match placement {
+        Placement::Default => (None, None),
+        Placement::Given { vpc, subnets } => {
+            (Some(vpc.clone()), Some(subnets.iter().cloned().collect()))
+        }
+        Placement::Heet { vpc, subnets } => (
+            Some(network.get(vpc).cloned().unwrap_or_default()),
+            subnets.iter().map(|s| network.get(s).cloned()).collect(),
+        ),
+    }
+}
+
+/// Plans `wanted` (empty for `down`) against what ELB holds, for the instances and network
+/// `around` says: a balancer and its target group per role, the listener between them, and
+/// each slot's instance registered.
 pub fn plan(
     project: &str,
     env: &str,
     wanted: &[DesiredBalancer],
     observed: &ObservedBalancers,
     owned: &BTreeMap<String, Option<String>>,
-    serving: Serving<'_>,
+    around: Around<'_>,
 ) -> BalancerPlan {
-    let Serving {
+    let Around {
         plan: instances,
         found,
         slots,
-    } = serving;
+        network,
+    } = around;
     let mut p = BalancerPlan {
         dns: dns(project, env, wanted, observed, owned),
         ..BalancerPlan::default()
@@ -731,11 +779,8 @@ pub fn plan(
                 g.arn.clone(),
                 (
                     g.drain.unwrap_or(300),
-                    g.targets
-                        .iter()
-                        .filter(|(_, (_, state))| state != "unused")
-                        .map(|(id, _)| id.clone())
-                        .collect(),
+                    // Every target, in use or not: deregistering one that is not is harmless.
+                    g.targets.keys().cloned().collect(),
                 ),
             );
         }
@@ -784,6 +829,26 @@ pub fn plan(
                         "balancer {} is failed in ELB: delete it ({}) and run up again",
                         o.name, o.arn
                     ));
+                }
+                // A balancer stays in its VPC; it follows the environment's subnets.
+                match expected(&b.placement, network) {
+                    (Some(vpc), _) if vpc != o.vpc => p.refused.push(format!(
+                        "balancer {}: it is in {}, and the environment's network is now {}: a balancer cannot move; take the role's load_balancer out, run up, then put it back",
+                        o.name,
+                        o.vpc,
+                        if vpc.is_empty() { "a VPC heet makes" } else { &vpc }
+                    )),
+                                        // The default VPC's subnets: not heet's to change, not compared.
+                    (None, _) => {}
+                    (Some(_), Some(subnets)) if subnets == o.subnets => {}
+                    // Other subnets, or one heet makes this run.
+                    (Some(_), _) => p.changes.push(BalancerChange::SetSubnets {
+                        role: b.role.clone(),
+                        name: b.name.clone(),
+                        arn: o.arn.clone(),
+                        placement: b.placement.clone(),
+                        was: o.subnets.clone(),
+                    }),
                 }
 
                 Some(o)
@@ -837,27 +902,39 @@ pub fn plan(
         if !ok {
             continue;
         }
-        let listener = lb.and_then(|l| {
-            l.listeners
-                .iter()
-                .find(|x| tg_arn.is_some_and(|t| x.forwards_to.as_deref() == Some(&t.arn)))
-        });
-        match (lb_arn, listener) {
-            (Some(_), Some(l)) if l.port != b.settings.listen => {
-                p.changes.push(BalancerChange::UpdateListener {
-                    role: b.role.clone(),
-                    name: b.name.clone(),
-                    arn: l.arn.clone(),
-                    listen: b.settings.listen,
-                    was: l.port,
-                })
-            }
-            (_, Some(_)) => {}
-            (lb, None) => p.changes.push(BalancerChange::CreateListener {
+        // The listener on `listen` forwards to the target group. One there that forwards
+        // elsewhere (changed by hand, or to a target group since made again) is set back;
+        // heet's on another port moves; other listeners are left alone.
+        let listeners = lb.map_or(&[][..], |l| l.listeners.as_slice());
+        let forwards_here = |l: &ObservedListener| {
+            tg_arn.is_some_and(|t| l.forwards_to.as_deref() == Some(t.arn.as_str()))
+        };
+        let on_port = listeners.iter().find(|l| l.port == b.settings.listen);
+        let elsewhere = listeners.iter().find(|l| forwards_here(l));
+        let update = |l: &ObservedListener, was: String| BalancerChange::UpdateListener {
+            role: b.role.clone(),
+            name: b.name.clone(),
+            arn: l.arn.clone(),
+            listen: b.settings.listen,
+            group: tg_arn.map(|t| t.arn.clone()),
+            was,
+        };
+        match (on_port, elsewhere) {
+            (Some(l), _) if forwards_here(l) => {}
+            (Some(l), _) => p.changes.push(update(
+                l,
+                format!(
+                    ":{} → {}",
+                    l.port,
+                    l.forwards_to.as_deref().unwrap_or("no target group")
+                ),
+            )),
+            (None, Some(l)) => p.changes.push(update(l, format!(":{}", l.port))),
+            (None, None) => p.changes.push(BalancerChange::CreateListener {
                 role: b.role.clone(),
                 name: b.name.clone(),
                 listen: b.settings.listen,
-                balancer: lb.map(|l| l.arn.clone()),
+                balancer: lb_arn.map(|l| l.arn.clone()),
                 group: tg_arn.map(|t| t.arn.clone()),
             }),
         }
@@ -887,7 +964,9 @@ pub fn plan(
             if let Some(rollout) = launched.get(slot.as_str()) {
                 p.changes.push(register(None, false, *rollout));
             } else if let Some(id) = successors.get(slot.as_str()) {
-                if !registered(id) {
+                // A rollout resumed: a successor whose health the target group decides is
+                // registered again (ELB keeps its state) and waited for, whatever it is now.
+                if b.wait_healthy.is_some() || !registered(id) {
                     p.changes
                         .push(register(Some((*id).to_owned()), false, true));
                 }
@@ -1099,6 +1178,8 @@ mod tests {
                     port: 80,
                     forwards_to: Some("arn:tg".into()),
                 }],
+                vpc: "vpc-default".into(),
+                subnets: BTreeSet::from(["subnet-a".to_owned(), "subnet-b".to_owned()]),
             }],
             groups: vec![ObservedTargetGroup {
                 arn: "arn:tg".into(),
@@ -1136,7 +1217,8 @@ mod tests {
             &wanted(),
             &ObservedBalancers::default(),
             &BTreeMap::new(),
-            Serving {
+            Around {
+                network: &BTreeMap::new(),
                 plan: &InstancePlan::default(),
                 found: &[instance("i-1", 1), instance("i-2", 2)],
                 slots: &slots(),
@@ -1179,7 +1261,8 @@ mod tests {
                 wanted,
                 observed,
                 &owned(),
-                Serving {
+                Around {
+                    network: &BTreeMap::new(),
                     plan: &InstancePlan::default(),
                     found: &[instance("i-1", 1), instance("i-2", 2)],
                     slots: &slots(),
@@ -1210,7 +1293,7 @@ mod tests {
             lines(&p),
             [
                 "~ targets  shop-staging-www: health /up every 10s, drain 30s (was health /health every 10s, drain 30s)",
-                "~ listener shop-staging-www :8000 (was :80)"
+                "~ listener shop-staging-www :8000 → its targets (was :80)"
             ]
         );
         w[0].settings.port = 9000;
@@ -1234,9 +1317,75 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_set_elsewhere_is_set_back_and_the_balancer_follows_the_environments_subnets() {
+        let mut all = found(&[]);
+        all.balancers[0].listeners[0].forwards_to = Some("arn:by-hand".into());
+        let mut w = wanted();
+        w[0].placement = Placement::Heet {
+            vpc: "vpc/main".into(),
+            subnets: vec!["subnet/1".into(), "subnet/2".into()],
+        };
+        let run = |network: &BTreeMap<String, String>, w: &[DesiredBalancer]| {
+            plan(
+                "shop",
+                "staging",
+                w,
+                &all,
+                &owned(),
+                Around {
+                    network,
+                    plan: &InstancePlan::default(),
+                    found: &[],
+                    slots: &BTreeMap::new(),
+                },
+            )
+        };
+        let net = |subnets: &[&str]| {
+            let mut n = BTreeMap::from([("vpc/main".to_owned(), "vpc-default".to_owned())]);
+            for (i, s) in subnets.iter().enumerate() {
+                n.insert(format!("subnet/{}", i + 1), (*s).to_owned());
+            }
+            n
+        };
+        let p = run(&net(&["subnet-a", "subnet-b"]), &w);
+        assert_eq!(
+            lines(&p),
+            ["~ listener shop-staging-www :80 → its targets (was :80 → arn:by-hand)"]
+        );
+        assert!(
+            matches!(&p.changes[0], BalancerChange::UpdateListener { group: Some(g), .. } if g == "arn:tg")
+        );
+
+        // A third subnet, made this run: the balancer is set to all three.
+        w[0].placement = Placement::Heet {
+            vpc: "vpc/main".into(),
+            subnets: vec!["subnet/1".into(), "subnet/2".into(), "subnet/3".into()],
+        };
+        let p = run(&net(&["subnet-a", "subnet-b"]), &w);
+        assert!(
+            p.changes
+                .iter()
+                .any(|c| matches!(c, BalancerChange::SetSubnets { .. })),
+            "{:?}",
+            lines(&p)
+        );
+        // Another VPC: refused, as a balancer cannot move.
+        let mut other = net(&["subnet-a", "subnet-b", "subnet-c"]);
+        other.insert("vpc/main".into(), "vpc-new".into());
+        let p = run(&other, &w);
+        assert!(
+            p.refused[0].contains("a balancer cannot move"),
+            "{:?}",
+            p.refused
+        );
+    }
+
+    #[test]
     fn a_name_heet_did_not_make_is_a_conflict_and_a_ledger_entry_of_another_id_is_not_deleted() {
-        let (nothing, no_slots) = (InstancePlan::default(), BTreeMap::new());
-        let none = Serving {
+        let (nothing, no_slots, no_network) =
+            (InstancePlan::default(), BTreeMap::new(), BTreeMap::new());
+        let none = Around {
+            network: &no_network,
             plan: &nothing,
             found: &[],
             slots: &no_slots,
